@@ -1,0 +1,49 @@
+"""Data layer: load interaction tables and item catalogues, validate them, filter, split.
+
+Light on purpose (numpy, scipy, polars only; no torch), so that ``modalrec validate`` is fast.
+
+>>> from modalrec.data import load, validate, ColumnMap, random_split
+"""
+
+from modalrec.data.build import natural_order
+from modalrec.data.dataset import Dataset, interaction_matrix
+from modalrec.data.kcore import KCoreResult, kcore_mask
+from modalrec.data.media import media_exists, read_media_bytes, zip_uri
+from modalrec.data.registry import BUILTIN, default_root, load, validate
+from modalrec.data.report import Issue, ValidationReport
+from modalrec.data.splits import (
+    cold_start_split,
+    fixed_split,
+    global_temporal_split,
+    leave_one_out_split,
+    random_split,
+    temporal_split,
+)
+from modalrec.data.tables import ColumnMap, read_interactions, read_items, read_table
+
+__all__ = [
+    "BUILTIN",
+    "ColumnMap",
+    "Dataset",
+    "Issue",
+    "KCoreResult",
+    "ValidationReport",
+    "cold_start_split",
+    "default_root",
+    "fixed_split",
+    "global_temporal_split",
+    "interaction_matrix",
+    "kcore_mask",
+    "leave_one_out_split",
+    "load",
+    "media_exists",
+    "natural_order",
+    "random_split",
+    "read_interactions",
+    "read_items",
+    "read_media_bytes",
+    "read_table",
+    "temporal_split",
+    "validate",
+    "zip_uri",
+]

@@ -1,0 +1,550 @@
+"""From checked tables to a :class:`Dataset`: ids, filters, de-duplication, k-core, split, features.
+
+Every row that does not make it into the Dataset is counted in the :class:`ValidationReport`
+with its reason and a few ``file:line`` examples; nothing is dropped silently. Order of steps:
+
+1. ``min_rating`` (optional): interactions with a lower rating are dropped (info).
+2. Catalogue: duplicate item ids keep their first row (warning).
+3. Interactions naming an item missing from the catalogue are dropped (warning), or raise
+   :class:`DataError` with ``strict=True``.
+4. Duplicate (user, item) pairs collapse to one interaction: the earliest by timestamp (then by
+   file line); with fixed split labels, the smallest label (train before valid before test).
+   Exact duplicates are a warning; repeats at different times are info (repeat consumption).
+5. k-core (optional): iterative filter on users and items (info).
+6. Ids: string ids at the edges, dense indices inside, in natural order (numeric ids numerically,
+   otherwise "item2" < "item10"). Catalogue items without interactions are kept (cold items,
+   info) unless a k-core filter is requested.
+7. Split (see :mod:`modalrec.data.splits`) on interactions ordered by (user index, item index).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from modalrec.data import splits as S
+from modalrec.data.dataset import Dataset, interaction_matrix
+from modalrec.data.kcore import kcore_mask
+from modalrec.data.media import is_remote, media_exists
+from modalrec.data.report import MAX_EXAMPLES, ValidationReport
+from modalrec.data.tables import Catalogue, Interactions
+from modalrec.errors import ConfigError, DataError
+
+
+@dataclass
+class FeatureInput:
+    """A feature matrix as read from disk; row ``r`` belongs to item id ``row_ids[r]``."""
+
+    modality: str
+    array: np.ndarray
+    row_ids: np.ndarray
+    file: str
+
+
+@dataclass
+class BuildOptions:
+    """Options shared by every loader (see :func:`modalrec.data.load` for their meaning)."""
+
+    split: str | None = None
+    ratios: tuple[float, float, float] = S.DEFAULT_RATIOS
+    seed: int = 2024
+    cold_share: float = 0.1
+    min_rating: float | None = None
+    kcore: int | tuple[int, int] | None = None
+    strict: bool = False
+    check_media: bool = True
+
+
+BUILD_OPTION_NAMES = tuple(BuildOptions.__dataclass_fields__)
+
+
+def natural_order(ids: list[str] | np.ndarray) -> np.ndarray:
+    """Permutation that sorts ids naturally: all-integer ids numerically, else digit runs as numbers.
+
+    >>> ids = ["10", "9", "100"]
+    >>> [ids[i] for i in natural_order(ids)]
+    ['9', '10', '100']
+    >>> ids = ["item10", "item2", "b", "a"]
+    >>> [ids[i] for i in natural_order(ids)]
+    ['a', 'b', 'item2', 'item10']
+    """
+    s = pl.Series(list(ids), dtype=pl.Utf8)
+    as_int = s.cast(pl.Int64, strict=False)
+    if len(s) and as_int.null_count() == 0:
+        return np.lexsort((np.asarray(s.to_list(), dtype=str), as_int.to_numpy()))
+    split = re.compile(r"(\d+)")
+
+    def key(v: str) -> tuple[tuple[int, int | str], ...]:
+        return tuple((0, int(p)) if p.isdigit() else (1, p) for p in split.split(v) if p)
+
+    return np.asarray(sorted(range(len(ids)), key=lambda k: key(ids[k])), dtype=np.int64)
+
+
+def _examples(values: list[str]) -> list[str]:
+    return [str(v) for v in values[:MAX_EXAMPLES]]
+
+
+def _codes(values: pl.Series, universe: np.ndarray) -> np.ndarray:
+    """Index of each value in ``universe`` (all values must be present)."""
+    return (
+        values.replace_strict(list(universe), list(range(len(universe))), return_dtype=pl.Int64)
+        .to_numpy()
+        .astype(np.int64)
+    )
+
+
+def build_dataset(
+    name: str,
+    inter: Interactions,
+    catalogue: Catalogue | None = None,
+    features: list[FeatureInput] | None = None,
+    options: BuildOptions | None = None,
+    *,
+    report: ValidationReport | None = None,
+    default_split: str = "random",
+    all_items: list[str] | None = None,
+) -> Dataset:
+    """Assemble a Dataset; see the module docstring for the order of checks.
+
+    ``all_items`` is the item universe when there is no catalogue file (e.g. MMRec folders, where
+    the items are ``0..max(itemID)``); interactions naming other items count as unknown.
+    """
+    opt = options or BuildOptions()
+    rep = report if report is not None else ValidationReport()
+    frame = inter.frame
+    f_inter = inter.file
+    rows_read = frame.height
+    users_raw = set(frame["user"].unique().to_list())
+
+    # 1. min_rating
+    if opt.min_rating is not None:
+        if not inter.has_rating:
+            raise ConfigError(f"min_rating={opt.min_rating} needs a rating column, and {f_inter} has none")
+        low = frame["rating"] < opt.min_rating
+        n_low = int(low.sum())
+        if n_low:
+            rep.add(
+                f"rating below min_rating={opt.min_rating}",
+                f_inter,
+                count=n_low,
+                dropped=n_low,
+                severity="info",
+            )
+        frame = frame.filter(~low)
+    users_after_rating = set(frame["user"].unique().to_list())
+
+    # 2. catalogue duplicates
+    cat_frame: pl.DataFrame | None = None
+    if catalogue is not None:
+        cat_frame = catalogue.frame
+        rep.stat(catalogue.file, rows_read=cat_frame.height)
+        dup = cat_frame["item_id"].is_first_distinct().not_()
+        n_dup = int(dup.sum())
+        if n_dup:
+            rows = dup.arg_true().to_list()
+            rep.add(
+                "duplicate item id (first row kept)",
+                catalogue.file,
+                count=n_dup,
+                dropped=n_dup,
+                examples=[
+                    f"{catalogue.where(r)} item {cat_frame['item_id'][r]}" for r in rows[:MAX_EXAMPLES]
+                ],
+            )
+            cat_frame = cat_frame.filter(~dup)
+        rep.stat(catalogue.file, rows_kept=cat_frame.height)
+
+    # 3. unknown items
+    known: pl.Series | None = None
+    if cat_frame is not None:
+        known, known_file = cat_frame["item_id"], f"the item catalogue {catalogue.file}"  # type: ignore[union-attr]
+    elif all_items is not None:
+        known, known_file = pl.Series("item_id", all_items, dtype=pl.Utf8), "the item list"
+    if known is not None:
+        unknown = ~frame["item"].is_in(known.implode())
+        n_unknown = int(unknown.sum())
+        if n_unknown:
+            bad = frame.filter(unknown)
+            first = bad.row(0, named=True)
+            if opt.strict:
+                raise DataError(
+                    f"item {first['item']!r} is not in {known_file}"
+                    f" ({n_unknown} such interaction(s); strict=False drops and reports them)",
+                    file=f_inter,
+                    line=first["line"] if inter.unit == "line" else None,
+                    field="item",
+                )
+            rep.add(
+                "unknown item (not in the catalogue)" if cat_frame is not None else "unknown item",
+                f_inter,
+                count=n_unknown,
+                dropped=n_unknown,
+                examples=[
+                    f"{inter.where(ln)} item {it}"
+                    for ln, it in zip(
+                        bad["line"].head(MAX_EXAMPLES), bad["item"].head(MAX_EXAMPLES), strict=True
+                    )
+                ],
+            )
+            frame = frame.filter(~unknown)
+    users_after_unknown = set(frame["user"].unique().to_list())
+
+    # temporary codes in natural order
+    if known is not None:
+        item_universe = known.unique(maintain_order=True).to_numpy().astype(str)
+    else:
+        item_universe = frame["item"].unique().to_numpy().astype(str)
+    item_universe = item_universe[natural_order(item_universe)]
+    user_universe = frame["user"].unique().to_numpy().astype(str)
+    user_universe = user_universe[natural_order(user_universe)]
+    u = _codes(frame["user"], user_universe)
+    i = _codes(frame["item"], item_universe)
+    lines = frame["line"].to_numpy()
+    ts = frame["timestamp"].to_numpy() if inter.has_timestamp else None
+    lab = frame["label"].to_numpy().astype(np.int8) if inter.has_label else None
+    rating = frame["rating"].to_numpy() if inter.has_rating else None
+
+    # 4. duplicates: canonical order (user, item, [label], [timestamp], line); keep the first per pair
+    keys: list[np.ndarray] = [lines]
+    if ts is not None:
+        keys.append(ts)
+    if lab is not None:
+        keys.append(lab)
+    keys += [i, u]
+    order = np.lexsort(keys)
+    u, i, lines = u[order], i[order], lines[order]
+    ts = ts[order] if ts is not None else None
+    lab = lab[order] if lab is not None else None
+    rating = rating[order] if rating is not None else None
+    same_pair = np.zeros(len(u), dtype=bool)
+    if len(u) > 1:
+        same_pair[1:] = (u[1:] == u[:-1]) & (i[1:] == i[:-1])
+    if same_pair.any():
+        dup_rows = np.flatnonzero(same_pair)
+        exact = np.ones(len(dup_rows), dtype=bool) if ts is None else ts[dup_rows] == ts[dup_rows - 1]
+        conflict = np.zeros(len(dup_rows), dtype=bool)
+        if lab is not None:
+            # compare with the kept (first) row of the pair
+            first_of_pair = np.maximum.accumulate(np.where(~same_pair, np.arange(len(u)), 0))
+            conflict = lab[dup_rows] != lab[first_of_pair[dup_rows]]
+        for kind, sel, sev in (
+            ("duplicate interaction in different splits (smallest split label kept)", conflict, "warning"),
+            ("duplicate interaction (collapsed)", exact & ~conflict, "warning"),
+            ("repeated interaction at another time (collapsed, earliest kept)", ~exact & ~conflict, "info"),
+        ):
+            rows = dup_rows[sel]
+            if len(rows):
+                rep.add(
+                    kind,
+                    f_inter,
+                    count=len(rows),
+                    dropped=len(rows),
+                    severity=sev,
+                    examples=[
+                        f"{inter.where(int(lines[r]))} user {user_universe[u[r]]} item {item_universe[i[r]]}"
+                        for r in rows[:MAX_EXAMPLES]
+                    ],
+                )
+        keep = ~same_pair
+        u, i, lines = u[keep], i[keep], lines[keep]
+        ts = ts[keep] if ts is not None else None
+        lab = lab[keep] if lab is not None else None
+        rating = rating[keep] if rating is not None else None
+
+    # 5. k-core
+    item_keep_all = True
+    if opt.kcore is not None:
+        ku, ki = (opt.kcore, opt.kcore) if isinstance(opt.kcore, int) else tuple(opt.kcore)
+        kc = kcore_mask(u, i, int(ku), int(ki))
+        if kc.removed_rows:
+            rep.add(
+                f"removed by {ku}/{ki}-core filter ({kc.removed_users} users, {kc.removed_items} items, "
+                f"{kc.rounds} rounds)",
+                f_inter,
+                count=kc.removed_rows,
+                dropped=kc.removed_rows,
+                severity="info",
+            )
+        u, i, lines = u[kc.mask], i[kc.mask], lines[kc.mask]
+        ts = ts[kc.mask] if ts is not None else None
+        lab = lab[kc.mask] if lab is not None else None
+        rating = rating[kc.mask] if rating is not None else None
+        item_keep_all = False
+
+    # 6. compact ids (natural order is preserved: codes are already in that order)
+    kept_users, u = np.unique(u, return_inverse=True)
+    user_ids = user_universe[kept_users]
+    if item_keep_all:
+        item_ids = item_universe
+    else:
+        kept_items, i = np.unique(i, return_inverse=True)
+        item_ids = item_universe[kept_items]
+    u = u.astype(np.int64)
+    i = i.astype(np.int64)
+    n_users, n_items = len(user_ids), len(item_ids)
+    final_users = set(user_ids.tolist())
+    lost_unknown = users_after_rating - users_after_unknown
+    lost_filter = (users_raw - users_after_rating) | (users_after_unknown - final_users)
+    if lost_unknown:
+        rep.add(
+            "user with no interactions left (all on unknown items)",
+            f_inter,
+            count=len(lost_unknown),
+            examples=_examples(sorted(lost_unknown)),
+        )
+    if lost_filter:
+        rep.add(
+            "user removed by filters (min_rating / k-core)",
+            f_inter,
+            count=len(lost_filter),
+            severity="info",
+            examples=_examples(sorted(lost_filter)),
+        )
+    item_count = np.bincount(i, minlength=n_items)
+    if (item_count == 0).any():
+        cold = np.flatnonzero(item_count == 0)
+        rep.add(
+            "item with no interactions (kept as a cold item)",
+            catalogue.file if catalogue is not None else f_inter,
+            count=len(cold),
+            severity="info",
+            examples=_examples(item_ids[cold].tolist()),
+        )
+
+    # 7. split
+    split = opt.split or default_split
+    labels, cold_items, split_name = _split(split, u, i, ts, lab, n_items, opt)
+    train = interaction_matrix(u[labels == 0], i[labels == 0], n_users, n_items)
+    valid = interaction_matrix(u[labels == 1], i[labels == 1], n_users, n_items)
+    test = interaction_matrix(u[labels == 2], i[labels == 2], n_users, n_items)
+    no_train = np.flatnonzero(np.diff(train.indptr) == 0)
+    if len(no_train):
+        rep.add(
+            "user with no training interactions",
+            "split",
+            count=len(no_train),
+            severity="info",
+            examples=_examples(user_ids[no_train].tolist()),
+        )
+
+    # item table, media and features
+    items_df = _item_table(item_ids, cat_frame)
+    media_columns = dict(catalogue.media_columns) if catalogue is not None else {}
+    if catalogue is not None:
+        _check_text(items_df, catalogue.text_fields, catalogue.file, rep)
+        if opt.check_media:
+            _check_media(items_df, media_columns, catalogue.file, rep)
+    feats, masks = _features(features or [], item_ids, len(item_universe), rep)
+
+    rep.stat(f_inter, rows_read=rows_read, rows_kept=len(u))
+    rep.stat("dataset", users=n_users, items=n_items, interactions=len(u))
+    rep.stat(
+        "split",
+        name=split_name,
+        train=int(train.nnz),
+        valid=int(valid.nnz),
+        test=int(test.nnz),
+        **({"cold_items": len(cold_items)} if cold_items is not None else {}),
+    )
+    return Dataset(
+        name=name,
+        user_ids=user_ids,
+        item_ids=item_ids,
+        train=train,
+        valid=valid,
+        test=test,
+        items=items_df,
+        features=feats,
+        feature_masks=masks,
+        cold_items=cold_items,
+        text_fields=list(catalogue.text_fields) if catalogue is not None else [],
+        media_columns=media_columns,
+        split_name=split_name,
+        report=rep,
+    )
+
+
+def _split(
+    split: str,
+    u: np.ndarray,
+    i: np.ndarray,
+    ts: np.ndarray | None,
+    lab: np.ndarray | None,
+    n_items: int,
+    opt: BuildOptions,
+) -> tuple[np.ndarray, np.ndarray | None, str]:
+    r = S.check_ratios(opt.ratios)
+    ratio_name = ":".join(f"{x * 10:g}" for x in r)
+
+    def need_ts(what: str) -> np.ndarray:
+        if ts is None:
+            raise ConfigError(f"split={what!r} needs timestamps, and this data set has no timestamp column")
+        return ts
+
+    if split in ("random", "ratio"):
+        return S.random_split(u, r, seed=opt.seed), None, f"random per-user {ratio_name}, seed {opt.seed}"
+    if split == "temporal":
+        return S.temporal_split(u, need_ts(split), r), None, f"temporal per-user {ratio_name}"
+    if split == "global_temporal":
+        return S.global_temporal_split(need_ts(split), r), None, f"global temporal {ratio_name}"
+    if split in ("leave_one_out", "loo"):
+        how = "by time" if ts is not None else f"random, seed {opt.seed}"
+        return S.leave_one_out_split(u, ts, seed=opt.seed), None, f"leave-one-out ({how})"
+    if split == "fixed":
+        if lab is None:
+            raise ConfigError(
+                "split='fixed' needs a split label column (e.g. x_label), and this data set has none"
+            )
+        return S.fixed_split(lab), None, "fixed (x_label)"
+    if split == "cold_start":
+        if lab is not None:
+            base, base_name = S.fixed_split(lab), "fixed (x_label)"
+        else:
+            base, base_name = S.random_split(u, r, seed=opt.seed), f"random per-user {ratio_name}"
+        valid_fraction = r[1] / (r[1] + r[2]) if r[1] + r[2] > 0 else 0.5
+        labels, cold = S.cold_start_split(
+            i, base, cold_share=opt.cold_share, seed=opt.seed, valid_fraction=valid_fraction
+        )
+        name = f"cold_start {opt.cold_share:.0%} items, seed {opt.seed} (base: {base_name})"
+        return labels, cold.astype(np.int64), name
+    raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(S.SPLITS)}")
+
+
+def _item_table(item_ids: np.ndarray, cat_frame: pl.DataFrame | None) -> pl.DataFrame:
+    ids = pl.DataFrame({"item_id": pl.Series("item_id", item_ids.tolist(), dtype=pl.Utf8)})
+    if cat_frame is None:
+        return ids
+    out = ids.join(cat_frame, on="item_id", how="left", maintain_order="left")
+    return out
+
+
+def _check_text(items: pl.DataFrame, fields: list[str], file: str, rep: ValidationReport) -> None:
+    for col in fields:
+        s = items[col].cast(pl.Utf8)
+        empty = (s.is_null() | (s.str.strip_chars().str.len_bytes() == 0)).arg_true().to_list()
+        if empty:
+            rep.add(
+                f"item without {col}",
+                file,
+                count=len(empty),
+                severity="info",
+                examples=_examples([items["item_id"][k] for k in empty]),
+            )
+
+
+def _check_media(items: pl.DataFrame, media: dict[str, str], file: str, rep: ValidationReport) -> None:
+    for modality, col in media.items():
+        refs = items[col].to_list()
+        empty = [k for k, r in enumerate(refs) if not r]
+        if empty:
+            rep.add(
+                f"item without {modality}",
+                file,
+                count=len(empty),
+                severity="info",
+                examples=_examples([items["item_id"][k] for k in empty]),
+            )
+        remote = [k for k, r in enumerate(refs) if r and is_remote(r)]
+        if remote:
+            rep.add(
+                f"{modality} given as URL (not checked, not downloadable offline)",
+                file,
+                count=len(remote),
+                severity="info",
+                examples=_examples([refs[k] for k in remote]),
+            )
+        missing = [k for k, r in enumerate(refs) if r and not is_remote(r) and not media_exists(r)]
+        if missing:
+            rep.add(
+                f"{modality} file not found",
+                file,
+                count=len(missing),
+                examples=[f"item {items['item_id'][k]}: {refs[k]}" for k in missing[:MAX_EXAMPLES]],
+            )
+
+
+def _features(
+    features: list[FeatureInput], item_ids: np.ndarray, n_all_items: int, rep: ValidationReport
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Reorder feature rows to the item index; ``n_all_items`` is the item count before k-core."""
+    feats: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    for f in features:
+        arr = f.array
+        if arr.shape[0] != n_all_items:
+            raise DataError(
+                f"{f.modality} feature file has {arr.shape[0]} rows but the data set has {n_all_items} items "
+                "(one row per item is required; row r belongs to item id r, or to the r-th catalogue row)",
+                file=f.file,
+            )
+        if arr.shape[0] != len(f.row_ids):  # pragma: no cover - loaders build row_ids from the array
+            raise DataError(f"{arr.shape[0]} rows but {len(f.row_ids)} row ids", file=f.file)
+        row_ids = f.row_ids.astype(str)
+        if len(row_ids) == len(item_ids) and np.array_equal(row_ids, item_ids.astype(str)):
+            rows = np.arange(len(item_ids), dtype=np.int64)
+        else:
+            lookup = dict(zip(row_ids.tolist(), range(len(row_ids)), strict=True))
+            rows = np.fromiter(
+                (lookup.get(str(x), -1) for x in item_ids), dtype=np.int64, count=len(item_ids)
+            )
+        if (rows < 0).any():
+            missing = item_ids[rows < 0]
+            raise DataError(
+                f"{len(missing)} item(s) have no row in the feature file, e.g. item {missing[0]!r} "
+                f"(the file has {arr.shape[0]} rows; row r belongs to item id {f.row_ids[0]!r}.. by the loader's convention)",
+                file=f.file,
+            )
+        out = np.ascontiguousarray(arr[rows], dtype=np.float32)
+        finite = np.isfinite(out).all(axis=1)
+        mask = finite.copy()
+        if (~finite).any():
+            bad = np.flatnonzero(~finite)
+            rep.add(
+                f"{f.modality} feature row with NaN/inf (zeroed, marked missing in feature_masks)",
+                f.file,
+                count=len(bad),
+                examples=[f"row {rows[b]} (item {item_ids[b]})" for b in bad[:MAX_EXAMPLES]],
+            )
+            out[bad] = 0.0
+        zero = finite & ~out.any(axis=1)
+        if zero.any():
+            z = np.flatnonzero(zero)
+            rep.add(
+                f"{f.modality} feature row is all zeros (kept as present)",
+                f.file,
+                count=len(z),
+                severity="info",
+                examples=[f"row {rows[b]} (item {item_ids[b]})" for b in z[:MAX_EXAMPLES]],
+            )
+        rep.stat(
+            f.file,
+            rows=int(arr.shape[0]),
+            dim=int(arr.shape[1]),
+            dtype=str(arr.dtype),
+            present=int(mask.sum()),
+        )
+        feats[f.modality] = out
+        masks[f.modality] = mask
+    return feats, masks
+
+
+def options_from(
+    kwargs: dict[str, Any], allowed_extra: tuple[str, ...] = ()
+) -> tuple[BuildOptions, dict[str, Any]]:
+    """Split keyword options into :class:`BuildOptions` and loader-specific ones; unknown -> ConfigError."""
+    build = {k: v for k, v in kwargs.items() if k in BUILD_OPTION_NAMES}
+    rest = {k: v for k, v in kwargs.items() if k not in BUILD_OPTION_NAMES}
+    unknown = sorted(set(rest) - set(allowed_extra))
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {unknown}; expected some of {sorted(BUILD_OPTION_NAMES + tuple(allowed_extra))}"
+        )
+    if "ratios" in build:
+        build["ratios"] = S.check_ratios(build["ratios"])
+    if build.get("kcore") is not None and not isinstance(build["kcore"], int):
+        build["kcore"] = tuple(int(x) for x in build["kcore"])
+    return BuildOptions(**build), rest

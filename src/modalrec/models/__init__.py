@@ -1,5 +1,13 @@
-"""Recommenders on one protocol (see :mod:`modalrec.models.base`)."""
+"""Recommenders on one protocol (see :mod:`modalrec.models.base`).
 
+Importing this package registers every built-in model, so ``create("lightgcn", dim=64)`` works.
+"""
+
+from modalrec.models import bprmf, itemknn, lightgcn, popularity  # noqa: F401  (registration)
 from modalrec.models.base import REGISTRY, Recommender, create, register
+from modalrec.models.bprmf import BPRMF
+from modalrec.models.itemknn import ItemKNN
+from modalrec.models.lightgcn import LightGCN
+from modalrec.models.popularity import Popularity
 
-__all__ = ["REGISTRY", "Recommender", "create", "register"]
+__all__ = ["BPRMF", "REGISTRY", "ItemKNN", "LightGCN", "Popularity", "Recommender", "create", "register"]

@@ -64,11 +64,11 @@ def chunks(n: int, size: int) -> Iterator[slice]:
 
 
 def topk_scores(scores: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the top ``k`` per row, sorted by descending score (ties: lower index).
+    """Indices and values of the top ``k`` per row, sorted by descending score.
 
-    >>> idx, val = topk_scores(np.array([[0.1, 0.9, 0.5]], dtype=np.float32), 2)
+    >>> idx, val = topk_scores(np.array([[0.25, 0.75, 0.5]], dtype=np.float32), 2)
     >>> idx.tolist(), val.tolist()
-    ([[1, 2]], [[0.8999999761581543, 0.5]])
+    ([[1, 2]], [[0.75, 0.5]])
     """
     t = torch.as_tensor(scores)
     k = min(k, t.shape[1])

@@ -1,0 +1,181 @@
+"""The ``modalrec`` command line (typer + rich). Every command calls a public pipeline function.
+
+User errors (:class:`~modalrec.errors.ModalrecError`) are printed as one red line, without a
+traceback, and the process exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modalrec.errors import ModalrecError
+
+app = typer.Typer(
+    name="modalrec",
+    help="Multimodal recommendation with cross-modal alignment and an LLM layer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn ModalrecError (bad data, config, run dir) into a clear message and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ModalrecError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def metrics_table(title: str, metrics: dict[str, float], ks: tuple[int, ...] | None = None) -> Table:
+    """Rows = metric names, columns = K."""
+    names: list[str] = []
+    kset: set[int] = set()
+    for key in metrics:
+        if "@" in key:
+            n, k = key.split("@")
+            if n not in names:
+                names.append(n)
+            kset.add(int(k))
+    cols = sorted(kset) if ks is None else list(ks)
+    t = Table(title=title)
+    t.add_column("metric")
+    for k in cols:
+        t.add_column(f"@{k}", justify="right")
+    for n in names:
+        t.add_row(n, *(f"{metrics.get(f'{n}@{k}', float('nan')):.4f}" for k in cols))
+    return t
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@app.command()
+@user_errors
+def validate(
+    data: Annotated[str, typer.Argument(help="registered data set name (ml100k, tiktok, baby) or a path")],
+    root: Annotated[str | None, typer.Option(help="folder holding the registered data sets")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    encoding: Annotated[str | None, typer.Option(help="text encoding of the input files (default UTF-8)")] = None,
+) -> None:
+    """Load a data set, check it and print the validation report."""
+    from modalrec.data import validate as run_validate
+
+    opts = {"encoding": encoding} if encoding else {}
+    report = run_validate(data, root=root, **opts)
+    if as_json:
+        print_json(report.as_dict())
+        return
+    for f, s in report.stats.items():
+        console.print(f"[bold]{f}[/]: " + ", ".join(f"{k}={v}" for k, v in s.items()), highlight=False)
+    if not report.issues:
+        console.print("[green]No problems found.[/]")
+    else:
+        t = Table(title="Problems")
+        for c in ("severity", "problem", "file", "count", "dropped", "examples"):
+            t.add_column(c)
+        for i in report.issues.values():
+            t.add_row(i.severity, i.kind, i.file, str(i.count), str(i.dropped), "; ".join(i.examples))
+        console.print(t)
+    console.print(f"Rows dropped: {report.dropped_rows}" + ("" if report.ok else "  [yellow](see warnings)[/]"))
+
+
+@app.command()
+@user_errors
+def fit(
+    config: Annotated[Path, typer.Argument(help="TOML run configuration")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="run directory to write")],
+    overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+) -> None:
+    """Load data, train the configured model with early stopping and write a run directory."""
+    from modalrec.config import load_config
+    from modalrec.pipeline import fit as run_fit
+
+    cfg = load_config(config)
+    run = run_fit(cfg, out, overwrite=overwrite, progress=not quiet)
+    metrics = json.loads((run.path / "metrics.json").read_text())
+    for split in ("valid", "test", "test_cold"):
+        if split in metrics:
+            m = metrics[split]
+            console.print(metrics_table(f"{split} ({m['n_users']} users)", m["metrics"]))
+    console.print(f"Run written to [bold]{run.path}[/]")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="run directory written by `modalrec fit`")],
+    split: Annotated[str, typer.Option(help="valid or test")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    cold: Annotated[bool, typer.Option(help="rank cold-start items only (cold-start runs)")] = False,
+) -> None:
+    """Full-ranking metrics of a run on its stored split."""
+    from modalrec.evaluation.protocol import evaluate as run_eval
+    from modalrec.rundir import load_run
+
+    run = load_run(run_dir)
+    cand = run.dataset.cold_items if cold else None
+    if cold and cand is None:
+        raise ModalrecError(f"{run_dir}: this run has no cold-start items")
+    res = run_eval(run.model, run.dataset, split, candidate_items=cand)
+    if as_json:
+        print_json(res.as_dict())
+    else:
+        console.print(metrics_table(f"{split}: {res.n_users} users, {res.seconds:.2f} s", res.metrics))
+
+
+@app.command()
+@user_errors
+def recommend(
+    run_dir: Annotated[Path, typer.Argument(help="run directory")],
+    user: Annotated[str, typer.Option("--user", "-u", help="external user id")],
+    k: Annotated[int, typer.Option("-k", help="number of items", min=1)] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Top-k recommendations for one user (items the user has seen are excluded)."""
+    from modalrec.pipeline import recommend_for_user
+
+    recs = recommend_for_user(run_dir, user, k)
+    if as_json:
+        print_json({"user": user, "items": recs})
+        return
+    t = Table(title=f"Top {k} for user {user}")
+    cols = list(recs[0]) if recs else ["rank", "item_id", "score"]
+    for c in cols:
+        t.add_column(c)
+    for r in recs:
+        t.add_row(*(f"{r[c]:.4f}" if isinstance(r[c], float) else str(r[c]) for c in cols))
+    console.print(t)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -43,6 +43,7 @@ class FeatureInput:
     array: np.ndarray
     row_ids: np.ndarray
     file: str
+    source_dtype: str = ""
 
 
 @dataclass
@@ -524,7 +525,7 @@ def _features(
             f.file,
             rows=int(arr.shape[0]),
             dim=int(arr.shape[1]),
-            dtype=str(arr.dtype),
+            dtype=f.source_dtype or str(arr.dtype),
             present=int(mask.sum()),
         )
         feats[f.modality] = out
@@ -533,7 +534,7 @@ def _features(
 
 
 def options_from(
-    kwargs: dict[str, Any], allowed_extra: tuple[str, ...] = ()
+    kwargs: dict[str, Any], allowed_extra: tuple[str, ...] = (), context: str = ""
 ) -> tuple[BuildOptions, dict[str, Any]]:
     """Split keyword options into :class:`BuildOptions` and loader-specific ones; unknown -> ConfigError."""
     build = {k: v for k, v in kwargs.items() if k in BUILD_OPTION_NAMES}
@@ -541,7 +542,8 @@ def options_from(
     unknown = sorted(set(rest) - set(allowed_extra))
     if unknown:
         raise ConfigError(
-            f"unknown option(s) {unknown}; expected some of {sorted(BUILD_OPTION_NAMES + tuple(allowed_extra))}"
+            f"option(s) {unknown} not understood here{f' ({context})' if context else ''}; "
+            f"expected some of {sorted(BUILD_OPTION_NAMES + tuple(allowed_extra))}"
         )
     if "ratios" in build:
         build["ratios"] = S.check_ratios(build["ratios"])

@@ -59,6 +59,11 @@ def _open_zip(archive: str) -> zipfile.ZipFile:
         raise DataError(f"not a valid zip archive: {e}", file=archive) from None
 
 
+@lru_cache(maxsize=64)
+def _is_file_cached(path: str) -> bool:
+    return os.path.isfile(path)
+
+
 @lru_cache(maxsize=16)
 def zip_members(archive: str) -> frozenset[str]:
     """Member names of a zip archive (cached: checking 10k items costs one directory read)."""
@@ -72,7 +77,7 @@ def media_exists(ref: str | None) -> bool:
         return False
     if ref.startswith(ZIP_PREFIX):
         archive, member = parse_zip_uri(ref)
-        return Path(archive).is_file() and member in zip_members(archive)
+        return _is_file_cached(archive) and member in zip_members(archive)
     if ref.startswith("file://"):
         ref = ref[len("file://") :]
     if is_remote(ref):

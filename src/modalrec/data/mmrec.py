@@ -36,7 +36,7 @@ MODALITY_ALIASES = {"v": "image", "t": "text", "a": "audio", "visual": "image", 
 
 
 def load_feature_file(path: str | Path, modality: str | None = None) -> np.ndarray:
-    """Load a 2-D numeric ``.npy`` (never with pickle) as float32.
+    """Load a 2-D numeric ``.npy`` (never with pickle) as float32 (see :func:`load_feature_input`).
 
     >>> import tempfile, pathlib
     >>> p = pathlib.Path(tempfile.mkdtemp()) / "image_feat.npy"
@@ -64,6 +64,18 @@ def load_feature_file(path: str | Path, modality: str | None = None) -> np.ndarr
     if arr.dtype.kind not in "fiub":
         raise DataError(f"feature array must be numeric, got dtype {arr.dtype}", file=path)
     return np.ascontiguousarray(arr, dtype=np.float32)
+
+
+def npy_dtype(path: str | Path) -> str:
+    """The dtype stored in a ``.npy`` header, without reading the data."""
+    try:
+        with open(path, "rb") as f:
+            fmt = np.lib.format
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            return str(read(f)[2])
+    except Exception:
+        return ""
 
 
 def feature_modality(path: Path) -> str:
@@ -120,5 +132,5 @@ def read_mmrec_folder(
                     file=p,
                 )
             row_ids = np.arange(arr.shape[0]).astype(str)
-            feats.append(FeatureInput(feature_modality(p), arr, row_ids, str(p)))
+            feats.append(FeatureInput(feature_modality(p), arr, row_ids, str(p), npy_dtype(p)))
     return interactions, catalogue, feats, all_items

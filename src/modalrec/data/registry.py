@@ -18,7 +18,7 @@ import polars as pl
 from modalrec.data.build import BuildOptions, FeatureInput, build_dataset, options_from
 from modalrec.data.dataset import Dataset
 from modalrec.data.media import zip_members, zip_uri
-from modalrec.data.mmrec import feature_modality, load_feature_file, read_mmrec_folder
+from modalrec.data.mmrec import feature_modality, load_feature_file, npy_dtype, read_mmrec_folder
 from modalrec.data.report import MAX_EXAMPLES, ValidationReport
 from modalrec.data.tables import (
     Catalogue,
@@ -208,8 +208,10 @@ def validate(name_or_path: str | Path, root: str | Path | None = None, **options
 
 
 # ---------------------------------------------------------------------------------------- built-ins
-def _build_opts(opts: dict[str, Any], extra: tuple[str, ...] = ()) -> tuple[BuildOptions, dict[str, Any]]:
-    return options_from(opts, extra)
+def _build_opts(
+    opts: dict[str, Any], extra: tuple[str, ...] = (), context: str = "built-in data set"
+) -> tuple[BuildOptions, dict[str, Any]]:
+    return options_from(opts, extra, context)
 
 
 def _load_ml100k(folder: Path, opts: dict[str, Any]) -> Dataset:
@@ -270,7 +272,7 @@ def _load_ml100k(folder: Path, opts: dict[str, Any]) -> Dataset:
 def _load_mmrec(
     folder: Path, opts: dict[str, Any], *, name: str | None = None, inter: str | None = None
 ) -> Dataset:
-    bo, rest = _build_opts(opts, ("encoding", "inter", "name"))
+    bo, rest = _build_opts(opts, ("encoding", "inter", "name"), "MMRec folder")
     inter_arg = rest.get("inter", inter)
     interactions, catalogue, feats, all_items = read_mmrec_folder(
         folder, inter=inter_arg, encoding=rest.get("encoding", "utf-8")
@@ -406,7 +408,7 @@ def _load_files(path: Path, opts: dict[str, Any], *, allow_items_extra: bool = F
     extra = FILE_OPTIONS + (
         ("items_has_header", "items_names", "items_quote_char") if allow_items_extra else ()
     )
-    bo, rest = _build_opts(opts, extra)
+    bo, rest = _build_opts(opts, extra, "interaction file")
     cols = rest.get("columns")
     if isinstance(cols, dict):
         cols = ColumnMap.from_dict(cols)
@@ -452,7 +454,11 @@ def _load_files(path: Path, opts: dict[str, Any], *, allow_items_extra: bool = F
             row_ids = np.arange(arr.shape[0]).astype(str)
             if all_items is None:
                 all_items = row_ids.tolist()
-        feats.append(FeatureInput(str(modality) or feature_modality(Path(fpath)), arr, row_ids, str(fpath)))
+        feats.append(
+            FeatureInput(
+                str(modality) or feature_modality(Path(fpath)), arr, row_ids, str(fpath), npy_dtype(fpath)
+            )
+        )
     name = rest.get("name") or path.name.split(".")[0]
     return build_dataset(
         name,

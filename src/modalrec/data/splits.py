@@ -57,7 +57,7 @@ def _rank_within_user(users: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, n
     (ties by input position), and the user's interaction count."""
     users = np.asarray(users, dtype=np.int64)
     n = len(users)
-    order = np.lexsort((np.arange(n), key, users))
+    order = np.lexsort((key, users))  # stable: ties keep input order
     su = users[order]
     boundary = np.empty(n, dtype=bool)
     if n:

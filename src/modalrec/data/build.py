@@ -82,7 +82,7 @@ def natural_order(ids: list[str] | np.ndarray) -> np.ndarray:
     def key(v: str) -> tuple[tuple[int, int | str], ...]:
         return tuple((0, int(p)) if p.isdigit() else (1, p) for p in split.split(v) if p)
 
-    return np.asarray(sorted(range(len(ids)), key=lambda k: key(ids[k])), dtype=np.int64)
+    return np.asarray(sorted(range(len(ids)), key=lambda k: key(str(ids[k]))), dtype=np.int64)
 
 
 def _examples(values: list[str]) -> list[str]:
@@ -237,17 +237,17 @@ def build_dataset(
             ("duplicate interaction (collapsed)", exact & ~conflict, "warning"),
             ("repeated interaction at another time (collapsed, earliest kept)", ~exact & ~conflict, "info"),
         ):
-            rows = dup_rows[sel]
-            if len(rows):
+            sel_rows = dup_rows[sel]
+            if len(sel_rows):
                 rep.add(
                     kind,
                     f_inter,
-                    count=len(rows),
-                    dropped=len(rows),
+                    count=len(sel_rows),
+                    dropped=len(sel_rows),
                     severity=sev,
                     examples=[
                         f"{inter.where(int(lines[r]))} user {user_universe[u[r]]} item {item_universe[i[r]]}"
-                        for r in rows[:MAX_EXAMPLES]
+                        for r in sel_rows[:MAX_EXAMPLES]
                     ],
                 )
         keep = ~same_pair
@@ -529,7 +529,7 @@ def _features(
             present=int(mask.sum()),
         )
         feats[f.modality] = out
-        masks[f.modality] = mask
+        masks[f.modality] = np.asarray(mask, dtype=bool)
     return feats, masks
 
 

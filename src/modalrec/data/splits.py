@@ -138,31 +138,38 @@ def global_temporal_split(
 ) -> np.ndarray:
     """One time line for everybody: interactions before the first cut are train, then valid, then test.
 
-    The cut times are the ``r_train`` and ``r_train + r_valid`` quantiles of the timestamps unless
-    ``cuts=(valid_start, test_start)`` is given. An interaction exactly at a cut time goes to the
-    later part, so no two parts share a timestamp. Users may appear only in valid/test (cold users).
+    The cuts are the ``r_train`` and ``r_train + r_valid`` quantiles of the timestamps: the part
+    boundaries fall after the ``round(n * r_train)``-th and ``round(n * (r_train + r_valid))``-th
+    interaction in time, and interactions tied with the last one of a part stay in that part (so
+    no two parts share a timestamp, and heavy ties never leave train empty). With explicit
+    ``cuts=(valid_start, test_start)``: train is ``t < valid_start``, valid ``t < test_start``,
+    test the rest. Users may appear only in valid/test (cold users).
 
     >>> global_temporal_split(np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])).tolist()
     [0, 0, 0, 0, 0, 0, 0, 0, 1, 2]
     >>> global_temporal_split(np.array([1, 5, 9]), cuts=(5, 9)).tolist()
     [0, 1, 2]
+    >>> global_temporal_split(np.array([3, 3, 3, 3])).tolist()
+    [0, 0, 0, 0]
     """
     ts = np.asarray(timestamps, dtype=np.float64)
+    labels = np.full(len(ts), TEST, dtype=np.int8)
     if cuts is None:
         r_train, r_valid, _ = check_ratios(ratios)
         s = np.sort(ts)
         n = len(s)
         k1 = int(np.floor(n * r_train + 0.5))
         k2 = int(np.floor(n * (r_train + r_valid) + 0.5))
-        t1 = s[k1] if k1 < n else np.inf
-        t2 = s[k2] if k2 < n else np.inf
-    else:
-        t1, t2 = float(cuts[0]), float(cuts[1])
-        if t2 < t1:
-            raise ConfigError(
-                f"cuts must be (valid_start, test_start) with valid_start <= test_start, got {cuts}"
-            )
-    labels = np.full(len(ts), TEST, dtype=np.int8)
+        last_train = s[k1 - 1] if k1 > 0 else -np.inf
+        last_valid = s[k2 - 1] if k2 > 0 else -np.inf
+        labels[ts <= last_valid] = VALID
+        labels[ts <= last_train] = TRAIN
+        return labels
+    t1, t2 = float(cuts[0]), float(cuts[1])
+    if t2 < t1:
+        raise ConfigError(
+            f"cuts must be (valid_start, test_start) with valid_start <= test_start, got {cuts}"
+        )
     labels[ts < t2] = VALID
     labels[ts < t1] = TRAIN
     return labels
@@ -201,7 +208,7 @@ def fixed_split(labels: np.ndarray) -> np.ndarray:
     lab = np.asarray(labels)
     if lab.size and (lab.min() < 0 or lab.max() > 2 or not np.array_equal(lab, np.round(lab))):
         bad = lab[(lab < 0) | (lab > 2) | (lab != np.round(lab))][0]
-        raise ConfigError(f"split labels must be 0 (train), 1 (valid) or 2 (test), found {bad!r}")
+        raise ConfigError(f"split labels must be 0 (train), 1 (valid) or 2 (test), found {bad.item()!r}")
     return lab.astype(np.int8)
 
 

@@ -55,8 +55,21 @@ ITEM_NAMES = ("item_id", "itemID", "itemId", "item", "iid", "movie_id", "movieId
 RATING_NAMES = ("rating", "ratings", "score", "stars", "overall")
 TIMESTAMP_NAMES = ("timestamp", "ts", "time", "datetime", "unixReviewTime", "date")
 LABEL_NAMES = ("x_label", "split", "label_split")
-TEXT_NAMES = ("title", "name", "genres", "categories", "category", "tags", "description", "overview")
-TEXT_NAMES += ("tagline", "summary", "text", "plot", "brand")
+TEXT_NAMES = (
+    "title",
+    "name",
+    "genres",
+    "categories",
+    "category",
+    "tags",
+    "description",
+    "overview",
+    "tagline",
+    "summary",
+    "text",
+    "plot",
+    "brand",
+)
 MEDIA_NAMES = {
     "image": ("image", "image_path", "poster", "poster_path", "img", "image_file"),
     "audio": ("audio", "audio_path", "audio_file"),
@@ -443,7 +456,9 @@ class ColumnMap:
             m: self._pick(getattr(self, m), MEDIA_NAMES[m], columns, file, m)
             for m in ("image", "audio", "video")
         }
-        return replace(self, item_id=item_id, text=text, **media)
+        return replace(
+            self, item_id=item_id, text=text, image=media["image"], audio=media["audio"], video=media["video"]
+        )
 
     @property
     def media(self) -> dict[str, str]:

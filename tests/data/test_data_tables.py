@@ -303,3 +303,28 @@ def test_load_reads_every_format_the_same(tmp_path: Path) -> None:
         mats.append((ds.train + ds.valid * 2 + ds.test * 3).toarray())
     for m in mats[1:]:
         np.testing.assert_array_equal(m, mats[0])
+
+
+def test_multichar_separator(tmp_path: Path) -> None:
+    p = tmp_path / "ratings.dat"
+    p.write_text("1::1193::5::978300760\n1::661::3::978302109\n")
+    names = ["user", "item", "rating", "timestamp"]
+    f = read_interactions(p, format="csv", separator="::", has_header=False, names=names).frame
+    assert f["item"].to_list() == ["1193", "661"] and f["rating"].to_list() == [5.0, 3.0]
+
+
+def test_json_array(tmp_path: Path) -> None:
+    p = tmp_path / "r.json"
+    p.write_text(json.dumps([{"user": "a", "item": "x"}, {"user": "b", "item": None}], indent=1))
+    with pytest.raises(DataError, match=r"row 2: empty item id"):
+        read_interactions(p)
+    p.write_text(json.dumps([{"user": "a", "item": "x"}, {"user": "b", "item": "y"}], indent=1))
+    assert read_interactions(p).frame["item"].to_list() == ["x", "y"]
+
+
+def test_jsonl_bad_line(tmp_path: Path) -> None:
+    p = tmp_path / "r.jsonl"
+    p.write_text('{"user": "a", "item": "x"}\n{"user": "b", "item": \n{"user": "c", "item": "z"}\n')
+    with pytest.raises(DataError) as e:
+        read_interactions(p)
+    assert e.value.line == 2 and "truncated" in str(e.value)

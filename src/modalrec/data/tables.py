@@ -181,8 +181,8 @@ def read_table(
     Args:
         path: the file; ``.gz`` is decompressed for text formats.
         format: ``csv``, ``tsv``, ``jsonl`` or ``parquet``; default from the suffix.
-        separator: field separator (default ``,`` for csv, tab for tsv), e.g. ``"|"`` or ``"::"``
-            is not supported (single character only).
+        separator: field separator (default ``,`` for csv, tab for tsv), e.g. ``"|"``; a
+            multi-character separator such as MovieLens-1M's ``"::"`` works for unquoted files.
         has_header: whether the first line names the columns; if not, pass ``names``.
         encoding: text encoding (strict UTF-8 by default).
         quote_char: CSV quote character, ``None`` to disable quoting.
@@ -202,10 +202,18 @@ def read_table(
         return _read_parquet(path)
     buf = _to_utf8(_read_bytes(path), encoding, str(path))
     if fmt == "jsonl":
+        if buf.lstrip()[:1] == b"[":
+            return _read_json_array(buf, str(path))
         return _read_jsonl(buf, str(path))
     sep = separator if separator is not None else _SEPARATORS[fmt]
-    if len(sep) != 1:
-        raise DataError(f"separator must be a single character, got {sep!r}", file=path)
+    if not sep or "\n" in sep:
+        raise DataError(f"invalid separator {sep!r}", file=path)
+    if len(sep) > 1:
+        # "::" -> a control character that cannot occur in text, then parse as usual
+        if b"\x1f" in buf:
+            raise DataError(f"multi-character separator {sep!r} needs a file without 0x1f bytes", file=path)
+        buf = buf.replace(sep.encode("utf-8"), b"\x1f")
+        sep, quote_char = "\x1f", None
     if not has_header and not names:
         raise DataError("has_header=False needs names=[...] for the columns", file=path)
     return _read_separated(buf, str(path), sep, has_header, list(names) if names else None, quote_char)
@@ -219,6 +227,23 @@ def _read_parquet(path: Path) -> Table:
     except Exception as e:  # polars raises several error types for corrupt files
         raise DataError(f"not a readable Parquet file: {e}", file=path) from None
     return Table(df, np.arange(1, df.height + 1, dtype=np.int64), str(path), unit="row")
+
+
+def _read_json_array(buf: bytes, file: str) -> Table:
+    """A ``.json`` file holding one array of objects (rows are numbered, not lines)."""
+    try:
+        data = json.loads(buf)
+    except json.JSONDecodeError as e:
+        raise DataError(f"not valid JSON: {e.msg}", file=file, line=e.lineno) from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise DataError("a JSON file must hold an array of objects (or one object per line)", file=file)
+    try:
+        df = pl.from_dicts(data, infer_schema_length=None) if data else pl.DataFrame()
+    except Exception as e:
+        raise DataError(
+            f"could not read the JSON objects (mixed value types in a field?): {e}", file=file
+        ) from None
+    return Table(df, np.arange(1, len(data) + 1, dtype=np.int64), file, unit="row")
 
 
 def _read_jsonl(buf: bytes, file: str) -> Table:

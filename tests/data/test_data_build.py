@@ -286,3 +286,25 @@ def test_missing_path_and_builtin_without_root(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("MODALREC_DATA", str(tmp_path))
     with pytest.raises(DataError, match="ml100k_tmdb_posters"):
         load("ml100k")
+
+
+def test_duplicate_resolution_matches_reference(tmp_path: Path) -> None:
+    """Random MMRec file with many duplicate pairs: every pair keeps its smallest split label."""
+    rng = np.random.default_rng(11)
+    n = 3000
+    u, i, lab = rng.integers(0, 40, n), rng.integers(0, 30, n), rng.integers(0, 3, n)
+    rows = "".join(f"{a}\t{b}\t{c}\n" for a, b, c in zip(u, i, lab, strict=True))
+    folder = tmp_path / "dups"
+    folder.mkdir()
+    write(folder / "d.inter", "userID\titemID\tx_label\n" + rows)
+    ds = load(folder)
+    expect: dict[tuple[int, int], int] = {}
+    for a, b, c in zip(u, i, lab, strict=True):
+        expect[(a, b)] = min(expect.get((a, b), 3), c)
+    got = (ds.train + 2 * ds.valid + 3 * ds.test).tocoo()
+    seen = {
+        (int(ds.user_ids[r]), int(ds.item_ids[c])): int(v) - 1
+        for r, c, v in zip(got.row, got.col, got.data, strict=True)
+    }
+    assert seen == expect
+    assert ds.report.dropped_rows == n - len(expect)

@@ -52,12 +52,24 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     return r[0], r[1], r[2]
 
 
-def _rank_within_user(users: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _rank_within_user(
+    users: np.ndarray, key: np.ndarray, *, key_is_rank: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """For each interaction: its 0-based rank among its user's interactions ordered by ``key``
-    (ties by input position), and the user's interaction count."""
+    (ties by input position), and the user's interaction count.
+
+    One composite int64 sort key (user * n + rank of key) instead of ``np.lexsort``: several
+    times faster on millions of rows.
+    """
     users = np.asarray(users, dtype=np.int64)
     n = len(users)
-    order = np.lexsort((key, users))  # stable: ties keep input order
+    key = np.asarray(key)
+    if key_is_rank:
+        key_rank = key.astype(np.int64)  # already a permutation of 0..n-1
+    else:
+        key_rank = np.empty(n, dtype=np.int64)
+        key_rank[np.argsort(key, kind="stable")] = np.arange(n)
+    order = np.argsort(users * max(n, 1) + key_rank)
     su = users[order]
     boundary = np.empty(n, dtype=bool)
     if n:
@@ -111,8 +123,8 @@ def random_split(
     np.True_
     """
     users = np.asarray(users)
-    key = np.random.default_rng(seed).random(len(users))
-    rank, count = _rank_within_user(users, key)
+    key = np.random.default_rng(seed).permutation(len(users))
+    rank, count = _rank_within_user(users, key, key_is_rank=True)
     return _labels_from_rank(rank, count, ratios)
 
 
@@ -186,12 +198,11 @@ def leave_one_out_split(
     [2, 0, 1, 2, 0, 0]
     """
     users = np.asarray(users)
-    key = (
-        np.asarray(timestamps, dtype=np.float64)
-        if timestamps is not None
-        else np.random.default_rng(seed).random(len(users))
-    )
-    rank, count = _rank_within_user(users, key)
+    if timestamps is not None:
+        rank, count = _rank_within_user(users, np.asarray(timestamps, dtype=np.float64))
+    else:
+        perm = np.random.default_rng(seed).permutation(len(users))
+        rank, count = _rank_within_user(users, perm, key_is_rank=True)
     from_end = count - 1 - rank
     labels = np.zeros(len(users), dtype=np.int8)
     labels[(from_end == 1) & (count >= 3)] = VALID

@@ -328,3 +328,10 @@ def test_jsonl_bad_line(tmp_path: Path) -> None:
     with pytest.raises(DataError) as e:
         read_interactions(p)
     assert e.value.line == 2 and "truncated" in str(e.value)
+
+
+def test_non_ascii_single_char_separator(tmp_path: Path) -> None:
+    p = tmp_path / "r.txt"
+    p.write_text("user¦item\nü¦ä\n", encoding="utf-8")
+    f = read_interactions(p, format="csv", separator="¦").frame
+    assert f["user"].to_list() == ["ü"] and f["item"].to_list() == ["ä"]

@@ -1,5 +1,20 @@
 """Data layer: load interaction tables and item catalogues, validate them, filter, split.
 
+Entry points:
+
+- :func:`load` ``(name_or_path, root=None, *, split=None, seed=2024, **options) -> Dataset``:
+  built-in ``ml100k`` / ``tiktok`` / ``baby``, a CSV/TSV/JSONL/Parquet file (``.gz`` too), an
+  MMRec folder, or a TOML description. See its docstring for every option and the cold-start
+  protocol.
+- :func:`validate` ``(name_or_path, root=None, **options) -> ValidationReport``: the same load,
+  returning the report (rows read/kept per file, users/items/interactions, split sizes, and
+  every dropped or suspicious row with ``file:line`` examples).
+- :class:`ColumnMap`: which columns mean user, item, rating, timestamp, split label, item id,
+  text fields and image/audio/video paths (auto-detected by common names when not given).
+- Split functions on arrays (``random_split``, ``temporal_split``, ``global_temporal_split``,
+  ``leave_one_out_split``, ``fixed_split``, ``cold_start_split``) and :func:`kcore_mask`.
+- Media references (``zip://<archive>#<member>``, paths): :func:`read_media_bytes`.
+
 Light on purpose (numpy, scipy, polars only; no torch), so that ``modalrec validate`` is fast.
 
 >>> from modalrec.data import load, validate, ColumnMap, random_split

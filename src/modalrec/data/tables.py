@@ -208,7 +208,7 @@ def read_table(
     sep = separator if separator is not None else _SEPARATORS[fmt]
     if not sep or "\n" in sep:
         raise DataError(f"invalid separator {sep!r}", file=path)
-    if len(sep) > 1:
+    if len(sep.encode("utf-8")) > 1:
         # "::" -> a control character that cannot occur in text, then parse as usual
         if b"\x1f" in buf:
             raise DataError(f"multi-character separator {sep!r} needs a file without 0x1f bytes", file=path)

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from modalrec.data import ColumnMap, load, read_interactions, read_items, read_table
-from modalrec.errors import DataError
+from modalrec.errors import ConfigError, DataError
 
 ROWS = [("u1", "i1", 4, 100), ("u1", "i2", 5, 200), ("u2", "i1", 3, 150)]
 
@@ -242,7 +242,7 @@ def test_column_map_errors(tmp_path: Path) -> None:
     assert f["item"].to_list() == ["i1"]
     with pytest.raises(DataError, match="rating column 'stars' not found"):
         read_interactions(p, ColumnMap(user="who", item="what", rating="stars"))
-    with pytest.raises(DataError, match="unknown column-map keys"):
+    with pytest.raises(ConfigError, match="unknown column-map keys"):
         ColumnMap.from_dict({"usr": "who"})
 
 

@@ -50,6 +50,9 @@ FILE_OPTIONS = (
     "items_format",
     "items_separator",
     "items_encoding",
+    "items_has_header",
+    "items_names",
+    "items_quote_char",
 )
 
 
@@ -120,8 +123,9 @@ def load(
             ``check_media`` (check that media files exist; default True); for files also
             ``columns`` (:class:`ColumnMap` or dict), ``items``, ``features``, ``name``,
             ``format``, ``separator``, ``has_header``, ``names``, ``encoding`` (e.g.
-            ``"latin-1"``), ``quote_char``, ``items_format``, ``items_separator``,
-            ``items_encoding``. Unknown options raise :class:`~modalrec.errors.ConfigError`.
+            ``"latin-1"``), ``quote_char``, and the same for the item file as ``items_format``,
+            ``items_separator``, ``items_encoding``, ``items_has_header``, ``items_names``,
+            ``items_quote_char``. Unknown options raise :class:`~modalrec.errors.ConfigError`.
 
     Cold-start protocol (``split="cold_start"``, ``cold_share=0.1``): the base split is made first
     (per-user random with ``ratios`` and ``seed``, or the fixed labels); then ``round(cold_share *
@@ -401,14 +405,11 @@ def _load_toml(path: Path, opts: dict[str, Any]) -> Dataset:
         merged.setdefault("items", str(items_path))
         for k, v in items_read.items():
             merged.setdefault(f"items_{k}", v)
-    return _load_files(inter_path, merged, allow_items_extra=True)
+    return _load_files(inter_path, merged)
 
 
-def _load_files(path: Path, opts: dict[str, Any], *, allow_items_extra: bool = False) -> Dataset:
-    extra = FILE_OPTIONS + (
-        ("items_has_header", "items_names", "items_quote_char") if allow_items_extra else ()
-    )
-    bo, rest = _build_opts(opts, extra, "interaction file")
+def _load_files(path: Path, opts: dict[str, Any]) -> Dataset:
+    bo, rest = _build_opts(opts, FILE_OPTIONS, "interaction file")
     cols = rest.get("columns")
     if isinstance(cols, dict):
         cols = ColumnMap.from_dict(cols)

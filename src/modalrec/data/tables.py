@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from modalrec.errors import DataError
+from modalrec.errors import ConfigError, DataError
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _SUFFIX_FORMATS = {
@@ -407,11 +407,11 @@ class ColumnMap:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ColumnMap:
-        """Build from a plain mapping (TOML table); unknown keys raise ``DataError``."""
+        """Build from a plain mapping (TOML table); unknown keys raise ``ConfigError``."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(d) - known)
         if unknown:
-            raise DataError(f"unknown column-map keys {unknown}; expected some of {sorted(known)}")
+            raise ConfigError(f"unknown column-map keys {unknown}; expected some of {sorted(known)}")
         d = dict(d)
         if isinstance(d.get("text"), str):
             d["text"] = (d["text"],)

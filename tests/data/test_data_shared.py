@@ -33,7 +33,7 @@ def test_ml100k(shared_data: Path) -> None:
     assert ds.train.multiply(ds.valid).nnz == 0 and ds.train.multiply(ds.test).nnz == 0
     assert ds.valid.multiply(ds.test).nnz == 0
     assert ds.user_ids[:3].tolist() == ["1", "2", "3"] and ds.item_ids[-1] == "1682"
-    assert ds.text_fields == ["title", "genres", "overview", "tagline"]
+    assert ds.text_fields == ["title", "genres", "overview"]  # the DESIGN.md protocol text
     assert ds.media_columns == {"image": "image"}
     items = ds.items
     assert items is not None and items["item_id"].to_list() == ds.item_ids.tolist()

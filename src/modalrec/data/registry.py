@@ -98,7 +98,7 @@ def load(
             - ``"ml100k"``: MovieLens-100K + TMDB text + posters (``ml100k_tmdb_posters/``).
               Interactions: all 100,000 ratings of ``u.data.gz`` as implicit feedback (pass
               ``min_rating=4`` to keep only high ratings), with timestamps. Items: ``items_text.csv``
-              (UTF-8) with text fields ``title, genres, overview, tagline`` and an ``image`` column
+              (UTF-8) with text fields ``title, genres, overview`` and an ``image`` column
               ``zip://<abs path>/posters.zip#posters/<movie_id>.jpg`` (empty for the 19 movies
               without a poster; see :mod:`modalrec.data.media` to read them). Default split:
               per-user random 8:1:1, seed 2024.
@@ -265,7 +265,7 @@ def _load_ml100k(folder: Path, opts: dict[str, Any]) -> Dataset:
     catalogue = catalogue_from_table(
         Table(df, t.lines, t.file),
         ColumnMap(
-            item_id="movie_id", text=("title", "genres", "overview", "tagline"), image="image", auto=False
+            item_id="movie_id", text=("title", "genres", "overview"), image="image", auto=False
         ),
     )
     if zpath.is_file():

@@ -381,6 +381,13 @@ def base_argparser(lib: str):
     )
     p.add_argument("--k", type=int, default=TOPK, help="length of each top-k list")
     p.add_argument(
+        "--time-budget",
+        type=float,
+        default=None,
+        help="stop training (gracefully, keeping the best validated state) once training+validation "
+        "have taken this many seconds; run.json then says stopped_by=time_budget",
+    )
+    p.add_argument(
         "--param",
         action="append",
         default=[],

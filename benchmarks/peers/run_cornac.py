@@ -131,7 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     epoch_seconds: list[float] = []
     best: dict[str, np.ndarray] | None = None
     epoch = 0
+    fit_start = time.perf_counter()
     while epoch < max_epochs and not tracker.should_stop:
+        if args.time_budget is not None and time.perf_counter() - fit_start > args.time_budget:
+            break
         n = min(chunk, max_epochs - epoch)
         if model_name == "BPR":
             model.max_iter = n
@@ -182,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         "feature_modality": modality_name,
         "threads": hp.get("num_threads", args.threads),
         "epochs_run": epoch,
+        "stopped_by": "early_stopping"
+        if tracker.should_stop
+        else ("max_epochs" if epoch >= max_epochs else "time_budget"),
         "best_epoch": tracker.best_epoch,
         "epoch_train_seconds": [round(s, 4) for s in epoch_seconds],
         **common.epoch_summary(epoch_seconds),

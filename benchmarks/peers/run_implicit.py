@@ -88,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     epoch_seconds: list[float] = []
     best: tuple[np.ndarray, np.ndarray] | None = None
     epoch = 0
+    fit_start = time.perf_counter()
     while epoch < max_epochs and not tracker.should_stop:
+        if args.time_budget is not None and time.perf_counter() - fit_start > args.time_budget:
+            break
         n = min(chunk, max_epochs - epoch)
         model.iterations = n
         t0 = time.perf_counter()
@@ -134,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         "extra_params": extra,
         "threads": args.threads or os.cpu_count(),
         "epochs_run": epoch,
+        "stopped_by": "early_stopping"
+        if tracker.should_stop
+        else ("max_epochs" if epoch >= max_epochs else "time_budget"),
         "best_epoch": tracker.best_epoch,
         "epoch_train_seconds": [round(s, 4) for s in epoch_seconds],
         **common.epoch_summary(epoch_seconds),

@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     base_trainer = get_trainer(config["MODEL_TYPE"], config["model"])
 
+    class _OutOfTime(Exception):
+        pass
+
     class TimedTrainer(base_trainer):  # type: ignore[misc, valid-type]
         """Times the training step of each epoch and keeps the best state in memory."""
 
@@ -148,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
 
         def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
             t0 = time.perf_counter()
+            if args.time_budget is not None and t0 - self.fit_start > args.time_budget:
+                raise _OutOfTime
             loss = super()._train_epoch(
                 train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
             )
@@ -160,9 +165,15 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = TimedTrainer(config, model)
     trainer.epoch_seconds = []
-    best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, verbose=True, saved=True, show_progress=False
-    )
+    trainer.fit_start = time.perf_counter()
+    try:
+        best_valid_score, best_valid_result = trainer.fit(
+            train_data, valid_data, verbose=True, saved=True, show_progress=False
+        )
+        stopped_by = "max_epochs" if len(trainer.epoch_seconds) >= config["epochs"] else "early_stopping"
+    except _OutOfTime:
+        best_valid_score, best_valid_result = trainer.best_valid_score, trainer.best_valid_result
+        stopped_by = "time_budget"
     fit_seconds = sum(trainer.epoch_seconds)
     if trainer.best_state is None:
         raise SystemExit("RecBole finished without a best validation state (no evaluation ran?)")
@@ -227,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "extra_params": common.parse_params(args.param),
         "threads": torch.get_num_threads(),
         "epochs_run": len(trainer.epoch_seconds),
+        "stopped_by": stopped_by,
         "best_epoch": trainer.best_epoch + 1,
         "epoch_train_seconds": [round(s, 4) for s in trainer.epoch_seconds],
         **common.epoch_summary(trainer.epoch_seconds),

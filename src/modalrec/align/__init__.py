@@ -9,6 +9,7 @@ from modalrec.align.base import ALIGNERS, Aligner, create, l2_normalize, registe
 from modalrec.align.collaborative import CollaborativeAligner, pure_svd
 from modalrec.align.contrastive import ContrastiveAligner
 from modalrec.align.distribution import AdversarialAligner, MMDAligner
+from modalrec.align.entity import EntityAligner, EntityGraph
 from modalrec.align.linear import CCAAligner, RidgeAligner
 from modalrec.align.metrics import cross_modal_ranks, mean_recall, retrieval_metrics
 
@@ -20,6 +21,8 @@ __all__ = [
     "CollaborativeAligner",
     "ContrastiveAligner",
     "CrossAttentionAligner",
+    "EntityAligner",
+    "EntityGraph",
     "MMDAligner",
     "RidgeAligner",
     "create",

@@ -17,6 +17,8 @@ FAST = {
     "itemknn": {"k": 20},
     "bprmf": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5},
     "lightgcn": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5},
+    "vbpr": {"epochs": 30, "lr": 0.01, "dim": 16, "content_dim": 16, "batch_size": 256, "patience": 5},
+    "graphmm": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5, "content_bpr": 0.1},
 }
 # Models learning the user clusters must beat popularity on this data.
 PERSONALISED = {"itemknn", "bprmf", "lightgcn"}
@@ -33,8 +35,10 @@ def test_every_builtin_model_is_checked() -> None:
     assert not missing, f"add fast settings for {missing}"
 
 
-def test_conformance(name: str, clustered: Dataset, tmp_path: Path) -> None:
+def test_conformance(name: str, clustered: Dataset, featured: Dataset, tmp_path: Path) -> None:
     model = create(name, **FAST[name])
+    if model.uses_features:
+        clustered = featured  # same interactions, plus item features
     assert model.get_params() == {**type(model).default_params(), **FAST[name]}
     clone = model.clone()
     assert clone.get_params() == model.get_params() and not clone.is_fitted

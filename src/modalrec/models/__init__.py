@@ -6,8 +6,21 @@ Importing this package registers every built-in model, so ``create("lightgcn", d
 from modalrec.models import bprmf, itemknn, lightgcn, popularity  # noqa: F401  (registration)
 from modalrec.models.base import REGISTRY, Recommender, create, register
 from modalrec.models.bprmf import BPRMF
+from modalrec.models.graphmm import GraphMM
 from modalrec.models.itemknn import ItemKNN
 from modalrec.models.lightgcn import LightGCN
 from modalrec.models.popularity import Popularity
+from modalrec.models.vbpr import VBPR
 
-__all__ = ["BPRMF", "REGISTRY", "ItemKNN", "LightGCN", "Popularity", "Recommender", "create", "register"]
+__all__ = [
+    "BPRMF",
+    "REGISTRY",
+    "VBPR",
+    "GraphMM",
+    "ItemKNN",
+    "LightGCN",
+    "Popularity",
+    "Recommender",
+    "create",
+    "register",
+]

@@ -1,0 +1,263 @@
+"""Multimodal graph recommender of the FREEDOM / LGMRec family, with optional self-supervision.
+
+Item representation = LightGCN output on the user-item graph + propagation of the item ID
+embeddings over frozen item-item kNN graphs built per modality from (standardised or aligned)
+features, the modality graphs mixed with **learned** softmax weights (FREEDOM fixes them by hand).
+
+Options, all off or at FREEDOM's choice by default so that ablations are one switch each:
+
+* ``edge_keep`` < 1: FREEDOM's degree-sensitive pruning of user-item edges, re-sampled every epoch.
+* ``content_bpr``: FREEDOM's auxiliary BPR on projected content (user . MLP(f_i)), which trains
+  the content projections used by the SSL objectives and by ``content_residual``.
+* ``ssl_weight``: cross-view InfoNCE (BM3/SLMRec style) between each item's collaborative embedding
+  and its projected content, per modality, on the batch's positive items.
+* ``mfm_weight``: masked-feature modelling: hide one modality of each batch item and reconstruct its
+  projection from the item's other views (the other modalities and the collaborative embedding).
+* ``content_residual``: add the fused projected content to the item ego embedding (VBPR inside
+  the graph), which gives cold items a representation.
+* ``loss``: ``"bpr"`` (one sampled negative) or ``"softmax"`` (sampled softmax over ``n_negatives``
+  shared warm negatives + in-batch positives, cosine scores / ``temperature``).
+
+Speed: every sparse product goes through ``lightgcn.spmm`` (scipy CSR, constant graph, CSR
+backward); train with ``threads=1`` on a shared machine.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from modalrec.models.base import register
+from modalrec.models.content import (
+    degree_pruned_blocks,
+    info_nce,
+    knn_graph,
+    prepared_features,
+    select_modalities,
+    train_warm,
+    warm_items,
+)
+from modalrec.models.embedding import EmbeddingRecommender, bpr_loss
+from modalrec.models.lightgcn import lightgcn_propagate, normalised_blocks, spmm
+
+if TYPE_CHECKING:
+    from modalrec.data.dataset import Dataset
+
+
+class _GraphNet(nn.Module):
+    def __init__(
+        self, n_users: int, n_items: int, dim: int, feats: dict[str, np.ndarray], masks: dict[str, np.ndarray]
+    ):
+        super().__init__()
+        self.user = nn.Embedding(n_users, dim)
+        self.item = nn.Embedding(n_items, dim)
+        nn.init.xavier_uniform_(self.user.weight)
+        nn.init.xavier_uniform_(self.item.weight)
+        self.names = list(feats)
+        self.graph_logits = nn.Parameter(torch.zeros(max(1, len(self.names))))
+        self.proj = nn.ModuleDict(
+            {
+                m: nn.Sequential(nn.Linear(f.shape[1], dim), nn.LeakyReLU(0.1), nn.Linear(dim, dim))
+                for m, f in feats.items()
+            }
+        )
+        self.predictor = nn.Sequential(nn.Linear(dim, dim), nn.LeakyReLU(0.1), nn.Linear(dim, dim))
+        for m, f in feats.items():
+            self.register_buffer(f"x_{m}", torch.as_tensor(f), persistent=False)
+            self.register_buffer(f"p_{m}", torch.as_tensor(masks[m].astype(np.float32)), persistent=False)
+        self.register_buffer("warm", torch.ones(n_items), persistent=False)
+
+    def content(self, items: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        out = {}
+        for m in self.names:
+            x = getattr(self, f"x_{m}")
+            out[m] = self.proj[m](x if items is None else x[items])
+        return out
+
+    def presence(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        p = torch.stack([getattr(self, f"p_{m}") for m in self.names], dim=1)
+        return p if items is None else p[items]
+
+    def fused_content(self, items: torch.Tensor | None = None) -> torch.Tensor:
+        z = self.content(items)
+        w = torch.softmax(self.graph_logits, 0)[None, :] * self.presence(items)
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
+        return sum(w[:, k : k + 1] * z[m] for k, m in enumerate(self.names))  # type: ignore[return-value]
+
+
+@register
+class GraphMM(EmbeddingRecommender):
+    """LightGCN + learned mix of frozen per-modality item-item kNN graphs (FREEDOM/LGMRec family)."""
+
+    name = "graphmm"
+    uses_features = True
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {
+            **super().default_params(),
+            "modalities": None,
+            "n_layers": 2,
+            "ii_layers": 1,
+            "knn_k": 10,
+            "edge_keep": 1.0,
+            "content_bpr": 0.0,
+            "ssl_weight": 0.0,
+            "ssl_temperature": 0.2,
+            "mfm_weight": 0.0,
+            "content_residual": False,
+            "loss": "bpr",
+            "n_negatives": 256,
+            "temperature": 0.2,
+            "lr": 0.001,
+            "reg": 1e-4,
+        }
+
+    # ------------------------------------------------------------------ graph
+    def build(self, dataset: Dataset) -> nn.Module:
+        self._train_matrix = dataset.train
+        self._mods = select_modalities(dataset, self.params["modalities"]) if dataset.features else []
+        if self.params["modalities"] == []:
+            self._mods = []
+        feats, masks = prepared_features(dataset, self._mods)
+        self._ii = {m: knn_graph(feats[m], masks[m], int(self.params["knn_k"])) for m in self._mods}
+        self._ii_t = {m: g.T.tocsr() for m, g in self._ii.items()}
+        self._r, self._r_t = normalised_blocks(dataset.train)
+        net = _GraphNet(dataset.n_users, dataset.n_items, int(self.params["dim"]), feats, masks)
+        self._warm_idx = warm_items(dataset.train)
+        warm = np.zeros(dataset.n_items, np.float32)
+        warm[self._warm_idx] = 1.0
+        net.warm.copy_(torch.as_tensor(warm))
+        return net
+
+    def start_epoch(self, epoch: int) -> None:
+        """Re-sample the degree-sensitive pruned user-item graph (FREEDOM) once per epoch."""
+        keep = float(self.params["edge_keep"])
+        if keep < 1.0:
+            self._r, self._r_t = degree_pruned_blocks(self._train_matrix, keep, self._rng)
+
+    def end_training(self) -> None:
+        """Score with the full (unpruned) graph, as FREEDOM does at inference."""
+        self._r, self._r_t = normalised_blocks(self._train_matrix)
+
+    def modality_weights(self) -> dict[str, float]:
+        w = torch.softmax(self.net.graph_logits.detach(), 0).numpy()
+        return {m: float(w[k]) for k, m in enumerate(self._mods)}
+
+    def item_ego(self) -> torch.Tensor:
+        net = self.net
+        ego = net.item.weight * net.warm[:, None]
+        if self.params["content_residual"] and self._mods:
+            ego = ego + net.fused_content()
+        return ego
+
+    def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        net = self.net
+        ego = self.item_ego()
+        u, i = lightgcn_propagate(self._r, self._r_t, net.user.weight, ego, int(self.params["n_layers"]))
+        if self._mods:
+            w = torch.softmax(net.graph_logits, 0)
+            h = 0
+            for k, m in enumerate(self._mods):
+                x = ego
+                for _ in range(int(self.params["ii_layers"])):
+                    x = spmm(self._ii[m], self._ii_t[m], x)
+                h = h + w[k] * x
+            i = i + h
+        if self.params["loss"] == "softmax":
+            # Trained on cosine scores: score on cosine too (the stored vectors are unit length).
+            u, i = F.normalize(u, dim=1), F.normalize(i, dim=1)
+        return u, i
+
+    # ------------------------------------------------------------------ losses
+    def batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        net = self.net
+        u_all, i_all = self.propagate()
+        u, p = u_all[users], i_all[pos]
+        n_b = len(users)
+        if self.params["loss"] == "softmax":
+            loss = self._softmax_loss(u, p, i_all, pos)
+        else:
+            loss = bpr_loss((u * p).sum(1), (u * i_all[neg]).sum(1))
+        ego_i = net.item.weight
+        reg = (net.user.weight[users].pow(2).sum() + ego_i[pos].pow(2).sum() + ego_i[neg].pow(2).sum()) / 2
+        loss = loss + self.params["reg"] * reg / n_b
+        if not self._mods:
+            return loss
+        need_content = self.params["content_bpr"] or self.params["ssl_weight"] or self.params["mfm_weight"]
+        if not need_content:
+            return loss
+        both = torch.cat([pos, neg])
+        z = net.content(both)
+        pres = net.presence(both)
+        if self.params["content_bpr"]:
+            uu = torch.cat([u, u])
+            for k, m in enumerate(self._mods):
+                s = (uu * z[m]).sum(1)
+                ok = (pres[:n_b, k] * pres[n_b:, k]) > 0
+                if ok.any():
+                    loss = loss + self.params["content_bpr"] * bpr_loss(s[:n_b][ok], s[n_b:][ok])
+        # SSL on the distinct positive items of the batch (duplicates would be false negatives).
+        uniq, first = np.unique(pos.numpy(), return_index=True)
+        idx = torch.as_tensor(first)
+        if self.params["ssl_weight"]:
+            cf = i_all[torch.as_tensor(uniq)]
+            for k, m in enumerate(self._mods):
+                ok = pres[idx, k] > 0
+                if int(ok.sum()) > 1:
+                    loss = loss + self.params["ssl_weight"] * info_nce(
+                        cf[ok], z[m][idx][ok], float(self.params["ssl_temperature"])
+                    )
+        if self.params["mfm_weight"]:
+            loss = loss + self.params["mfm_weight"] * self._mfm_loss(
+                z, pres, idx, i_all[torch.as_tensor(uniq)]
+            )
+        return loss
+
+    def _softmax_loss(
+        self, u: torch.Tensor, p: torch.Tensor, i_all: torch.Tensor, pos: torch.Tensor
+    ) -> torch.Tensor:
+        """Sampled softmax with cosine scores: positives vs shared warm negatives + in-batch positives."""
+        n_neg = int(self.params["n_negatives"])
+        negs = torch.as_tensor(self._warm_idx[self._rng.integers(0, len(self._warm_idx), size=n_neg)])
+        un = F.normalize(u, dim=1)
+        pn = F.normalize(p, dim=1)
+        nn_ = F.normalize(i_all[negs], dim=1)
+        tau = float(self.params["temperature"])
+        pos_logit = (un * pn).sum(1, keepdim=True) / tau
+        neg_logit = un @ nn_.T / tau
+        # Drop sampled "negatives" that are the positive itself.
+        neg_logit = neg_logit.masked_fill(negs[None, :] == pos[:, None], float("-inf"))
+        logits = torch.cat([pos_logit, neg_logit], 1)
+        return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
+
+    def _mfm_loss(
+        self, z: dict[str, torch.Tensor], pres: torch.Tensor, idx: torch.Tensor, cf: torch.Tensor
+    ) -> torch.Tensor:
+        """Hide modality m, predict its projection from the item's other views (cosine distance)."""
+        total = torch.zeros(())
+        for k, m in enumerate(self._mods):
+            ok = pres[idx, k] > 0
+            if not ok.any():
+                continue
+            ctx = cf.detach().clone()[ok]
+            count = torch.ones(int(ok.sum()), 1)
+            for j, o in enumerate(self._mods):
+                if j != k:
+                    pj = pres[idx, j][ok][:, None]
+                    ctx = ctx + pj * z[o][idx][ok]
+                    count = count + pj
+            pred = self.net.predictor(ctx / count)
+            target = z[m][idx][ok].detach()
+            total = total + (1 - F.cosine_similarity(pred, target, dim=1)).mean()
+        return total / len(self._mods)
+
+    # ------------------------------------------------------------------ protocol
+    def _train(self, dataset: Dataset, *, progress: bool) -> None:
+        train_warm(self, dataset, progress=progress)
+        self.meta["modalities"] = list(self._mods)
+        self.meta["modality_weights"] = self.modality_weights()

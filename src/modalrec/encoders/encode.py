@@ -94,12 +94,16 @@ def resolve_modalities(
             cfg = {"encoder": cfg}
         if isinstance(cfg, Mapping):
             cfg = dict(cfg)
-            name = canonical_name(cfg.get("encoder") or default_encoder_name(modality))
             column = cfg.pop("column", None)
             fields = cfg.pop("fields", None)
             sep = cfg.pop("sep", TEXT_SEP)
             cfg.pop("modality", None)
-            enc = build_encoder({**cfg, "encoder": name})
+            given = cfg.get("encoder")
+            if given is not None and not isinstance(given, str):
+                enc = given  # an encoder object, with column / fields next to it
+            else:
+                name = canonical_name(given or default_encoder_name(modality))
+                enc = build_encoder({**cfg, "encoder": name})
         else:
             enc = cfg
         if getattr(enc, "modality", "") == "text" and column is None:

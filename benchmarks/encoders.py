@@ -170,7 +170,9 @@ def bench_audio(work: Path, n_items: int) -> dict[str, Any]:
     for name, enc in (("logmel", LogMelAudioEncoder()), ("yamnet", YamnetAudioEncoder())):
         enc.encode([enc.load(clips[0])])  # load model / JIT outside the timing
         s, fs = timed(
-            lambda enc=enc: encode_dataset(ds, {"audio": enc}, work / f"audio-{name}", progress=False)
+            lambda enc=enc, name=name: encode_dataset(
+                ds, {"audio": enc}, work / f"audio-{name}", progress=False
+            )
         )
         out[name] = {
             "wall_s": round(s, 2),

@@ -17,7 +17,6 @@ Writes benchmarks/results/baselines.json and baselines.md.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import tempfile
@@ -30,13 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from peers.common import peer_available, run_peer, write_split  # noqa: E402
-
-from modalrec.data import load  # noqa: E402
-from modalrec.data.dataset import Dataset  # noqa: E402
-from modalrec.evaluation import evaluate, hit_matrix, mean_metrics, per_user_metrics  # noqa: E402
-from modalrec.io import atomic_write_json, atomic_write_text  # noqa: E402
-from modalrec.models import create  # noqa: E402
+from modalrec.data import load
+from modalrec.data.dataset import Dataset
+from modalrec.evaluation import evaluate, hit_matrix, mean_metrics, per_user_metrics
+from modalrec.io import atomic_write_json, atomic_write_text
+from modalrec.models import create
+from peers.common import peer_available, run_peer, write_split
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (10, 20, 50)
@@ -44,7 +42,15 @@ DIM, BATCH = 64, 2048
 OURS: dict[str, dict[str, Any]] = {
     "popularity": {},
     "itemknn": {"k": 100},
-    "bprmf": {"dim": DIM, "batch_size": BATCH, "lr": 1e-3, "reg": 1e-4, "epochs": 1000, "eval_every": 5, "patience": 6},
+    "bprmf": {
+        "dim": DIM,
+        "batch_size": BATCH,
+        "lr": 1e-3,
+        "reg": 1e-4,
+        "epochs": 1000,
+        "eval_every": 5,
+        "patience": 6,
+    },
     "lightgcn": {
         "dim": DIM,
         "batch_size": BATCH,
@@ -64,7 +70,9 @@ PEERS: list[tuple[str, str, dict[str, Any]]] = [
     ("cornac", "BPR", {}),
 ]
 PUBLISHED = {
-    "baby": {"lightgcn": {"recall@20": 0.0754, "ndcg@20": 0.0328, "source": "MMRec-protocol published figure"}},
+    "baby": {
+        "lightgcn": {"recall@20": 0.0754, "ndcg@20": 0.0328, "source": "MMRec-protocol published figure"}
+    },
 }
 
 
@@ -105,22 +113,30 @@ def run_ours(ds: Dataset, name: str, threads: int) -> dict[str, Any]:
         "best_epoch": meta.get("best_epoch"),
         "valid_recall@20": meta.get("best_valid_recall@20"),
         "mean_epoch_seconds": meta.get("mean_epoch_seconds"),
-        "median_epoch_seconds": float(np.median(meta["epoch_seconds"])) if meta.get("epoch_seconds") else None,
+        "median_epoch_seconds": float(np.median(meta["epoch_seconds"]))
+        if meta.get("epoch_seconds")
+        else None,
     }
 
 
-def run_peer_model(ds: Dataset, split_dir: Path, lib: str, model: str, hp: dict[str, Any], threads: int) -> dict[str, Any]:
+def run_peer_model(
+    ds: Dataset, split_dir: Path, lib: str, model: str, hp: dict[str, Any], threads: int
+) -> dict[str, Any]:
     out = split_dir.parent / f"{lib}-{model}"
     t0 = time.perf_counter()
-    r = run_peer(lib, split_dir, model, out, dim=DIM, batch_size=BATCH, threads=threads, eval_every=5, patience=6, **hp)
+    r = run_peer(
+        lib, split_dir, model, out, dim=DIM, batch_size=BATCH, threads=threads, eval_every=5, patience=6, **hp
+    )
     wall = time.perf_counter() - t0
     metrics = score_topk(ds, r["test_users"], r["topk"])
     return {
         "library": f"{lib} {r.get('library_version', '')}".strip(),
         "model": model,
-        "params": {k: v for k, v in r.get("hyperparameters", hp).items()} if isinstance(r.get("hyperparameters"), dict) else hp,
+        "params": {k: v for k, v in r.get("hyperparameters", hp).items()}
+        if isinstance(r.get("hyperparameters"), dict)
+        else hp,
         "test": pick(metrics),
-        "n_users": int(len(r["test_users"])),
+        "n_users": len(r["test_users"]),
         "fit_seconds": round(wall, 2),
         "epochs_run": r.get("epochs_run"),
         "best_epoch": r.get("best_epoch"),
@@ -149,7 +165,9 @@ def markdown(results: dict[str, Any]) -> str:
     ]
     for name, d in results["datasets"].items():
         lines += [f"## {name}: {d['protocol']}", "", f"{d['summary']}", ""]
-        hdr = "| library | model | " + " | ".join(f"{m}@{k}" for m in ("Recall", "NDCG", "Precision") for k in KS)
+        hdr = "| library | model | " + " | ".join(
+            f"{m}@{k}" for m in ("Recall", "NDCG", "Precision") for k in KS
+        )
         lines += [hdr + " | users | fit s | epochs (best) | s/epoch |", "|" + "---|" * 15]
         for r in d["rows"]:
             if "error" in r:
@@ -159,16 +177,22 @@ def markdown(results: dict[str, Any]) -> str:
             vals = " | ".join(f"{t[f'{m}@{k}']:.4f}" for m in ("recall", "ndcg", "precision") for k in KS)
             ep = f"{r.get('epochs_run') or '-'} ({r.get('best_epoch') or '-'})"
             spe = f"{r['median_epoch_seconds']:.2f}" if r.get("median_epoch_seconds") else "-"
-            lines.append(f"| {r['library']} | {r['model']} | {vals} | {r['n_users']} | {r['fit_seconds']} | {ep} | {spe} |")
+            lines.append(
+                f"| {r['library']} | {r['model']} | {vals} | {r['n_users']} | {r['fit_seconds']} | {ep} | {spe} |"
+            )
         for k, v in d.get("published", {}).items():
-            lines.append(f"\nPublished {k}: Recall@20 {v['recall@20']}, NDCG@20 {v['ndcg@20']} ({v['source']}).")
+            lines.append(
+                f"\nPublished {k}: Recall@20 {v['recall@20']}, NDCG@20 {v['ndcg@20']} ({v['source']})."
+            )
         if "lightgcn_epoch_speedup_vs_recbole" in d:
             lines.append(
                 f"\nLightGCN training time per epoch (median), RecBole / modalrec: "
                 f"**{d['lightgcn_epoch_speedup_vs_recbole']:.2f}x**."
             )
         if "eval_speed" in d:
-            lines.append(f"\nFull-ranking test evaluation of all test users: {d['eval_speed']['best_seconds']} s (best of 3).")
+            lines.append(
+                f"\nFull-ranking test evaluation of all test users: {d['eval_speed']['best_seconds']} s (best of 3)."
+            )
         lines.append("")
     return "\n".join(lines) + "\n"
 
@@ -195,13 +219,21 @@ def main(argv: list[str] | None = None) -> None:
             print("   ", d["rows"][-1]["test"], flush=True)
         with tempfile.TemporaryDirectory(prefix=f"peers-{name}-") as tmp:
             split_dir = Path(tmp) / "split"
-            write_split(split_dir, *(split_pairs(ds, p) for p in ("train", "valid", "test")), n_users=ds.n_users, n_items=ds.n_items, dataset_name=name)
+            write_split(
+                split_dir,
+                *(split_pairs(ds, p) for p in ("train", "valid", "test")),
+                n_users=ds.n_users,
+                n_items=ds.n_items,
+                dataset_name=name,
+            )
             for lib, model, hp in PEERS:
                 if lib not in args.peers:
                     continue
                 print(f"[{name}] {lib} {model} ...", flush=True)
                 if not peer_available(lib):
-                    d["rows"].append({"library": lib, "model": model, "error": "venv missing (benchmarks/peers/setup.sh)"})
+                    d["rows"].append(
+                        {"library": lib, "model": model, "error": "venv missing (benchmarks/peers/setup.sh)"}
+                    )
                     continue
                 try:
                     d["rows"].append(run_peer_model(ds, split_dir, lib, model, hp, args.threads))
@@ -209,7 +241,14 @@ def main(argv: list[str] | None = None) -> None:
                 except Exception as e:  # a failing peer is reported in the table, not fatal
                     d["rows"].append({"library": lib, "model": model, "error": str(e).splitlines()[0][:200]})
         ours = next((r for r in d["rows"] if r["library"] == "modalrec" and r["model"] == "lightgcn"), None)
-        rb = next((r for r in d["rows"] if r["library"].startswith("recbole") and r["model"] == "LightGCN" and "error" not in r), None)
+        rb = next(
+            (
+                r
+                for r in d["rows"]
+                if r["library"].startswith("recbole") and r["model"] == "LightGCN" and "error" not in r
+            ),
+            None,
+        )
         if ours and rb and ours.get("median_epoch_seconds") and rb.get("median_epoch_seconds"):
             d["lightgcn_epoch_speedup_vs_recbole"] = rb["median_epoch_seconds"] / ours["median_epoch_seconds"]
         if name in PUBLISHED:

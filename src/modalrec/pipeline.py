@@ -31,7 +31,9 @@ def load_dataset(config: RunConfig) -> Dataset:
     return load(dc.name, root=dc.root, seed=dc.seed, **opts)
 
 
-def evaluate_both(model: Recommender, ds: Dataset, ks: tuple[int, ...], chunk_size: int = 4096) -> dict[str, Any]:
+def evaluate_both(
+    model: Recommender, ds: Dataset, ks: tuple[int, ...], chunk_size: int = 4096
+) -> dict[str, Any]:
     """Validation and test metrics (plus cold-item test metrics on a cold-start split)."""
     out: dict[str, Any] = {}
     if ds.valid.nnz:
@@ -45,21 +47,18 @@ def evaluate_both(model: Recommender, ds: Dataset, ks: tuple[int, ...], chunk_si
     return out
 
 
-def fit_dataset(
+def write_run(
     ds: Dataset,
-    model_name: str,
-    params: dict[str, Any],
+    model: Recommender,
     out: str | Path,
     *,
     config: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
     ks: tuple[int, ...] = (10, 20, 50),
     overwrite: bool = False,
-    progress: bool = True,
 ) -> Run:
-    """Fit ``model_name`` on an already-loaded dataset and write a complete run directory."""
-    model = create(model_name, **params)
-    model.fit(ds, progress=progress)
-    metrics = evaluate_both(model, ds, ks)
+    """Write a complete run directory for a fitted model (metrics are computed if not given)."""
+    metrics = metrics if metrics is not None else evaluate_both(model, ds, ks)
     with RunWriter(out, overwrite=overwrite) as tmp:
         write_dataset(ds, tmp)
         model.save(tmp / "model")
@@ -77,6 +76,23 @@ def fit_dataset(
     return load_run(out)
 
 
+def fit_dataset(
+    ds: Dataset,
+    model_name: str,
+    params: dict[str, Any],
+    out: str | Path,
+    *,
+    config: dict[str, Any],
+    ks: tuple[int, ...] = (10, 20, 50),
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Run:
+    """Fit ``model_name`` on an already-loaded dataset and write a complete run directory."""
+    model = create(model_name, **params)
+    model.fit(ds, progress=progress)
+    return write_run(ds, model, out, config=config, ks=ks, overwrite=overwrite)
+
+
 def fit(config: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> Run:
     """Load data, fit the configured model, evaluate it and write the run directory ``out``."""
     ds = load_dataset(config)
@@ -92,7 +108,9 @@ def fit(config: RunConfig, out: str | Path, *, overwrite: bool = False, progress
     )
 
 
-def evaluate_run(run: Run | str | Path, split: str = "test", ks: tuple[int, ...] = (10, 20, 50)) -> EvalResult:
+def evaluate_run(
+    run: Run | str | Path, split: str = "test", ks: tuple[int, ...] = (10, 20, 50)
+) -> EvalResult:
     """Re-evaluate a saved run on its stored split (full ranking, seen items masked)."""
     r = run if isinstance(run, Run) else load_run(run)
     return evaluate(r.model, r.dataset, split, ks=ks)

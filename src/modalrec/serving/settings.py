@@ -1,0 +1,180 @@
+"""Server configuration (TOML), kept apart from the training config because a product team edits it.
+
+Why a separate file: API keys (stored hashed), limits, A/B shares and alert thresholds change without
+retraining, and the run directory must never hold secrets. Example ``serve.toml``::
+
+    state_dir = "serve-state"          # feedback.sqlite, active.json (relative to this file)
+
+    [auth]
+    read_requires_key = false          # GET endpoints open; POST /feedback always needs a key
+    [[auth.keys]]
+    name = "web-frontend"
+    hash = "sha256$9f86d08..."         # from `modalrec-serve keygen` (sha256$... or scrypt$...)
+    scopes = ["read", "write"]
+    [[auth.keys]]
+    name = "ops"
+    hash = "scrypt$16384$8$1$<salt hex>$<digest hex>"
+    scopes = ["read", "write", "admin"]
+
+    [index]
+    hnsw_threshold = 50000             # exact inner product below, HNSW above
+    pca_dim = 0                        # 0 = off
+    quantize = "none"                  # none | int8 | pq
+
+    [ab]
+    run_b = "runs/candidate"           # second run directory (optional)
+    share_b = 0.2                      # share of users (by hash of the user id) sent to arm b
+
+    [health]
+    max_fallback_share = 0.5
+
+>>> cfg = ServeConfig.model_validate({"limits": {"max_k": 50}})
+>>> cfg.limits.max_k, cfg.index.hnsw_threshold, cfg.auth.read_requires_key
+(50, 50000, False)
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from modalrec.errors import ConfigError
+
+Scope = Literal["read", "write", "admin"]
+SCOPES: tuple[Scope, ...] = ("read", "write", "admin")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class KeyEntry(_Strict):
+    """One API key: a name (shown in logs instead of the key), its hash and what it may do."""
+
+    name: str
+    hash: str
+    scopes: list[Scope] = Field(default_factory=lambda: list(SCOPES[:2]))
+
+    @field_validator("hash")
+    @classmethod
+    def _known_scheme(cls, v: str) -> str:
+        if not (v.startswith("sha256$") or v.startswith("scrypt$")):
+            raise ValueError("key hash must start with 'sha256$' or 'scrypt$' (see `modalrec-serve keygen`)")
+        return v
+
+
+class AuthConfig(_Strict):
+    read_requires_key: bool = False
+    keys: list[KeyEntry] = Field(default_factory=list)
+    #: Salt for masking user ids in logs (a stable pseudonym per deployment).
+    log_salt: str = "modalrec"
+
+
+class IndexConfig(_Strict):
+    hnsw_threshold: int = Field(default=50_000, ge=1)
+    hnsw_m: int = Field(default=32, ge=4, le=128)
+    ef_construction: int = Field(default=200, ge=8)
+    ef_search: int = Field(default=128, ge=8)
+    #: Queries used to measure ANN recall@10 against exact search at load time.
+    recall_queries: int = Field(default=200, ge=10)
+    pca_dim: int = Field(default=0, ge=0)
+    quantize: Literal["none", "int8", "pq"] = "none"
+    pq_m: int = Field(default=16, ge=1)
+    seed: int = 2024
+
+
+class FeedbackConfig(_Strict):
+    db: str = "feedback.sqlite"
+    #: Weight of each event type in the fold-in (negative = pushes the user away from the item).
+    event_weights: dict[str, float] = Field(
+        default_factory=lambda: {
+            "view": 0.5,
+            "click": 1.0,
+            "like": 1.0,
+            "add_to_cart": 1.5,
+            "purchase": 2.0,
+            "rating": 1.0,
+            "skip": -0.25,
+            "dislike": -1.0,
+        }
+    )
+    #: Fold-in strength: the new user vector is (1 - w) * stored + w * feedback mean, w = n / (n + prior).
+    prior: float = Field(default=5.0, gt=0)
+    #: Ratings are centred at this value (rating 5 with centre 3 counts +2/2 = +1).
+    rating_centre: float = 3.0
+    rating_scale: float = Field(default=2.0, gt=0)
+
+
+class LimitsConfig(_Strict):
+    max_body_bytes: int = Field(default=16_384, ge=256)
+    max_k: int = Field(default=200, ge=1)
+    max_query_chars: int = Field(default=500, ge=1)
+
+
+class ABConfig(_Strict):
+    run_b: str | None = None
+    share_b: float = Field(default=0.5, ge=0.0, le=1.0)
+    salt: str = "ab-1"
+    #: Significance level of the two-proportion z-test reported at /admin/ab.
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+
+
+class HealthConfig(_Strict):
+    window: int = Field(default=1000, ge=10)
+    min_requests: int = Field(default=200, ge=1)
+    max_fallback_share: float = Field(default=0.5, ge=0, le=1)
+    min_feedback_rate: float = Field(default=0.0, ge=0)
+    max_score_drift: float = Field(default=3.0, gt=0)
+    check_every_s: float = Field(default=10.0, gt=0)
+
+
+class ServeConfig(_Strict):
+    state_dir: str = "serve-state"
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    index: IndexConfig = Field(default_factory=IndexConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    ab: ABConfig = Field(default_factory=ABConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    #: Text encoder for /search: "minilm" (needs the encoders extra) or "none".
+    text_encoder: Literal["minilm", "none"] = "minilm"
+    #: Directory of the config file; relative paths (state_dir, ab.run_b) resolve against it.
+    base_dir: str | None = None
+
+    def resolve(self, p: str) -> Path:
+        path = Path(p)
+        if path.is_absolute() or self.base_dir is None:
+            return path
+        return Path(self.base_dir) / path
+
+    @property
+    def state_path(self) -> Path:
+        return self.resolve(self.state_dir)
+
+    @property
+    def db_path(self) -> Path:
+        db = Path(self.feedback.db)
+        return db if db.is_absolute() else self.state_path / db
+
+
+def load_serve_config(path: str | Path | None) -> ServeConfig:
+    """Read and validate a server TOML file; ``None`` gives the defaults (no keys: writes refused)."""
+    if path is None:
+        return ServeConfig()
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{p}: server config not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    raw.setdefault("base_dir", str(p.resolve().parent))
+    try:
+        return ServeConfig.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"])
+        raise ConfigError(f"{p}: {loc}: {first['msg']} ({len(e.errors())} error(s))") from None

@@ -278,6 +278,9 @@ def encode(
 # ``app`` when imported; those modules import their heavy libraries inside the command functions so that
 # ``modalrec --help`` stays fast. One import line per area below.
 # area command modules:
+import modalrec.align.commands  # noqa: E402,F401
+import modalrec.models.commands  # noqa: E402,F401
+import modalrec.serving.commands  # noqa: E402,F401
 
 
 def main() -> None:

@@ -6,10 +6,12 @@ criterion, measured the same way, on validation data only, and show the same pro
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,33 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
     from modalrec.models.base import Recommender
+
+
+#: Callbacks ``(epoch, valid_recall@20) -> None`` run after every validation check of any model
+#: trained in this context. Why a context variable: hyperparameter search (``modalrec tune``) must
+#: see the validation curve to prune bad trials, without every model growing a callback argument.
+#: A callback may raise (e.g. ``optuna.TrialPruned``) to abort training.
+_VALIDATION_HOOKS: ContextVar[tuple[Callable[[int, float], None], ...]] = ContextVar(
+    "modalrec_validation_hooks", default=()
+)
+
+
+@contextlib.contextmanager
+def validation_hook(callback: Callable[[int, float], None]) -> Iterator[None]:
+    """Call ``callback(epoch, valid_recall_at_20)`` after each validation check inside the block.
+
+    >>> seen = []
+    >>> with validation_hook(lambda e, v: seen.append((e, v))):
+    ...     for cb in _VALIDATION_HOOKS.get():
+    ...         cb(5, 0.25)
+    >>> seen, _VALIDATION_HOOKS.get()
+    ([(5, 0.25)], ())
+    """
+    token = _VALIDATION_HOOKS.set((*_VALIDATION_HOOKS.get(), callback))
+    try:
+        yield
+    finally:
+        _VALIDATION_HOOKS.reset(token)
 
 
 def seed_everything(seed: int) -> np.random.Generator:
@@ -151,6 +180,8 @@ def train_with_early_stopping(
             if has_valid and (epoch % eval_every == 0 or epoch == epochs):
                 rec = evaluate(model, dataset, "valid", ks=(20,)).metrics["recall@20"]
                 keep_going = es.update(rec, epoch=epoch, state=get_state())
+                for hook in _VALIDATION_HOOKS.get():
+                    hook(epoch, rec)
                 status += f"  valid R@20 {rec:.4f} (best {es.best:.4f} @ {es.best_epoch})"
                 if not keep_going:
                     bar.update(task, advance=1, status=status + "  early stop")

@@ -1,0 +1,77 @@
+"""CLI commands of the multimodal-models area: ``modalrec tune`` and ``modalrec report``.
+
+Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli` imports this module; heavy libraries
+(optuna, matplotlib, torch models) are imported inside the commands so ``modalrec --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modalrec.cli import app, console, user_errors
+from modalrec.errors import ConfigError
+
+
+@app.command()
+@user_errors
+def tune(
+    config: Annotated[Path, typer.Argument(help="TOML run config with a [tune.space] table")],
+    trials: Annotated[int, typer.Option("--trials", "-n", help="finished trials the study should hold")] = 20,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="study directory (default: <config stem>-tune)")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default: sqlite in --out)")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = True,
+) -> None:
+    """Optuna TPE search (with pruning) maximising validation Recall@20; resumable; writes best.toml."""
+    from modalrec.models.tuning import tune as run_tune
+
+    out_dir = out if out is not None else config.with_name(config.stem + "-tune")
+    summary = run_tune(config, trials, out_dir, storage=storage, progress=not quiet)
+    console.print(
+        f"{summary['n_complete']} complete, {summary['n_pruned']} pruned trials; best valid Recall@20 "
+        f"{summary['best_value']:.4f} (trial {summary['best_trial']}): {summary['best_params']}"
+    )
+    console.print(f"Best config written to [bold]{summary['best_config']}[/]")
+
+
+@app.command()
+@user_errors
+def report(
+    source: Annotated[Path, typer.Argument(help="a run directory (modalrec fit) or a TOML run config")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="report directory")],
+    quiet: Annotated[bool, typer.Option(help="no progress bars")] = True,
+) -> None:
+    """Ablations (each modality, every pair, all, none), warm vs cold, modality weights, K=10/20/50:
+    Markdown + self-contained HTML with plots."""
+    from modalrec.evaluation.ablation import run_ablations
+    from modalrec.evaluation.report import write_report
+
+    trained = None
+    if source.is_dir():
+        from modalrec.rundir import load_run
+
+        run = load_run(source)
+        ds, trained = run.dataset, run.model
+        model_name, params = run.model.name, dict(run.model.get_params())
+        ks = tuple(run.manifest.get("config", {}).get("evaluate", {}).get("ks", (10, 20, 50)))
+    elif source.suffix.lower() == ".toml":
+        from modalrec.models.tuning import load_with_features, read_config
+
+        cfg, _, _ = read_config(source)
+        ds = load_with_features(cfg)
+        model_name, params, ks = cfg.model.name, dict(cfg.model.params), tuple(cfg.evaluate.ks)
+    else:
+        raise ConfigError(f"{source}: expected a run directory or a .toml run config")
+    if 20 not in ks:
+        ks = tuple(sorted({*ks, 20}))
+    result = run_ablations(
+        ds, model_name, params, ks=ks, trained=trained, progress=not quiet, log=lambda s: console.print(s)
+    )
+    result["source"] = str(source)
+    result["dataset"] = str(ds.summary())
+    paths = write_report(result, out)
+    console.print(f"Report written to [bold]{paths['markdown']}[/] and [bold]{paths['html']}[/]")

@@ -87,7 +87,7 @@ class ContrastiveAligner(Aligner):
     >>> rng = np.random.default_rng(0)
     >>> t = rng.normal(size=(300, 8)).astype(np.float32); i = np.tanh(t @ rng.normal(size=(8, 8))).astype(np.float32)
     >>> al = ContrastiveAligner(dim=16, hidden=64, max_epochs=60).fit({"text": t, "image": i}, seed=0)
-    >>> from modalrec.align.metrics import mean_reciprocal_rank
+    >>> from modalrec.align.metrics import mean_recall
     >>> mean_recall(al.transform("text", t), al.transform("image", i), k=10) > 0.8
     True
     """
@@ -135,7 +135,7 @@ class ContrastiveAligner(Aligner):
         for a, b in combinations(z, 2):
             both = present[a] & present[b]
             if int(both.sum()) >= 2:
-                losses.append(info_nce(z[a][both], z[b][both], net.scale))
+                losses.append(info_nce(z[a][both], z[b][both], net.scale))  # type: ignore[arg-type]
         return torch.stack(losses).mean() if losses else None
 
     def _embed(self, net: nn.Module, m: str, X: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ def mmd_rbf(
     """
     xy = torch.cat([x, y])
     d2 = torch.cdist(xy, xy).pow(2)
-    k = sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
+    k = torch.stack([torch.exp(-d2 / (2 * h * h)) for h in bandwidths]).sum(0)
     n = len(x)
     return k[:n, :n].mean() + k[n:, n:].mean() - 2 * k[:n, n:].mean()
 

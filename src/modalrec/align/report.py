@@ -71,7 +71,7 @@ def alignment_report(
         if len(idx) < 2:
             continue
         if views[a].shape[1] == views[b].shape[1]:
-            m = retrieval_metrics(views[a][idx], views[b][idx], ks, seed=seed)
+            m: dict[str, Any] = dict(retrieval_metrics(views[a][idx], views[b][idx], ks, seed=seed))
             m["space"] = "raw"
         else:
             m = {f"recall@{k}": min(1.0, k / len(idx)) for k in ks}

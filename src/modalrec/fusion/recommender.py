@@ -10,7 +10,7 @@ Registered as ``"fusion"`` in the model registry when this module is imported.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import torch
@@ -93,20 +93,25 @@ class FusionRecommender(EmbeddingRecommender):
             impute=bool(self.params["impute"]),
         )
 
+    @property
+    def _net(self) -> _FusionNet:
+        return cast(_FusionNet, self.net)
+
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.net.user.weight, self.net.items()
+        return self._net.user.weight, self._net.items()
 
     def batch_loss(self, users, pos, neg):
-        u = self.net.user.weight[users]
-        items = self.net.items()
+        u = self._net.user.weight[users]
+        items = self._net.items()
         loss = bpr_loss((u * items[pos]).sum(1), (u * items[neg]).sum(1))
         return loss + self.params["reg"] * u.pow(2).sum() / (2 * len(users))
 
     def _finalise(self) -> None:
         super()._finalise()
-        fu = self.net.fusion
+        net = self._net
+        fu = net.fusion
         with torch.no_grad():
-            z = {m: getattr(self.net, f"x_{m}") for m in self.net.names}
-            p = {m: getattr(self.net, f"p_{m}") for m in self.net.names}
+            z = {m: getattr(net, f"x_{m}") for m in net.names}
+            p = {m: getattr(net, f"p_{m}") for m in net.names}
             self.meta["modality_weights"] = fu.modality_weights(z, p)
         self.meta["fusion"] = type(fu).name

@@ -9,7 +9,7 @@ retraining, and the run directory must never hold secrets. Example ``serve.toml`
     read_requires_key = false          # GET endpoints open; POST /feedback always needs a key
     [[auth.keys]]
     name = "web-frontend"
-    hash = "sha256$9f86d08..."         # from `modalrec-serve keygen` (sha256$... or scrypt$...)
+    hash = "sha256$9f86d08..."         # from `modalrec serve-key` (sha256$... or scrypt$...)
     scopes = ["read", "write"]
     [[auth.keys]]
     name = "ops"
@@ -62,7 +62,7 @@ class KeyEntry(_Strict):
     @classmethod
     def _known_scheme(cls, v: str) -> str:
         if not (v.startswith("sha256$") or v.startswith("scrypt$")):
-            raise ValueError("key hash must start with 'sha256$' or 'scrypt$' (see `modalrec-serve keygen`)")
+            raise ValueError("key hash must start with 'sha256$' or 'scrypt$' (see `modalrec serve-key`)")
         return v
 
 

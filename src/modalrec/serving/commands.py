@@ -1,0 +1,70 @@
+"""CLI commands of the serving area: ``modalrec serve`` and ``modalrec serve-key``.
+
+Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli` imports this module; FastAPI, uvicorn
+and faiss are imported inside the commands so ``modalrec --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from modalrec.cli import app, console, user_errors
+from modalrec.errors import ConfigError
+
+
+@app.command()
+@user_errors
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="run directory written by `modalrec fit`")],
+    host: Annotated[
+        str, typer.Option(help="interface to bind (keep 127.0.0.1 behind a proxy)")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port", min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(help="server processes (one per core)", min=1)] = 1,
+    config: Annotated[
+        Path | None, typer.Option(help="server TOML: API key hashes, limits, index, A/B arms, alerts")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error")] = "info",
+) -> None:
+    """HTTP API (recommend, similar, search, items, feedback, metrics, admin) and the web page at /.
+
+    The run directory is verified (sha256 of every file) before any port opens. OpenAPI docs at /docs.
+    Without --config no API keys exist, so POST /feedback and /admin/* answer 401.
+    """
+    try:
+        from modalrec.serving.app import serve as run_server
+    except ImportError as e:
+        raise ConfigError(f"serving needs the serve extra (pip install 'modalrec[serve]'): {e}") from None
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
+    if config is not None and not config.is_file():
+        raise ConfigError(f"{config}: server config not found")
+    console.print(f"Serving [bold]{run_dir}[/] on http://{host}:{port} with {workers} worker(s)")
+    run_server(run_dir, host=host, port=port, workers=workers, config=config, log_level=log_level.lower())
+
+
+@app.command("serve-key")
+@user_errors
+def serve_key(
+    name: Annotated[str, typer.Option(help="name shown in logs for this key")] = "client",
+    scopes: Annotated[str, typer.Option(help="comma-separated: read, write, admin")] = "read,write",
+    scheme: Annotated[str, typer.Option(help="sha256 (random keys) or scrypt")] = "sha256",
+) -> None:
+    """Make a new random API key and print the TOML entry (hash only) for the server config."""
+    from modalrec.serving.auth import hash_key, new_key
+    from modalrec.serving.settings import SCOPES
+
+    wanted = [s.strip() for s in scopes.split(",") if s.strip()]
+    bad = [s for s in wanted if s not in SCOPES]
+    if bad or not wanted:
+        raise ConfigError(f"--scopes must be a comma-separated subset of {', '.join(SCOPES)}, got {scopes!r}")
+    if scheme not in ("sha256", "scrypt"):
+        raise ConfigError(f"--scheme must be sha256 or scrypt, not {scheme!r}")
+    key = new_key()
+    console.print(f"API key (give it to the client, it is not stored anywhere): {key}", highlight=False)
+    console.print("Add to the server config:", highlight=False)
+    entry = f'[[auth.keys]]\nname = "{name}"\nhash = "{hash_key(key, scheme)}"\nscopes = {wanted!r}'
+    console.print(entry.replace("'", '"'), highlight=False, soft_wrap=True, markup=False)

@@ -245,6 +245,10 @@ def main() -> int:
         ds.items = ds.items.head(args.limit)
         ds.item_ids = ds.item_ids[: args.limit]
     work = Path(tempfile.mkdtemp(prefix="modalrec-bench-enc-"))
+    # Sections can be run one at a time (--skip) to keep each heavy job short: the results of the
+    # sections not run this time are kept from the previous results file.
+    previous = args.out / "encoders.json"
+    old = json.loads(previous.read_text()) if previous.is_file() and not args.limit else {}
     res: dict[str, Any] = {
         "benchmark": "encoders",
         "protocol": "ML-100K raw pipeline: text = title + genres + overview, image = poster",
@@ -254,16 +258,20 @@ def main() -> int:
         "chunks": args.chunks,
         "limit": args.limit,
     }
+    res.update({k: old[k] for k in ("text", "image", "audio") if k in old and k in args.skip})
     try:
-        if "text" not in args.skip:
-            res["text"] = bench_text(ds, args.chunks, work)
-            print(json.dumps(res["text"]), flush=True)
-        if "image" not in args.skip:
-            res["image"] = bench_images(ds, args.chunks, work)
-            print(json.dumps(res["image"]), flush=True)
-        if "audio" not in args.skip:
-            res["audio"] = bench_audio(work, args.audio_items)
-            print(json.dumps(res["audio"]), flush=True)
+        for name, run in (
+            ("text", lambda: bench_text(ds, args.chunks, work)),
+            ("image", lambda: bench_images(ds, args.chunks, work)),
+            ("audio", lambda: bench_audio(work, args.audio_items)),
+        ):
+            if name in args.skip:
+                continue
+            load0 = [round(x, 2) for x in os.getloadavg()]
+            res[name] = run()
+            res[name]["run_at_utc"] = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
+            res[name]["loadavg_before_after"] = [load0, [round(x, 2) for x in os.getloadavg()]]
+            print(json.dumps(res[name]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     res["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]

@@ -121,10 +121,10 @@ def render_image(shape: str, colour: str, pattern: str, rng: np.random.Generator
         for k in range(-size, 2 * size, step):
             d.line([(k, 0), (k + size, size)], fill=dark, width=max(1, step // 3))
     elif pattern == "dots":
-        r = max(1, step // 4)
+        dot = max(1, step // 4)
         for y in range(step // 2, size, step):
             for x in range(step // 2, size, step):
-                d.ellipse([x - r, y - r, x + r, y + r], fill=dark)
+                d.ellipse([x - dot, y - dot, x + dot, y + dot], fill=dark)
     elif pattern == "checks":
         for y in range(0, size, step):
             for x in range(0, size, step):
@@ -310,7 +310,10 @@ def make_demo(
     )
 
     ids = [f"p{i:05d}" for i in range(n_items)]
-    titles, descs, images, audios = [], [], [], []
+    titles: list[str] = []
+    descs: list[str] = []
+    images: list[str | None] = []
+    audios: list[str | None] = []
     formats = ["png", "png", "jpg", "webp"]
     for i in range(n_items):
         r = np.random.default_rng([seed, i])

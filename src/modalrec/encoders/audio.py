@@ -33,6 +33,7 @@ from modalrec.encoders.base import (
     TRUNCATED_FILE,
     BaseEncoder,
     ContentError,
+    isobmff_declared_truncation,
     read_ref_bytes,
 )
 from modalrec.errors import ConfigError
@@ -67,16 +68,16 @@ def _decode_with_pyav(data: bytes) -> tuple[np.ndarray, int]:
     import av
 
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             if not container.streams.audio:
                 raise ContentError(CORRUPT_FILE, "no audio stream")
             stream = container.streams.audio[0]
             chunks = []
             sr = stream.rate or SAMPLE_RATE
             for frame in container.decode(stream):
-                a = frame.to_ndarray()
+                a = np.asarray(frame.to_ndarray())
                 if a.dtype.kind == "i":
-                    a = a.astype(np.float32) / float(np.iinfo(a.dtype).max)
+                    a = a.astype(np.float32) / float(2 ** (8 * a.dtype.itemsize - 1) - 1)  # iinfo(dtype).max
                 a = a.astype(np.float32)
                 if frame.format.is_planar:
                     a = a.mean(axis=0)
@@ -87,7 +88,9 @@ def _decode_with_pyav(data: bytes) -> tuple[np.ndarray, int]:
                 sr = frame.sample_rate
     except ContentError:
         raise
-    except Exception as e:  # av raises many error types (InvalidDataError, EOFError...)
+    except EOFError as e:  # the stream ends inside a packet or page: the file was cut off
+        raise ContentError(TRUNCATED_FILE, f"cannot decode audio: {e}") from None
+    except Exception as e:  # av raises many error types (InvalidDataError, ...)
         raise ContentError(CORRUPT_FILE, f"cannot decode audio: {e}") from None
     if not chunks:
         raise ContentError(EMPTY_AUDIO)
@@ -98,25 +101,38 @@ def decode_audio(data: bytes, sr: int = SAMPLE_RATE, max_seconds: float | None =
     """Decode audio bytes to mono float32 at ``sr``; bad content raises :class:`ContentError`.
 
     A file whose data is shorter than its header says is reported as truncated (libsndfile would
-    silently return the shorter signal).
+    silently return the shorter signal): a WAV or MP4/M4A whose chunk sizes run past the end, a
+    file that opens with a declared length but fails to decode before reaching it (FLAC "lost
+    sync"), or a stream that ends inside a packet (Ogg).
     """
     import soundfile as sf
 
-    trunc = wav_declared_truncation(data)
+    trunc = wav_declared_truncation(data) or isobmff_declared_truncation(data)
     if trunc:
         raise ContentError(TRUNCATED_FILE, trunc)
     try:
-        with sf.SoundFile(io.BytesIO(data)) as f:
+        f = sf.SoundFile(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        f = None  # a format libsndfile does not read (AAC, M4A...): PyAV below
+    x: np.ndarray | None = None
+    if f is not None:
+        with f:
             declared = f.frames
             sr_in = f.samplerate
             n = declared if max_seconds is None else min(declared, int(max_seconds * sr_in) + 1)
-            x = f.read(n, dtype="float32", always_2d=True)
+            try:
+                x = f.read(n, dtype="float32", always_2d=True)
+            except (sf.LibsndfileError, RuntimeError) as e:
+                raise ContentError(
+                    TRUNCATED_FILE if declared > 0 else CORRUPT_FILE,
+                    f"decoding failed before the declared {declared} frames: {e}",
+                ) from None
         if len(x) < n:
             raise ContentError(TRUNCATED_FILE, f"{len(x)} of {n} frames readable")
         x = x.mean(axis=1)
-    except ContentError:
-        raise
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
+        if x.size == 0 and len(data) > 4096:
+            x = None  # no length in the header (e.g. a cut-off Ogg): let PyAV read the packets
+    if x is None:
         x, sr_in = _decode_with_pyav(data)
         if max_seconds is not None:
             x = x[: int(max_seconds * sr_in) + 1]

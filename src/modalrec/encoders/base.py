@@ -121,6 +121,40 @@ def file_content_key(ref: Any) -> str:
         return sha256_text(f"unreadable\0{e.reason}\0{ref}")
 
 
+def isobmff_declared_truncation(data: bytes) -> str | None:
+    """For MP4/MOV/M4A (ISO BMFF) bytes: a message if a top-level box runs past the end, else None.
+
+    Why: a cut-off MP4 often still opens (its ``moov`` index comes first, or the cut falls inside
+    the last box) and the decoder silently returns only the frames before the cut, or none of the
+    audio track; the box sizes say exactly how long the file should be.
+
+    >>> box = lambda kind, body: (8 + len(body)).to_bytes(4, "big") + kind + body
+    >>> mp4 = box(b"ftyp", b"isom" + bytes(4)) + box(b"mdat", bytes(100))
+    >>> isobmff_declared_truncation(mp4) is None, isobmff_declared_truncation(mp4[:60])
+    (True, "'mdat' box declares 108 bytes, 44 present")
+    """
+    if len(data) < 8 or data[4:8] != b"ftyp":
+        return None
+    pos, n = 0, len(data)
+    while pos + 8 <= n:
+        size = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8].decode("latin-1")
+        if size == 1:  # 64-bit size follows the type
+            if pos + 16 > n:
+                return f"{kind!r} box header cut off"
+            size = int.from_bytes(data[pos + 8 : pos + 16], "big")
+        elif size == 0:  # the box runs to the end of the file
+            return None
+        if size < 8:
+            return None  # not a box structure we understand: leave it to the decoder
+        if pos + size > n:
+            return f"{kind!r} box declares {size} bytes, {n - pos} present"
+        pos += size
+    if pos != n:
+        return f"box header cut off at byte {pos}"
+    return None
+
+
 def describe_ref(ref: Any) -> str:
     """Short printable form of a reference for reports."""
     if isinstance(ref, bytes):

@@ -377,7 +377,7 @@ def encode_modality(
         keys = list(ex.map(enc.content_key, refs, chunksize=32))
     cache = VectorCache(cache_root, enc.cache_id, enc.dim)
     todo_keys = [k for k in unique_in_order(keys) if k not in cache]
-    first = {}
+    first: dict[str, Any] = {}
     for k, r in zip(keys, refs, strict=True):
         first.setdefault(k, r)
     todo_refs = [first[k] for k in todo_keys]

@@ -37,6 +37,29 @@ STD = 128.0
 CROP_PADDING = 32
 
 
+def missing_end_marker(data: bytes) -> str | None:
+    """For JPEG / PNG / GIF / WebP bytes that fail to decode: a message if the format's end is missing.
+
+    Why: a file cut inside its header makes Pillow say only "cannot identify image file"; the
+    missing end-of-image marker tells a truncated file from a corrupt one.
+
+    >>> missing_end_marker(b"\\xff\\xd8\\xff\\xe0" + bytes(50))
+    'JPEG without its end-of-image marker'
+    >>> missing_end_marker(b"\\xff\\xd8\\xff\\xe0" + bytes(50) + b"\\xff\\xd9") is None
+    True
+    """
+    tail = data[-64:]
+    if data[:3] == b"\xff\xd8\xff" and b"\xff\xd9" not in tail:
+        return "JPEG without its end-of-image marker"
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in tail:
+        return "PNG without its IEND chunk"
+    if data[:4] == b"GIF8" and not data.rstrip(b"\x00").endswith(b";"):
+        return "GIF without its trailer"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP" and int.from_bytes(data[4:8], "little") + 8 > len(data):
+        return f"WebP declares {int.from_bytes(data[4:8], 'little') + 8} bytes, {len(data)} present"
+    return None
+
+
 def decode_image(data: bytes, *, draft_size: int | None = None) -> Any:
     """Decode image bytes into an RGB ``PIL.Image``; bad bytes raise :class:`ContentError`.
 
@@ -54,24 +77,29 @@ def decode_image(data: bytes, *, draft_size: int | None = None) -> Any:
                 img.draft("RGB", (draft_size, draft_size))
             img.load()
     except UnidentifiedImageError as e:
-        raise ContentError(CORRUPT_FILE, f"not a readable image ({e})") from None
+        cut = missing_end_marker(data)
+        raise ContentError(
+            TRUNCATED_FILE if cut else CORRUPT_FILE, cut or f"not a readable image ({e})"
+        ) from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ContentError(UNSUPPORTED, str(e)) from None
     except OSError as e:
         msg = str(e)
-        reason = TRUNCATED_FILE if "truncated" in msg or "broken data stream" in msg else CORRUPT_FILE
-        raise ContentError(reason, msg) from None
+        cut_off = "truncated" in msg or "broken data stream" in msg or bool(missing_end_marker(data))
+        raise ContentError(TRUNCATED_FILE if cut_off else CORRUPT_FILE, msg) from None
     except (ValueError, SyntaxError, EOFError) as e:
-        raise ContentError(CORRUPT_FILE, str(e)) from None
+        cut = missing_end_marker(data)
+        raise ContentError(TRUNCATED_FILE if cut else CORRUPT_FILE, cut or str(e)) from None
+    out: Image.Image = img
     with contextlib.suppress(Exception):  # a broken EXIF block is not worth losing the picture
-        img = ImageOps.exif_transpose(img)
-    if img.width < 1 or img.height < 1:
+        out = ImageOps.exif_transpose(img)
+    if out.width < 1 or out.height < 1:
         raise ContentError(CORRUPT_FILE, "image has no pixels")
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
+    if out.mode in ("RGBA", "LA", "PA") or (out.mode == "P" and "transparency" in out.info):
+        rgba = out.convert("RGBA")
         bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, rgba)
-    return img.convert("RGB")
+        out = Image.alpha_composite(bg, rgba)
+    return out.convert("RGB")
 
 
 def preprocess(img: Any, size: int = 224, resize: str = "crop") -> np.ndarray:
@@ -91,15 +119,15 @@ def preprocess(img: Any, size: int = 224, resize: str = "crop") -> np.ndarray:
     if resize == "crop":
         c = max(1, round(size / (size + CROP_PADDING) * min(w, h)))
         left, top = (w - c) // 2, (h - c) // 2
-        img = img.resize((size, size), Image.BICUBIC, box=(left, top, left + c, top + c))
+        img = img.resize((size, size), Image.Resampling.BICUBIC, box=(left, top, left + c, top + c))
     elif resize == "pad":
         s = size / max(w, h)
         nw, nh = max(1, round(w * s)), max(1, round(h * s))
         canvas = Image.new("RGB", (size, size), (127, 127, 127))
-        canvas.paste(img.resize((nw, nh), Image.BICUBIC), ((size - nw) // 2, (size - nh) // 2))
+        canvas.paste(img.resize((nw, nh), Image.Resampling.BICUBIC), ((size - nw) // 2, (size - nh) // 2))
         img = canvas
     elif resize == "squash":
-        img = img.resize((size, size), Image.BICUBIC)
+        img = img.resize((size, size), Image.Resampling.BICUBIC)
     else:
         raise ConfigError(f"unknown resize mode {resize!r}; expected crop, pad or squash")
     x = np.asarray(img, dtype=np.float32)

@@ -213,7 +213,7 @@ class TfidfTextEncoder(_TextBase):
         self.version = f"1-{h.hexdigest()[:16]}"
 
     def _forward(self, loaded: list[Any]) -> np.ndarray:
-        if not self.fitted:
+        if not self.fitted or self._components is None:
             raise RuntimeError("TfidfTextEncoder must be fitted (call .fit(texts)) before encoding")
         x = self._vec.transform(list(loaded))
         z = np.asarray(x @ self._components.T, dtype=np.float32)

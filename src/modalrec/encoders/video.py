@@ -18,16 +18,22 @@ from modalrec.encoders.base import (
     CORRUPT_FILE,
     NO_AUDIO_TRACK,
     NO_FRAMES,
+    TRUNCATED_FILE,
     BaseEncoder,
     ContentError,
+    isobmff_declared_truncation,
     read_ref_bytes,
 )
 from modalrec.encoders.image import EfficientNetImageEncoder, preprocess
 
 
 def _open_container(data: bytes) -> Any:
+    """Open media bytes with PyAV; a cut-off MP4/MOV is reported as truncated, not decoded in part."""
     import av
 
+    cut = isobmff_declared_truncation(data)
+    if cut:
+        raise ContentError(TRUNCATED_FILE, cut)
     try:
         return av.open(io.BytesIO(data))
     except Exception as e:

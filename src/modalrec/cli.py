@@ -78,33 +78,54 @@ def print_json(obj: Any) -> None:
 def validate(
     data: Annotated[str, typer.Argument(help="registered data set name (ml100k, tiktok, baby) or a path")],
     root: Annotated[str | None, typer.Option(help="folder holding the registered data sets")] = None,
+    items: Annotated[
+        Path | None, typer.Option(help="catalogue file for an interaction file (csv/tsv/jsonl/parquet)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
     encoding: Annotated[
         str | None, typer.Option(help="text encoding of the input files (default UTF-8)")
     ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="stop at the first interaction naming an unknown item (file:line)")
+    ] = False,
 ) -> None:
-    """Load a data set, check it and print the validation report."""
+    """Load a data set, check it and print the validation report.
+
+    Exit codes: 0 clean (informational notes only), 2 when a file cannot be read (the message names
+    file, line and field) or when the report holds warnings (rows dropped or suspicious data), so
+    the command can gate a data pipeline.
+    """
     from modalrec.data import validate as run_validate
 
-    opts = {"encoding": encoding} if encoding else {}
+    opts: dict[str, Any] = {}
+    if encoding:
+        opts["encoding"] = encoding
+        if items is not None:
+            opts["items_encoding"] = encoding
+    if items is not None:
+        opts["items"] = items
+    if strict:
+        opts["strict"] = True
     report = run_validate(data, root=root, **opts)
     if as_json:
         print_json(report.as_dict())
-        return
-    for f, s in report.stats.items():
-        console.print(f"[bold]{f}[/]: " + ", ".join(f"{k}={v}" for k, v in s.items()), highlight=False)
-    if not report.issues:
-        console.print("[green]No problems found.[/]")
     else:
-        t = Table(title="Problems")
-        for c in ("severity", "problem", "file", "count", "dropped", "examples"):
-            t.add_column(c)
-        for i in report.issues.values():
-            t.add_row(i.severity, i.kind, i.file, str(i.count), str(i.dropped), "; ".join(i.examples))
-        console.print(t)
-    console.print(
-        f"Rows dropped: {report.dropped_rows}" + ("" if report.ok else "  [yellow](see warnings)[/]")
-    )
+        for f, s in report.stats.items():
+            console.print(f"[bold]{f}[/]: " + ", ".join(f"{k}={v}" for k, v in s.items()), highlight=False)
+        if not report.issues:
+            console.print("[green]No problems found.[/]")
+        else:
+            t = Table(title="Problems")
+            for c in ("severity", "problem", "file", "count", "dropped", "examples"):
+                t.add_column(c)
+            for i in report.issues.values():
+                t.add_row(i.severity, i.kind, i.file, str(i.count), str(i.dropped), "; ".join(i.examples))
+            console.print(t)
+        console.print(
+            f"Rows dropped: {report.dropped_rows}" + ("" if report.ok else "  [yellow](see warnings)[/]")
+        )
+    if not report.ok:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -214,7 +235,7 @@ def demo(
         )
     console.print(t)
     console.print("* chosen on validation Recall@20 and written as the run directory")
-    user = "u0"
+    user = res.example_user
     recs = recommend_for_user(res.run_dir, user, 5)
     console.print(
         f"Top 5 for demo user {user}: " + ", ".join(f"{r['item_id']} ({r.get('title', '')})" for r in recs)
@@ -312,9 +333,9 @@ def encode(
 # ``app`` when imported; those modules import their heavy libraries inside the command functions so that
 # ``modalrec --help`` stays fast. One import line per area below.
 # area command modules:
-import modalrec.align.commands  # noqa: E402,F401
-import modalrec.models.commands  # noqa: E402,F401
-import modalrec.serving.commands  # noqa: E402,F401
+import modalrec.align.commands  # noqa: E402
+import modalrec.models.commands  # noqa: E402
+import modalrec.serving.commands  # noqa: E402
 
 
 def main() -> None:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from modalrec.models.base import REGISTRY
 
 #: Models the demo compares, with settings that converge in seconds on the demo catalogue.
@@ -32,6 +34,8 @@ class DemoResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     encode_summary: list[dict[str, Any]] = field(default_factory=list)
+    #: a user with test interactions, for the example recommendation
+    example_user: str = ""
 
 
 def run_demo(
@@ -108,6 +112,13 @@ def run_demo(
         }
         for m in fs.features
     ]
+    test_users = np.flatnonzero(np.diff(ds.test.indptr))
     return DemoResult(
-        out=out, run_dir=run.path, best_model=best_name, rows=rows, seconds=timings, encode_summary=summary
+        out=out,
+        run_dir=run.path,
+        best_model=best_name,
+        rows=rows,
+        seconds=timings,
+        encode_summary=summary,
+        example_user=str(ds.user_ids[test_users[0]]) if len(test_users) else str(ds.user_ids[0]),
     )

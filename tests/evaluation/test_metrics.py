@@ -53,5 +53,6 @@ def test_hit_matrix_and_coverage() -> None:
     top = np.array([[3, 1, 0], [0, 1, 2]])
     assert hit_matrix(top, truth).tolist() == [[True, False, True], [False, False, True]]
     assert coverage(top, 4, 2) == 0.75  # top-2 lists {3, 1} and {0, 1} cover 3 of 4 items
-    with pytest.raises(ValueError):
-        per_user_metrics(np.zeros((1, 2), bool), np.array([1]), (5,))
+    # fewer ranked items than K: the short list's empty slots hold no hits
+    m = per_user_metrics(np.array([[False, True]]), np.array([1]), (1, 5))
+    assert m["recall@5"][0] == 1.0 and m["precision@5"][0] == 0.2 and m["hit@1"][0] == 0.0

@@ -45,12 +45,17 @@ def per_user_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ..
     (0.5, 0.6666666666666666, 0.5)
     >>> round(float(m["ndcg@3"][0]), 4)  # (1 + 1/log2(4)) / (1 + 1/log2(3) + 1/log2(4))
     0.7039
+    >>> float(per_user_metrics(h, np.array([4]), (5,))["precision@5"][0])  # 3 ranked items, K=5
+    0.4
     """
     hits = hits.astype(np.float64)
     n_rel = n_relevant.astype(np.float64)
-    U, K = hits.shape
-    if ks and max(ks) > K:
-        raise ValueError(f"metrics requested at K={max(ks)} but only {K} items were ranked")
+    if ks and max(ks) > hits.shape[1]:
+        # Fewer candidates than K (a tiny catalogue, or cold items only): the list is simply shorter;
+        # its empty slots hold no hits, so Recall/NDCG/Hit equal those at the list length and
+        # Precision keeps dividing by K.
+        hits = np.pad(hits, ((0, 0), (0, max(ks) - hits.shape[1])))
+    K = hits.shape[1]
     ranks = np.arange(1, K + 1, dtype=np.float64)
     discount = 1.0 / np.log2(ranks + 1.0)
     cum_hits = np.cumsum(hits, axis=1)

@@ -1,0 +1,435 @@
+"""LLM re-ranking of any Recommender's top-N: log-likelihood of each candidate's text given the history.
+
+How it works, per user: the prompt lists (up to ``max_history``) items from the user's history by
+title and genres and asks for "another" one; each of the top-N candidates of the base recommender is
+scored by the LLM's log-likelihood of its text as the continuation (see
+:func:`modalrec.llm.scoring.continuation_logprobs`: the prompt runs once, the candidates run as one
+batch; nothing is generated). The LLM score and the base score are standardised within the user's
+candidate list and blended, ``(1 - w) * z(base) + w * z(llm)``.
+
+Which LLM score (summed or per-token log-likelihood, optionally minus the same text's
+log-likelihood under an empty history, a pointwise-mutual-information score that cancels how
+likely a title is a priori) and the blend weight ``w`` are chosen on **validation** users only
+(history = train items, targets = validation items); test users are touched once, with the chosen
+setting. ``w = 0`` is always in the grid, so a useless LLM is selected away rather than hidden.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modalrec.evaluation.metrics import hit_matrix, mean_metrics, per_user_metrics
+from modalrec.evaluation.protocol import DEFAULT_KS, EvalResult
+from modalrec.llm.scoring import continuation_logprobs
+from modalrec.llm.text import ItemText
+
+if TYPE_CHECKING:
+    from modalrec.data.dataset import Dataset
+    from modalrec.llm.loading import LLM
+    from modalrec.models.base import Recommender
+
+PROMPTS = ("list", "chat")
+SCORES = ("sum", "mean", "pmi", "pmi_mean")
+DEFAULT_WEIGHTS: tuple[float, ...] = tuple(round(x, 2) for x in np.linspace(0.0, 1.0, 11))
+
+
+def zscore(x: np.ndarray) -> np.ndarray:
+    """Standardise each row (candidates of one user); constant rows become 0.
+
+    >>> zscore(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])).round(3).tolist()
+    [[-1.225, 0.0, 1.225], [0.0, 0.0, 0.0]]
+    """
+    x = np.asarray(x, dtype=np.float64)
+    mu = x.mean(axis=-1, keepdims=True)
+    sd = x.std(axis=-1, keepdims=True)
+    return np.where(sd > 1e-12, (x - mu) / np.where(sd > 1e-12, sd, 1.0), 0.0)
+
+
+def blend(base: np.ndarray, llm: np.ndarray, weight: float) -> np.ndarray:
+    """``(1 - w) * z(base) + w * z(llm)`` row-wise: scale-free, so one weight fits every user.
+
+    >>> blend(np.array([[3.0, 2.0, 1.0]]), np.array([[0.0, 0.0, 9.0]]), 0.0).argmax()
+    np.int64(0)
+    >>> blend(np.array([[3.0, 2.0, 1.0]]), np.array([[0.0, 0.0, 9.0]]), 1.0).argmax()
+    np.int64(2)
+    """
+    base = np.asarray(base, dtype=np.float64)
+    llm = np.asarray(llm, dtype=np.float64)
+    return (1.0 - weight) * zscore(base) + weight * zscore(llm)
+
+
+def rerank_order(base: np.ndarray, llm: np.ndarray, weight: float) -> np.ndarray:
+    """Positions [U, N] that sort each user's candidates by the blended score (stable: base order on ties)."""
+    s = blend(base, llm, weight)
+    return np.argsort(-s, axis=1, kind="stable")
+
+
+class LLMReranker:
+    """Scores a user's candidate items with a local LLM given the user's history.
+
+    Args:
+        dataset: the catalogue (titles/genres are read from ``dataset.items``).
+        llm: a loaded :class:`~modalrec.llm.loading.LLM` (default: the packaged model).
+        prompt: ``"list"`` (a plain-text list to continue) or ``"chat"`` (the model's chat format).
+        max_history: at most this many history items in the prompt (a seeded random subset: the
+            Dataset keeps no timestamps, and a fixed subset keeps the prompt, hence the cost, bounded).
+        genres: include genres in item texts.
+        noun: what the items are called in the prompt ("movie", "product", ...).
+        seed: seeds the history subset.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        llm: LLM | None = None,
+        *,
+        prompt: str = "list",
+        max_history: int = 10,
+        genres: bool = True,
+        noun: str = "movie",
+        seed: int = 0,
+    ) -> None:
+        if prompt not in PROMPTS:
+            raise ValueError(f"unknown prompt form {prompt!r}; expected one of {PROMPTS}")
+        if llm is None:
+            from modalrec.llm.loading import load_llm
+
+            llm = load_llm()
+        self.llm = llm
+        self.dataset = dataset
+        self.texts = ItemText(dataset)
+        self.prompt = prompt
+        self.max_history = int(max_history)
+        self.genres = genres
+        self.noun = noun
+        self.seed = int(seed)
+        self._cand_ids: dict[int, list[int]] = {}
+        self._prior: dict[int, tuple[float, int]] = {}
+        self._prior_prompt: list[int] | None = None
+        nl = llm.encode("\n")
+        self._end = nl if prompt == "list" else llm.encode("<|im_end|>")
+        if prompt == "chat" and len(self._end) != 1:
+            self._end = nl
+
+    # ------------------------------------------------------------------ text -> token ids
+    def history_subset(self, user: int, history: np.ndarray) -> np.ndarray:
+        """The (seeded, per user) subset of history items shown in the prompt, in index order."""
+        history = np.asarray(history, dtype=np.int64)
+        if len(history) <= self.max_history:
+            return np.sort(history)
+        rng = np.random.default_rng([self.seed, int(user)])
+        return np.sort(rng.choice(history, size=self.max_history, replace=False))
+
+    def prompt_text(self, history: Sequence[int]) -> str:
+        """The prompt for a history (item indices); the candidate text is appended to it."""
+        lines = "".join(f"- {self.texts.short(int(i), genres=self.genres)}\n" for i in history)
+        n = self.noun
+        if self.prompt == "list":
+            head = f"A list of {n}s that a user liked:\n{lines}" if len(history) else ""
+            return f"{head}Another {n} this user liked:"
+        ask = (
+            f"I liked these {n}s:\n{lines}Recommend one more {n} I will like."
+            if len(history)
+            else f"Recommend a {n}."
+        )
+        return self.llm.chat(ask)
+
+    def prompt_ids(self, history: Sequence[int]) -> list[int]:
+        return self.llm.encode(self.prompt_text(history))
+
+    def candidate_ids(self, item: int) -> list[int]:
+        item = int(item)
+        ids = self._cand_ids.get(item)
+        if ids is None:
+            text = self.texts.short(item, genres=self.genres)
+            lead = " " if self.prompt == "list" else ""
+            ids = self.llm.encode(lead + text) + self._end
+            self._cand_ids[item] = ids
+        return ids
+
+    # ------------------------------------------------------------------ scores
+    def prior(self, items: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Log-likelihood (sum, n_tokens) of each item's text after an empty-history prompt; cached.
+
+        It is a per-item constant (computed once per catalogue item), used by the ``pmi`` scores.
+        """
+        items = [int(i) for i in items]
+        todo = [i for i in dict.fromkeys(items) if i not in self._prior]
+        if todo:
+            if self._prior_prompt is None:
+                self._prior_prompt = self.prompt_ids([])
+            s = continuation_logprobs(self.llm, self._prior_prompt, [self.candidate_ids(i) for i in todo])
+            for i, lp, n in zip(todo, s.logprob, s.n_tokens, strict=True):
+                self._prior[i] = (float(lp), int(n))
+        lp = np.array([self._prior[i][0] for i in items], dtype=np.float64)
+        n = np.array([self._prior[i][1] for i in items], dtype=np.int64)
+        return lp, n
+
+    def score(
+        self, history: Sequence[int] | np.ndarray, candidates: Sequence[int] | np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """All LLM score variants (:data:`SCORES`) of ``candidates`` given ``history`` (item indices).
+
+        One prompt pass + one batched continuation pass (plus, the first time an item is seen,
+        its cached prior).
+        """
+        cands = [int(c) for c in candidates]
+        s = continuation_logprobs(
+            self.llm, self.prompt_ids(list(history)), [self.candidate_ids(c) for c in cands]
+        )
+        prior_lp, _ = self.prior(cands)
+        n = np.maximum(s.n_tokens, 1)
+        return {
+            "sum": s.logprob,
+            "mean": s.logprob / n,
+            "pmi": s.logprob - prior_lp,
+            "pmi_mean": (s.logprob - prior_lp) / n,
+        }
+
+    def rerank(
+        self,
+        user: int,
+        history: np.ndarray,
+        candidates: np.ndarray,
+        base_scores: np.ndarray,
+        *,
+        weight: float,
+        score: str = "pmi",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Re-ranked candidates and their blended scores for one user."""
+        if score not in SCORES:
+            raise ValueError(f"unknown LLM score {score!r}; expected one of {SCORES}")
+        llm = self.score(self.history_subset(user, history), candidates)[score]
+        blended = blend(base_scores[None, :], llm[None, :], weight)[0]
+        order = np.argsort(-blended, kind="stable")
+        return np.asarray(candidates)[order], blended[order]
+
+
+# ---------------------------------------------------------------------- evaluation
+@dataclass
+class RerankResult(EvalResult):
+    """:class:`EvalResult` of the re-ranked lists, plus the base model's result on the same users."""
+
+    base: EvalResult | None = None
+    weight: float = 0.0
+    score: str = "pmi"
+    prompt: str = "list"
+    n_candidates: int = 20
+    validation: dict[str, Any] = field(default_factory=dict)
+    seconds_per_user: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = super().as_dict()
+        lat = np.asarray(self.seconds_per_user, dtype=np.float64)
+        d["rerank"] = {
+            "llm_score": self.score,
+            "blend_weight": self.weight,
+            "prompt": self.prompt,
+            "n_candidates": self.n_candidates,
+            "chosen_on": "validation users (history = train, target = valid)",
+            "validation": self.validation,
+            "latency_p50_s": float(np.percentile(lat, 50)) if lat.size else None,
+            "latency_p95_s": float(np.percentile(lat, 95)) if lat.size else None,
+        }
+        if self.base is not None:
+            d["base"] = self.base.as_dict()
+        return d
+
+
+@dataclass
+class ScoredUsers:
+    users: np.ndarray
+    top: np.ndarray  # [U, K] base ranking (item indices)
+    base: np.ndarray  # [U, N] base scores of the first N
+    llm: dict[str, np.ndarray]  # score name -> [U, N]
+    seconds: list[float]  # per user: prompt + candidate pass (the per-item priors are precomputed)
+    prior_seconds: float = 0.0  # one-off: priors of all candidate items
+
+
+def _eligible(dataset: Dataset, split: str, users: np.ndarray | None) -> np.ndarray:
+    n_rel = np.diff(dataset.target(split).indptr)
+    if users is None:
+        return np.flatnonzero(n_rel > 0)
+    users = np.asarray(users, dtype=np.int64)
+    return users[n_rel[users] > 0]
+
+
+def score_users(
+    reranker: LLMReranker,
+    model: Recommender,
+    dataset: Dataset,
+    split: str,
+    users: np.ndarray,
+    n_candidates: int,
+    kmax: int,
+    progress: bool,
+    label: str,
+) -> ScoredUsers:
+    seen = dataset.seen(split)
+    top, vals = model.recommend(users, max(kmax, n_candidates), exclude=seen)
+    N = min(n_candidates, top.shape[1])
+    llm = {s: np.zeros((len(users), N)) for s in SCORES}
+    t_prior = time.perf_counter()
+    reranker.prior(np.unique(top[:, :N]).tolist())
+    prior_seconds = time.perf_counter() - t_prior
+    secs: list[float] = []
+    iterator: Any = range(len(users))
+    if progress:
+        from rich.progress import track
+
+        iterator = track(iterator, description=label, transient=True)
+    for r in iterator:
+        u = int(users[r])
+        hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+        t0 = time.perf_counter()
+        s = reranker.score(reranker.history_subset(u, hist), top[r, :N])
+        secs.append(time.perf_counter() - t0)
+        for k in SCORES:
+            llm[k][r] = s[k]
+    return ScoredUsers(
+        users=users,
+        top=top,
+        base=vals[:, :N].astype(np.float64),
+        llm=llm,
+        seconds=secs,
+        prior_seconds=prior_seconds,
+    )
+
+
+def metrics_for(
+    scored: ScoredUsers, dataset: Dataset, split: str, ks: tuple[int, ...], score: str | None, weight: float
+) -> dict[str, np.ndarray]:
+    top = scored.top.copy()
+    if score is not None and weight > 0:
+        N = scored.base.shape[1]
+        order = rerank_order(scored.base, scored.llm[score], weight)
+        top[:, :N] = np.take_along_axis(top[:, :N], order, axis=1)
+    truth = dataset.target(split)[scored.users]
+    return per_user_metrics(hit_matrix(top, truth), np.diff(truth.indptr), ks)
+
+
+def choose_blend(
+    scored: ScoredUsers,
+    dataset: Dataset,
+    split: str,
+    *,
+    metric: str = "ndcg@10",
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    scores: Sequence[str] = SCORES,
+) -> tuple[str, float, dict[str, Any]]:
+    """Grid-search (LLM score, blend weight) maximising ``metric`` on already-scored users.
+
+    Ties keep the smaller weight (the base model unless the LLM helps).
+    """
+    k = int(metric.split("@")[1])
+    grid: dict[str, dict[str, float]] = {}
+    best = ("sum", 0.0, -np.inf)
+    for s in scores:
+        grid[s] = {}
+        for w in sorted(weights):
+            v = float(np.nanmean(metrics_for(scored, dataset, split, (k,), s, float(w))[metric]))
+            grid[s][f"{w:g}"] = v
+            if v > best[2] + 1e-12:
+                best = (s, float(w), v)
+    base_v = grid[scores[0]].get("0", float("nan"))
+    return best[0], best[1], {"metric": metric, "grid": grid, "best": best[2], "base": base_v}
+
+
+def rerank_evaluate(
+    model: Recommender,
+    dataset: Dataset,
+    split: str = "test",
+    *,
+    llm: LLM | None = None,
+    n_candidates: int = 20,
+    ks: tuple[int, ...] = DEFAULT_KS,
+    users: np.ndarray | None = None,
+    max_users: int | None = None,
+    valid_users: int = 200,
+    prompt: str = "list",
+    max_history: int = 10,
+    weight: float | None = None,
+    score: str | None = None,
+    weights: Sequence[float] = DEFAULT_WEIGHTS,
+    seed: int = 0,
+    keep_per_user: bool = False,
+    progress: bool = True,
+    noun: str = "movie",
+) -> RerankResult:
+    """Evaluate ``model`` with and without LLM re-ranking of its top ``n_candidates``.
+
+    The metric structure matches :func:`modalrec.evaluation.evaluate` (same masking of seen items,
+    same per-user metrics, users without relevant items skipped). Positions after
+    ``n_candidates`` keep the base order, so metrics at K > N are defined too.
+
+    Args:
+        model: a fitted Recommender.
+        split: the evaluated split (normally ``"test"``; history = train + valid items).
+        users / max_users: evaluate these users, or a seeded sample of at most ``max_users``.
+        valid_users: size of the seeded validation sample used to choose the LLM score and blend
+            weight (ignored when both ``weight`` and ``score`` are given).
+        weight, score: fix the blend instead of choosing it on validation.
+
+    Returns:
+        :class:`RerankResult` with the re-ranked metrics, ``.base`` (the model alone on the same
+        users), the chosen setting, the validation grid and per-user latencies.
+    """
+    if split not in ("valid", "test"):
+        raise ValueError("rerank_evaluate needs split 'valid' or 'test'")
+    t_start = time.perf_counter()
+    kmax = max(ks)
+    rng = np.random.default_rng(seed)
+    reranker = LLMReranker(dataset, llm, prompt=prompt, max_history=max_history, seed=seed, noun=noun)
+    validation: dict[str, Any] = {}
+    if weight is None or score is None:
+        vu = _eligible(dataset, "valid", None)
+        if len(vu) > valid_users:
+            vu = np.sort(rng.choice(vu, size=valid_users, replace=False))
+        vs = score_users(
+            reranker, model, dataset, "valid", vu, n_candidates, 10, progress, "LLM re-rank (valid)"
+        )
+        cand_scores = SCORES if score is None else (score,)
+        cand_weights = weights if weight is None else (weight,)
+        score, weight, validation = choose_blend(
+            vs, dataset, "valid", weights=cand_weights, scores=cand_scores
+        )
+        validation["n_users"] = len(vu)
+    eval_users = _eligible(dataset, split, users)
+    if max_users is not None and len(eval_users) > max_users:
+        eval_users = np.sort(
+            np.random.default_rng(seed + 1).choice(eval_users, size=max_users, replace=False)
+        )
+    ts = score_users(
+        reranker, model, dataset, split, eval_users, n_candidates, kmax, progress, f"LLM re-rank ({split})"
+    )
+    per_base = metrics_for(ts, dataset, split, ks, None, 0.0)
+    per_llm = metrics_for(ts, dataset, split, ks, score, float(weight))
+    elapsed = time.perf_counter() - t_start
+    base = EvalResult(
+        metrics=mean_metrics(per_base),
+        n_users=len(eval_users),
+        split=split,
+        seconds=float("nan"),
+        per_user=per_base if keep_per_user else None,
+        users=eval_users if keep_per_user else None,
+    )
+    return RerankResult(
+        metrics=mean_metrics(per_llm),
+        n_users=len(eval_users),
+        split=split,
+        seconds=elapsed,
+        per_user=per_llm if keep_per_user else None,
+        users=eval_users if keep_per_user else None,
+        base=base,
+        weight=float(weight),
+        score=str(score),
+        prompt=prompt,
+        n_candidates=n_candidates,
+        validation=validation,
+        seconds_per_user=ts.seconds,
+    )

@@ -1,0 +1,117 @@
+"""The real packaged LLM on tiny inputs: batched scoring, re-ranking evaluation, explanations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modalrec.evaluation.protocol import evaluate
+from modalrec.llm.explain import TitleIndex, check_grounding, explain
+from modalrec.llm.rerank import LLMReranker, choose_blend, rerank_evaluate
+from modalrec.llm.scoring import continuation_logprobs, naive_continuation_logprobs
+from modalrec.models import create
+
+pytestmark = pytest.mark.slow
+
+
+def test_packaged_model_is_loaded_once(llm) -> None:
+    from modalrec.llm.loading import load_llm
+
+    assert load_llm() is llm
+    assert llm.name == "smollm2-135m" and llm.hidden_size == 576
+    assert not any(p.requires_grad for p in llm.model.parameters())
+
+
+def test_batched_scores_equal_one_pass_per_candidate(llm) -> None:
+    prompt = llm.encode(
+        "A list of movies that a user liked:\n- Toy Story (1995)\nAnother movie this user liked:"
+    )
+    cands = [llm.encode(t) for t in (" Babe (1995)\n", " Heat (1995), Action, Crime, Thriller\n", " X\n")]
+    batched = continuation_logprobs(llm, prompt, cands, batch_size=2)  # two batches, with padding
+    naive = naive_continuation_logprobs(llm, prompt, cands)
+    np.testing.assert_allclose(batched.logprob, naive, rtol=1e-4, atol=1e-3)
+    assert batched.n_tokens.tolist() == [len(c) for c in cands]
+    assert (batched.logprob < 0).all()
+
+
+def test_llm_prefers_the_matching_taste(llm, movies) -> None:
+    """Sanity check of the signal: after family films, a family film is likelier than an action film."""
+    rr = LLMReranker(movies, llm)
+    s = rr.score([0, 4, 6, 8], [10, 5])  # Pinocchio vs Die Hard after four animated films
+    assert set(s) == {"sum", "mean", "pmi", "pmi_mean"}
+    assert s["pmi"][0] > s["pmi"][1]
+
+
+def test_rerank_evaluate_structure_and_base_equivalence(llm, movies) -> None:
+    model = create("popularity").fit(movies, progress=False)
+    res = rerank_evaluate(
+        model, movies, llm=llm, n_candidates=5, ks=(3, 5), valid_users=8, max_users=8, progress=False
+    )
+    assert res.n_users == 8 and res.split == "test"
+    assert set(res.metrics) == set(res.base.metrics)
+    assert res.score in ("sum", "mean", "pmi", "pmi_mean") and 0.0 <= res.weight <= 1.0
+    assert res.validation["n_users"] == 8 and len(res.seconds_per_user) == 8
+    d = res.as_dict()
+    assert d["rerank"]["latency_p95_s"] >= d["rerank"]["latency_p50_s"] > 0
+    # The base side must be exactly what the standard protocol reports on the same users.
+    ref = evaluate(model, movies, ks=(3, 5), users=np.arange(movies.n_users), keep_per_user=True)
+    sel = np.isin(ref.users, res_users := _users_of(res, movies))
+    assert len(res_users) == 8
+    np.testing.assert_allclose(res.base.metrics["ndcg@5"], np.nanmean(ref.per_user["ndcg@5"][sel]))
+    # With the blend weight fixed at 0 the re-ranked lists are the base lists.
+    zero = rerank_evaluate(
+        model,
+        movies,
+        llm=llm,
+        n_candidates=5,
+        ks=(3, 5),
+        max_users=8,
+        weight=0.0,
+        score="pmi",
+        progress=False,
+    )
+    assert zero.metrics == zero.base.metrics and zero.validation == {}
+
+
+def _users_of(res, movies) -> np.ndarray:
+    rng = np.random.default_rng(1)  # rerank_evaluate samples eval users with seed + 1
+    users = np.flatnonzero(np.diff(movies.test.indptr) > 0)
+    return np.sort(rng.choice(users, size=8, replace=False))
+
+
+def test_choose_blend_keeps_base_when_llm_is_noise(movies) -> None:
+    from modalrec.llm.rerank import ScoredUsers
+
+    users = np.arange(movies.n_users)
+    model = create("popularity").fit(movies, progress=False)
+    top, vals = model.recommend(users, 6, exclude=movies.seen("valid"))
+    # An "LLM" score that puts every user's validation item last can only hurt: weight 0 must win.
+    llm = np.zeros((len(users), 6))
+    for r, u in enumerate(users):
+        llm[r] = np.where(np.isin(top[r], movies.valid[u].indices), -10.0, 0.0)
+    sc = ScoredUsers(users, top, vals.astype(float), {"sum": llm}, [])
+    _, w, info = choose_blend(sc, movies, "valid", metric="ndcg@5", scores=("sum",))
+    assert w == 0.0 and info["best"] == info["base"]
+    # ... and a score that puts it first must win with a positive weight.
+    sc.llm["sum"] = -llm
+    _, w2, info2 = choose_blend(sc, movies, "valid", metric="ndcg@5", scores=("sum",))
+    assert w2 > 0 and info2["best"] > info2["base"]
+
+
+def test_explanation_is_grounded_with_the_real_llm(llm, movies) -> None:
+    model = create("itemknn").fit(movies, progress=False)
+    exp = explain(movies, model, "u0", "11", llm=llm)  # Pinocchio for a family-film user
+    assert exp.grounded and exp.text
+    assert exp.source in ("llm", "llm-stripped", "template") and exp.llm_text
+    history = set(movies.train[0].indices) | set(movies.valid[0].indices)
+    allowed = [*history, 10]
+    assert check_grounding(exp.text, allowed, TitleIndex([t for t, _ in _titles(movies)])) == []
+    assert {e.item_id for e in exp.evidence} <= {str(i + 1) for i in history}
+    assert abs(sum(exp.modality_weights.values()) - 1.0) < 1e-3 and exp.rank is not None
+
+
+def _titles(movies):
+    from modalrec.llm.text import ItemText
+
+    t = ItemText(movies)
+    return list(zip(t.titles, t.genres, strict=True))

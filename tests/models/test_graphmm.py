@@ -54,6 +54,7 @@ def test_degree_sensitive_pruning_prefers_low_degree_edges() -> None:
         {"edge_keep": 0.8, "content_bpr": 0.1},
         {"ssl_weight": 0.1, "mfm_weight": 0.1, "content_bpr": 0.1},
         {"loss": "softmax", "n_negatives": 32, "content_residual": True},
+        {"loss": "softmax", "n_negatives": 32, "hard_negatives": 4},
     ],
 )
 def test_graph_model_options_learn(featured: Dataset, opts: dict) -> None:
@@ -85,3 +86,18 @@ def test_content_residual_scores_cold_items() -> None:
         create("popularity").fit(ds, progress=False), ds, "test", ks=(10,), candidate_items=ds.cold_items
     )
     assert cold["ndcg@10"] > 1.5 * pop["ndcg@10"]
+
+
+def test_hard_negatives_are_content_neighbours_never_own_positives(featured: Dataset) -> None:
+    m = create("graphmm", **{**FAST, "epochs": 2}, loss="softmax", hard_negatives=8).fit(
+        featured, progress=False
+    )
+    coo = featured.train.tocoo()
+    users, pos = coo.row.astype(np.int64), coo.col.astype(np.int64)
+    hard, ok = m._hard_negatives(users, pos, 8)
+    assert ok.mean() > 0.5
+    seen = featured.train.toarray() > 0
+    assert not seen[np.repeat(users, 8)[ok.ravel()], hard.ravel()[ok.ravel()]].any()
+    # Every usable hard negative is a neighbour of its positive in some modality graph.
+    nbrs = m._neighbours
+    assert all(h in nbrs[p] for p, row, okr in zip(pos, hard, ok, strict=True) for h in row[okr])

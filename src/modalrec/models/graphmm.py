@@ -16,7 +16,11 @@ Options, all off or at FREEDOM's choice by default so that ablations are one swi
 * ``content_residual``: add the fused projected content to the item ego embedding (VBPR inside
   the graph), which gives cold items a representation.
 * ``loss``: ``"bpr"`` (one sampled negative) or ``"softmax"`` (sampled softmax over ``n_negatives``
-  shared warm negatives + in-batch positives, cosine scores / ``temperature``).
+  shared warm negatives, cosine scores / ``temperature``).
+* ``hard_negatives`` (softmax loss, our addition): per positive, that many extra negatives drawn from
+  its neighbours in the modality kNN graphs (items that *look* like the positive but that the user did
+  not take; training positives of the user are masked out). Uniform negatives are mostly easy on
+  large catalogues; content neighbours teach the model what, beyond content, made the user choose.
 
 Speed: every sparse product goes through ``lightgcn.spmm`` (scipy CSR, constant graph, CSR
 backward); train with ``threads=1`` on a shared machine.
@@ -89,6 +93,26 @@ class _GraphNet(nn.Module):
         return sum(w[:, k : k + 1] * z[m] for k, m in enumerate(self.names))  # type: ignore[return-value]
 
 
+def _neighbour_table(graphs: list[Any], n_items: int) -> np.ndarray:
+    """int64 [n_items, sum of k]: each item's neighbours in every modality graph, -1 padded.
+
+    >>> import scipy.sparse as sp
+    >>> g = sp.csr_matrix(np.array([[0, 1, 0], [1, 0, 0], [0, 0, 0]], np.float32))
+    >>> _neighbour_table([g], 3).tolist()
+    [[1], [0], [-1]]
+    """
+    blocks = []
+    for g in graphs:
+        deg = np.diff(g.indptr)
+        width = int(deg.max()) if len(deg) else 0
+        t = np.full((n_items, width), -1, dtype=np.int64)
+        for r in np.flatnonzero(deg):
+            idx = g.indices[g.indptr[r] : g.indptr[r + 1]]
+            t[r, : len(idx)] = idx
+        blocks.append(t)
+    return np.concatenate(blocks, 1) if blocks else np.zeros((n_items, 0), dtype=np.int64)
+
+
 @register
 class GraphMM(EmbeddingRecommender):
     """LightGCN + learned mix of frozen per-modality item-item kNN graphs (FREEDOM/LGMRec family)."""
@@ -112,6 +136,7 @@ class GraphMM(EmbeddingRecommender):
             "content_residual": False,
             "loss": "bpr",
             "n_negatives": 256,
+            "hard_negatives": 0,
             "temperature": 0.2,
             "lr": 0.001,
             "reg": 1e-4,
@@ -127,6 +152,9 @@ class GraphMM(EmbeddingRecommender):
         self._ii = {m: knn_graph(feats[m], masks[m], int(self.params["knn_k"])) for m in self._mods}
         self._ii_t = {m: g.T.tocsr() for m, g in self._ii.items()}
         self._r, self._r_t = normalised_blocks(dataset.train)
+        self._neighbours = _neighbour_table([self._ii[m] for m in self._mods], dataset.n_items)
+        tr = dataset.train.tocoo()
+        self._train_keys = np.sort(tr.row.astype(np.int64) * dataset.n_items + tr.col.astype(np.int64))
         net = _GraphNet(dataset.n_users, dataset.n_items, int(self.params["dim"]), feats, masks)
         self._warm_idx = warm_items(dataset.train)
         warm = np.zeros(dataset.n_items, np.float32)
@@ -180,7 +208,7 @@ class GraphMM(EmbeddingRecommender):
         u, p = u_all[users], i_all[pos]
         n_b = len(users)
         if self.params["loss"] == "softmax":
-            loss = self._softmax_loss(u, p, i_all, pos)
+            loss = self._softmax_loss(u, p, i_all, pos, users)
         else:
             loss = bpr_loss((u * p).sum(1), (u * i_all[neg]).sum(1))
         ego_i = net.item.weight
@@ -219,9 +247,9 @@ class GraphMM(EmbeddingRecommender):
         return loss
 
     def _softmax_loss(
-        self, u: torch.Tensor, p: torch.Tensor, i_all: torch.Tensor, pos: torch.Tensor
+        self, u: torch.Tensor, p: torch.Tensor, i_all: torch.Tensor, pos: torch.Tensor, users: torch.Tensor
     ) -> torch.Tensor:
-        """Sampled softmax with cosine scores: positives vs shared warm negatives + in-batch positives."""
+        """Sampled softmax with cosine scores: positives vs shared warm negatives (+ content-hard ones)."""
         n_neg = int(self.params["n_negatives"])
         negs = torch.as_tensor(self._warm_idx[self._rng.integers(0, len(self._warm_idx), size=n_neg)])
         un = F.normalize(u, dim=1)
@@ -232,8 +260,30 @@ class GraphMM(EmbeddingRecommender):
         neg_logit = un @ nn_.T / tau
         # Drop sampled "negatives" that are the positive itself.
         neg_logit = neg_logit.masked_fill(negs[None, :] == pos[:, None], float("-inf"))
-        logits = torch.cat([pos_logit, neg_logit], 1)
+        parts = [pos_logit, neg_logit]
+        n_hard = int(self.params["hard_negatives"])
+        if n_hard and self._neighbours.shape[1]:
+            hard, ok = self._hard_negatives(users.numpy(), pos.numpy(), n_hard)
+            h = torch.as_tensor(hard)
+            hn = F.normalize(i_all[h.reshape(-1)], dim=1).reshape(len(u), n_hard, -1)
+            hard_logit = (un[:, None, :] * hn).sum(-1) / tau
+            parts.append(hard_logit.masked_fill(~torch.as_tensor(ok), float("-inf")))
+        logits = torch.cat(parts, 1)
         return F.cross_entropy(logits, torch.zeros(len(u), dtype=torch.long))
+
+    def _hard_negatives(self, users: np.ndarray, pos: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """``n`` random modality-graph neighbours of each positive; ``ok`` is False for padding,
+        cold items and the user's own training positives (they are not negatives)."""
+        table = self._neighbours
+        cols = self._rng.integers(0, table.shape[1], size=(len(pos), n))
+        cand = table[pos[:, None], cols]
+        ok = cand >= 0
+        cand = np.where(ok, cand, 0)
+        ok &= self.net.warm.numpy()[cand] > 0
+        keys = users[:, None].astype(np.int64) * self.n_items + cand
+        j = np.minimum(np.searchsorted(self._train_keys, keys), len(self._train_keys) - 1)
+        ok &= self._train_keys[j] != keys
+        return cand.astype(np.int64), ok
 
     def _mfm_loss(
         self, z: dict[str, torch.Tensor], pres: torch.Tensor, idx: torch.Tensor, cf: torch.Tensor

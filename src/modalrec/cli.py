@@ -157,12 +157,20 @@ def evaluate(
     split: Annotated[str, typer.Option(help="valid or test")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
     cold: Annotated[bool, typer.Option(help="rank cold-start items only (cold-start runs)")] = False,
+    rerank: Annotated[
+        str | None, typer.Option(help="re-rank the top 20 with: llm (blend chosen on validation; 200 users)")
+    ] = None,
 ) -> None:
     """Full-ranking metrics of a run on its stored split."""
     from modalrec.evaluation.protocol import evaluate as run_eval
     from modalrec.rundir import load_run
 
     run = load_run(run_dir)
+    if rerank is not None:
+        from modalrec.llm.commands import evaluate_rerank
+
+        evaluate_rerank(run, split, rerank, as_json=as_json)
+        return
     cand = run.dataset.cold_items if cold else None
     if cold and cand is None:
         raise ModalrecError(f"{run_dir}: this run has no cold-start items")
@@ -334,6 +342,7 @@ def encode(
 # ``modalrec --help`` stays fast. One import line per area below.
 # area command modules:
 import modalrec.align.commands  # noqa: E402
+import modalrec.llm.commands  # noqa: E402
 import modalrec.models.commands  # noqa: E402
 import modalrec.serving.commands  # noqa: E402
 

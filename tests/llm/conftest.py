@@ -69,6 +69,12 @@ def movies() -> Dataset:
 
 
 @pytest.fixture(scope="session")
+def small_movies() -> Dataset:
+    """6 users only: for tests that score every user with the real LLM."""
+    return make_movies(n_users=6)
+
+
+@pytest.fixture(scope="session")
 def llm():
     """The real packaged SmolLM2-135M-Instruct, loaded once per test session.
 

@@ -41,13 +41,22 @@ DEFAULT_WEIGHTS: tuple[float, ...] = tuple(round(x, 2) for x in np.linspace(0.0,
 def zscore(x: np.ndarray) -> np.ndarray:
     """Standardise each row (candidates of one user); constant rows become 0.
 
+    Non-finite entries (a base model's ``-inf`` for padding when a user has fewer than N unseen
+    items) are left out of the statistics and come back as ``-inf``.
+
     >>> zscore(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])).round(3).tolist()
     [[-1.225, 0.0, 1.225], [0.0, 0.0, 0.0]]
+    >>> zscore(np.array([[1.0, 3.0, -np.inf]])).tolist()
+    [[-1.0, 1.0, -inf]]
     """
     x = np.asarray(x, dtype=np.float64)
-    mu = x.mean(axis=-1, keepdims=True)
-    sd = x.std(axis=-1, keepdims=True)
-    return np.where(sd > 1e-12, (x - mu) / np.where(sd > 1e-12, sd, 1.0), 0.0)
+    ok = np.isfinite(x)
+    n = np.maximum(ok.sum(axis=-1, keepdims=True), 1)
+    xf = np.where(ok, x, 0.0)
+    mu = xf.sum(axis=-1, keepdims=True) / n
+    sd = np.sqrt((np.where(ok, x - mu, 0.0) ** 2).sum(axis=-1, keepdims=True) / n)
+    z = np.where(sd > 1e-12, (xf - mu) / np.where(sd > 1e-12, sd, 1.0), 0.0)
+    return np.where(ok, z, -np.inf)
 
 
 def blend(base: np.ndarray, llm: np.ndarray, weight: float) -> np.ndarray:
@@ -60,7 +69,9 @@ def blend(base: np.ndarray, llm: np.ndarray, weight: float) -> np.ndarray:
     """
     base = np.asarray(base, dtype=np.float64)
     llm = np.asarray(llm, dtype=np.float64)
-    return (1.0 - weight) * zscore(base) + weight * zscore(llm)
+    zb, zl = zscore(base), zscore(llm)
+    ok = np.isfinite(zb) & np.isfinite(zl)
+    return np.where(ok, (1.0 - weight) * np.where(ok, zb, 0.0) + weight * np.where(ok, zl, 0.0), -np.inf)
 
 
 def rerank_order(base: np.ndarray, llm: np.ndarray, weight: float) -> np.ndarray:

@@ -1,0 +1,251 @@
+"""The LLM layer on a run directory: explain, describe from one modality, re-ranked evaluation.
+
+Why a separate module: the CLI (``modalrec explain / describe / evaluate --rerank llm``) and Python
+users should call the same functions, and these functions are where run-directory details live
+(which features a run holds, the fusion model's learned modality weights, where an item projector
+is kept). The LLM functions themselves (:mod:`modalrec.llm.explain`, ``projector``, ``rerank``) know
+nothing about run directories.
+
+An item projector trained for a run is stored in ``RUN_DIR/llm/projector-<modality>.safetensors``.
+The run's manifest does not list it (it is added after ``modalrec fit``), so the run's checksums
+stay valid.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from modalrec.errors import ConfigError
+from modalrec.llm.text import ItemText
+
+if TYPE_CHECKING:
+    from modalrec.data.dataset import Dataset
+    from modalrec.llm.explain import Explanation
+    from modalrec.llm.loading import LLM
+    from modalrec.llm.projector import ItemProjector
+    from modalrec.llm.rerank import RerankResult
+    from modalrec.rundir import Run
+
+
+def evidence_weights(run: Run) -> dict[str, float] | None:
+    """Per-view weights for explanations: half collaborative, half content split by the learned weights.
+
+    Only fusion models store learned modality weights (``model.meta["modality_weights"]``); for
+    other models ``None`` (every view weighs the same).
+    """
+    w = run.model.meta.get("modality_weights") if isinstance(run.model.meta, dict) else None
+    if not w:
+        return None
+    content = {m: float(v) for m, v in w.items() if m in run.dataset.features and float(v) > 0}
+    tot = sum(content.values())
+    if tot <= 0:
+        return None
+    return {"collaborative": 0.5, **{m: 0.5 * v / tot for m, v in content.items()}}
+
+
+def explain_run(
+    run_dir: str | Path,
+    user: str,
+    item: str,
+    *,
+    use_llm: bool = True,
+    k: int = 3,
+    llm: LLM | None = None,
+) -> Explanation:
+    """:func:`modalrec.llm.explain` for external ids of a run (its features and fusion weights)."""
+    from modalrec.llm.explain import explain
+    from modalrec.rundir import load_run
+
+    run = load_run(run_dir)
+    return explain(
+        run.dataset,
+        run.model,
+        str(user),
+        str(item),
+        llm=llm,
+        item_vectors=run.dataset.features,
+        fusion_weights=evidence_weights(run),
+        k=k,
+        use_llm=use_llm,
+    )
+
+
+def projector_path(run_dir: str | Path, modality: str) -> Path:
+    return Path(run_dir) / "llm" / f"projector-{modality}.safetensors"
+
+
+def _modality_vectors(ds: Dataset, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    if modality not in ds.features:
+        have = ", ".join(sorted(ds.features)) or "none"
+        raise ConfigError(f"the run has no {modality!r} item features (it has: {have})")
+    x = np.asarray(ds.features[modality], dtype=np.float32)
+    mask = ds.feature_masks.get(modality)
+    present = np.asarray(mask, dtype=bool) if mask is not None else np.ones(len(x), dtype=bool)
+    return x, present & np.isfinite(x).all(axis=1)
+
+
+def projector_splits(ds: Dataset, modality: str, *, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded 80/10/10 split of the items that have text and the modality: train / valid / held_out.
+
+    Held-out items are never seen in training, so describing them shows what the vector alone says.
+    """
+    _, present = _modality_vectors(ds, modality)
+    texts = ItemText(ds)
+    ok = np.flatnonzero(present & np.array(texts.has_text, dtype=bool))
+    if len(ok) < 10:
+        raise ConfigError(f"only {len(ok)} items have both text and {modality!r} features; need at least 10")
+    perm = np.random.default_rng(seed).permutation(ok)
+    n10 = max(1, len(ok) // 10)
+    return {
+        "held_out": np.sort(perm[:n10]),
+        "valid": np.sort(perm[n10 : 2 * n10]),
+        "train": np.sort(perm[2 * n10 :]),
+    }
+
+
+def fit_run_projector(
+    run_dir: str | Path,
+    modality: str,
+    *,
+    llm: LLM,
+    max_seconds: float = 300.0,
+    epochs: int = 3,
+    n_tokens: int = 4,
+    seed: int = 0,
+    progress: bool = True,
+) -> ItemProjector:
+    """Train the projector of ``modality`` for a run (early stopping on its validation items) and save it."""
+    from modalrec.llm.projector import train_projector
+    from modalrec.rundir import load_run
+
+    run = load_run(run_dir)
+    ds = run.dataset
+    x, _ = _modality_vectors(ds, modality)
+    sp = projector_splits(ds, modality, seed=seed)
+    texts = ItemText(ds)
+    res = train_projector(
+        llm,
+        x[sp["train"]],
+        [texts.target(int(i)) for i in sp["train"]],
+        valid_vectors=x[sp["valid"]],
+        valid_texts=[texts.target(int(i)) for i in sp["valid"]],
+        n_tokens=n_tokens,
+        epochs=epochs,
+        max_seconds=max_seconds,
+        seed=seed,
+        progress=progress,
+    )
+    extra = {
+        "modality": modality,
+        "llm": llm.name,
+        "seed": seed,
+        "held_out_items": [str(ds.item_ids[i]) for i in sp["held_out"]],
+        "n_train": len(sp["train"]),
+        "train_loss": res.train_loss,
+        "valid_loss": res.valid_loss,
+        "seconds": round(res.seconds, 1),
+    }
+    res.projector.save(projector_path(run_dir, modality), extra=extra)
+    return res.projector
+
+
+def _projector_extra(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return dict(json.loads(meta.get("extra", "{}")))
+
+
+def describe_run(
+    run_dir: str | Path,
+    item: str,
+    *,
+    modality: str = "image",
+    projector: str | Path | None = None,
+    llm: LLM | None = None,
+    train_seconds: float = 300.0,
+    max_new_tokens: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """What the LLM says about ``item`` from its ``modality`` vector alone (soft tokens, no text).
+
+    Uses ``projector`` or the run's stored projector; trains and stores one first (bounded by
+    ``train_seconds``) if the run has none. The result names the item's true genres and whether
+    the item was held out of the projector's training (only then is the description a real test).
+    """
+    from modalrec.llm.loading import load_llm
+    from modalrec.llm.projector import ItemProjector, describe, genres_in
+    from modalrec.rundir import load_run
+
+    llm = llm or load_llm()
+    run = load_run(run_dir)
+    ds = run.dataset
+    i = ds.item_index(str(item))
+    x, present = _modality_vectors(ds, modality)
+    if not present[i]:
+        raise ConfigError(f"item {item!r} has no {modality!r} features in this run")
+    path = Path(projector) if projector is not None else projector_path(run_dir, modality)
+    trained_now = False
+    if path.is_file():
+        proj = ItemProjector.load(path)
+    elif projector is not None:
+        raise ConfigError(f"projector file {path} not found")
+    else:
+        proj = fit_run_projector(run_dir, modality, llm=llm, max_seconds=train_seconds, progress=progress)
+        trained_now = True
+    if proj.d_in != x.shape[1]:
+        raise ConfigError(
+            f"{path}: projector expects {proj.d_in}-d vectors but {modality!r} is {x.shape[1]}-d"
+        )
+    extra = _projector_extra(path)
+    text = describe(llm, proj, x[i], max_new_tokens=max_new_tokens)[0]
+    texts = ItemText(ds)
+    vocab = sorted({g for gs in texts.genres for g in gs})
+    named = genres_in(text, vocab)
+    held = set(extra.get("held_out_items", []))
+    return {
+        "item_id": str(item),
+        "title": texts.titles[i],
+        "true_genres": texts.genres[i],
+        "from": modality,
+        "description": text,
+        "named_genres": named,
+        "correct_genres": [g for g in named if g in texts.genres[i]],
+        "held_out_of_projector_training": str(item) in held if held else None,
+        "projector": str(path),
+        "projector_trained_now": trained_now,
+    }
+
+
+def rerank_run(
+    run_dir: str | Path,
+    split: str = "test",
+    *,
+    n_candidates: int = 20,
+    max_users: int | None = 200,
+    valid_users: int = 200,
+    llm: LLM | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> RerankResult:
+    """:func:`modalrec.llm.rerank_evaluate` on a run's model and split (blend chosen on validation)."""
+    from modalrec.llm.rerank import rerank_evaluate
+    from modalrec.rundir import load_run
+
+    run = load_run(run_dir)
+    return rerank_evaluate(
+        run.model,
+        run.dataset,
+        split,
+        llm=llm,
+        n_candidates=n_candidates,
+        max_users=max_users,
+        valid_users=valid_users,
+        seed=seed,
+        progress=progress,
+    )

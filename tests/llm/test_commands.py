@@ -1,0 +1,77 @@
+"""CLI of the LLM layer on a small real run directory: explain, describe --from image, evaluate --rerank llm."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from modalrec.cli import app
+from modalrec.llm.explain import TitleIndex, check_grounding
+from modalrec.llm.text import ItemText
+from modalrec.models import create
+from modalrec.pipeline import write_run
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, small_movies):
+    """6 users, 12 movies, an ItemKNN model and an 'image' feature that separates the two tastes."""
+    ds = small_movies
+    rng = np.random.default_rng(0)
+    img = rng.normal(size=(ds.n_items, 16)).astype(np.float32)
+    img[0::2, 0] += 3.0  # family films share a direction
+    ds.features["image"] = img
+    ds.feature_masks["image"] = np.ones(ds.n_items, dtype=bool)
+    model = create("itemknn").fit(ds, progress=False)
+    out = tmp_path_factory.mktemp("llmrun") / "run"
+    write_run(ds, model, out, config={"test": True}, ks=(5,))
+    return out
+
+
+def _json(result) -> dict:
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_explain_command_is_grounded(llm, run_dir, small_movies) -> None:
+    ds = small_movies
+    hist = set(ds.train[0].indices) | set(ds.valid[0].indices)
+    item = next(str(i + 1) for i in range(ds.n_items) if i not in hist)
+    for extra in (["--no-llm"], []):
+        out = _json(
+            runner.invoke(app, ["explain", str(run_dir), "--user", "u0", "--item", item, "--json", *extra])
+        )
+        assert out["grounded"] and out["item_id"] == item
+        assert set(out["modality_weights"]) == {"collaborative", "image"}
+        allowed = [*hist, int(item) - 1]
+        assert check_grounding(out["text"], allowed, TitleIndex(ItemText(ds).titles)) == []
+        assert {e["item_id"] for e in out["evidence"]} <= {str(i + 1) for i in hist}
+    assert out["source"] in ("llm", "llm-stripped", "template") and out["llm_text"]
+    bad = runner.invoke(app, ["explain", str(run_dir), "--user", "nobody", "--item", item, "--no-llm"])
+    assert bad.exit_code == 2 and "unknown user" in bad.output
+
+
+def test_describe_trains_stores_and_reuses_a_projector(llm, run_dir) -> None:
+    args = ["describe", str(run_dir), "3", "--from", "image", "--train-seconds", "20", "--json", "--quiet"]
+    first = _json(runner.invoke(app, args))
+    assert first["projector_trained_now"] and (run_dir / "llm" / "projector-image.safetensors").is_file()
+    assert first["title"] == "Babe (1995)" and first["from"] == "image"
+    assert isinstance(first["held_out_of_projector_training"], bool)
+    second = _json(runner.invoke(app, args))
+    assert not second["projector_trained_now"] and second["description"] == first["description"]
+    missing = runner.invoke(app, ["describe", str(run_dir), "3", "--from", "audio"])
+    assert missing.exit_code == 2 and "no 'audio' item features" in missing.output
+
+
+def test_evaluate_rerank_llm(llm, run_dir) -> None:
+    out = _json(runner.invoke(app, ["evaluate", str(run_dir), "--rerank", "llm", "--json"]))
+    assert out["n_users"] == 6 and set(out["metrics"]) == set(out["base"]["metrics"])
+    assert out["rerank"]["chosen_on"].startswith("validation") and out["rerank"]["n_candidates"] == 20
+    assert out["rerank"]["latency_p50_s"] > 0
+    bad = runner.invoke(app, ["evaluate", str(run_dir), "--rerank", "gpt"])
+    assert bad.exit_code == 2 and "unknown re-ranker" in bad.output

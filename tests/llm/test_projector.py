@@ -66,3 +66,43 @@ def test_projector_learns_a_handful_of_items(llm, movies, tmp_path) -> None:
     assert hits >= 3, out
     path = res.projector.save(tmp_path / "p.safetensors")
     assert describe(llm, ItemProjector.load(path), vecs[:1], max_new_tokens=12) == out[:1]
+
+
+@pytest.mark.slow
+def test_reranker_uses_soft_tokens_for_items_without_text(llm, movies) -> None:
+    """A textless item is written as what the LLM says from its soft tokens, not as "item <id>"."""
+    import polars as pl
+
+    from modalrec.llm.projector import embedding_rms
+    from modalrec.llm.rerank import LLMReranker
+
+    items = movies.items.with_columns(
+        pl.when(pl.col("item_id") == "11").then(pl.lit("")).otherwise(pl.col("title")).alias("title"),
+        pl.when(pl.col("item_id") == "11").then(pl.lit("")).otherwise(pl.col("genres")).alias("genres"),
+    )
+    ds = _with_items(movies, items)
+    vecs = np.random.default_rng(1).normal(size=(ds.n_items, 16)).astype(np.float32)
+    torch.manual_seed(0)
+    proj = ItemProjector(16, llm.hidden_size, n_tokens=2, hidden=32, token_norm=embedding_rms(llm)).eval()
+    plain = LLMReranker(ds, llm)
+    soft = LLMReranker(ds, llm, projector=proj, item_vectors=vecs)
+    assert plain.item_text(10) == "item 11"
+    expected = " ".join(describe(llm, proj, vecs[10], max_new_tokens=24)[0].split())
+    assert soft.item_text(10) == expected and expected and expected != "item 11"
+    assert soft.item_text(0) == plain.item_text(0) == "Toy Story (1995), Animation, Children's, Comedy"
+    assert expected in soft.prompt_text([0, 10])
+    s = soft.score([0, 10], [10, 2])
+    assert np.isfinite(s["pmi"]).all()
+    with pytest.raises(ValueError, match="both projector and item_vectors"):
+        LLMReranker(ds, llm, projector=proj)
+
+
+def _with_items(ds, items):
+    from dataclasses import fields, is_dataclass
+
+    from modalrec.data.dataset import Dataset
+
+    assert is_dataclass(ds)
+    kw = {f.name: getattr(ds, f.name) for f in fields(ds) if f.init}
+    kw["items"] = items
+    return Dataset(**kw)

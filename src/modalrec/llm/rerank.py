@@ -31,6 +31,7 @@ from modalrec.llm.text import ItemText
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
     from modalrec.llm.loading import LLM
+    from modalrec.llm.projector import ItemProjector
     from modalrec.models.base import Recommender
 
 PROMPTS = ("list", "chat")
@@ -92,6 +93,10 @@ class LLMReranker:
         genres: include genres in item texts.
         noun: what the items are called in the prompt ("movie", "product", ...).
         seed: seeds the history subset.
+        projector, item_vectors: items as soft tokens for items **without text**: such an item
+            (no title in the catalogue) is written into prompts and scored as the text the LLM
+            produces from its soft tokens (``projector(item_vectors[i])``, generated once per item
+            and cached), instead of a bare "item <id>".
     """
 
     def __init__(
@@ -104,6 +109,8 @@ class LLMReranker:
         genres: bool = True,
         noun: str = "movie",
         seed: int = 0,
+        projector: ItemProjector | None = None,
+        item_vectors: np.ndarray | None = None,
     ) -> None:
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt form {prompt!r}; expected one of {PROMPTS}")
@@ -122,12 +129,35 @@ class LLMReranker:
         self._cand_ids: dict[int, list[int]] = {}
         self._prior: dict[int, tuple[float, int]] = {}
         self._prior_prompt: list[int] | None = None
+        if (projector is None) != (item_vectors is None):
+            raise ValueError("give both projector and item_vectors, or neither")
+        if item_vectors is not None and len(item_vectors) != self.texts.n_items:
+            raise ValueError(f"item_vectors has {len(item_vectors)} rows for {self.texts.n_items} items")
+        self.projector = projector
+        self.item_vectors = item_vectors
+        self._soft_text: dict[int, str] = {}
         nl = llm.encode("\n")
         self._end = nl if prompt == "list" else llm.encode("<|im_end|>")
         if prompt == "chat" and len(self._end) != 1:
             self._end = nl
 
     # ------------------------------------------------------------------ text -> token ids
+    def item_text(self, item: int) -> str:
+        """The item's text in prompts: title (+ genres), or for a textless item its soft-token text."""
+        item = int(item)
+        if self.texts.has_text[item] or self.projector is None or self.item_vectors is None:
+            return self.texts.short(item, genres=self.genres)
+        if item not in self._soft_text:
+            v = np.asarray(self.item_vectors[item], dtype=np.float32)
+            if not np.isfinite(v).all():
+                self._soft_text[item] = self.texts.short(item, genres=self.genres)
+            else:
+                from modalrec.llm.projector import describe
+
+                text = describe(self.llm, self.projector, v, max_new_tokens=24)[0]
+                self._soft_text[item] = " ".join(text.split()) or self.texts.short(item, genres=self.genres)
+        return self._soft_text[item]
+
     def history_subset(self, user: int, history: np.ndarray) -> np.ndarray:
         """The (seeded, per user) subset of history items shown in the prompt, in index order."""
         history = np.asarray(history, dtype=np.int64)
@@ -138,7 +168,7 @@ class LLMReranker:
 
     def prompt_text(self, history: Sequence[int]) -> str:
         """The prompt for a history (item indices); the candidate text is appended to it."""
-        lines = "".join(f"- {self.texts.short(int(i), genres=self.genres)}\n" for i in history)
+        lines = "".join(f"- {self.item_text(int(i))}\n" for i in history)
         n = self.noun
         if self.prompt == "list":
             head = f"A list of {n}s that a user liked:\n{lines}" if len(history) else ""
@@ -157,7 +187,7 @@ class LLMReranker:
         item = int(item)
         ids = self._cand_ids.get(item)
         if ids is None:
-            text = self.texts.short(item, genres=self.genres)
+            text = self.item_text(item)
             lead = " " if self.prompt == "list" else ""
             ids = self.llm.encode(lead + text) + self._end
             self._cand_ids[item] = ids
@@ -371,6 +401,8 @@ def rerank_evaluate(
     keep_per_user: bool = False,
     progress: bool = True,
     noun: str = "movie",
+    projector: ItemProjector | None = None,
+    item_vectors: np.ndarray | None = None,
 ) -> RerankResult:
     """Evaluate ``model`` with and without LLM re-ranking of its top ``n_candidates``.
 
@@ -385,6 +417,7 @@ def rerank_evaluate(
         valid_users: size of the seeded validation sample used to choose the LLM score and blend
             weight (ignored when both ``weight`` and ``score`` are given).
         weight, score: fix the blend instead of choosing it on validation.
+        projector, item_vectors: soft tokens for items without text (see :class:`LLMReranker`).
 
     Returns:
         :class:`RerankResult` with the re-ranked metrics, ``.base`` (the model alone on the same
@@ -395,7 +428,16 @@ def rerank_evaluate(
     t_start = time.perf_counter()
     kmax = max(ks)
     rng = np.random.default_rng(seed)
-    reranker = LLMReranker(dataset, llm, prompt=prompt, max_history=max_history, seed=seed, noun=noun)
+    reranker = LLMReranker(
+        dataset,
+        llm,
+        prompt=prompt,
+        max_history=max_history,
+        seed=seed,
+        noun=noun,
+        projector=projector,
+        item_vectors=item_vectors,
+    )
     validation: dict[str, Any] = {}
     if weight is None or score is None:
         vu = _eligible(dataset, "valid", None)

@@ -214,7 +214,7 @@ def train_warm(model: EmbeddingRecommender, dataset: Dataset, *, progress: bool)
     """
     rng = seed_everything(int(model.params["seed"]))
     model.net = model.build(dataset)
-    model._rng = rng  # type: ignore[attr-defined]  (graph models re-prune their graph per epoch)
+    model._rng = rng  # type: ignore[attr-defined]  # graph models re-prune their graph per epoch
     opt = torch.optim.Adam(model.net.parameters(), lr=float(model.params["lr"]))
     sampler = WarmSampler(dataset.train, rng)
     model._cache = None

@@ -53,6 +53,8 @@ if TYPE_CHECKING:
 
 
 class _GraphNet(nn.Module):
+    warm: torch.Tensor
+
     def __init__(
         self, n_users: int, n_items: int, dim: int, feats: dict[str, np.ndarray], masks: dict[str, np.ndarray]
     ):
@@ -119,6 +121,8 @@ class GraphMM(EmbeddingRecommender):
 
     name = "graphmm"
     uses_features = True
+    net: _GraphNet
+    _rng: np.random.Generator
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
@@ -189,7 +193,7 @@ class GraphMM(EmbeddingRecommender):
         u, i = lightgcn_propagate(self._r, self._r_t, net.user.weight, ego, int(self.params["n_layers"]))
         if self._mods:
             w = torch.softmax(net.graph_logits, 0)
-            h = 0
+            h = torch.zeros_like(i)
             for k, m in enumerate(self._mods):
                 x = ego
                 for _ in range(int(self.params["ii_layers"])):

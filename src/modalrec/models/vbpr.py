@@ -87,6 +87,8 @@ class ContentEncoder(nn.Module):
 
 
 class _VBPRNet(nn.Module):
+    warm: torch.Tensor
+
     def __init__(self, n_users: int, n_items: int, dim: int, content_dim: int, enc: ContentEncoder) -> None:
         super().__init__()
         self.user = nn.Embedding(n_users, dim)
@@ -111,6 +113,7 @@ class VBPR(EmbeddingRecommender):
 
     name = "vbpr"
     uses_features = True
+    net: _VBPRNet
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:

@@ -10,6 +10,8 @@ importing this package is cheap and works without the extra.
   blended with the base score; the blend is chosen on validation users.
 - :func:`explain`: a grounded reason that may only name the user's history items.
 - :class:`ItemProjector` / :func:`train_projector` / :func:`describe`: items as soft tokens.
+- :func:`explain_run` / :func:`describe_run` / :func:`rerank_run`: the same on a run directory (the CLI's
+  ``modalrec explain``, ``modalrec describe --from image`` and ``modalrec evaluate --rerank llm``).
 
 >>> from modalrec.llm import explain, rerank_evaluate, ItemProjector
 """
@@ -18,6 +20,7 @@ from modalrec.llm.explain import Evidence, Explanation, TitleIndex, check_ground
 from modalrec.llm.loading import LLM, LLMUnavailableError, clear_cache, load_llm, packaged_model_path
 from modalrec.llm.projector import ItemProjector, describe, genres_in, projector_loss, train_projector
 from modalrec.llm.rerank import LLMReranker, RerankResult, blend, rerank_evaluate
+from modalrec.llm.runs import describe_run, explain_run, rerank_run
 from modalrec.llm.scoring import continuation_logprobs
 from modalrec.llm.text import ItemText
 
@@ -36,12 +39,15 @@ __all__ = [
     "clear_cache",
     "continuation_logprobs",
     "describe",
+    "describe_run",
     "explain",
+    "explain_run",
     "genres_in",
     "ground",
     "load_llm",
     "packaged_model_path",
     "projector_loss",
     "rerank_evaluate",
+    "rerank_run",
     "train_projector",
 ]

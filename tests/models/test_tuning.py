@@ -112,3 +112,19 @@ def test_tune_cli(tmp_path: Path) -> None:
     bad.write_text(f'[data]\nname = "{tmp_path}"\n')
     r = CliRunner().invoke(app, ["tune", str(bad), "--trials", "1"])
     assert r.exit_code == 2 and "no tune.space table" in r.output
+
+
+def test_bad_trials_are_pruned_on_the_validation_curve(tmp_path: Path) -> None:
+    ds = make_clustered(with_features=True)
+    cfg = tmp_path / "tune.toml"
+    cfg.write_text(
+        '[data]\nname = "unused"\n[model]\nname = "bprmf"\n'
+        "params = { dim = 16, batch_size = 256, epochs = 12, patience = 6, eval_every = 1 }\n"
+        "[tune]\nseed = 6\nstartup_trials = 1\n[tune.space]\nlr = [0.05, 1e-7]\n"
+    )
+    s = tune(cfg, 6, tmp_path / "s", dataset=ds)
+    trials = json.loads((tmp_path / "s" / "trials.json").read_text())
+    pruned = [t for t in trials if t["state"] == "PRUNED"]
+    assert s["n_pruned"] == len(pruned) >= 1
+    assert all(t["params"]["lr"] == 1e-7 for t in pruned)  # only the learning rate that cannot learn
+    assert s["best_params"]["lr"] == 0.05 and all(t["steps"] < 12 for t in pruned)

@@ -124,6 +124,7 @@ def section_rerank(args: argparse.Namespace) -> dict[str, Any]:
     best_per_score = {s: max(g.items(), key=lambda kv: kv[1]) for s, g in grid.items()}
     lat = np.asarray(res.seconds_per_user)
     d = res.as_dict()
+    light = light_latency(llm, ds, model, res.users if res.users is not None else np.array([], int))
     return {
         "protocol": "ML-100K, per-user random 8:1:1 split seed 2024, full ranking (train+valid masked); "
         "LLM re-ranks LightGCN's top 20; blend chosen on validation users only",
@@ -154,8 +155,33 @@ def section_rerank(args: argparse.Namespace) -> dict[str, Any]:
             "n": len(lat),
             "what": "prompt pass + one batched pass over 20 candidates (priors cached)",
         },
+        "latency_lighter_prompt_s": light,
         "wall_seconds": round(float(d["seconds"]), 1),
         "machine": machine(),
+    }
+
+
+def light_latency(llm: Any, ds: Any, model: Any, users: np.ndarray, n: int = 50) -> dict[str, Any]:
+    """Cost only (no quality claim): 5 history items and candidates as bare titles, first ``n`` test users."""
+    from modalrec.llm import LLMReranker
+
+    rr = LLMReranker(ds, llm, max_history=5, genres=False, seed=0)
+    users = users[:n]
+    seen = ds.seen("test")
+    top, _ = model.recommend(users, 20, exclude=seen)
+    rr.prior(np.unique(top).tolist())
+    secs = []
+    for r, u in enumerate(users):
+        hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+        t0 = time.perf_counter()
+        rr.score(rr.history_subset(int(u), hist), top[r])
+        secs.append(time.perf_counter() - t0)
+    a = np.asarray(secs)
+    return {
+        "what": "max_history 5, candidates as titles without genres (cost only, quality not evaluated)",
+        "p50": float(np.percentile(a, 50)) if len(a) else None,
+        "p95": float(np.percentile(a, 95)) if len(a) else None,
+        "n": len(a),
     }
 
 
@@ -313,6 +339,12 @@ def markdown(r: dict[str, Any]) -> str:
             f"{d['wall_seconds']} s; machine {d['machine']}.",
             "",
         ]
+        li = d.get("latency_lighter_prompt_s")
+        if li and li.get("n"):
+            lines += [
+                f"Lighter prompt ({li['what']}): p50 {li['p50']:.3f} s, p95 {li['p95']:.3f} s ({li['n']} users).",
+                "",
+            ]
     if "tokens" in r:
         d = r["tokens"]
         h = d["held_out_share_correct_genre"]

@@ -66,3 +66,30 @@ def test_report_cli_on_run_dir(tmp_path: Path) -> None:
     assert (tmp_path / "rep" / "report.html").exists()
     r = CliRunner().invoke(app, ["report", str(tmp_path / "nothing.txt"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2
+
+
+def test_report_cli_on_config(tmp_path: Path) -> None:
+    import numpy as np
+
+    ds = make_clustered(with_features=True, n_users=60, n_items=60)
+    rows = ["user,item,x_label"]
+    for label, m in enumerate((ds.train, ds.valid, ds.test)):
+        coo = m.tocoo()
+        rows += [f"{u},{i},{label}" for u, i in zip(coo.row, coo.col, strict=True)]
+    (tmp_path / "inter.csv").write_text("\n".join(rows) + "\n")
+    np.save(tmp_path / "text.npy", ds.features["text"])
+    (tmp_path / "dataset.toml").write_text(
+        'name = "tiny"\ninteractions = "inter.csv"\n[features]\ntext = "text.npy"\n'
+    )
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(
+        f'[data]\nname = "{tmp_path}"\n[model]\nname = "vbpr"\n'
+        "params = { dim = 16, content_dim = 8, batch_size = 256, epochs = 10, patience = 3, lr = 0.01 }\n"
+        "[evaluate]\nks = [5, 10]\n"
+    )
+    r = CliRunner().invoke(app, ["report", str(cfg), "--out", str(tmp_path / "rep")])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert [v["variant"] for v in res["variants"]] == ["text", "none (CF)"]
+    assert res["ks"] == [5, 10, 20] and "recall@5" in res["variants"][0]["test"]
+    assert "| text | vbpr |" in (tmp_path / "rep" / "report.md").read_text()

@@ -140,7 +140,7 @@ def report_markdown(report: dict[str, Any], title: str = "Alignment quality") ->
         vals = [
             r["aligner"],
             f"{r['query']} -> {r['gallery']}",
-            str(r["n"]),
+            str(int(r["n"])),
             *[_fmt(r.get(f"recall@{k}")) for k in ks],
             _fmt(r.get("median_rank"), 1),
             _fmt(r.get("cos_true")),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,6 +25,7 @@ def main() -> None:
     ap.add_argument("--user", default="13")
     ap.add_argument("--query", default="space adventure with aliens")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "web.png")
+    ap.add_argument("--width", type=int, default=1680, help="window width (1680 px: 12 cards a row)")
     a = ap.parse_args()
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -38,7 +40,7 @@ def main() -> None:
         )
     a.work.mkdir(parents=True, exist_ok=True)
     srv = Server(a.run, write_config(a.work, text_encoder="minilm"), workers=1)
-    drv = headless_chromium(*paths, width=1280, height=900)
+    drv = headless_chromium(*paths, width=a.width, height=900)
     try:
         drv.get(srv.url + "/")
         assert wait_for(drv, "return document.body.dataset.ready", 60) == "1"
@@ -52,9 +54,15 @@ def main() -> None:
         wait_for(drv, "return document.querySelectorAll('#similar .card').length > 0", 60)
         drv.execute_script("window.scrollTo(0, 0)")
         wait_for(drv, "return [...document.images].every(i => i.complete)", 60)
-        height = drv.execute_script("return document.documentElement.scrollHeight")
-        drv.set_window_size(1280, min(int(height) + 20, 4000))
+        for _ in range(3):  # grow the window to the whole page (its height changes with the width)
+            h = drv.execute_script(
+                "return document.documentElement.scrollHeight + window.outerHeight - window.innerHeight"
+            )
+            drv.set_window_size(a.width, min(int(h), 4000))
         wait_for(drv, "return [...document.images].every(i => i.complete)", 60)
+        time.sleep(1.0)  # let the smooth scroll to the similar panel finish, then back to the top
+        drv.execute_script("window.scrollTo({top: 0, behavior: 'instant'})")
+        wait_for(drv, "return window.scrollY === 0")
         errors = severe_console_errors(drv)
         if errors:
             raise SystemExit(f"browser console errors: {errors}")

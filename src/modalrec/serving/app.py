@@ -712,11 +712,16 @@ def app_from_env() -> FastAPI:
     """App factory for uvicorn workers (``uvicorn --factory modalrec.serving.app:app_from_env``)."""
     import torch
 
-    torch.set_num_threads(int(os.environ.get("MODALREC_SERVE_THREADS", "1")))
+    threads = int(os.environ.get("MODALREC_SERVE_THREADS", "1"))
+    torch.set_num_threads(threads)
     with contextlib.suppress(Exception):
         import faiss
 
-        faiss.omp_set_num_threads(int(os.environ.get("MODALREC_SERVE_THREADS", "1")))
+        faiss.omp_set_num_threads(threads)
+    with contextlib.suppress(ImportError):  # BLAS pools already started in this process
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
     logging.basicConfig(
         level=os.environ.get("MODALREC_SERVE_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
@@ -747,6 +752,11 @@ def serve(
     state_dir = cfg.state_path
     state_dir.mkdir(parents=True, exist_ok=True)
     (state_dir / "active.json").unlink(missing_ok=True)  # start from the run named here, not an old reload
+    # One compute thread per worker (workers = cores): BLAS/OpenMP pools that spin on every core of
+    # every worker cost many times their work under load. Set before the workers import numpy.
+    threads = os.environ.setdefault("MODALREC_SERVE_THREADS", "1")
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, threads)
     os.environ[ENV_RUN] = str(Path(run_dir).resolve())
     os.environ[ENV_CONFIG] = str(Path(config).resolve()) if config else ""
     os.environ["MODALREC_SERVE_LOG_LEVEL"] = log_level

@@ -784,7 +784,7 @@ def main() -> None:
     ap.add_argument("--run", type=Path, default=Path("/tmp/modalrec-serving/ml100k-lightgcn"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/modalrec-serving/work"))
     ap.add_argument("--sections", default="recommend,search,feedback,hnsw,compression")
-    ap.add_argument("--rate", type=float, default=500)
+    ap.add_argument("--rate", type=float, default=520, help="offered req/s (a little above the 500 target)")
     ap.add_argument("--duration", type=float, default=60)
     ap.add_argument("--search-rate", type=float, default=20)
     ap.add_argument("--search-duration", type=float, default=30)

@@ -42,6 +42,7 @@ from modalrec.align import (
     CollaborativeAligner,
     ContrastiveAligner,
     CrossAttentionAligner,
+    EnsembleAligner,
     MMDAligner,
     RidgeAligner,
     l2_normalize,
@@ -306,6 +307,19 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     nonlinear: list[tuple[str, Any, dict[str, np.ndarray]]] = [
         (f"contrastive {tag}", ContrastiveAligner(**best), rich),
         ("contrastive (MiniLM; crop)", ContrastiveAligner(**best), views_of("MiniLM", "crop")),
+        (
+            f"contrastive, 5 seeds {tag}",
+            EnsembleAligner(members=[{"aligner": "contrastive", **best}], seeds=2 if args.quick else 5),
+            rich,
+        ),
+        (
+            f"contrastive 5 seeds + ridge {tag}",
+            EnsembleAligner(
+                members=[{"aligner": "contrastive", **best}, {"aligner": "ridge", "reference": "image"}],
+                seeds=2 if args.quick else 5,
+            ),
+            rich,
+        ),
         (
             f"cross-attention {tag}",
             CrossAttentionAligner(dim=128, weight_decay=0.1, dropout=0.2, **epochs),

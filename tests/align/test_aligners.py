@@ -11,6 +11,7 @@ from modalrec.align import (
     CollaborativeAligner,
     ContrastiveAligner,
     CrossAttentionAligner,
+    EnsembleAligner,
     MMDAligner,
     RidgeAligner,
     create,
@@ -32,6 +33,9 @@ FAST = {"max_epochs": 8, "patience": 8, "batch_size": 64}
         CrossAttentionAligner(dim=8, n_tokens=2, heads=2, **FAST),
         MMDAligner(dim=8, **FAST),
         AdversarialAligner(dim=8, **FAST),
+        EnsembleAligner(
+            members=[{"aligner": "ridge", "reference": "image"}, {"aligner": "cca", "dim": 4}], weights=[2, 1]
+        ),
     ],
     ids=lambda a: a.name,
 )
@@ -184,3 +188,24 @@ def test_collaborative_places_cold_items_near_their_true_cf_vectors():
     )
     np.testing.assert_allclose(no_img, al.transform("text", text[cold]), rtol=1e-5, atol=1e-5)
     assert (cross_modal_ranks(no_img, cf[cold]) <= 10).mean() > 0.5
+
+
+def test_ensemble_of_seeds_recovers_the_map_and_reloads(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 500
+    t = rng.normal(size=(n, 10)).astype(np.float32)
+    i = np.tanh(t @ rng.normal(size=(10, 16))).astype(np.float32)
+    test = np.arange(400, n)
+    member = {"aligner": "contrastive", "dim": 16, "hidden": 32, "max_epochs": 25, "patience": 25}
+    ens = EnsembleAligner(members=[member], seeds=2).fit({"text": t[:400], "image": i[:400]}, seed=0)
+    assert ens.dim == 32 and len(ens.meta["members"]) == 2
+    zt, zi = ens.transform("text", t[test]), ens.transform("image", i[test])
+    # cosine of ensemble vectors = mean of the member cosines
+    np.testing.assert_allclose(np.linalg.norm(zt, axis=1), 1.0, atol=1e-5)
+    assert (cross_modal_ranks(zt, zi) <= 10).mean() > 0.8  # chance 0.1
+    back = EnsembleAligner.load(ens.save(tmp_path / "ens"))
+    np.testing.assert_allclose(back.transform("text", t[test]), zt, atol=1e-6)
+    with pytest.raises(ConfigError):
+        EnsembleAligner().fit({"text": t, "image": i})
+    with pytest.raises(ConfigError):
+        EnsembleAligner(members=[{"aligner": "cca"}], weights=[1, 2]).fit({"text": t, "image": i})

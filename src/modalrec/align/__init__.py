@@ -9,6 +9,7 @@ from modalrec.align.base import ALIGNERS, Aligner, create, l2_normalize, registe
 from modalrec.align.collaborative import CollaborativeAligner, pure_svd
 from modalrec.align.contrastive import ContrastiveAligner
 from modalrec.align.distribution import AdversarialAligner, MMDAligner
+from modalrec.align.ensemble import EnsembleAligner
 from modalrec.align.entity import EntityAligner, EntityGraph
 from modalrec.align.linear import CCAAligner, RidgeAligner
 from modalrec.align.metrics import cross_modal_ranks, mean_recall, retrieval_metrics
@@ -21,6 +22,7 @@ __all__ = [
     "CollaborativeAligner",
     "ContrastiveAligner",
     "CrossAttentionAligner",
+    "EnsembleAligner",
     "EntityAligner",
     "EntityGraph",
     "MMDAligner",

@@ -176,7 +176,8 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Baselines",
         "",
-        f"Machine: {results['machine']}.",
+        f"Machine: {results['machine']}. Training threads: {results.get('threads', 1)} for ours and the "
+        "peers alike (one thread per process is fastest on this box; see the LightGCN docstring).",
         "Metrics from modalrec's evaluator for every row (full ranking over all items, train and valid items masked).",
         "Recall@K = hits / #test items of the user (the MMRec code definition). Embedding size 64, batch size 2048,",
         "early stopping on validation Recall@20; hyperparameters fixed in the script (no test-set tuning).",
@@ -186,7 +187,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines += [
             f"## {name}: {d['protocol']}",
             "",
-            f"{d['summary']}",
+            ", ".join(f"{k} {v}" for k, v in d["summary"].items())
+            if isinstance(d["summary"], dict)
+            else str(d["summary"]),
             "",
             f"Command: `{d.get('command', '')}`; load average (1/5/15 min) at start "
             f"{d.get('load_average_at_start')}, at end {d.get('load_average_at_end')}.",
@@ -249,11 +252,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads available, "
         f"python {platform.python_version()}"
     )
+    results["threads"] = args.threads
     for name in args.datasets:
         ds = load(name)
         d: dict[str, Any] = {
             "protocol": ds.split_name,
-            "summary": str(ds.summary()),
+            "summary": ds.summary(),
             "command": command,
             "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
             "rows": [],

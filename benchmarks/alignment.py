@@ -263,8 +263,16 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     # 2. contrastive heads: hyperparameters chosen by validation MRR on the selected features
     grid: list[dict[str, Any]] = [
         {"dim": 128, "hidden": 512, "dropout": 0.2, "weight_decay": 0.1, "lr": 1e-3, "batch_size": 256},
-        {"dim": 128, "hidden": 1024, "dropout": 0.3, "weight_decay": 0.5, "lr": 1e-3, "batch_size": 256},
-        {"dim": 256, "hidden": 1024, "dropout": 0.5, "weight_decay": 0.5, "lr": 5e-4, "batch_size": 128},
+        {"dim": 128, "hidden": None, "weight_decay": 0.1, "lr": 2e-3, "batch_size": 256},
+        {
+            "dim": 128,
+            "hidden": 1024,
+            "dropout": 0.5,
+            "weight_decay": 0.5,
+            "lr": 5e-4,
+            "batch_size": 512,
+            "feature_dropout": 0.3,
+        },
         {
             "dim": 128,
             "hidden": 1024,
@@ -276,23 +284,15 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
             "noise": 0.02,
         },
         {
-            "dim": 128,
+            "dim": 256,
             "hidden": 1024,
-            "dropout": 0.3,
-            "weight_decay": 0.5,
-            "lr": 1e-3,
-            "batch_size": 256,
-            "feature_dropout": 0.2,
-        },
-        {"dim": 128, "hidden": None, "weight_decay": 0.1, "lr": 2e-3, "batch_size": 256},
-        {
-            "dim": 128,
-            "hidden": 512,
-            "dropout": 0.2,
-            "weight_decay": 0.1,
-            "lr": 1e-3,
-            "batch_size": 256,
-            "pca_in": 256,
+            "dropout": 0.5,
+            "weight_decay": 1.0,
+            "lr": 3e-4,
+            "batch_size": 1024,
+            "feature_dropout": 0.5,
+            "noise": 0.05,
+            "max_epochs": 300,
         },
     ]
     for g in grid:
@@ -304,19 +304,30 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     best, trials = select_contrastive(rich, seen, vloc, grid, args.seed)
     log("selected contrastive params", best)
     epochs = {"max_epochs": 30} if args.quick else {}
+    n_seeds = 2 if args.quick else 5
+    linear_members: list[dict[str, Any]] = [
+        {"aligner": "ridge", "reference": "image"},
+        {"aligner": "ridge", "reference": "text"},
+        {"aligner": "cca", "dim": 64, "pca_in": 256},
+    ]
     nonlinear: list[tuple[str, Any, dict[str, np.ndarray]]] = [
         (f"contrastive {tag}", ContrastiveAligner(**best), rich),
         ("contrastive (MiniLM; crop)", ContrastiveAligner(**best), views_of("MiniLM", "crop")),
         (
             f"contrastive, 5 seeds {tag}",
-            EnsembleAligner(members=[{"aligner": "contrastive", **best}], seeds=2 if args.quick else 5),
+            EnsembleAligner(members=[{"aligner": "contrastive", **best}] * n_seeds),
             rich,
         ),
         (
-            f"contrastive 5 seeds + ridge {tag}",
+            f"linear ensemble: ridge both ways + CCA {tag}",
+            EnsembleAligner(members=linear_members),
+            rich,
+        ),
+        (
+            f"contrastive 5 seeds + ridge both ways + CCA {tag}",
             EnsembleAligner(
-                members=[{"aligner": "contrastive", **best}, {"aligner": "ridge", "reference": "image"}],
-                seeds=2 if args.quick else 5,
+                members=[{"aligner": "contrastive", **best}] * n_seeds + linear_members,
+                weights=[1.0 / n_seeds] * n_seeds + [1.0 / 3] * 3,
             ),
             rich,
         ),
@@ -351,7 +362,7 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
         ]
     best_name = max(aligners, key=lambda n: aligners[n].meta["valid_mrr"])
     t2i = {r["aligner"]: r for r in rows if r["query"] == "text" and r["gallery"] == "image"}
-    linear = [n for n in aligners if n.startswith(("ridge", "cca"))]
+    linear = [n for n in aligners if n.startswith(("ridge", "cca", "linear"))]
     best_linear = max(linear, key=lambda n: t2i[n]["recall@10"])
     return {
         "n_items_evaluated": len(test),

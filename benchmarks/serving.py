@@ -25,7 +25,7 @@ merges its results into ``benchmarks/results/serving.json`` and rewrites ``servi
   from the same distribution; recall@10 against an exact scan and single-query time of both, for
   several efSearch values.
 * ``compression``: :func:`modalrec.serving.index.compression_report` on the ML-100K run: test
-  Recall@20 (full ranking, train+valid masked, MMRec definition: hits / min(20, #test items)) when
+  Recall@20 (full ranking, train+valid masked, hits / min(20, #test items), recall_capped in modalrec.evaluation) when
   recommendations come from a PCA-reduced and/or int8 / product-quantised item index, and the index
   memory.
 
@@ -654,7 +654,7 @@ def section_compression(run: Path) -> dict[str, Any]:
     rows = compression_report(r, k=20, split="test")
     return {
         "protocol": "ML-100K raw pipeline, LightGCN run; test split, full ranking over all 1,682 items with "
-        "train+valid items masked; Recall@20 = hits / min(20, #test items) (MMRec definition); each row retrieves "
+        "train+valid items masked; Recall@20 = hits / min(20, #test items) (recall_capped in modalrec.evaluation; the fit-time recall_capped@20 of this run is the 'none' row); each row retrieves "
         "from an exact index over the compressed item vectors (users' vectors projected likewise)",
         "rows": rows,
         "wall_s": round(time.perf_counter() - t0, 1),
@@ -662,13 +662,19 @@ def section_compression(run: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- report
+def _load_note(sec: dict[str, Any]) -> str:
+    la = sec.get("machine_at_start", {}).get("loadavg_at_start")
+    return f" Load average when the section started: {la}." if la else ""
+
+
 def to_markdown(res: dict[str, Any]) -> str:
     L = ["# Serving benchmark", "", "Produced by `benchmarks/serving.py` (loopback only, this machine)."]
     m = res.get("machine", {})
     L += [
         "",
-        f"Machine: {m.get('cores')} cores, Python {m.get('python')}, faiss {m.get('faiss')}; "
-        f"load average at start {m.get('loadavg_at_start')}. Run directory: `{res.get('run_dir')}`.",
+        f"Machine: {m.get('cores')} cores, Python {m.get('python')}, faiss {m.get('faiss')}. Run directory: "
+        f"`{res.get('run_dir')}` (benchmarks/serving_prepare.py). The machine is shared with other jobs; each "
+        "HTTP section reports the CPU seconds the server, the load generator and everything else used.",
     ]
     if "recommend" in res:
         r = res["recommend"]
@@ -677,6 +683,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             "",
             "## /recommend (2 workers)",
             "",
+            _load_note(r) + " "
             f"{r['endpoint']}; open-loop offered rate {ld['offered_rate']}/s for {ld['duration_s']} s, "
             f"{ld['connections']} keep-alive connections; latency from each request's scheduled send time.",
             "",
@@ -709,7 +716,8 @@ def to_markdown(res: dict[str, Any]) -> str:
                 "",
                 f"## {title} (2 workers)",
                 "",
-                f"{r['endpoint']}; open loop {ld['offered_rate']}/s for {ld['duration_s']} s.",
+                f"{r['endpoint']}; open loop {ld['offered_rate']}/s for {ld['duration_s']} s."
+                + _load_note(res["search"]),
                 "",
                 "| requests | errors | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU s | client CPU s |",
                 "|---|---|---|---|---|---|---|---|---|",
@@ -729,7 +737,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             "",
             "## Feedback durability (SIGKILL)",
             "",
-            f["protocol"] + ".",
+            f["protocol"] + "." + _load_note(f),
             "",
             "| POSTs sent | 200 acknowledged | unacknowledged at kill | rows after restart | acknowledged missing | duplicated | never-sent rows | ack rate /s | ack p99 ms |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -747,6 +755,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             "",
             "## HNSW at 1M items",
             "",
+            _load_note(h) + " "
             f"{h['catalogue']}; {h['queries']}; {h['metric']}; {h['index']}. Build {h['build_s_2_threads']} s "
             f"(2 threads), index {h['index_bytes'] / 2**20:.0f} MiB. Exact scan: {h['exact_ms_per_query_1_thread']} ms "
             f"per single query (1 thread).",
@@ -765,7 +774,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             "",
             "## Compression (ML-100K LightGCN item vectors)",
             "",
-            c["protocol"] + ".",
+            c["protocol"] + "." + _load_note(c),
             "",
             "| dims | quantisation | Recall@20 | change | index bytes | memory saved vs float32 index |",
             "|---|---|---|---|---|---|",
@@ -804,6 +813,7 @@ def main() -> None:
     res["run_dir"] = str(a.run)
     for sec in [s.strip() for s in a.sections.split(",") if s.strip()]:
         t0 = time.perf_counter()
+        mach = machine()
         print(f"[serving] {sec} ...", flush=True)
         if sec == "recommend":
             out = section_recommend(a.run, a.work, a)
@@ -818,6 +828,7 @@ def main() -> None:
             out = section_compression(a.run)
         else:
             raise SystemExit(f"unknown section {sec!r}")
+        out["machine_at_start"] = mach
         out["section_wall_s"] = round(time.perf_counter() - t0, 1)
         out["recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         res[sec] = out

@@ -260,8 +260,8 @@ def compression_report(
     """Recall@``k`` on a run's ``split`` when recommendations come from a compressed item index.
 
     Full ranking as in :mod:`modalrec.evaluation` (training and validation items masked at test
-    time; Recall@K = hits / min(K, #test items), MMRec definition), retrieved from an exact index
-    over the stored (possibly PCA-reduced / quantised) vectors so only the compression differs.
+    time; Recall@K = hits / min(K, #test items), its ``recall_capped``), retrieved from an exact
+    index over the stored (possibly PCA-reduced / quantised) vectors so only the compression differs.
     ``run`` is a :class:`modalrec.rundir.Run` whose model has ``user_vectors``/``item_vectors``.
     """
     ds = run.dataset

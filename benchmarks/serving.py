@@ -664,7 +664,7 @@ def section_compression(run: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- report
 def _load_note(sec: dict[str, Any]) -> str:
     la = sec.get("machine_at_start", {}).get("loadavg_at_start")
-    return f" Load average when the section started: {la}." if la else ""
+    return f"Load average when the section started: {la}." if la else ""
 
 
 def to_markdown(res: dict[str, Any]) -> str:
@@ -683,9 +683,9 @@ def to_markdown(res: dict[str, Any]) -> str:
             "",
             "## /recommend (2 workers)",
             "",
-            _load_note(r) + " "
             f"{r['endpoint']}; open-loop offered rate {ld['offered_rate']}/s for {ld['duration_s']} s, "
-            f"{ld['connections']} keep-alive connections; latency from each request's scheduled send time.",
+            f"{ld['connections']} keep-alive connections; latency from each request's scheduled send time. "
+            + _load_note(r),
             "",
             "| requests | 200 OK | errors | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | target met |",
             "|---|---|---|---|---|---|---|---|---|---|",
@@ -717,6 +717,7 @@ def to_markdown(res: dict[str, Any]) -> str:
                 f"## {title} (2 workers)",
                 "",
                 f"{r['endpoint']}; open loop {ld['offered_rate']}/s for {ld['duration_s']} s."
+                + " "
                 + _load_note(res["search"]),
                 "",
                 "| requests | errors | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU s | client CPU s |",
@@ -737,7 +738,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             "",
             "## Feedback durability (SIGKILL)",
             "",
-            f["protocol"] + "." + _load_note(f),
+            f["protocol"] + ". " + _load_note(f),
             "",
             "| POSTs sent | 200 acknowledged | unacknowledged at kill | rows after restart | acknowledged missing | duplicated | never-sent rows | ack rate /s | ack p99 ms |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -755,10 +756,9 @@ def to_markdown(res: dict[str, Any]) -> str:
             "",
             "## HNSW at 1M items",
             "",
-            _load_note(h) + " "
             f"{h['catalogue']}; {h['queries']}; {h['metric']}; {h['index']}. Build {h['build_s_2_threads']} s "
             f"(2 threads), index {h['index_bytes'] / 2**20:.0f} MiB. Exact scan: {h['exact_ms_per_query_1_thread']} ms "
-            f"per single query (1 thread).",
+            f"per single query (1 thread). " + _load_note(h),
             "",
             "| efSearch | recall@10 | HNSW ms/query | exact/HNSW time |",
             "|---|---|---|---|",
@@ -774,7 +774,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             "",
             "## Compression (ML-100K LightGCN item vectors)",
             "",
-            c["protocol"] + "." + _load_note(c),
+            c["protocol"] + ". " + _load_note(c),
             "",
             "| dims | quantisation | Recall@20 | change | index bytes | memory saved vs float32 index |",
             "|---|---|---|---|---|---|",

@@ -76,6 +76,11 @@ class ItemKNN(Recommender):
     def _set(self, train: sp.csr_matrix, sim: sp.csr_matrix) -> None:
         self._train = train.tocsr().astype(np.float32)
         self._sim = sim.tocsr().astype(np.float32)
+        # Tie-breaker: on sparse data many candidates share the neighbourhood score (often 0 for a user
+        # whose items have no co-occurring neighbours); popularity orders them instead of item index.
+        # The weight is below any difference in similarity sums that float32 can tell apart.
+        pop = np.asarray(self._train.sum(axis=0)).ravel()
+        self._tiebreak = torch.from_numpy((1e-6 * pop / max(pop.max(), 1.0)).astype(np.float32))
 
     def _state_to_save(self) -> dict[str, np.ndarray]:
         return {
@@ -97,4 +102,5 @@ class ItemKNN(Recommender):
         self._set(train, sim)
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy((self._train[users] @ self._sim).toarray().astype(np.float32))
+        s = torch.from_numpy((self._train[users] @ self._sim).toarray().astype(np.float32))
+        return s + self._tiebreak

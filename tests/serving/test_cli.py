@@ -28,6 +28,8 @@ def test_serve_two_workers(runs, tmp_path: Path) -> None:
     assert key not in entry, "only the hash goes into the config"
     cfg = tmp_path / "serve.toml"
     cfg.write_text(f'state_dir = "state"\ntext_encoder = "none"\n{entry}')
+    stale = tmp_path / "state" / "prometheus-999999999"  # metric files of a server killed earlier
+    stale.mkdir(parents=True)
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -51,6 +53,7 @@ def test_serve_two_workers(runs, tmp_path: Path) -> None:
                     pass
                 assert time.monotonic() < deadline, "server did not come up"
                 time.sleep(0.3)
+            assert not stale.exists()
             h = {"Authorization": f"Bearer {key}"}
             body = {"user_id": "cli-user", "item_id": "i5", "event": "like"}
             assert c.post("/feedback", json=body, headers=h).status_code == 200

@@ -729,6 +729,21 @@ def app_from_env() -> FastAPI:
     return create_app(os.environ[ENV_RUN], os.environ.get(ENV_CONFIG) or None)
 
 
+def _remove_stale_metric_dirs(state_dir: Path) -> None:
+    """Drop the per-worker metric files of servers that are no longer running (a killed server
+    cannot clean up after itself); directories of live servers on the same state dir are kept."""
+    for d in state_dir.glob("prometheus-*"):
+        pid = d.name.removeprefix("prometheus-")
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except PermissionError:
+            pass  # alive, another user's process
+
+
 def serve(
     run_dir: str | Path,
     host: str = "127.0.0.1",
@@ -761,6 +776,7 @@ def serve(
     os.environ[ENV_CONFIG] = str(Path(config).resolve()) if config else ""
     os.environ["MODALREC_SERVE_LOG_LEVEL"] = log_level
     if workers > 1:
+        _remove_stale_metric_dirs(state_dir)
         prom = state_dir / f"prometheus-{os.getpid()}"
         shutil.rmtree(prom, ignore_errors=True)
         prom.mkdir(parents=True)

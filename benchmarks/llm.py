@@ -4,6 +4,7 @@ Reproduces ``benchmarks/results/llm.{json,md}``; run each section under the heav
 
     nice -n 10 flock /tmp/modalrec-heavy.lock python benchmarks/llm.py --section rerank
     nice -n 10 flock /tmp/modalrec-heavy.lock python benchmarks/llm.py --section tokens
+    nice -n 10 flock /tmp/modalrec-heavy.lock python benchmarks/llm.py --section cost
 
 Sections merge into the same results file (a section's old entry is replaced).
 
@@ -185,6 +186,57 @@ def light_latency(llm: Any, ds: Any, model: Any, users: np.ndarray, n: int = 50)
     }
 
 
+def section_cost(args: argparse.Namespace) -> dict[str, Any]:
+    """Latency of re-ranking 20 LightGCN candidates for one user: 1 vs 2 torch threads, two prompt sizes."""
+    import modalrec.data as mdata
+    from modalrec.llm import LLMReranker, load_llm
+    from modalrec.models import create
+
+    ds = mdata.load("ml100k")
+    model = create("lightgcn", **LIGHTGCN, seed=SEED).fit(ds, progress=False)
+    llm = load_llm()
+    eligible = np.flatnonzero(np.diff(ds.target("test").indptr) > 0)
+    users = np.sort(np.random.default_rng(args.seed + 1).choice(eligible, size=args.users, replace=False))
+    users = users[: args.cost_users]
+    seen = ds.seen("test")
+    top, _ = model.recommend(users, 20, exclude=seen)
+    out: dict[str, Any] = {
+        "protocol": f"first {len(users)} of the rerank section's seeded test users; LightGCN top 20; "
+        "per user: prompt pass + one batched pass over the 20 candidates (per-item priors cached)",
+        "runs": [],
+    }
+    configs = [
+        ("10 history items, title + genres (evaluated setting)", 10, True),
+        ("5 items, titles only", 5, False),
+    ]
+    for threads in (1, 2):
+        torch.set_num_threads(threads)
+        for label, hist_n, genres in configs:
+            rr = LLMReranker(ds, llm, max_history=hist_n, genres=genres, seed=args.seed)
+            rr.prior(np.unique(top).tolist())
+            rr.score(rr.history_subset(int(users[0]), seen[users[0]].indices), top[0])  # warm-up
+            secs = []
+            for r, u in enumerate(users):
+                hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+                t0 = time.perf_counter()
+                rr.score(rr.history_subset(int(u), hist), top[r])
+                secs.append(time.perf_counter() - t0)
+            a = np.asarray(secs)
+            row = {
+                "threads": threads,
+                "prompt": label,
+                "p50": float(np.percentile(a, 50)),
+                "p95": float(np.percentile(a, 95)),
+                "n": len(a),
+                "load_avg": [round(x, 2) for x in os.getloadavg()],
+            }
+            log(row)
+            out["runs"].append(row)
+    torch.set_num_threads(1)
+    out["machine"] = machine()
+    return out
+
+
 def poster_features(ds: Any, progress: bool) -> tuple[np.ndarray, np.ndarray]:
     from modalrec.encoders import encode_dataset
 
@@ -345,6 +397,22 @@ def markdown(r: dict[str, Any]) -> str:
                 f"Lighter prompt ({li['what']}): p50 {li['p50']:.3f} s, p95 {li['p95']:.3f} s ({li['n']} users).",
                 "",
             ]
+    if "cost" in r:
+        d = r["cost"]
+        lines += [
+            "## Cost of re-ranking 20 candidates for one user",
+            "",
+            f"Protocol: {d['protocol']}.",
+            "",
+            "| torch threads | prompt | p50 s | p95 s | users | load avg |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in d["runs"]:
+            lines.append(
+                f"| {row['threads']} | {row['prompt']} | {row['p50']:.3f} | {row['p95']:.3f} | {row['n']} | "
+                f"{row['load_avg']} |"
+            )
+        lines.append("")
     if "tokens" in r:
         d = r["tokens"]
         h = d["held_out_share_correct_genre"]
@@ -379,9 +447,10 @@ def markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--section", choices=("rerank", "tokens", "markdown"), required=True)
+    ap.add_argument("--section", choices=("rerank", "tokens", "cost", "markdown"), required=True)
     ap.add_argument("--users", type=int, default=200, help="test users (fixed seeded sample)")
     ap.add_argument("--valid-users", type=int, default=200)
+    ap.add_argument("--cost-users", type=int, default=50, help="users timed in the cost section")
     ap.add_argument("--epochs", type=int, default=3, help="projector epochs (tokens)")
     ap.add_argument("--train-seconds", type=float, default=420.0, help="projector time budget (tokens)")
     ap.add_argument("--target-tokens", type=int, default=16, help="projector target cut (tokens)")
@@ -395,7 +464,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(args.out.with_suffix(".md"), markdown(json.loads(args.out.read_text())))
         return 0
     t0 = time.perf_counter()
-    out = section_rerank(args) if args.section == "rerank" else section_tokens(args)
+    sections = {"rerank": section_rerank, "tokens": section_tokens, "cost": section_cost}
+    out = sections[args.section](args)
     out["section_seconds"] = round(time.perf_counter() - t0, 1)
     out["command"] = "python benchmarks/llm.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}

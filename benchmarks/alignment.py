@@ -439,11 +439,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(2)
-    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    # the quick parts first, so that the slow one (align) cannot hold back their results
+    order = ["features", "fusion", "coldstart", "align"]
+    parts = sorted(
+        (p.strip() for p in args.parts.split(",") if p.strip()),
+        key=lambda p: order.index(p) if p in order else len(order),
+    )
     out = Path(args.out)
     json_path = out / "alignment.json"
     results: dict[str, Any] = json.loads(json_path.read_text()) if json_path.exists() else {}
     t_all = time.perf_counter()
+
+    def save(results: dict[str, Any]) -> None:
+        results["environment"] = _environment(argv, time.perf_counter() - t_all)
+        atomic_write_json(json_path, results)
+        atomic_write_text(out / "alignment.md", markdown(results))
+        log(f"wrote {json_path} and alignment.md")
+
     for p in parts:
         t0 = time.perf_counter()
         load0 = [round(x, 2) for x in os.getloadavg()]
@@ -466,18 +478,19 @@ def main(argv: list[str] | None = None) -> int:
         results[p]["command"] = "python benchmarks/alignment.py " + " ".join(
             argv if argv is not None else sys.argv[1:]
         )
-    results["environment"] = {
+        save(results)  # after every part, so a later part's failure keeps the earlier results
+    return 0
+
+
+def _environment(argv: list[str] | None, seconds: float) -> dict[str, Any]:
+    return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "numpy": np.__version__,
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
         "command": "python benchmarks/alignment.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "last_run_seconds": round(time.perf_counter() - t_all, 1),
+        "last_run_seconds": round(seconds, 1),
     }
-    atomic_write_json(json_path, results)
-    atomic_write_text(out / "alignment.md", markdown(results))
-    log(f"wrote {json_path} and alignment.md")
-    return 0
 
 
 def part_fusion(args: argparse.Namespace) -> dict[str, Any]:

@@ -316,7 +316,9 @@ def main(argv: list[str] | None = None) -> None:
         kept = [r for r in old_rows if (r["library"].split()[0], r["model"]) not in rerun]
         if kept:
             d["rows"] = kept + d["rows"]
-            d["command"] += " (rows of models not re-run kept from an earlier invocation)"
+            prev = results["datasets"][name]
+            d["command"] = f"{prev.get('command', '?')}; then {command} (re-ran {', '.join(args.models)})"
+            d["load_average_at_start"] = prev.get("load_average_at_start")
         order = {("modalrec", m): i for i, m in enumerate(OURS)} | {
             (lib, model): len(OURS) + i for i, (lib, model, _) in enumerate(PEERS)
         }

@@ -29,7 +29,8 @@ from modalrec.align.base import (
 )
 from modalrec.align.metrics import mean_recall
 
-REG_GRID = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
+# relative to the mean eigenvalue; encoder features of small catalogues often want 3-30
+REG_GRID = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
 
 
 def ridge_solve(X: np.ndarray, Y: np.ndarray, reg: float) -> np.ndarray:

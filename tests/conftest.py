@@ -39,7 +39,7 @@ def make_clustered(
         c = u % n_clusters
         own = np.flatnonzero(item_cluster == c)
         other = np.flatnonzero(item_cluster != c)
-        n_own = int(round(per_user * 0.9))
+        n_own = round(per_user * 0.9)
         items = np.concatenate(
             [rng.choice(own, n_own, replace=False), rng.choice(other, per_user - n_own, replace=False)]
         )

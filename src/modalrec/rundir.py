@@ -97,7 +97,9 @@ def read_dataset(d: Path, manifest: dict[str, Any]) -> Dataset:
             name = f.name[: -len(".npy")]
             features[name] = np.load(f, allow_pickle=False)
             mpath = fdir / f"{name}.mask.npy"
-            masks[name] = np.load(mpath, allow_pickle=False) if mpath.exists() else np.ones(len(item_ids), bool)
+            masks[name] = (
+                np.load(mpath, allow_pickle=False) if mpath.exists() else np.ones(len(item_ids), bool)
+            )
     cold = np.load(d / "cold_items.npy", allow_pickle=False) if (d / "cold_items.npy").exists() else None
     info = manifest.get("dataset", {})
     return Dataset(

@@ -18,9 +18,7 @@ from modalrec.data.report import ValidationReport
 from modalrec.errors import DataError
 
 
-def interaction_matrix(
-    users: np.ndarray, items: np.ndarray, n_users: int, n_items: int
-) -> sp.csr_matrix:
+def interaction_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:
     """Binary float32 CSR matrix with a 1 for every (user, item) pair; duplicates collapse to 1.
 
     >>> m = interaction_matrix(np.array([0, 0, 1]), np.array([2, 2, 0]), 2, 3)

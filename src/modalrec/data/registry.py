@@ -264,9 +264,7 @@ def _load_ml100k(folder: Path, opts: dict[str, Any]) -> Dataset:
         )
     catalogue = catalogue_from_table(
         Table(df, t.lines, t.file),
-        ColumnMap(
-            item_id="movie_id", text=("title", "genres", "overview"), image="image", auto=False
-        ),
+        ColumnMap(item_id="movie_id", text=("title", "genres", "overview"), image="image", auto=False),
     )
     if zpath.is_file():
         rep.stat(str(zpath), images=len([m for m in members if m.endswith(".jpg")]))

@@ -120,7 +120,10 @@ class ValidationReport:
         if not self.issues:
             lines.append("No problems found.")
         else:
-            lines += ["| severity | problem | file | count | dropped | examples |", "|---|---|---|---|---|---|"]
+            lines += [
+                "| severity | problem | file | count | dropped | examples |",
+                "|---|---|---|---|---|---|",
+            ]
             for i in self.issues.values():
                 ex = "; ".join(i.examples)
                 lines.append(f"| {i.severity} | {i.kind} | {i.file} | {i.count} | {i.dropped} | {ex} |")

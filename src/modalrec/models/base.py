@@ -23,7 +23,7 @@ import torch
 from safetensors.numpy import load_file, save_file
 
 from modalrec.errors import ConfigError, RunDirError
-from modalrec.io import atomic_write_text, atomic_path
+from modalrec.io import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -102,7 +102,9 @@ class Recommender(ABC):
     def __init__(self, **params: Any) -> None:
         unknown = set(params) - set(self.default_params())
         if unknown:
-            raise TypeError(f"unknown hyperparameters {sorted(unknown)}; known: {sorted(self.default_params())}")
+            raise TypeError(
+                f"unknown hyperparameters {sorted(unknown)}; known: {sorted(self.default_params())}"
+            )
         self.params: dict[str, Any] = {**self.default_params(), **params}
         self._state: dict[str, np.ndarray] = {}
         self.meta: dict[str, Any] = {}

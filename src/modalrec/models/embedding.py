@@ -56,9 +56,7 @@ class EmbeddingRecommender(Recommender):
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
-    def batch_loss(
-        self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
-    ) -> torch.Tensor:
+    def batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         """BPR loss + L2 on the batch's input (ego) embeddings, LightGCN/MMRec style."""
         u_all, i_all = self.propagate()
         u, p, n = u_all[users], i_all[pos], i_all[neg]
@@ -120,7 +118,9 @@ class EmbeddingRecommender(Recommender):
         with torch.no_grad():
             self.net.eval()
             u, i = self.propagate()
-        self._restore({"user_vectors": u.detach().float().numpy(), "item_vectors": i.detach().float().numpy()})
+        self._restore(
+            {"user_vectors": u.detach().float().numpy(), "item_vectors": i.detach().float().numpy()}
+        )
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         self._state = state

@@ -37,13 +37,17 @@ def topk_sparse_rows(sim: sp.csr_matrix, k: int) -> sp.csr_matrix:
     if not rows:
         return sp.csr_matrix(sim.shape, dtype=np.float32)
     out = sp.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=sim.shape, dtype=np.float32
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+        shape=sim.shape,
+        dtype=np.float32,
     )
     out.sort_indices()
     return out
 
 
-def cosine_item_similarity(train: sp.csr_matrix, k: int, shrink: float = 0.0, block: int = 2048) -> sp.csr_matrix:
+def cosine_item_similarity(
+    train: sp.csr_matrix, k: int, shrink: float = 0.0, block: int = 2048
+) -> sp.csr_matrix:
     """Item x item cosine similarity of the columns of ``train``, top ``k`` per item, no self-loops."""
     x = train.tocsc().astype(np.float32)
     norms = np.sqrt(np.asarray(x.power(2).sum(axis=0)).ravel())
@@ -97,7 +101,8 @@ class ItemKNN(Recommender):
         )
         ti = state["train_indices"]
         train = sp.csr_matrix(
-            (np.ones(len(ti), dtype=np.float32), ti, state["train_indptr"]), shape=(self.n_users, self.n_items)
+            (np.ones(len(ti), dtype=np.float32), ti, state["train_indptr"]),
+            shape=(self.n_users, self.n_items),
         )
         self._set(train, sim)
 

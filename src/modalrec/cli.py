@@ -55,10 +55,10 @@ def metrics_table(title: str, metrics: dict[str, float], ks: tuple[int, ...] | N
     kset: set[int] = set()
     for key in metrics:
         if "@" in key:
-            n, k = key.split("@")
+            n, k_text = key.split("@")
             if n not in names:
                 names.append(n)
-            kset.add(int(k))
+            kset.add(int(k_text))
     cols = sorted(kset) if ks is None else list(ks)
     t = Table(title=title)
     t.add_column("metric")

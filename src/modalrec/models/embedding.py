@@ -50,6 +50,9 @@ class EmbeddingRecommender(Recommender):
         }
 
     # -- to implement --------------------------------------------------------------------
+    #: the torch module made by :meth:`build` (typed loosely: every subclass has its own layout)
+    net: Any
+
     def build(self, dataset: Dataset) -> nn.Module:
         raise NotImplementedError
 
@@ -61,7 +64,7 @@ class EmbeddingRecommender(Recommender):
         u_all, i_all = self.propagate()
         u, p, n = u_all[users], i_all[pos], i_all[neg]
         loss = bpr_loss((u * p).sum(1), (u * n).sum(1))
-        ego_u, ego_i = self.net.user.weight, self.net.item.weight  # type: ignore[union-attr]
+        ego_u, ego_i = self.net.user.weight, self.net.item.weight
         reg = (ego_u[users].pow(2).sum() + ego_i[pos].pow(2).sum() + ego_i[neg].pow(2).sum()) / 2
         return loss + self.params["reg"] * reg / len(users)
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from conftest import make_clustered
 from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate
 from modalrec.models import create
 from modalrec.models.content import degree_pruned_blocks, knn_graph, standardise
+from synthetic import make_clustered
 
 FAST = {"epochs": 25, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 4}
 

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import make_clustered
 from modalrec.cli import app
 from modalrec.data.dataset import Dataset
 from modalrec.errors import ConfigError
 from modalrec.models.tuning import read_config, to_toml, tune
+from synthetic import make_clustered
 
 
 def write_data(ds: Dataset, d: Path) -> Path:

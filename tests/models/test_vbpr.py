@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import make_clustered
 from modalrec.data.dataset import Dataset
 from modalrec.errors import DataError
 from modalrec.evaluation import evaluate
 from modalrec.models import Recommender, create
+from synthetic import make_clustered
 
 FAST = {"epochs": 30, "lr": 0.01, "dim": 16, "content_dim": 16, "batch_size": 256, "patience": 5}
 

@@ -19,6 +19,13 @@ from typing import Any
 import numpy as np
 
 
+def _umask() -> int:
+    """The process umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it is fsynced and renamed to ``target``.
@@ -29,6 +36,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     ...     _ = tmp.write_text("hello")
     >>> (d / "x.txt").read_text()
     'hello'
+    >>> oct((d / "x.txt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # like open(), not 0600
+    True
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +48,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        # mkstemp makes the file 0600; give it the permissions a plain open() would have given it.
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, target)
     finally:
         if tmp.exists():

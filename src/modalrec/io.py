@@ -19,11 +19,20 @@ from typing import Any
 import numpy as np
 
 
-def _umask() -> int:
+def _read_umask() -> int:
     """The process umask (read by setting and restoring it: there is no getter)."""
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# Read once at import: os.umask is process-wide, so reading it while worker threads create files
+# would briefly expose them to umask 0.
+_UMASK = _read_umask()
+
+
+def _umask() -> int:
+    return _UMASK
 
 
 @contextmanager

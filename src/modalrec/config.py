@@ -67,18 +67,22 @@ class RunConfig(_Strict):
     seed: int = 2024
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a TOML run configuration; errors name the file and the offending key."""
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a missing file, bad TOML or non-UTF-8 bytes raise :class:`ConfigError`."""
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{p}: config file not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: invalid TOML: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{p}: not UTF-8 text: {e}") from None
-    return config_from_dict(raw, source=str(p))
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a TOML run configuration; errors name the file and the offending key."""
+    return config_from_dict(read_toml(path), source=str(path))
 
 
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> RunConfig:

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import json
 import math
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modalrec.config import RunConfig, config_from_dict
+from modalrec.config import RunConfig, config_from_dict, read_toml
 from modalrec.errors import ConfigError
 from modalrec.io import atomic_write_json, atomic_write_text
 
@@ -58,12 +57,7 @@ class TuneSpec:
 def read_config(path: str | Path) -> tuple[RunConfig, TuneSpec | None, dict[str, Any]]:
     """Parse a run config TOML; returns ``(config, tune spec or None, raw dict without [tune])``."""
     p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"{p}: config file not found") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: invalid TOML: {e}") from None
+    raw = read_toml(p)
     tune_raw = raw.pop("tune", None)
     cfg = config_from_dict(raw, source=str(p))
     spec = None

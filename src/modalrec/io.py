@@ -31,10 +31,6 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
-def _umask() -> int:
-    return _UMASK
-
-
 @contextmanager
 def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``target``; on success it is fsynced and renamed to ``target``.
@@ -45,7 +41,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     ...     _ = tmp.write_text("hello")
     >>> (d / "x.txt").read_text()
     'hello'
-    >>> oct((d / "x.txt").stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # like open(), not 0600
+    >>> oct((d / "x.txt").stat().st_mode & 0o777) == oct(0o666 & ~_UMASK)  # like open(), not 0600
     True
     """
     target = Path(target)
@@ -58,7 +54,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         # mkstemp makes the file 0600; give it the permissions a plain open() would have given it.
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, target)
     finally:
         if tmp.exists():

@@ -89,3 +89,11 @@ def llm():
         if os.environ.get("CI"):
             raise
         pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def llm32(llm):
+    """The packaged model in float32 (for exact equivalence checks; ``llm`` may be bfloat16)."""
+    from modalrec.llm.loading import load_llm
+
+    return load_llm(dtype="float32")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from modalrec.evaluation.protocol import evaluate
 from modalrec.llm.explain import TitleIndex, check_grounding, explain
+from modalrec.llm.loading import load_llm
 from modalrec.llm.rerank import LLMReranker, choose_blend, rerank_evaluate
 from modalrec.llm.scoring import continuation_logprobs, naive_continuation_logprobs
 from modalrec.models import create
@@ -15,14 +17,13 @@ pytestmark = pytest.mark.slow
 
 
 def test_packaged_model_is_loaded_once(llm) -> None:
-    from modalrec.llm.loading import load_llm
-
     assert load_llm() is llm
     assert llm.name == "smollm2-135m" and llm.hidden_size == 576
     assert not any(p.requires_grad for p in llm.model.parameters())
 
 
-def test_batched_scores_equal_one_pass_per_candidate(llm) -> None:
+def test_batched_scores_equal_one_pass_per_candidate(llm32) -> None:
+    llm = llm32
     prompt = llm.encode(
         "A list of movies that a user liked:\n- Toy Story (1995)\nAnother movie this user liked:"
     )
@@ -32,6 +33,29 @@ def test_batched_scores_equal_one_pass_per_candidate(llm) -> None:
     np.testing.assert_allclose(batched.logprob, naive, rtol=1e-4, atol=1e-3)
     assert batched.n_tokens.tolist() == [len(c) for c in cands]
     assert (batched.logprob < 0).all()
+
+
+def test_bfloat16_scores_order_candidates_like_float32(llm, llm32) -> None:
+    """The default precision on bfloat16-capable CPUs keeps the float32 candidate order."""
+    from modalrec.llm.loading import resolve_dtype
+
+    bf = load_llm(dtype="bfloat16")
+    assert bf.dtype == torch.bfloat16 and llm32.dtype == torch.float32
+    assert llm.info["dtype"] == resolve_dtype("auto")
+    prompt = llm32.encode(
+        "A list of movies that a user liked:\n- Toy Story (1995)\n- Aladdin (1992)\nAnother movie:"
+    )
+    texts = [
+        " The Lion King (1994)\n",
+        " Pulp Fiction (1994)\n",
+        " Beauty and the Beast (1991)\n",
+        " Seven (1995)\n",
+    ]
+    cands = [llm32.encode(t) for t in texts]
+    a = continuation_logprobs(llm32, prompt, cands).logprob
+    b = continuation_logprobs(bf, prompt, cands).logprob
+    np.testing.assert_allclose(a, b, atol=0.6)
+    assert np.argsort(a).tolist() == np.argsort(b).tolist(), (a, b)
 
 
 def test_llm_prefers_the_matching_taste(llm, movies) -> None:

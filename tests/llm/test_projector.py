@@ -7,7 +7,17 @@ import pytest
 import torch
 
 from modalrec.errors import RunDirError
-from modalrec.llm.projector import ItemProjector, describe, genres_in, projector_loss, train_projector
+from modalrec.llm.projector import (
+    ItemProjector,
+    _prompt_parts,
+    describe,
+    embedding_rms,
+    genres_in,
+    label_logprobs,
+    name_labels,
+    projector_loss,
+    train_projector,
+)
 from modalrec.llm.text import ItemText
 
 
@@ -69,11 +79,36 @@ def test_projector_learns_a_handful_of_items(llm, movies, tmp_path) -> None:
 
 
 @pytest.mark.slow
+def test_label_scores_equal_one_pass_per_label(llm32) -> None:
+    """The cached, batched label scoring equals scoring each (item, label) sequence on its own."""
+    llm = llm32
+    torch.manual_seed(0)
+    proj = ItemProjector(6, llm.hidden_size, n_tokens=2, hidden=16, token_norm=embedding_rms(llm)).eval()
+    vecs = np.random.default_rng(2).normal(size=(3, 6)).astype(np.float32)
+    labels = ["Drama", "Children's", "Sci-Fi"]  # one- and multi-token labels
+    got = label_logprobs(llm, proj, vecs, labels, batch_size=2)
+    before, after = _prompt_parts(llm, proj.instruction)
+    emb = llm.model.get_input_embeddings()
+    want = np.zeros_like(got)
+    with torch.no_grad():
+        for i in range(len(vecs)):
+            soft = proj(torch.as_tensor(vecs[i : i + 1]))[0]
+            for g, lab in enumerate(labels):
+                ids = llm.encode(" " + lab)
+                tail = emb(torch.tensor(after + llm.encode("Genres:") + ids))
+                x = torch.cat([emb(torch.tensor(before)), soft, tail])[None]
+                lp = torch.log_softmax(llm.model(inputs_embeds=x).logits[0].float(), -1)
+                L, n = x.shape[1], len(ids)
+                want[i, g] = sum(float(lp[L - n - 1 + j, ids[j]]) for j in range(n))
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert name_labels(got).shape == (3, 1)
+
+
+@pytest.mark.slow
 def test_reranker_uses_soft_tokens_for_items_without_text(llm, movies) -> None:
     """A textless item is written as what the LLM says from its soft tokens, not as "item <id>"."""
     import polars as pl
 
-    from modalrec.llm.projector import embedding_rms
     from modalrec.llm.rerank import LLMReranker
 
     items = movies.items.with_columns(

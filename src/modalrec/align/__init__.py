@@ -11,6 +11,7 @@ from modalrec.align.contrastive import ContrastiveAligner
 from modalrec.align.distribution import AdversarialAligner, MMDAligner
 from modalrec.align.ensemble import EnsembleAligner
 from modalrec.align.entity import EntityAligner, EntityGraph
+from modalrec.align.interactions import InteractionAligner
 from modalrec.align.linear import CCAAligner, RidgeAligner
 from modalrec.align.metrics import cross_modal_ranks, mean_recall, retrieval_metrics
 
@@ -25,6 +26,7 @@ __all__ = [
     "EnsembleAligner",
     "EntityAligner",
     "EntityGraph",
+    "InteractionAligner",
     "MMDAligner",
     "RidgeAligner",
     "create",

@@ -18,7 +18,15 @@ importing this package is cheap and works without the extra.
 
 from modalrec.llm.explain import Evidence, Explanation, TitleIndex, check_grounding, explain, ground
 from modalrec.llm.loading import LLM, LLMUnavailableError, clear_cache, load_llm, packaged_model_path
-from modalrec.llm.projector import ItemProjector, describe, genres_in, projector_loss, train_projector
+from modalrec.llm.projector import (
+    ItemProjector,
+    describe,
+    genres_in,
+    label_logprobs,
+    name_labels,
+    projector_loss,
+    train_projector,
+)
 from modalrec.llm.rerank import LLMReranker, RerankResult, blend, rerank_evaluate
 from modalrec.llm.runs import describe_run, explain_run, rerank_run
 from modalrec.llm.scoring import continuation_logprobs
@@ -44,7 +52,9 @@ __all__ = [
     "explain_run",
     "genres_in",
     "ground",
+    "label_logprobs",
     "load_llm",
+    "name_labels",
     "packaged_model_path",
     "projector_loss",
     "rerank_evaluate",

@@ -188,8 +188,8 @@ def _batch_inputs(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """inputs_embeds, attention_mask and labels (-100 outside the target) for a teacher-forced batch."""
     B = vecs.shape[0]
-    soft = proj(vecs)  # [B, m, d]
     emb = llm.model.get_input_embeddings()
+    soft = proj(vecs).to(emb.weight.dtype)  # [B, m, d]; the projector itself stays float32
     pre = emb(torch.tensor(before, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
     post = emb(torch.tensor(after, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
     L = max(len(t) for t in targets)
@@ -375,7 +375,7 @@ def describe(
             B = vb.shape[0]
             pre = emb(torch.tensor(before, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
             post = emb(torch.tensor(after, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
-            x = torch.cat([pre, proj(vb), post], dim=1)
+            x = torch.cat([pre, proj(vb).to(emb.weight.dtype), post], dim=1)
             P = x.shape[1]
             res = llm.model(inputs_embeds=x, use_cache=True)
             cache = _output_cache(res)
@@ -410,3 +410,86 @@ def genres_in(text: str, vocabulary: list[str]) -> list[str]:
 
     part = re.split(r"title\s*:", text, flags=re.IGNORECASE)[0]
     return [g for g in vocabulary if re.search(r"(?<!\w)" + re.escape(g) + r"(?!\w)", part, re.IGNORECASE)]
+
+
+def label_logprobs(
+    llm: LLM,
+    proj: ItemProjector,
+    vectors: np.ndarray,
+    labels: list[str],
+    *,
+    lead: str = "Genres:",
+    batch_size: int = 16,
+) -> np.ndarray:
+    """``log p(" " + label | soft tokens, lead)`` for every item vector and label: [N, n_labels].
+
+    The constrained counterpart of :func:`describe`: instead of letting the LLM write freely, each
+    label of a closed vocabulary (e.g. the catalogue's genres) is scored as the continuation of
+    ``lead`` after the item's soft tokens. Each item's prompt runs once; its KV cache is repeated
+    for all labels (one batched pass per item batch).
+    """
+    from modalrec.llm.scoring import _cache_keyword, _output_cache, _repeat_cache
+
+    V = np.asarray(vectors, dtype=np.float32)
+    if V.ndim == 1:
+        V = V[None, :]
+    if not labels:
+        raise ConfigError("label_logprobs needs at least one label")
+    before, after = _prompt_parts(llm, proj.instruction)
+    lead_ids = llm.encode(lead)
+    lab = [llm.encode(" " + str(g)) for g in labels]
+    G, Lmax = len(lab), max(len(t) for t in lab)
+    pad = int(llm.tokenizer.pad_token_id or 0)
+    ids = torch.full((G, Lmax), pad, dtype=torch.long)
+    mask = torch.zeros((G, Lmax), dtype=torch.long)
+    for g, t in enumerate(lab):
+        ids[g, : len(t)] = torch.tensor(t, dtype=torch.long)
+        mask[g, : len(t)] = 1
+    emb = llm.model.get_input_embeddings()
+    cache_kw = _cache_keyword(llm.model)
+    out = np.zeros((len(V), G), dtype=np.float64)
+    proj.eval()
+    with torch.inference_mode():
+        for s in range(0, len(V), batch_size):
+            vb = torch.as_tensor(V[s : s + batch_size])
+            B = vb.shape[0]
+            pre = emb(torch.tensor(before, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
+            post = emb(torch.tensor(after + lead_ids, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
+            x = torch.cat([pre, proj(vb).to(emb.weight.dtype), post], dim=1)
+            P = x.shape[1]
+            first = llm.model(inputs_embeds=x, use_cache=True)
+            first_lp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # [B, vocab]
+            lp = first_lp[:, ids[:, 0]].double()  # [B, G]
+            if Lmax > 1:
+                cache = _repeat_cache(_output_cache(first), G)  # rows: item-major, label-minor
+                bid = ids.repeat(B, 1)
+                bmask = mask.repeat(B, 1)
+                attn = torch.cat([torch.ones((B * G, P), dtype=torch.long), bmask], dim=1)
+                pos = torch.arange(P, P + Lmax, dtype=torch.long).unsqueeze(0).expand(B * G, Lmax)
+                res = llm.model(
+                    input_ids=bid, attention_mask=attn, position_ids=pos, use_cache=True, **{cache_kw: cache}
+                )
+                tok = torch.log_softmax(res.logits[:, :-1].float(), dim=-1)
+                tok = tok.gather(-1, bid[:, 1:].unsqueeze(-1)).squeeze(-1) * bmask[:, 1:]
+                lp = lp + tok.sum(dim=1).double().view(B, G)
+            out[s : s + B] = lp.numpy()
+    return out
+
+
+def name_labels(scores: np.ndarray, reference: np.ndarray | None = None, k: int = 1) -> np.ndarray:
+    """Indices of the ``k`` best labels per row, optionally calibrated against reference rows.
+
+    Calibration (``reference`` = label scores of items the projector was tuned on, e.g. its
+    validation items) subtracts each label's mean reference score, so a label the LLM finds likely
+    after *any* soft tokens (a frequent genre, or the one first in alphabetical lists) does not win
+    by default: what remains is how much this item's tokens raise a label (contextual calibration).
+
+    >>> name_labels(np.array([[-1.0, -2.0], [-1.0, -0.5]])).ravel().tolist()
+    [0, 1]
+    >>> name_labels(np.array([[-1.0, -2.0]]), reference=np.array([[-0.5, -2.5]])).ravel().tolist()
+    [1]
+    """
+    s = np.asarray(scores, dtype=np.float64)
+    if reference is not None:
+        s = s - np.asarray(reference, dtype=np.float64).mean(axis=0, keepdims=True)
+    return np.argsort(-s, axis=1, kind="stable")[:, :k]

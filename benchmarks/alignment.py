@@ -316,7 +316,7 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     best, trials = select_contrastive(rich, seen, vloc, grid, args.seed)
     log("selected contrastive params", best)
     epochs = {"max_epochs": 30} if args.quick else {}
-    n_seeds = 2 if args.quick else 5
+    n_seeds = 2 if args.quick else args.ensemble_seeds
     linear_members: list[dict[str, Any]] = [
         {"aligner": "ridge", "reference": "image"},
         {"aligner": "ridge", "reference": "text"},
@@ -326,7 +326,7 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
         (f"contrastive {tag}", ContrastiveAligner(**best), rich),
         ("contrastive (MiniLM; crop)", ContrastiveAligner(**best), views_of("MiniLM", "crop")),
         (
-            f"contrastive, 5 seeds {tag}",
+            f"contrastive, {n_seeds} seeds {tag}",
             EnsembleAligner(members=[{"aligner": "contrastive", **best}] * n_seeds),
             rich,
         ),
@@ -336,7 +336,7 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
             rich,
         ),
         (
-            f"contrastive 5 seeds + ridge both ways + CCA {tag}",
+            f"contrastive {n_seeds} seeds + ridge both ways + CCA {tag}",
             EnsembleAligner(
                 members=[{"aligner": "contrastive", **best}] * n_seeds + linear_members,
                 weights=[1.0 / n_seeds] * n_seeds + [1.0 / 3] * 3,
@@ -434,6 +434,9 @@ def select_contrastive(
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="align,fusion,coldstart")
+    ap.add_argument(
+        "--ensemble-seeds", type=int, default=3, help="contrastive seeds per ensemble (align part)"
+    )
     ap.add_argument("--seed", type=int, default=SEED)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--quick", action="store_true", help="tiny grids and few epochs (smoke test)")

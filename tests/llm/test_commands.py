@@ -13,6 +13,7 @@ from modalrec.llm.explain import TitleIndex, check_grounding
 from modalrec.llm.text import ItemText
 from modalrec.models import create
 from modalrec.pipeline import write_run
+from modalrec.rundir import load_run
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -64,6 +65,10 @@ def test_describe_trains_stores_and_reuses_a_projector(llm, run_dir) -> None:
     assert isinstance(first["held_out_of_projector_training"], bool)
     second = _json(runner.invoke(app, args))
     assert not second["projector_trained_now"] and second["description"] == first["description"]
+    # the calibrated genre readout: three distinct genres of the catalogue, stable across calls
+    likely = first["likely_genres_calibrated"]
+    assert len(likely) == 3 == len(set(likely)) and likely == second["likely_genres_calibrated"]
+    assert set(likely) <= {g for gs in ItemText(load_run(run_dir).dataset).genres for g in gs}
     missing = runner.invoke(app, ["describe", str(run_dir), "3", "--from", "audio"])
     assert missing.exit_code == 2 and "no 'audio' item features" in missing.output
 

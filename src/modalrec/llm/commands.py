@@ -101,6 +101,11 @@ def describe(
         f"correct: {', '.join(out['correct_genres']) or '-'}",
         highlight=False,
     )
+    if out["likely_genres_calibrated"]:
+        console.print(
+            f"likely genres (calibrated genre scores): {', '.join(out['likely_genres_calibrated'])}",
+            highlight=False,
+        )
     if out["projector_trained_now"]:
         console.print(f"projector trained and saved to {out['projector']}", highlight=False)
 

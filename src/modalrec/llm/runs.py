@@ -139,9 +139,19 @@ def fit_run_projector(
         seed=seed,
         progress=progress,
     )
+    # Calibration of the constrained genre readout (see describe_run): each genre's mean score
+    # after the soft tokens of the projector's validation items.
+    vocab = sorted({g for gs in texts.genres for g in gs})
+    calibration: dict[str, float] = {}
+    if vocab and len(sp["valid"]):
+        from modalrec.llm.projector import label_logprobs
+
+        ref = label_logprobs(llm, res.projector, x[sp["valid"]], vocab).mean(axis=0)
+        calibration = {g: round(float(v), 5) for g, v in zip(vocab, ref, strict=True)}
     extra = {
         "modality": modality,
         "llm": llm.name,
+        "genre_calibration": calibration,
         "seed": seed,
         "held_out_items": [str(ds.item_ids[i]) for i in sp["held_out"]],
         "n_train": len(sp["train"]),
@@ -179,7 +189,7 @@ def describe_run(
     the item was held out of the projector's training (only then is the description a real test).
     """
     from modalrec.llm.loading import load_llm
-    from modalrec.llm.projector import ItemProjector, describe, genres_in
+    from modalrec.llm.projector import ItemProjector, describe, genres_in, label_logprobs, name_labels
     from modalrec.rundir import load_run
 
     llm = llm or load_llm()
@@ -208,6 +218,15 @@ def describe_run(
     vocab = sorted({g for gs in texts.genres for g in gs})
     named = genres_in(text, vocab)
     held = set(extra.get("held_out_items", []))
+    # Constrained readout: every genre name scored after the soft tokens, minus its mean over the
+    # projector's validation items (stored at training), best three. Free text is dominated by
+    # frequent genres; the calibrated scores say which genres *this* vector makes likelier.
+    calib = extra.get("genre_calibration") or {}
+    likely: list[str] = []
+    if calib and set(calib) == set(vocab):
+        lp = label_logprobs(llm, proj, x[i], vocab)
+        ref = np.array([[calib[g] for g in vocab]])
+        likely = [vocab[j] for j in name_labels(lp, ref, k=min(3, len(vocab)))[0]]
     return {
         "item_id": str(item),
         "title": texts.titles[i],
@@ -216,6 +235,7 @@ def describe_run(
         "description": text,
         "named_genres": named,
         "correct_genres": [g for g in named if g in texts.genres[i]],
+        "likely_genres_calibrated": likely,
         "held_out_of_projector_training": str(item) in held if held else None,
         "projector": str(path),
         "projector_trained_now": trained_now,

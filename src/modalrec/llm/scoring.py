@@ -10,7 +10,7 @@ generated, so the result is deterministic.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -58,15 +58,26 @@ def continuation_logprobs(
     model = llm.model
     pad = int(llm.tokenizer.pad_token_id or 0)
     P = len(prompt_ids)
+    split = _decoder_and_head(model)
     with torch.inference_mode():
-        first = model(
-            input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True, **_last_logit_only(model)
-        )
-        first_lp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+        prompt = torch.tensor([prompt_ids], dtype=torch.long)
+        if split is not None:
+            # the decoder, then the projection of the last position only: measured 0.25 s vs
+            # 0.48 s through the *ForCausalLM wrapper for a 162-token prompt (bfloat16, 1 thread)
+            first = split[0](input_ids=prompt, use_cache=True)
+            first_logits = split[1](first.last_hidden_state[0, -1])
+        else:
+            first = model(input_ids=prompt, use_cache=True, **_last_logit_only(model))
+            first_logits = first.logits[0, -1]
+        first_lp = torch.log_softmax(first_logits.float(), dim=-1)
         base_cache = _output_cache(first)
-        cache_kw = _cache_keyword(model)
+        cache_kw = _cache_keyword(split[0] if split is not None else model)
+        # longest first, so that each batch holds similar lengths (less padding); results go back
+        # to the caller's order through ``order``
+        order = np.argsort([-len(c) for c in continuations], kind="stable")
         for start in range(0, n, batch_size):
-            chunk = continuations[start : start + batch_size]
+            sel = order[start : start + batch_size]
+            chunk = [continuations[i] for i in sel]
             B = len(chunk)
             L = max(len(c) for c in chunk)
             ids = torch.full((B, L), pad, dtype=torch.long)
@@ -79,15 +90,39 @@ def continuation_logprobs(
                 cache = _repeat_cache(base_cache, B)
                 attn = torch.cat([torch.ones((B, P), dtype=torch.long), mask], dim=1)
                 pos = torch.arange(P, P + L, dtype=torch.long).unsqueeze(0).expand(B, L)
-                res = model(
-                    input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **{cache_kw: cache}
-                )
-                logits = res.logits[:, :-1].float()
-                tgt = ids[:, 1:]
-                tok_lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-                lp = lp + (tok_lp.double() * mask[:, 1:].double()).sum(dim=1)
-            out_lp[start : start + B] = lp.numpy()
+                kw = {"attention_mask": attn, "position_ids": pos, "use_cache": True, cache_kw: cache}
+                if split is not None:
+                    # decoder only, then the vocabulary projection at the real (non-padding)
+                    # positions: the projection + log-softmax over 49k words is a large share of
+                    # the cost, and a quarter of a right-padded batch is padding
+                    decoder, head = split
+                    hidden = decoder(input_ids=ids, **kw).last_hidden_state[:, :-1]
+                    keep = mask[:, 1:].bool()
+                    tok = torch.log_softmax(head(hidden[keep]).float(), dim=-1)
+                    tok = tok.gather(-1, ids[:, 1:][keep].unsqueeze(-1)).squeeze(-1)
+                    rows = torch.arange(B).unsqueeze(1).expand(B, L - 1)[keep]
+                    lp = lp + torch.zeros(B, dtype=torch.float64).index_add_(0, rows, tok.double())
+                else:
+                    logits = model(input_ids=ids, **kw).logits[:, :-1].float()
+                    tgt = ids[:, 1:]
+                    tok_lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
+                    lp = lp + (tok_lp.double() * mask[:, 1:].double()).sum(dim=1)
+            out_lp[sel] = lp.numpy()
     return ContinuationScores(out_lp, out_n)
+
+
+def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:
+    """(decoder, vocabulary projection) of a transformers causal LM, or None if it is not split so.
+
+    ``*ForCausalLM`` models hold their decoder stack as ``base_model`` (returning
+    ``last_hidden_state`` after the final norm) and the projection as the output embeddings.
+    """
+    decoder = getattr(model, "base_model", None)
+    get_head = getattr(model, "get_output_embeddings", None)
+    head = get_head() if callable(get_head) else None
+    if decoder is None or decoder is model or head is None:
+        return None
+    return decoder, head
 
 
 def _cache_keyword(model: object) -> str:

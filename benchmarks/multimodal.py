@@ -534,7 +534,12 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         d = run_section(section, seeds, args.only, args.rerun_lightgcn, results["sections"].get(section))
         d["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        results["sections"][section] = d
+        if path.exists():  # other sections may have been written meanwhile by another process
+            disk = json.loads(path.read_text())
+            results["sections"] = {**disk.get("sections", {}), section: d}
+            results["commands"] = {**disk.get("commands", {}), **results.get("commands", {})}
+        else:
+            results["sections"][section] = d
         cmds = results.setdefault("commands", {})
         cmds[section] = (
             cmd if not args.only else "; ".join(sorted({*cmds.get(section, "").split("; "), cmd} - {""}))

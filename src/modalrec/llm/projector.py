@@ -187,24 +187,32 @@ def _batch_inputs(
     after: list[int],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """inputs_embeds, attention_mask and labels (-100 outside the target) for a teacher-forced batch."""
+    from modalrec.llm.scoring import pad_right
+
     B = vecs.shape[0]
     emb = llm.model.get_input_embeddings()
-    soft = proj(vecs).to(emb.weight.dtype)  # [B, m, d]; the projector itself stays float32
-    pre = emb(torch.tensor(before, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
-    post = emb(torch.tensor(after, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
-    L = max(len(t) for t in targets)
-    pad = int(llm.tokenizer.pad_token_id or 0)
-    tgt = torch.full((B, L), pad, dtype=torch.long)
-    tmask = torch.zeros((B, L), dtype=torch.long)
-    for b, t in enumerate(targets):
-        tgt[b, : len(t)] = torch.tensor(t, dtype=torch.long)
-        tmask[b, : len(t)] = 1
-    x = torch.cat([pre, soft, post, emb(tgt)], dim=1)
+    tgt, tmask = pad_right(targets, int(llm.tokenizer.pad_token_id or 0))
+    L = tgt.shape[1]
+    x = torch.cat([soft_prompt(llm, proj, vecs, before, after), emb(tgt)], dim=1)
     P = len(before) + proj.n_tokens + len(after)
     attn = torch.cat([torch.ones((B, P), dtype=torch.long), tmask], dim=1)
     labels = torch.full((B, P + L), -100, dtype=torch.long)
     labels[:, P:] = torch.where(tmask.bool(), tgt, torch.full_like(tgt, -100))
     return x, attn, labels
+
+
+def soft_prompt(
+    llm: LLM, proj: ItemProjector, vecs: torch.Tensor, before: list[int], after: list[int]
+) -> torch.Tensor:
+    """Input embeddings ``[B, len(before) + m + len(after), d]``: instruction text around the soft tokens.
+
+    The soft tokens are cast to the LLM's dtype (the projector itself stays float32).
+    """
+    B = vecs.shape[0]
+    emb = llm.model.get_input_embeddings()
+    pre = emb(torch.tensor(before, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
+    post = emb(torch.tensor(after, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
+    return torch.cat([pre, proj(vecs).to(emb.weight.dtype), post], dim=1)
 
 
 def _loss(llm: LLM, x: torch.Tensor, attn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -365,7 +373,6 @@ def describe(
         V = V[None, :]
     before, after = _prompt_parts(llm, proj.instruction)
     eos = set(_end_ids(llm))
-    emb = llm.model.get_input_embeddings()
     cache_kw = _cache_keyword(llm.model)
     out: list[str] = []
     proj.eval()
@@ -373,9 +380,7 @@ def describe(
         for s in range(0, len(V), batch_size):
             vb = torch.as_tensor(V[s : s + batch_size])
             B = vb.shape[0]
-            pre = emb(torch.tensor(before, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
-            post = emb(torch.tensor(after, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
-            x = torch.cat([pre, proj(vb).to(emb.weight.dtype), post], dim=1)
+            x = soft_prompt(llm, proj, vb, before, after)
             P = x.shape[1]
             res = llm.model(inputs_embeds=x, use_cache=True)
             cache = _output_cache(res)
@@ -428,7 +433,7 @@ def label_logprobs(
     ``lead`` after the item's soft tokens. Each item's prompt runs once; its KV cache is repeated
     for all labels (one batched pass per item batch).
     """
-    from modalrec.llm.scoring import _cache_keyword, _output_cache, _repeat_cache
+    from modalrec.llm.scoring import _cache_keyword, _output_cache, _repeat_cache, pad_right
 
     V = np.asarray(vectors, dtype=np.float32)
     if V.ndim == 1:
@@ -438,14 +443,8 @@ def label_logprobs(
     before, after = _prompt_parts(llm, proj.instruction)
     lead_ids = llm.encode(lead)
     lab = [llm.encode(" " + str(g)) for g in labels]
-    G, Lmax = len(lab), max(len(t) for t in lab)
-    pad = int(llm.tokenizer.pad_token_id or 0)
-    ids = torch.full((G, Lmax), pad, dtype=torch.long)
-    mask = torch.zeros((G, Lmax), dtype=torch.long)
-    for g, t in enumerate(lab):
-        ids[g, : len(t)] = torch.tensor(t, dtype=torch.long)
-        mask[g, : len(t)] = 1
-    emb = llm.model.get_input_embeddings()
+    ids, mask = pad_right(lab, int(llm.tokenizer.pad_token_id or 0))
+    G, Lmax = ids.shape
     cache_kw = _cache_keyword(llm.model)
     out = np.zeros((len(V), G), dtype=np.float64)
     proj.eval()
@@ -453,9 +452,7 @@ def label_logprobs(
         for s in range(0, len(V), batch_size):
             vb = torch.as_tensor(V[s : s + batch_size])
             B = vb.shape[0]
-            pre = emb(torch.tensor(before, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
-            post = emb(torch.tensor(after + lead_ids, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
-            x = torch.cat([pre, proj(vb).to(emb.weight.dtype), post], dim=1)
+            x = soft_prompt(llm, proj, vb, before, after + lead_ids)
             P = x.shape[1]
             first = llm.model(inputs_embeds=x, use_cache=True)
             first_lp = torch.log_softmax(first.logits[:, -1].float(), dim=-1)  # [B, vocab]

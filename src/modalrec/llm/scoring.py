@@ -80,11 +80,7 @@ def continuation_logprobs(
             chunk = [continuations[i] for i in sel]
             B = len(chunk)
             L = max(len(c) for c in chunk)
-            ids = torch.full((B, L), pad, dtype=torch.long)
-            mask = torch.zeros((B, L), dtype=torch.long)
-            for b, c in enumerate(chunk):
-                ids[b, : len(c)] = torch.tensor(c, dtype=torch.long)
-                mask[b, : len(c)] = 1
+            ids, mask = pad_right(chunk, pad)
             lp = first_lp[ids[:, 0]].double()
             if L > 1:
                 cache = _repeat_cache(base_cache, B)
@@ -109,6 +105,24 @@ def continuation_logprobs(
                     lp = lp + (tok_lp.double() * mask[:, 1:].double()).sum(dim=1)
             out_lp[sel] = lp.numpy()
     return ContinuationScores(out_lp, out_n)
+
+
+def pad_right(seqs: list[list[int]], pad: int) -> tuple[Any, Any]:
+    """Token-id lists as a right-padded ``[B, L]`` id tensor and its 0/1 mask (``L`` = longest).
+
+    >>> ids, mask = pad_right([[5, 6, 7], [8]], pad=0)
+    >>> ids.tolist(), mask.tolist()
+    ([[5, 6, 7], [8, 0, 0]], [[1, 1, 1], [1, 0, 0]])
+    """
+    import torch
+
+    L = max(len(t) for t in seqs)
+    ids = torch.full((len(seqs), L), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), L), dtype=torch.long)
+    for b, t in enumerate(seqs):
+        ids[b, : len(t)] = torch.tensor(t, dtype=torch.long)
+        mask[b, : len(t)] = 1
+    return ids, mask
 
 
 def _decoder_and_head(model: Any) -> tuple[Any, Any] | None:

@@ -180,6 +180,17 @@ def section_rerank(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def time_reranker(rr: Any, users: np.ndarray, top: np.ndarray, seen: Any) -> np.ndarray:
+    """Seconds per user to score row ``r`` of ``top`` given user ``users[r]``'s history (priors cached)."""
+    secs = []
+    for r, u in enumerate(users):
+        hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+        t0 = time.perf_counter()
+        rr.score(rr.history_subset(int(u), hist), top[r])
+        secs.append(time.perf_counter() - t0)
+    return np.asarray(secs)
+
+
 def light_latency(llm: Any, ds: Any, model: Any, users: np.ndarray, n: int = 50) -> dict[str, Any]:
     """Cost only (no quality claim): 5 history items and candidates as bare titles, first ``n`` test users."""
     from modalrec.llm import LLMReranker
@@ -189,13 +200,7 @@ def light_latency(llm: Any, ds: Any, model: Any, users: np.ndarray, n: int = 50)
     seen = ds.seen("test")
     top, _ = model.recommend(users, 20, exclude=seen)
     rr.prior(np.unique(top).tolist())
-    secs = []
-    for r, u in enumerate(users):
-        hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
-        t0 = time.perf_counter()
-        rr.score(rr.history_subset(int(u), hist), top[r])
-        secs.append(time.perf_counter() - t0)
-    a = np.asarray(secs)
+    a = time_reranker(rr, users, top, seen)
     return {
         "what": "max_history 5, candidates as titles without genres (cost only, quality not evaluated)",
         "p50": float(np.percentile(a, 50)) if len(a) else None,
@@ -233,13 +238,7 @@ def section_cost(args: argparse.Namespace) -> dict[str, Any]:
             rr = LLMReranker(ds, llm, max_history=hist_n, genres=genres, seed=args.seed)
             rr.prior(np.unique(top).tolist())
             rr.score(rr.history_subset(int(users[0]), seen[users[0]].indices), top[0])  # warm-up
-            secs = []
-            for r, u in enumerate(users):
-                hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
-                t0 = time.perf_counter()
-                rr.score(rr.history_subset(int(u), hist), top[r])
-                secs.append(time.perf_counter() - t0)
-            a = np.asarray(secs)
+            a = time_reranker(rr, users, top, seen)
             row = {
                 "threads": threads,
                 "prompt": label,

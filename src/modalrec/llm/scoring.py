@@ -90,7 +90,7 @@ def continuation_logprobs(
                 if split is not None:
                     # decoder only, then the vocabulary projection at the real (non-padding)
                     # positions: the projection + log-softmax over 49k words is a large share of
-                    # the cost, and a quarter of a right-padded batch is padding
+                    # the cost, and a right-padded batch of titles is often a third padding
                     decoder, head = split
                     hidden = decoder(input_ids=ids, **kw).last_hidden_state[:, :-1]
                     keep = mask[:, 1:].bool()

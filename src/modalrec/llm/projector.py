@@ -212,7 +212,7 @@ def soft_prompt(
     emb = llm.model.get_input_embeddings()
     pre = emb(torch.tensor(before, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
     post = emb(torch.tensor(after, dtype=torch.long)).unsqueeze(0).expand(B, -1, -1)
-    return torch.cat([pre, proj(vecs).to(emb.weight.dtype), post], dim=1)
+    return torch.cat([pre, proj(vecs).to(llm.dtype), post], dim=1)
 
 
 def _loss(llm: LLM, x: torch.Tensor, attn: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -433,7 +433,7 @@ def label_logprobs(
     ``lead`` after the item's soft tokens. Each item's prompt runs once; its KV cache is repeated
     for all labels (one batched pass per item batch).
     """
-    from modalrec.llm.scoring import _cache_keyword, _output_cache, _repeat_cache, pad_right
+    from modalrec.llm.scoring import _output_cache, _repeat_cache, continued_logprobs, pad_right
 
     V = np.asarray(vectors, dtype=np.float32)
     if V.ndim == 1:
@@ -445,7 +445,6 @@ def label_logprobs(
     lab = [llm.encode(" " + str(g)) for g in labels]
     ids, mask = pad_right(lab, int(llm.tokenizer.pad_token_id or 0))
     G, Lmax = ids.shape
-    cache_kw = _cache_keyword(llm.model)
     out = np.zeros((len(V), G), dtype=np.float64)
     proj.eval()
     with torch.inference_mode():
@@ -459,16 +458,8 @@ def label_logprobs(
             lp = first_lp[:, ids[:, 0]].double()  # [B, G]
             if Lmax > 1:
                 cache = _repeat_cache(_output_cache(first), G)  # rows: item-major, label-minor
-                bid = ids.repeat(B, 1)
-                bmask = mask.repeat(B, 1)
-                attn = torch.cat([torch.ones((B * G, P), dtype=torch.long), bmask], dim=1)
-                pos = torch.arange(P, P + Lmax, dtype=torch.long).unsqueeze(0).expand(B * G, Lmax)
-                res = llm.model(
-                    input_ids=bid, attention_mask=attn, position_ids=pos, use_cache=True, **{cache_kw: cache}
-                )
-                tok = torch.log_softmax(res.logits[:, :-1].float(), dim=-1)
-                tok = tok.gather(-1, bid[:, 1:].unsqueeze(-1)).squeeze(-1) * bmask[:, 1:]
-                lp = lp + tok.sum(dim=1).double().view(B, G)
+                more = continued_logprobs(llm.model, cache, ids.repeat(B, 1), mask.repeat(B, 1), P)
+                lp = lp + more.view(B, G)
             out[s : s + B] = lp.numpy()
     return out
 

@@ -71,7 +71,6 @@ def continuation_logprobs(
             first_logits = first.logits[0, -1]
         first_lp = torch.log_softmax(first_logits.float(), dim=-1)
         base_cache = _output_cache(first)
-        cache_kw = _cache_keyword(split[0] if split is not None else model)
         # longest first, so that each batch holds similar lengths (less padding); results go back
         # to the caller's order through ``order``
         order = np.argsort([-len(c) for c in continuations], kind="stable")
@@ -83,28 +82,38 @@ def continuation_logprobs(
             ids, mask = pad_right(chunk, pad)
             lp = first_lp[ids[:, 0]].double()
             if L > 1:
-                cache = _repeat_cache(base_cache, B)
-                attn = torch.cat([torch.ones((B, P), dtype=torch.long), mask], dim=1)
-                pos = torch.arange(P, P + L, dtype=torch.long).unsqueeze(0).expand(B, L)
-                kw = {"attention_mask": attn, "position_ids": pos, "use_cache": True, cache_kw: cache}
-                if split is not None:
-                    # decoder only, then the vocabulary projection at the real (non-padding)
-                    # positions: the projection + log-softmax over 49k words is a large share of
-                    # the cost, and a right-padded batch of titles is often a third padding
-                    decoder, head = split
-                    hidden = decoder(input_ids=ids, **kw).last_hidden_state[:, :-1]
-                    keep = mask[:, 1:].bool()
-                    tok = torch.log_softmax(head(hidden[keep]).float(), dim=-1)
-                    tok = tok.gather(-1, ids[:, 1:][keep].unsqueeze(-1)).squeeze(-1)
-                    rows = torch.arange(B).unsqueeze(1).expand(B, L - 1)[keep]
-                    lp = lp + torch.zeros(B, dtype=torch.float64).index_add_(0, rows, tok.double())
-                else:
-                    logits = model(input_ids=ids, **kw).logits[:, :-1].float()
-                    tgt = ids[:, 1:]
-                    tok_lp = torch.log_softmax(logits, dim=-1).gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
-                    lp = lp + (tok_lp.double() * mask[:, 1:].double()).sum(dim=1)
+                lp = lp + continued_logprobs(model, _repeat_cache(base_cache, B), ids, mask, P)
             out_lp[sel] = lp.numpy()
     return ContinuationScores(out_lp, out_n)
+
+
+def continued_logprobs(model: Any, cache: Any, ids: Any, mask: Any, prefix_len: int) -> Any:
+    """Summed ``log p(ids[b, t] | prefix, ids[b, :t])`` over t >= 1 and real tokens, float64 ``[B]``.
+
+    ``cache`` holds the prefix (``prefix_len`` positions) once per row of ``ids`` (right-padded,
+    ``mask`` 1 on real tokens); the first token's probability comes from the prefix pass and is
+    the caller's. When the model splits into decoder + vocabulary projection, the projection and
+    log-softmax run at the real positions only: over 49k words they are a large share of the cost,
+    and a right-padded batch of titles is often a third padding.
+    """
+    import torch
+
+    B, L = ids.shape
+    split = _decoder_and_head(model)
+    attn = torch.cat([torch.ones((B, prefix_len), dtype=torch.long), mask], dim=1)
+    pos = torch.arange(prefix_len, prefix_len + L, dtype=torch.long).unsqueeze(0).expand(B, L)
+    step = split[0] if split is not None else model
+    kw = {"attention_mask": attn, "position_ids": pos, "use_cache": True, _cache_keyword(step): cache}
+    if split is not None:
+        hidden = split[0](input_ids=ids, **kw).last_hidden_state[:, :-1]
+        keep = mask[:, 1:].bool()
+        tok = torch.log_softmax(split[1](hidden[keep]).float(), dim=-1)
+        tok = tok.gather(-1, ids[:, 1:][keep].unsqueeze(-1)).squeeze(-1)
+        rows = torch.arange(B).unsqueeze(1).expand(B, L - 1)[keep]
+        return torch.zeros(B, dtype=torch.float64).index_add_(0, rows, tok.double())
+    logits = model(input_ids=ids, **kw).logits[:, :-1].float()
+    tok = torch.log_softmax(logits, dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return (tok.double() * mask[:, 1:].double()).sum(dim=1)
 
 
 def pad_right(seqs: list[list[int]], pad: int) -> tuple[Any, Any]:

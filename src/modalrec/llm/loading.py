@@ -150,12 +150,11 @@ def resolve_dtype(dtype: str = "auto") -> str:
     >>> resolve_dtype("auto") in ("float32", "bfloat16")
     True
     """
+    if dtype == "auto":
+        dtype = os.environ.get("MODALREC_LLM_DTYPE") or "auto"
     if dtype not in DTYPES:
         raise ConfigError(f"unknown LLM dtype {dtype!r}; expected one of {DTYPES}")
     if dtype == "auto":
-        env = os.environ.get("MODALREC_LLM_DTYPE")
-        if env:
-            return resolve_dtype(env) if env != "auto" else ("bfloat16" if native_bf16() else "float32")
         return "bfloat16" if native_bf16() else "float32"
     return dtype
 

@@ -159,9 +159,11 @@ class InteractionAligner(Aligner):
             pseudo[rng.choice(w, size=k, replace=False)] = True
             fit_items &= ~pseudo
         validate = self._validate or _pseudo_cold_recall(R, pseudo)
-        fit_idx = torch.from_numpy(np.flatnonzero(fit_items))
+        F_fit = F[torch.from_numpy(np.flatnonzero(fit_items))]
         Rf = torch.from_numpy(R[:, fit_items].toarray())
         active = Rf.sum(1) > 0
+        R_act = Rf[active]  # users with training interactions among the fitted items
+        n_pos = R_act.sum()
         towers, users, history = [], [], []
         for s in range(int(p["seeds"])):
             torch.manual_seed(seed * 1000 + s)
@@ -174,8 +176,8 @@ class InteractionAligner(Aligner):
             curve = []
             for step in range(1, int(p["max_steps"]) + 1):
                 tower.train()
-                logits = U[active] @ tower(F[fit_idx]).T
-                loss = -(torch.log_softmax(logits, dim=1) * Rf[active]).sum() / Rf[active].sum()
+                logits = U[active] @ tower(F_fit).T
+                loss = -(torch.log_softmax(logits, dim=1) * R_act).sum() / n_pos
                 opt.zero_grad()
                 loss.backward()
                 opt.step()

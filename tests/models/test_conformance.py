@@ -15,13 +15,15 @@ from modalrec.models import REGISTRY, Recommender, create
 FAST = {
     "popularity": {},
     "itemknn": {"k": 20},
+    "ease": {"l2": 10.0},
+    "ease_content": {"l2": 10.0, "content_weight": 0.5},
     "bprmf": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5},
     "lightgcn": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5},
     "vbpr": {"epochs": 30, "lr": 0.01, "dim": 16, "content_dim": 16, "batch_size": 256, "patience": 5},
     "graphmm": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5, "content_bpr": 0.1},
 }
 # Models learning the user clusters must beat popularity on this data.
-PERSONALISED = {"itemknn", "bprmf", "lightgcn"}
+PERSONALISED = {"itemknn", "ease", "bprmf", "lightgcn"}
 
 
 @pytest.fixture(params=sorted(set(REGISTRY) & set(FAST)))

@@ -3,9 +3,10 @@
 Importing this package registers every built-in model, so ``create("lightgcn", dim=64)`` works.
 """
 
-from modalrec.models import bprmf, itemknn, lightgcn, popularity  # noqa: F401  (registration)
+from modalrec.models import bprmf, ease, itemknn, lightgcn, popularity  # noqa: F401  (registration)
 from modalrec.models.base import REGISTRY, Recommender, create, register
 from modalrec.models.bprmf import BPRMF
+from modalrec.models.ease import EASE, ContentEASE
 from modalrec.models.graphmm import GraphMM
 from modalrec.models.itemknn import ItemKNN
 from modalrec.models.lightgcn import LightGCN
@@ -14,8 +15,10 @@ from modalrec.models.vbpr import VBPR
 
 __all__ = [
     "BPRMF",
+    "EASE",
     "REGISTRY",
     "VBPR",
+    "ContentEASE",
     "GraphMM",
     "ItemKNN",
     "LightGCN",

@@ -1,0 +1,69 @@
+"""EASE and content EASE: the closed form solves its regression, content reaches cold items, masks hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from modalrec.data.dataset import Dataset
+from modalrec.errors import ConfigError
+from modalrec.evaluation import evaluate
+from modalrec.models import create
+from modalrec.models.ease import ease_weights
+from synthetic import make_clustered
+
+
+def test_closed_form_equals_per_column_ridge() -> None:
+    """Column j of B is the ridge regression of item j on the other items (diag(B) = 0 by construction)."""
+    rng = np.random.default_rng(0)
+    x = (rng.random((40, 7)) < 0.3).astype(np.float64)
+    l2 = 2.0
+    b = ease_weights(x.T @ x, l2)
+    for j in range(7):
+        others = [k for k in range(7) if k != j]
+        a = x[:, others]
+        w = np.linalg.solve(a.T @ a + l2 * np.eye(6), a.T @ x[:, j])
+        np.testing.assert_allclose(b[others, j], w, atol=1e-10)
+        assert b[j, j] == 0.0
+
+
+def test_ease_ranks_well_and_rejects_bad_settings(clustered: Dataset) -> None:
+    pop = evaluate(create("popularity").fit(clustered, progress=False), clustered, "test", ks=(10,))
+    m = create("ease", l2=10.0).fit(clustered, progress=False)
+    assert evaluate(m, clustered, "test", ks=(10,))["recall@10"] > 1.5 * pop["recall@10"]
+    with pytest.raises(ConfigError, match="l2 > 0"):
+        create("ease", l2=0.0).fit(clustered, progress=False)
+    with pytest.raises(ConfigError, match="max_items"):
+        create("ease", max_items=10).fit(clustered, progress=False)
+
+
+def test_content_weight_zero_is_plain_ease(featured: Dataset) -> None:
+    plain = create("ease", l2=10.0).fit(featured, progress=False)
+    zero = create("ease_content", l2=10.0, content_weight=0.0).fit(featured, progress=False)
+    np.testing.assert_allclose(zero.score([0, 3]), plain.score([0, 3]), rtol=1e-5, atol=1e-6)
+    some = create("ease_content", l2=10.0, content_weight=0.5).fit(featured, progress=False)
+    assert some.meta["modalities"] == ["image", "text"]
+    assert not np.allclose(some.score([0]), plain.score([0]))
+
+
+def test_cold_items_reached_through_content() -> None:
+    ds = make_clustered(with_features=True, cold_share=0.2)
+    assert ds.cold_items is not None and ds.train[:, ds.cold_items].nnz == 0
+    plain = create("ease", l2=10.0).fit(ds, progress=False)
+    assert np.all(plain.score(np.arange(ds.n_users))[:, ds.cold_items] == 0)
+    m = create("ease_content", l2=10.0, content_weight=0.5).fit(ds, progress=False)
+    cold = evaluate(m, ds, "test", ks=(10,), candidate_items=ds.cold_items)
+    pop = evaluate(
+        create("popularity").fit(ds, progress=False), ds, "test", ks=(10,), candidate_items=ds.cold_items
+    )
+    assert cold["ndcg@10"] > 1.5 * pop["ndcg@10"]
+
+
+def test_missing_rows_do_not_leak_into_scores(featured: Dataset) -> None:
+    a = create("ease_content", l2=10.0, content_weight=0.5).fit(featured, progress=False)
+    other = make_clustered(with_features=True)
+    missing = ~other.feature_masks["image"]
+    assert missing.any()
+    other.features["image"][missing] = 1e3
+    b = create("ease_content", l2=10.0, content_weight=0.5).fit(other, progress=False)
+    np.testing.assert_allclose(a.score([0, 1]), b.score([0, 1]), rtol=1e-4, atol=1e-4)

@@ -56,6 +56,22 @@ TRAIN = {"dim": 64, "batch_size": 2048, "epochs": 1000, "eval_every": 5, "patien
 # negatives. Both are candidates; the verdict picks between them on validation only.
 OURS = {**TRAIN, "loss": "softmax", "temperature": 0.2, "content_residual": True, "ssl_weight": 0.1}
 OURS_HARD = {**OURS, "hard_negatives": 16}
+# Closed-form models have no epochs to stop early on: list-valued parameters are a grid, searched on
+# validation Recall@20 (train on train, score valid), the winner scored once on test.
+# Blend (our ensemble): the graph model + content EASE, per-user standardised scores, weights on a
+# simplex grid chosen on validation; content EASE's l2 / content_weight are the ones its own row chose
+# on validation ("chosen:<row label>"), the graph member trains per seed.
+CEASE_ROW = "content EASE (pseudo-users)"
+BLEND = {
+    "members": [
+        {"model": "graphmm", "params": OURS},
+        {"model": "ease_content", "params": f"chosen:{CEASE_ROW}"},
+    ]
+}
+EASE_GRID = {"l2": [100.0, 200.0, 300.0, 500.0, 800.0]}
+CEASE_GRID = {**EASE_GRID, "content_weight": [0.05, 0.1, 0.2, 0.5]}
+EASE_GRID_SPARSE = {"l2": [5.0, 15.0, 30.0, 50.0]}
+CEASE_GRID_SPARSE = {**EASE_GRID_SPARSE, "content_weight": [0.05, 0.2, 0.5]}
 
 # (label, model, params, note). Parameters chosen on validation (see the report of `modalrec tune`/notes).
 SECTIONS: dict[str, list[tuple[str, str, dict[str, Any], str]]] = {
@@ -71,11 +87,21 @@ SECTIONS: dict[str, list[tuple[str, str, dict[str, Any], str]]] = {
         ),
         ("ours: graphmm softmax + content + SSL", "graphmm", OURS, "image+audio"),
         ("ours + content hard negatives", "graphmm", OURS_HARD, "image+audio"),
+        ("EASE", "ease", EASE_GRID_SPARSE, "CF only"),
+        (CEASE_ROW, "ease_content", CEASE_GRID_SPARSE, "image+audio"),
+        ("ours: blend graphmm + content EASE", "blend", BLEND, "image+audio"),
     ],
     "ml100k": [
         ("Popularity", "popularity", {}, "CF only"),
         ("BPR-MF", "bprmf", {**TRAIN, "lr": 1e-3, "reg": 1e-4}, "CF only"),
         ("LightGCN", "lightgcn", {**TRAIN, "lr": 1e-3, "reg": 1e-4, "n_layers": 2}, "CF only"),
+        (
+            "LightGCN, patience 10",
+            "lightgcn",
+            {**TRAIN, "lr": 1e-3, "reg": 1e-4, "n_layers": 2, "patience": 10},
+            "CF only",
+        ),
+        ("EASE", "ease", EASE_GRID, "CF only"),
         ("VBPR", "vbpr", {**TRAIN, "lr": 5e-3, "reg": 1e-3}, "text+image"),
         ("graphmm BPR (FREEDOM-style)", "graphmm", {**TRAIN, "edge_keep": 0.9}, "text+image"),
         (
@@ -86,6 +112,8 @@ SECTIONS: dict[str, list[tuple[str, str, dict[str, Any], str]]] = {
         ),
         ("ours: graphmm softmax + content + SSL", "graphmm", OURS, "text+image"),
         ("ours + content hard negatives", "graphmm", OURS_HARD, "text+image"),
+        (CEASE_ROW, "ease_content", CEASE_GRID, "text+image"),
+        ("ours: blend graphmm + content EASE", "blend", BLEND, "text+image"),
     ],
     "coldstart": [
         ("Popularity", "popularity", {}, "reference"),
@@ -93,6 +121,7 @@ SECTIONS: dict[str, list[tuple[str, str, dict[str, Any], str]]] = {
         ("VBPR", "vbpr", {**TRAIN, "lr": 5e-3, "reg": 1e-3}, "text+image"),
         ("ours: graphmm softmax + content + SSL", "graphmm", OURS, "text+image"),
         ("ours + content hard negatives", "graphmm", OURS_HARD, "text+image"),
+        (CEASE_ROW, "ease_content", CEASE_GRID, "text+image"),
     ],
     "baby": [
         ("LightGCN", "lightgcn", {**TRAIN, "lr": 1e-3, "reg": 1e-4, "n_layers": 2}, "CF only"),
@@ -192,15 +221,51 @@ def pick(metrics: dict[str, float]) -> dict[str, float]:
     return {f"{m}@{k}": float(metrics[f"{m}@{k}"]) for m in ("recall", "ndcg", "precision") for k in KS}
 
 
+def grid_points(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the list-valued parameters (``modalities`` is a value, not a grid).
+
+    >>> grid_points({"l2": [1.0, 2.0], "content_weight": [0.1], "modalities": ["text"]})
+    [{'l2': 1.0, 'content_weight': 0.1, 'modalities': ['text']}, {'l2': 2.0, 'content_weight': 0.1, 'modalities': ['text']}]
+    """
+    keys = [k for k, v in params.items() if isinstance(v, list) and k != "modalities"]
+    points = [dict(params)]
+    for k in keys:
+        points = [{**p, k: v} for p in points for v in params[k]]
+    return points
+
+
 def run_ours(ds: Dataset, model: str, params: dict[str, Any], seed: int, cold: bool) -> dict[str, Any]:
-    p = dict(params)
-    if "epochs" in p:
-        p["seed"] = seed
-    m = create(model, **p)
-    t0 = time.perf_counter()
-    m.fit(ds, progress=False)
-    fit_s = time.perf_counter() - t0
     cand = ds.cold_items if cold else None
+    t0 = time.perf_counter()
+    grid = []
+    best: tuple[float, Any, dict[str, Any]] | None = None
+    for p in grid_points(params):
+        if "epochs" in p:
+            p["seed"] = seed
+        if model == "blend":
+            p["members"] = [
+                {
+                    **mem,
+                    "params": {**mem["params"], "seed": seed} if "epochs" in mem["params"] else mem["params"],
+                }
+                for mem in p["members"]
+            ]
+        m = create(model, **p)
+        t_fit = time.perf_counter()
+        m.fit(ds, progress=False)
+        m.meta["fit_seconds"] = time.perf_counter() - t_fit
+        if len(grid_points(params)) > 1:  # select on validation (cold: on the cold items, as the verdict)
+            v = float(evaluate(m, ds, "valid", ks=(20,), candidate_items=cand).metrics["recall@20"])
+            m.meta["best_valid_recall@20"] = v
+            grid.append({k: p[k] for k in p if isinstance(params.get(k), list)} | {"valid_recall@20": v})
+            if best is None or v > best[0]:
+                best = (v, m, p)
+        else:
+            best = (0.0, m, p)
+    assert best is not None
+    m = best[1]
+    search_s = time.perf_counter() - t0
+    fit_s = m.meta["fit_seconds"]
     res = evaluate(m, ds, "test", ks=KS, candidate_items=cand)
     out: dict[str, Any] = {
         "seed": seed,
@@ -213,6 +278,14 @@ def run_ours(ds: Dataset, model: str, params: dict[str, Any], seed: int, cold: b
         "mean_epoch_seconds": m.meta.get("mean_epoch_seconds"),
         "modality_weights": m.meta.get("modality_weights"),
     }
+    if model == "blend":
+        out["blend_weights"] = m.meta.get("blend_weights")
+        out["members_valid_recall@20"] = [x.get("best_valid_recall@20") for x in m.meta["members"]]
+        out["members_best_epoch"] = [x.get("best_epoch") for x in m.meta["members"]]
+    if grid:
+        out["search_seconds"] = round(search_s, 2)
+        out["grid"] = grid
+        out["chosen"] = {k: best[2][k] for k in grid[0] if k != "valid_recall@20"}
     if cold:
         out["cold_valid_recall@20"] = float(
             evaluate(m, ds, "valid", ks=(20,), candidate_items=cand).metrics["recall@20"]
@@ -319,11 +392,13 @@ def verdict(section: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
         if best is None:
             return {}
         out: dict[str, Any] = {"selected_on_validation": best["label"]}
-        for other in ("BPR-MF", "LightGCN", "Cornac VBPR"):
+        for other in ("BPR-MF", "LightGCN", "LightGCN, patience 10", "Cornac VBPR", "EASE"):
             o = get(other)
             if o is None:
                 out[f"vs {other}"] = "not run"
                 continue
+            if other == "EASE":  # the CF twin of content EASE: shows what content adds; not a target
+                other = "EASE (CF twin, informative)"
             for met in ("recall@20", "ndcg@20"):
                 gap = best["agg"][met]["mean"] - o["agg"][met]["mean"]
                 sd = max(best["agg"][met]["std"], o["agg"][met]["std"])
@@ -426,6 +501,16 @@ def markdown(results: dict[str, Any]) -> str:
                     f"{label}: " + ", ".join(f"{m} {v:.2f}" for m, v in w.items()) for label, w in weights
                 )
             )
+        chosen = [(r["label"], r["runs"][0]) for r in d["rows"] if r.get("runs") and "chosen" in r["runs"][0]]
+        if chosen:
+            lines.append(
+                "\nGrid searched on validation Recall@20 (closed-form models; fit s = the chosen fit, "
+                "search s = the whole grid): "
+                + "; ".join(
+                    f"{label}: {run['chosen']} of {len(run['grid'])} points, search {run['search_seconds']:.0f} s"
+                    for label, run in chosen
+                )
+            )
         if d.get("references"):
             lines += ["", "References (quoted, not run by this script):", ""]
             for ref in d["references"]:
@@ -434,6 +519,25 @@ def markdown(results: dict[str, Any]) -> str:
                 )
         lines += ["", f"Verdict: `{json.dumps(d.get('verdict', {}), default=str)}`", ""]
     return "\n".join(lines) + "\n"
+
+
+def resolve_members(params: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Replace member params ``"chosen:<label>"`` by the parameters that row chose on validation."""
+    members = []
+    for mem in params["members"]:
+        p = mem["params"]
+        if isinstance(p, str) and p.startswith("chosen:"):
+            label = p.split(":", 1)[1]
+            row = next((r for r in rows if r["label"] == label and r.get("runs")), None)
+            if row is None:
+                raise SystemExit(f"blend member needs the row {label!r}: run it first (or in the same call)")
+            run = row["runs"][0]
+            p = {
+                **{k: v for k, v in row["params"].items() if not isinstance(v, list)},
+                **run.get("chosen", {}),
+            }
+        members.append({**mem, "params": p})
+    return {**params, "members": members}
 
 
 def run_section(
@@ -467,8 +571,10 @@ def run_section(
                 continue
             if only and label not in only:
                 continue  # nothing to quote and not asked to train it
+        if model == "blend":
+            params = resolve_members(params, d["rows"] + (previous or {}).get("rows", []))
         runs = []
-        for s in seeds if "epochs" in params else seeds[:1]:
+        for s in seeds if "epochs" in params or model == "blend" else seeds[:1]:
             print(f"[{section}] {label} seed {s} ...", flush=True)
             runs.append(run_ours(ds, model, params, s, cold))
             print(

@@ -17,6 +17,13 @@ FAST = {
     "itemknn": {"k": 20},
     "ease": {"l2": 10.0},
     "ease_content": {"l2": 10.0, "content_weight": 0.5},
+    "blend": {
+        "members": [
+            {"model": "itemknn", "params": {"k": 20}},
+            {"model": "ease_content", "params": {"l2": 10.0}},
+        ],
+        "weight_steps": 3,
+    },
     "bprmf": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5},
     "lightgcn": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5},
     "vbpr": {"epochs": 30, "lr": 0.01, "dim": 16, "content_dim": 16, "batch_size": 256, "patience": 5},

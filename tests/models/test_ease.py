@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from modalrec.data.dataset import Dataset
 from modalrec.errors import ConfigError
 from modalrec.evaluation import evaluate
-from modalrec.models import create
+from modalrec.models import Recommender, create
 from modalrec.models.ease import ease_weights
 from synthetic import make_clustered
 
@@ -67,3 +69,28 @@ def test_missing_rows_do_not_leak_into_scores(featured: Dataset) -> None:
     other.features["image"][missing] = 1e3
     b = create("ease_content", l2=10.0, content_weight=0.5).fit(other, progress=False)
     np.testing.assert_allclose(a.score([0, 1]), b.score([0, 1]), rtol=1e-4, atol=1e-4)
+
+
+def test_blend_picks_weights_on_validation_and_round_trips(featured: Dataset, tmp_path: Path) -> None:
+    members = [
+        {"model": "popularity", "params": {}},
+        {"model": "ease_content", "params": {"l2": 10.0, "content_weight": 0.5}},
+    ]
+    m = create("blend", members=members, weight_steps=5).fit(featured, progress=False)
+    grid = m.meta["weights_grid"]
+    assert len(grid) == 5 and m.meta["best_valid_recall@20"] == max(g["valid_recall@20"] for g in grid)
+    assert m.weights == next(
+        g["weights"] for g in grid if g["valid_recall@20"] == m.meta["best_valid_recall@20"]
+    )
+    # Popularity alone is much worse than content EASE here: the search must not pick it.
+    assert m.weights[1] > 0
+    pure = create("blend", members=members, weights=[0.0, 1.0]).fit(featured, progress=False)
+    ease = create("ease_content", l2=10.0, content_weight=0.5).fit(featured, progress=False)
+    order = np.argsort(-pure.score([2]))[0, :10]
+    np.testing.assert_array_equal(order, np.argsort(-ease.score([2]))[0, :10])
+    loaded = Recommender.load(m.save(tmp_path / "b"))
+    np.testing.assert_allclose(loaded.score([0, 4]), m.score([0, 4]), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ConfigError, match="members"):
+        create("blend").fit(featured, progress=False)
+    with pytest.raises(ConfigError, match="weights"):
+        create("blend", members=members, weights=[1.0]).fit(featured, progress=False)

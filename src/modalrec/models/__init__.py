@@ -3,8 +3,9 @@
 Importing this package registers every built-in model, so ``create("lightgcn", dim=64)`` works.
 """
 
-from modalrec.models import bprmf, ease, itemknn, lightgcn, popularity  # noqa: F401  (registration)
+from modalrec.models import blend, bprmf, ease, itemknn, lightgcn, popularity  # noqa: F401  (registration)
 from modalrec.models.base import REGISTRY, Recommender, create, register
+from modalrec.models.blend import Blend
 from modalrec.models.bprmf import BPRMF
 from modalrec.models.ease import EASE, ContentEASE
 from modalrec.models.graphmm import GraphMM
@@ -18,6 +19,7 @@ __all__ = [
     "EASE",
     "REGISTRY",
     "VBPR",
+    "Blend",
     "ContentEASE",
     "GraphMM",
     "ItemKNN",

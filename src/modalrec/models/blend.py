@@ -1,0 +1,148 @@
+"""Blend: a weighted sum of several recommenders' per-user standardised scores, weights chosen on validation.
+
+Why: models that rank by different evidence make different mistakes. A graph model trained with a
+softmax loss ranks by learned user/item vectors; (content) EASE ranks by item-item regression
+weights over the user's history. Their errors are only partly correlated, so a blend can beat both,
+the oldest trick of recommender competitions. Scores live on different scales (cosines vs regression
+outputs), so each member's scores are standardised **per user** over the items (z-score) first.
+
+Honesty: the weights are searched on a simplex grid with validation Recall@20 (every member already
+early-stops on validation), never on test; the grid and the chosen point are kept in ``meta``.
+
+Example (TOML)::
+
+    [model]
+    name = "blend"
+    members = [{model = "graphmm", params = {loss = "softmax"}}, {model = "ease_content", params = {}}]
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from modalrec.errors import ConfigError
+from modalrec.models.base import REGISTRY, Recommender, create, register
+
+if TYPE_CHECKING:
+    from modalrec.data.dataset import Dataset
+
+
+def simplex_grid(n: int, steps: int) -> list[tuple[float, ...]]:
+    """All weight vectors of ``n`` non-negative entries in multiples of 1/(steps-1) that sum to 1.
+
+    >>> simplex_grid(2, 3)
+    [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0)]
+    >>> len(simplex_grid(3, 11))
+    66
+    """
+    if n == 1:
+        return [(1.0,)]
+    m = max(1, steps - 1)
+    out = []
+    for c in itertools.product(range(m + 1), repeat=n - 1):
+        if sum(c) <= m:
+            out.append((*tuple(x / m for x in c), (m - sum(c)) / m))
+    return sorted(out)
+
+
+def standardise_rows(s: torch.Tensor) -> torch.Tensor:
+    """Per-row z-score (constant rows become 0).
+
+    >>> standardise_rows(torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])).tolist()
+    [[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
+    """
+    mu = s.mean(1, keepdim=True)
+    sd = s.std(1, keepdim=True)
+    return torch.where(sd > 1e-12, (s - mu) / sd.clamp_min(1e-12), torch.zeros_like(s))
+
+
+@register
+class Blend(Recommender):
+    """Weighted sum of member models' per-user standardised scores; weights searched on validation."""
+
+    name = "blend"
+    uses_features = True
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        return {"members": None, "weights": None, "weight_steps": 11, "modalities": None}
+
+    def _specs(self) -> list[dict[str, Any]]:
+        members = self.params["members"]
+        if not members or not isinstance(members, list):
+            raise ConfigError("blend needs members = [{model = NAME, params = {...}}, ...] (at least one)")
+        specs = []
+        for k, m in enumerate(members):
+            if not isinstance(m, dict) or "model" not in m:
+                raise ConfigError(f"blend member {k}: expected {{model = NAME, params = {{...}}}}, got {m!r}")
+            params = dict(m.get("params") or {})
+            cls = REGISTRY.get(str(m["model"]).lower())
+            if cls is not None and cls.uses_features and self.params["modalities"] is not None:
+                params.setdefault("modalities", self.params["modalities"])
+            specs.append({"model": str(m["model"]), "params": params})
+        w = self.params["weights"]
+        if w is not None and (len(w) != len(specs) or min(w) < 0 or sum(w) <= 0):
+            raise ConfigError(f"blend weights {w} must be {len(specs)} non-negative numbers, not all 0")
+        return specs
+
+    def _fit(self, dataset: Dataset, *, progress: bool) -> None:
+        from modalrec.evaluation import evaluate
+
+        specs = self._specs()
+        self._members = [create(s["model"], **s["params"]).fit(dataset, progress=progress) for s in specs]
+        self.meta["members"] = [m.meta for m in self._members]
+        if self.params["weights"] is not None:
+            self._weights = [float(x) for x in self.params["weights"]]
+            self.meta["blend_weights"] = self._weights
+            return
+        grid = []
+        best: tuple[float, tuple[float, ...]] | None = None
+        for w in simplex_grid(len(specs), int(self.params["weight_steps"])):
+            self._weights = list(w)
+            r = float(evaluate(self, dataset, "valid", ks=(20,)).metrics["recall@20"])
+            grid.append({"weights": list(w), "valid_recall@20": r})
+            if best is None or r > best[0]:
+                best = (r, w)
+        assert best is not None
+        self._weights = list(best[1])
+        self.meta["weights_grid"] = grid
+        self.meta["best_valid_recall@20"] = best[0]
+        self.meta["blend_weights"] = self._weights
+
+    @property
+    def weights(self) -> list[float]:
+        """The blend weights in member order (chosen on validation unless given)."""
+        return list(self._weights)
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        total: torch.Tensor | None = None
+        for w, m in zip(self._weights, self._members, strict=True):
+            if w == 0:
+                continue
+            s = w * standardise_rows(m._score(users).float())
+            total = s if total is None else total + s
+        if total is None:
+            return torch.zeros(len(users), self.n_items)
+        return total
+
+    def _state_to_save(self) -> dict[str, np.ndarray]:
+        out = {"weights": np.asarray(self._weights, dtype=np.float64)}
+        for k, m in enumerate(self._members):
+            out.update({f"m{k}.{name}": arr for name, arr in m._state_to_save().items()})
+        return out
+
+    def _restore(self, state: dict[str, np.ndarray]) -> None:
+        self._weights = [float(x) for x in state["weights"]]
+        self._members = []
+        metas = self.meta.get("members", [])
+        for k, s in enumerate(self._specs()):
+            m = create(s["model"], **s["params"])
+            m.n_users, m.n_items = self.n_users, self.n_items
+            m.meta = metas[k] if k < len(metas) else {}
+            prefix = f"m{k}."
+            m._restore({n[len(prefix) :]: a for n, a in state.items() if n.startswith(prefix)})
+            self._members.append(m)

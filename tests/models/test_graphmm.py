@@ -101,3 +101,22 @@ def test_hard_negatives_are_content_neighbours_never_own_positives(featured: Dat
     # Every usable hard negative is a neighbour of its positive in some modality graph.
     nbrs = m._neighbours
     assert all(h in nbrs[p] for p, row, okr in zip(pos, hard, ok, strict=True) for h in row[okr])
+
+
+def test_interaction_graph_is_a_learned_extra_graph(clustered: Dataset) -> None:
+    """cf_knn_k adds an item-item graph from the interactions alone (no content needed)."""
+    m = create("graphmm", **FAST, modalities=[], loss="softmax", n_negatives=32, cf_knn_k=5)
+    m.fit(clustered, progress=False)
+    assert list(m.meta["modality_weights"]) == ["interactions"]
+    pop = evaluate(create("popularity").fit(clustered, progress=False), clustered, "test", ks=(10,))
+    assert evaluate(m, clustered, "test", ks=(10,))["recall@10"] > 1.5 * pop["recall@10"]
+    plain = create("graphmm", **FAST, modalities=[], loss="softmax", n_negatives=32).fit(
+        clustered, progress=False
+    )
+    assert not np.allclose(plain.score([0]), m.score([0]))
+
+
+def test_interaction_graph_next_to_modality_graphs(featured: Dataset) -> None:
+    m = create("graphmm", **FAST, cf_knn_k=5, content_residual=True).fit(featured, progress=False)
+    w = m.meta["modality_weights"]
+    assert list(w) == ["image", "text", "interactions"] and abs(sum(w.values()) - 1) < 1e-5

@@ -17,6 +17,10 @@ Options, all off or at FREEDOM's choice by default so that ablations are one swi
   the graph), which gives cold items a representation.
 * ``loss``: ``"bpr"`` (one sampled negative) or ``"softmax"`` (sampled softmax over ``n_negatives``
   shared warm negatives, cosine scores / ``temperature``).
+* ``cf_knn_k`` > 0 (our addition): one more item-item graph, built from the interactions alone (each
+  item's top-k cosine co-occurrence neighbours, ItemKNN's similarity), mixed with the modality graphs
+  by the same learned weights. On sparse catalogues ItemKNN beats LightGCN (Amazon Baby: .0829 vs
+  .0779 Recall@20): this graph hands the model that neighbourhood signal without any content.
 * ``hard_negatives`` (softmax loss, our addition): per positive, that many extra negatives drawn from
   its neighbours in the modality kNN graphs (items that *look* like the positive but that the user did
   not take; training positives of the user are masked out). Uniform negatives are mostly easy on
@@ -39,6 +43,7 @@ from modalrec.models.base import register
 from modalrec.models.content import (
     degree_pruned_blocks,
     info_nce,
+    interaction_knn_graph,
     knn_graph,
     prepared_features,
     select_modalities,
@@ -56,7 +61,13 @@ class _GraphNet(nn.Module):
     warm: torch.Tensor
 
     def __init__(
-        self, n_users: int, n_items: int, dim: int, feats: dict[str, np.ndarray], masks: dict[str, np.ndarray]
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        feats: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        n_graphs: int | None = None,
     ):
         super().__init__()
         self.user = nn.Embedding(n_users, dim)
@@ -64,7 +75,10 @@ class _GraphNet(nn.Module):
         nn.init.xavier_uniform_(self.user.weight)
         nn.init.xavier_uniform_(self.item.weight)
         self.names = list(feats)
-        self.graph_logits = nn.Parameter(torch.zeros(max(1, len(self.names))))
+        # One logit per item-item graph: the modality graphs first, then any interaction graph.
+        self.graph_logits = nn.Parameter(
+            torch.zeros(max(1, len(self.names) if n_graphs is None else n_graphs))
+        )
         self.proj = nn.ModuleDict(
             {
                 m: nn.Sequential(nn.Linear(f.shape[1], dim), nn.LeakyReLU(0.1), nn.Linear(dim, dim))
@@ -90,7 +104,7 @@ class _GraphNet(nn.Module):
 
     def fused_content(self, items: torch.Tensor | None = None) -> torch.Tensor:
         z = self.content(items)
-        w = torch.softmax(self.graph_logits, 0)[None, :] * self.presence(items)
+        w = torch.softmax(self.graph_logits[: len(self.names)], 0)[None, :] * self.presence(items)
         w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
         return sum(w[:, k : k + 1] * z[m] for k, m in enumerate(self.names))  # type: ignore[return-value]
 
@@ -132,6 +146,7 @@ class GraphMM(EmbeddingRecommender):
             "n_layers": 2,
             "ii_layers": 1,
             "knn_k": 10,
+            "cf_knn_k": 0,
             "edge_keep": 1.0,
             "content_bpr": 0.0,
             "ssl_weight": 0.0,
@@ -154,12 +169,18 @@ class GraphMM(EmbeddingRecommender):
             self._mods = []
         feats, masks = prepared_features(dataset, self._mods)
         self._ii = {m: knn_graph(feats[m], masks[m], int(self.params["knn_k"])) for m in self._mods}
+        self._graphs = list(self._mods)
+        if int(self.params["cf_knn_k"]) > 0:
+            self._ii["interactions"] = interaction_knn_graph(dataset.train, int(self.params["cf_knn_k"]))
+            self._graphs.append("interactions")
         self._ii_t = {m: g.T.tocsr() for m, g in self._ii.items()}
         self._r, self._r_t = normalised_blocks(dataset.train)
         self._neighbours = _neighbour_table([self._ii[m] for m in self._mods], dataset.n_items)
         tr = dataset.train.tocoo()
         self._train_keys = np.sort(tr.row.astype(np.int64) * dataset.n_items + tr.col.astype(np.int64))
-        net = _GraphNet(dataset.n_users, dataset.n_items, int(self.params["dim"]), feats, masks)
+        net = _GraphNet(
+            dataset.n_users, dataset.n_items, int(self.params["dim"]), feats, masks, len(self._graphs)
+        )
         self._warm_idx = warm_items(dataset.train)
         warm = np.zeros(dataset.n_items, np.float32)
         warm[self._warm_idx] = 1.0
@@ -178,7 +199,7 @@ class GraphMM(EmbeddingRecommender):
 
     def modality_weights(self) -> dict[str, float]:
         w = torch.softmax(self.net.graph_logits.detach(), 0).numpy()
-        return {m: float(w[k]) for k, m in enumerate(self._mods)}
+        return {m: float(w[k]) for k, m in enumerate(self._graphs)}
 
     def item_ego(self) -> torch.Tensor:
         net = self.net
@@ -191,10 +212,10 @@ class GraphMM(EmbeddingRecommender):
         net = self.net
         ego = self.item_ego()
         u, i = lightgcn_propagate(self._r, self._r_t, net.user.weight, ego, int(self.params["n_layers"]))
-        if self._mods:
+        if self._graphs:
             w = torch.softmax(net.graph_logits, 0)
             h = torch.zeros_like(i)
-            for k, m in enumerate(self._mods):
+            for k, m in enumerate(self._graphs):
                 x = ego
                 for _ in range(int(self.params["ii_layers"])):
                     x = spmm(self._ii[m], self._ii_t[m], x)

@@ -131,6 +131,12 @@ SECTIONS: dict[str, list[tuple[str, str, dict[str, Any], str]]] = {
             {**TRAIN, "modalities": [], "loss": "softmax", "temperature": 0.2},
             "CF only",
         ),
+        (
+            "graphmm softmax + interaction kNN graph, no content",
+            "graphmm",
+            {**TRAIN, "modalities": [], "loss": "softmax", "temperature": 0.2, "cf_knn_k": 10},
+            "CF only",
+        ),
     ],
 }
 REFERENCES: dict[str, list[dict[str, Any]]] = {

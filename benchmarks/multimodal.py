@@ -227,13 +227,18 @@ def pick(metrics: dict[str, float]) -> dict[str, float]:
     return {f"{m}@{k}": float(metrics[f"{m}@{k}"]) for m in ("recall", "ndcg", "precision") for k in KS}
 
 
-def grid_points(params: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every combination of the list-valued parameters (``modalities`` is a value, not a grid).
+NOT_GRIDS = ("modalities", "members", "weights")  # list-valued parameters that are values, not grids
 
+
+def grid_points(params: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every combination of the list-valued parameters (except :data:`NOT_GRIDS`, which are values).
+
+    >>> len(grid_points({"members": [{"model": "ease"}, {"model": "itemknn"}]}))
+    1
     >>> grid_points({"l2": [1.0, 2.0], "content_weight": [0.1], "modalities": ["text"]})
     [{'l2': 1.0, 'content_weight': 0.1, 'modalities': ['text']}, {'l2': 2.0, 'content_weight': 0.1, 'modalities': ['text']}]
     """
-    keys = [k for k, v in params.items() if isinstance(v, list) and k != "modalities"]
+    keys = [k for k, v in params.items() if isinstance(v, list) and k not in NOT_GRIDS]
     points = [dict(params)]
     for k in keys:
         points = [{**p, k: v} for p in points for v in params[k]]

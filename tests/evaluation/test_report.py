@@ -22,6 +22,7 @@ def test_variants_cover_singles_pairs_all_none() -> None:
     assert variant_model("vbpr", {"lr": 0.1, "content_dim": 8}, []) == ("bprmf", {"lr": 0.1})
     assert variant_model("graphmm", {"lr": 0.1}, [])[1]["modalities"] == []
     assert variant_model("lightgcn", {"lr": 0.1}, ["text"]) == ("lightgcn", {"lr": 0.1})
+    assert variant_model("ease_content", {"l2": 5.0, "content_weight": 0.2}, []) == ("ease", {"l2": 5.0})
 
 
 def test_ablations_measure_content_on_cold_items(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
 
 #: Pure-CF stand-in for content-only-capable models when the "none" variant is asked for.
-CF_COUNTERPART = {"vbpr": "bprmf"}
+CF_COUNTERPART = {"vbpr": "bprmf", "ease_content": "ease"}
 
 
 def modality_subsets(modalities: list[str]) -> list[list[str]]:

@@ -87,6 +87,22 @@ def mask_rows(scores: torch.Tensor, seen: sp.csr_matrix | None, rows: np.ndarray
     return scores
 
 
+def interactions_state(train: sp.csr_matrix) -> dict[str, np.ndarray]:
+    """The arrays that store a binary user x item matrix (models that score from the user's history)."""
+    return {"train_indptr": train.indptr.astype(np.int64), "train_indices": train.indices.astype(np.int64)}
+
+
+def interactions_from_state(state: dict[str, np.ndarray], shape: tuple[int, int]) -> sp.csr_matrix:
+    """Inverse of :func:`interactions_state`.
+
+    >>> m = sp.csr_matrix(np.array([[0, 1], [1, 1]], dtype=np.float32))
+    >>> interactions_from_state(interactions_state(m), (2, 2)).toarray().tolist()
+    [[0.0, 1.0], [1.0, 1.0]]
+    """
+    ti = state["train_indices"]
+    return sp.csr_matrix((np.ones(len(ti), dtype=np.float32), ti, state["train_indptr"]), shape=shape)
+
+
 class Recommender(ABC):
     """Base class: subclasses set ``name`` and implement ``_fit``, ``_score`` and state I/O.
 

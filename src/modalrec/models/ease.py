@@ -31,7 +31,7 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.errors import ConfigError
-from modalrec.models.base import Recommender, register
+from modalrec.models.base import Recommender, interactions_from_state, interactions_state, register
 from modalrec.models.content import prepared_features, select_modalities
 
 if TYPE_CHECKING:
@@ -89,16 +89,11 @@ class EASE(Recommender):
     def _state_to_save(self) -> dict[str, np.ndarray]:
         return {
             "b": self._b.numpy(),
-            "train_indptr": self._train.indptr.astype(np.int64),
-            "train_indices": self._train.indices.astype(np.int64),
+            **interactions_state(self._train),
         }
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
-        ti = state["train_indices"]
-        train = sp.csr_matrix(
-            (np.ones(len(ti), dtype=np.float32), ti, state["train_indptr"]),
-            shape=(self.n_users, self.n_items),
-        )
+        train = interactions_from_state(state, (self.n_users, self.n_items))
         self._set(train, state["b"])
 
     def _score(self, users: np.ndarray) -> torch.Tensor:

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from modalrec.models.base import Recommender, chunks, register
+from modalrec.models.base import Recommender, chunks, interactions_from_state, interactions_state, register
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -91,19 +91,14 @@ class ItemKNN(Recommender):
             "sim_indptr": self._sim.indptr.astype(np.int64),
             "sim_indices": self._sim.indices.astype(np.int64),
             "sim_data": self._sim.data,
-            "train_indptr": self._train.indptr.astype(np.int64),
-            "train_indices": self._train.indices.astype(np.int64),
+            **interactions_state(self._train),
         }
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         sim = sp.csr_matrix(
             (state["sim_data"], state["sim_indices"], state["sim_indptr"]), shape=(self.n_items, self.n_items)
         )
-        ti = state["train_indices"]
-        train = sp.csr_matrix(
-            (np.ones(len(ti), dtype=np.float32), ti, state["train_indptr"]),
-            shape=(self.n_users, self.n_items),
-        )
+        train = interactions_from_state(state, (self.n_users, self.n_items))
         self._set(train, sim)
 
     def _score(self, users: np.ndarray) -> torch.Tensor:

@@ -491,10 +491,11 @@ def markdown(results: dict[str, Any]) -> str:
                 )
                 continue
             a = r["agg"]
+            epoch_s = f"{a['mean_epoch_seconds']['mean']:.2f}" if "mean_epoch_seconds" in a else "-"
             vals = " | ".join(fmt(a, f"{m}@{k}") for m in ("recall", "ndcg") for k in KS)
             lines.append(
                 f"| {r['label']} | {r['note']} | {vals} | {fmt(a, 'valid_recall@20')} | "
-                f"{a.get('mean_epoch_seconds', {}).get('mean', 0):.2f} | {a['fit_seconds']['mean']:.0f} |"
+                f"{epoch_s} | {a['fit_seconds']['mean']:.0f} |"
             )
         if name == "coldstart":
             lines.append(
@@ -635,7 +636,12 @@ def main(argv: list[str] | None = None) -> None:
         "--rerun-lightgcn", action="store_true", help="baby: train LightGCN instead of quoting baselines.json"
     )
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render", action="store_true", help="only rewrite multimodal.md from the JSON")
     args = ap.parse_args(argv)
+    if args.render:
+        data = json.loads((args.out / "multimodal.json").read_text())
+        atomic_write_text(args.out / "multimodal.md", markdown(data))
+        return
     torch.set_num_threads(1)
     seeds = [2024 + i for i in range(args.seeds)]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -651,16 +657,14 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         d = run_section(section, seeds, args.only, args.rerun_lightgcn, results["sections"].get(section))
         d["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        if path.exists():  # other sections may have been written meanwhile by another process
-            disk = json.loads(path.read_text())
-            results["sections"] = {**disk.get("sections", {}), section: d}
-            results["commands"] = {**disk.get("commands", {}), **results.get("commands", {})}
-        else:
-            results["sections"][section] = d
-        cmds = results.setdefault("commands", {})
-        cmds[section] = (
-            cmd if not args.only else "; ".join(sorted({*cmds.get(section, "").split("; "), cmd} - {""}))
-        )
+        # Other sections (and their commands) may have been written meanwhile by another process:
+        # take them from disk, replace only this section.
+        disk = json.loads(path.read_text()) if path.exists() else {"sections": {}, "commands": {}}
+        results["sections"] = {**disk.get("sections", {}), section: d}
+        cmds = dict(disk.get("commands", {}))
+        previous_cmds = set(cmds.get(section, "").split("; ")) - {""} if args.only else set()
+        cmds[section] = "; ".join(sorted(previous_cmds | {cmd}))
+        results["commands"] = cmds
         atomic_write_json(path, results)
         atomic_write_text(args.out / "multimodal.md", markdown(results))
     print(markdown(results))

@@ -68,6 +68,14 @@ BLEND = {
         {"model": "ease_content", "params": f"chosen:{CEASE_ROW}"},
     ]
 }
+# Three members: the collaborative-only graph model ranks warm TikTok items differently again.
+BLEND3 = {
+    "members": [
+        BLEND["members"][0],
+        {"model": "graphmm", "params": {**TRAIN, "modalities": [], "loss": "softmax", "temperature": 0.2}},
+        BLEND["members"][1],
+    ]
+}
 EASE_GRID = {"l2": [100.0, 200.0, 300.0, 500.0, 800.0]}
 CEASE_GRID = {**EASE_GRID, "content_weight": [0.05, 0.1, 0.2, 0.5]}
 EASE_GRID_SPARSE = {"l2": [5.0, 15.0, 30.0, 50.0]}
@@ -90,6 +98,7 @@ SECTIONS: dict[str, list[tuple[str, str, dict[str, Any], str]]] = {
         ("EASE", "ease", EASE_GRID_SPARSE, "CF only"),
         (CEASE_ROW, "ease_content", CEASE_GRID_SPARSE, "image+audio"),
         ("ours: blend graphmm + content EASE", "blend", BLEND, "image+audio"),
+        ("ours: blend graphmm + graphmm, no content + content EASE", "blend", BLEND3, "image+audio"),
     ],
     "ml100k": [
         ("Popularity", "popularity", {}, "CF only"),

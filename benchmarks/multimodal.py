@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -661,7 +662,7 @@ def main(argv: list[str] | None = None) -> None:
     results["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, torch {torch.__version__}"
     )
-    cmd = "python benchmarks/multimodal.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    cmd = "python benchmarks/multimodal.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     for section in args.sections:
         t0 = time.perf_counter()
         d = run_section(section, seeds, args.only, args.rerun_lightgcn, results["sections"].get(section))

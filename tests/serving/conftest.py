@@ -52,11 +52,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory, text_encoder: Any) -> dict[st
     )
     knn = fit_dataset(ds, "itemknn", {"k": 20}, root / "knn", config={"test": "serving"}, progress=False)
     pop = fit_dataset(ds, "popularity", {}, root / "pop", config={"test": "serving"}, progress=False)
+    ease = fit_dataset(ds, "ease", {"l2": 5.0}, root / "ease", config={"test": "serving"}, progress=False)
     broken = root / "broken"
     shutil.copytree(knn.path, broken)
     with open(broken / "interactions.parquet", "ab") as f:  # tampered: sha256 no longer matches
         f.write(b"x")
-    return {"bpr": bpr.path, "knn": knn.path, "pop": pop.path, "broken": broken, "root": root}
+    return {
+        "bpr": bpr.path,
+        "knn": knn.path,
+        "pop": pop.path,
+        "ease": ease.path,
+        "broken": broken,
+        "root": root,
+    }
 
 
 @pytest.fixture

@@ -60,14 +60,17 @@ def test_feedback_folds_in_at_once(live: LiveServer) -> None:
     assert post(live, "u5", "i8", "rating", value=1.0)["duplicate"] is False
 
 
-def test_itemknn_history_fold_in(runs, tmp_path) -> None:
-    with LiveServer(create_app(runs["knn"], serve_config(tmp_path, text_encoder="none"))) as srv:
+@pytest.mark.parametrize("run", ["knn", "ease"])
+def test_item_item_history_fold_in(runs, tmp_path, run) -> None:
+    """Item-item models (ItemKNN's sparse similarities, EASE's dense weights) fold feedback in."""
+    with LiveServer(create_app(runs[run], serve_config(tmp_path, text_encoder="none"))) as srv:
         assert srv.client.get("/recommend/u2").json()["source"] == "model"
         for it in ("i1", "i5", "i9", "i13", "i17"):
             post(srv, "stranger", it)
         r = srv.client.get("/recommend/stranger").json()
         assert r["source"] == "feedback" and np.mean([x == 1 for x in clusters(r["items"])]) >= 0.6
-        assert srv.client.get("/similar/i1", params={"k": 3}).json()["items"]
+        sim = srv.client.get("/similar/i1", params={"k": 3}).json()["items"]
+        assert len(sim) == 3 and "i1" not in [x["item_id"] for x in sim]
 
 
 def test_feedback_persists_across_restart_and_is_idempotent(runs, tmp_path) -> None:

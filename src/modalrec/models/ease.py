@@ -85,6 +85,9 @@ class EASE(Recommender):
     def _set(self, train: sp.csr_matrix, b: np.ndarray) -> None:
         self._train = train.tocsr().astype(np.float32)
         self._b = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
+        # Item-item weights under the name serving looks for (as ItemKNN's ``_sim``): a history
+        # vector h scores h @ B, so feedback folds in at once and "similar items" reads a row of B.
+        self._sim = self._b.numpy()
 
     def _state_to_save(self) -> dict[str, np.ndarray]:
         return {

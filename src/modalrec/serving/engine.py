@@ -291,6 +291,9 @@ class Engine:
             if self.sim_index is not None and self.V is not None:
                 ids, s = self.sim_index.search(self.V[i][None, :], k, exclude=[np.array([i])])
                 return [(int(a), float(b)) for a, b in zip(ids[0], s[0], strict=True) if a >= 0]
+            if isinstance(self.knn_sim, np.ndarray):  # dense item-item weights (EASE)
+                ids, scores, _ = self._top(self.knn_sim[i], k, np.array([i]), "")
+                return list(zip(ids.tolist(), scores.tolist(), strict=True))
             if self.knn_sim is not None:
                 row = self.knn_sim[i]
                 order = np.argsort(-row.data, kind="stable")[:k]

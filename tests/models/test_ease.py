@@ -82,6 +82,10 @@ def test_blend_picks_weights_on_validation_and_round_trips(featured: Dataset, tm
     assert m.weights == next(
         g["weights"] for g in grid if g["valid_recall@20"] == m.meta["best_valid_recall@20"]
     )
+    # The search scored cached member scores: the fitted blend must reproduce its recorded value.
+    assert evaluate(m, featured, "valid", ks=(20,))["recall@20"] == pytest.approx(
+        m.meta["best_valid_recall@20"]
+    )
     # Popularity alone is much worse than content EASE here: the search must not pick it.
     assert m.weights[1] > 0
     pure = create("blend", members=members, weights=[0.0, 1.0]).fit(featured, progress=False)

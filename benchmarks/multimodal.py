@@ -260,7 +260,8 @@ def run_ours(ds: Dataset, model: str, params: dict[str, Any], seed: int, cold: b
     t0 = time.perf_counter()
     grid = []
     best: tuple[float, Any, dict[str, Any]] | None = None
-    for p in grid_points(params):
+    points = grid_points(params)
+    for p in points:
         if "epochs" in p:
             p["seed"] = seed
         if model == "blend":
@@ -275,7 +276,7 @@ def run_ours(ds: Dataset, model: str, params: dict[str, Any], seed: int, cold: b
         t_fit = time.perf_counter()
         m.fit(ds, progress=False)
         m.meta["fit_seconds"] = time.perf_counter() - t_fit
-        if len(grid_points(params)) > 1:  # select on validation (cold: on the cold items, as the verdict)
+        if len(points) > 1:  # select on validation (cold: on the cold items, as the verdict)
             v = float(evaluate(m, ds, "valid", ks=(20,), candidate_items=cand).metrics["recall@20"])
             m.meta["best_valid_recall@20"] = v
             grid.append({k: p[k] for k in p if isinstance(params.get(k), list)} | {"valid_recall@20": v})

@@ -47,6 +47,14 @@ def select_modalities(dataset: Dataset, modalities: list[str] | str | None) -> l
     return mods
 
 
+def optional_modalities(dataset: Dataset, modalities: list[str] | str | None) -> list[str]:
+    """Like :func:`select_modalities` for models that also run without content: a data set without
+    features, or ``modalities = []`` (the "none (CF)" ablation), gives no modalities."""
+    if modalities == [] or not dataset.features:
+        return []
+    return select_modalities(dataset, modalities)
+
+
 def presence(dataset: Dataset, modality: str) -> np.ndarray:
     """bool [n_items]: True where the modality's feature row is real (default: all present)."""
     mask = dataset.feature_masks.get(modality)

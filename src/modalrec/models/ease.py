@@ -32,7 +32,7 @@ import torch
 
 from modalrec.errors import ConfigError
 from modalrec.models.base import Recommender, interactions_from_state, interactions_state, register
-from modalrec.models.content import prepared_features, select_modalities
+from modalrec.models.content import optional_modalities, prepared_features
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -84,23 +84,19 @@ class EASE(Recommender):
 
     def _set(self, train: sp.csr_matrix, b: np.ndarray) -> None:
         self._train = train.tocsr().astype(np.float32)
-        self._b = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))
-        # Item-item weights under the name serving looks for (as ItemKNN's ``_sim``): a history
-        # vector h scores h @ B, so feedback folds in at once and "similar items" reads a row of B.
-        self._sim = self._b.numpy()
+        # B under the name serving looks for (as ItemKNN's ``_sim``): a history vector h scores
+        # h @ B, so feedback folds in at once and "similar items" reads a row of B.
+        self._sim = np.ascontiguousarray(b, dtype=np.float32)
 
     def _state_to_save(self) -> dict[str, np.ndarray]:
-        return {
-            "b": self._b.numpy(),
-            **interactions_state(self._train),
-        }
+        return {"b": self._sim, **interactions_state(self._train)}
 
     def _restore(self, state: dict[str, np.ndarray]) -> None:
         train = interactions_from_state(state, (self.n_users, self.n_items))
         self._set(train, state["b"])
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(self._train[users] @ self._b.numpy(), dtype=np.float32))
+        return torch.from_numpy(np.asarray(self._train[users] @ self._sim, dtype=np.float32))
 
 
 @register
@@ -119,19 +115,19 @@ class ContentEASE(EASE):
         return {**super().default_params(), "content_weight": 0.2, "modalities": None}
 
     def _augment(self, gram: np.ndarray, dataset: Dataset) -> np.ndarray:
-        mods = select_modalities(dataset, self.params["modalities"]) if dataset.features else []
-        if self.params["modalities"] == []:
-            mods = []
-        feats, _ = prepared_features(dataset, mods)
+        mods = optional_modalities(dataset, self.params["modalities"])
         alpha = float(self.params["content_weight"])
         if alpha < 0:
             raise ConfigError(f"{self.name}: content_weight must be >= 0 (got {alpha})")
+        self.meta["modalities"] = list(mods)
+        if alpha == 0:
+            return gram
+        feats, _ = prepared_features(dataset, mods)
         scale = float(np.trace(gram))
         for m in mods:
             f = feats[m].astype(np.float64)
             c = f @ f.T
             tr = float(np.trace(c))
-            if tr > 0 and alpha > 0:
+            if tr > 0:
                 gram = gram + (alpha * scale / tr) * c
-        self.meta["modalities"] = list(mods)
         return gram

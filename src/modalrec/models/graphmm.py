@@ -45,8 +45,8 @@ from modalrec.models.content import (
     info_nce,
     interaction_knn_graph,
     knn_graph,
+    optional_modalities,
     prepared_features,
-    select_modalities,
     train_warm,
     warm_items,
 )
@@ -164,9 +164,7 @@ class GraphMM(EmbeddingRecommender):
     # ------------------------------------------------------------------ graph
     def build(self, dataset: Dataset) -> nn.Module:
         self._train_matrix = dataset.train
-        self._mods = select_modalities(dataset, self.params["modalities"]) if dataset.features else []
-        if self.params["modalities"] == []:
-            self._mods = []
+        self._mods = optional_modalities(dataset, self.params["modalities"])
         feats, masks = prepared_features(dataset, self._mods)
         self._ii = {m: knn_graph(feats[m], masks[m], int(self.params["knn_k"])) for m in self._mods}
         self._graphs = list(self._mods)

@@ -92,7 +92,7 @@ def read_dataset(d: Path, manifest: dict[str, Any]) -> Dataset:
     fdir = d / "features"
     if fdir.is_dir():
         for f in sorted(fdir.glob("*.npy")):
-            if f.name.endswith(".mask.npy"):
+            if f.name.endswith(".mask.npy") or f.name == "item_ids.npy":  # ids: written by `modalrec encode`
                 continue
             name = f.name[: -len(".npy")]
             features[name] = np.load(f, allow_pickle=False)

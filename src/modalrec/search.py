@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from modalrec.align.base import Aligner, l2_normalize
-from modalrec.errors import ConfigError, DataError
+from modalrec.errors import ConfigError, DataError, RunDirError
 
 TextEncoderFn = Callable[[Sequence[str]], np.ndarray]
 FUSED = "fused"
@@ -143,10 +143,54 @@ class SearchIndex:
         else:
             n = len(next(iter(vecs.values())))
             ids, titles = np.asarray([str(i) for i in range(n)]), None
-        text_mod = "text" if al is None or "text" in al.modalities else al.modalities[0]
+        specs = text_encoder_specs(d)
+        if al is None or "text" in al.modalities:
+            text_mod = "text"
+        else:
+            text_mod = next((m for m in al.modalities if m in specs), al.modalities[0])
+        if encode_text is None and text_mod in specs:
+            encode_text = encoder_fn(specs[text_mod])
         return cls(
             ids, vecs, masks, aligner=al, text_modality=text_mod, titles=titles, encode_text=encode_text
         )
+
+
+def text_encoder_specs(run_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """Modality -> encoder spec, for the run's modalities encoded by a *text* encoder.
+
+    Read from ``features/manifest.json`` (written by ``modalrec encode``); runs without it give ``{}``
+    and search embeds queries with MiniLM, the default text encoder.
+    """
+    import json
+
+    from modalrec.encoders import build_encoder
+
+    f = Path(run_dir) / "features" / "manifest.json"
+    if not f.is_file():
+        return {}
+    try:
+        mods = json.loads(f.read_text(encoding="utf-8")).get("modalities", {})
+    except (OSError, json.JSONDecodeError) as e:
+        raise RunDirError(f"{f}: unreadable features manifest: {e}") from None
+    out = {}
+    for m, info in mods.items():
+        spec = info.get("spec")
+        if isinstance(spec, dict):
+            try:
+                is_text = getattr(build_encoder(spec), "modality", "") == "text"
+            except ConfigError:
+                continue
+            if is_text:
+                out[m] = spec
+    return out
+
+
+def encoder_fn(spec: dict[str, Any]) -> TextEncoderFn:
+    """A text encoder rebuilt from its spec, as the callable :class:`SearchIndex` uses."""
+    from modalrec.encoders import build_encoder
+
+    enc = build_encoder(spec)
+    return lambda texts: enc.encode(list(texts))
 
 
 def default_text_encoder() -> TextEncoderFn:

@@ -12,6 +12,7 @@ from modalrec.align.distribution import AdversarialAligner, MMDAligner
 from modalrec.align.ensemble import EnsembleAligner
 from modalrec.align.entity import EntityAligner, EntityGraph
 from modalrec.align.interactions import InteractionAligner
+from modalrec.align.lexical import LexicalAligner
 from modalrec.align.linear import CCAAligner, RidgeAligner
 from modalrec.align.metrics import cross_modal_ranks, mean_recall, retrieval_metrics
 
@@ -27,6 +28,7 @@ __all__ = [
     "EntityAligner",
     "EntityGraph",
     "InteractionAligner",
+    "LexicalAligner",
     "MMDAligner",
     "RidgeAligner",
     "create",

@@ -7,7 +7,10 @@ each scaled by ``sqrt(weight)``, makes the cosine between two ensemble vectors t
 the members' cosines, so retrieval ranks by the average member similarity.
 
 Members are given as specs, ``{"aligner": "contrastive", "dim": 128, ...}``; ``seeds`` repeats every
-spec with seeds ``seed, seed + 1, ...``. Persistence goes through the one :class:`Aligner` format:
+spec with seeds ``seed, seed + 1, ...``. A spec may add ``"columns": {"text": [start, stop], ...}`` to
+give its member only that block of a modality's columns: a view that concatenates a semantic and a
+lexical encoding (MiniLM next to character n-grams) then feeds a learned aligner and a
+:class:`~modalrec.align.LexicalAligner` from one matrix. Persistence goes through the one :class:`Aligner` format:
 member states are stored under ``m<k>.`` prefixes and their facts in ``meta["members"]``.
 """
 
@@ -61,6 +64,24 @@ class EnsembleAligner(Aligner):
             )
         return w
 
+    def _columns(self, spec: dict[str, Any], views: dict[str, np.ndarray]) -> dict[str, list[int]]:
+        cols = spec.get("columns") or {}
+        if not isinstance(cols, dict):
+            raise ConfigError(f"ensemble member 'columns' must map a modality to [start, stop], got {cols!r}")
+        out = {}
+        for m, se in cols.items():
+            if m not in views:
+                raise ConfigError(
+                    f"ensemble member 'columns' names modality {m!r}, not among {sorted(views)}"
+                )
+            start, stop = (int(x) for x in se)
+            if not 0 <= start < stop <= views[m].shape[1]:
+                raise ConfigError(
+                    f"ensemble member columns {se} for {m!r} are outside its {views[m].shape[1]} columns"
+                )
+            out[m] = [start, stop]
+        return out
+
     def _fit(self, views, masks, train, *, seed, progress):
         specs = self._specs()
         w = self._weights(len(specs))
@@ -68,10 +89,11 @@ class EnsembleAligner(Aligner):
         self._members: list[Aligner] = []
         facts = []
         for k, spec in enumerate(specs):
-            params = {key: v for key, v in spec.items() if key != "aligner"}
+            params = {key: v for key, v in spec.items() if key not in ("aligner", "columns")}
+            cols = self._columns(spec, views)
             al = create(spec["aligner"], **params)
             # seeds differ per copy of a spec; different specs with the same seed are fine
-            al.fit(views, masks, valid_items=valid, seed=seed + k, progress=progress)
+            al.fit(_sliced(views, cols), masks, valid_items=valid, seed=seed + k, progress=progress)
             self._members.append(al)
             facts.append(
                 {
@@ -82,13 +104,14 @@ class EnsembleAligner(Aligner):
                     "meta": al.meta,
                     "dim": al.dim,
                     "weight": float(w[k]),
+                    "columns": cols,
                 }
             )
         self.meta.update({"members": facts, "dim": int(sum(f["dim"] for f in facts))})
 
     def _transform(self, modality, X):
         blocks = [
-            l2_normalize(al.transform(modality, X))
+            l2_normalize(al.transform(modality, _sliced({modality: X}, f.get("columns", {}))[modality]))
             * np.sqrt(f["weight"] / sum(g["weight"] for g in self.meta["members"]))
             for al, f in zip(self._members, self.meta["members"], strict=True)
         ]
@@ -111,3 +134,8 @@ class EnsembleAligner(Aligner):
             prefix = f"m{k}."
             al._restore({key[len(prefix) :]: v for key, v in state.items() if key.startswith(prefix)})
             self._members.append(al)
+
+
+def _sliced(views: dict[str, np.ndarray], columns: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """Each view cut to its member's ``[start, stop)`` columns (views without a block stay whole)."""
+    return {m: X[:, columns[m][0] : columns[m][1]] if m in columns else X for m, X in views.items()}

@@ -40,7 +40,7 @@ def read_run_features(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[
     views: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     for f in sorted(fdir.glob("*.npy")):
-        if f.name.endswith(".mask.npy"):
+        if f.name.endswith(".mask.npy") or f.name == "item_ids.npy":  # ids: written by `modalrec encode`
             continue
         m = f.name[: -len(".npy")]
         try:

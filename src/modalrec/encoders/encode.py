@@ -562,6 +562,7 @@ def encode_dataset(
                     "encoder": spec.encoder.name,
                     "version": spec.encoder.version,
                     "source": spec.column if spec.fields is None else spec.fields,
+                    **json_spec(spec.encoder),
                 }
                 fs.report.modalities[spec.modality] = rep
     finally:
@@ -582,3 +583,20 @@ def encode_dataset(
                     examples=[p["item_id"] for p in rep.problems if p["reason"] == reason][:5],
                 )
     return fs
+
+
+def json_spec(encoder: Any) -> dict[str, Any]:
+    """``{"spec": encoder.to_spec()}`` when that spec is plain JSON, else ``{}``.
+
+    Why: ``modalrec search`` rebuilds the run's own text encoder from this spec to embed a query in
+    the space the run's text vectors came from (MiniLM, character n-grams...). Fitted encoders whose
+    state holds arrays (TF-IDF) are not recorded; search then falls back to MiniLM.
+    """
+    import json
+
+    try:
+        spec = encoder.to_spec()
+        json.dumps(spec)
+    except (TypeError, ValueError, AttributeError):
+        return {}
+    return {"spec": spec}

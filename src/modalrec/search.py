@@ -137,9 +137,8 @@ class SearchIndex:
         if items_file.exists():
             items = pl.read_parquet(items_file)
             ids = np.asarray(items["item_id"].cast(pl.Utf8).to_list())
-            titles = (
-                items["title"].cast(pl.Utf8).fill_null("").to_list() if "title" in items.columns else None
-            )
+            label = next((c for c in ("title", "name") if c in items.columns), None)
+            titles = None if label is None else items[label].cast(pl.Utf8).fill_null("").to_list()
         else:
             n = len(next(iter(vecs.values())))
             ids, titles = np.asarray([str(i) for i in range(n)]), None

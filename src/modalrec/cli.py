@@ -322,10 +322,11 @@ def encode(
         ray_actors=ray_actors,
     )
     items_file = out / "items.parquet"
-    if not items_file.exists():  # never rewrite a run's own item table (its manifest holds the hash)
+    # search and similar show titles from it; a run's own item table is never rewritten (its
+    # manifest holds the file's hash)
+    if ds.items is not None and not items_file.exists():
         from modalrec.io import atomic_path
 
-        # search and similar show titles from it
         with atomic_path(items_file) as tmp:
             ds.items.write_parquet(tmp)
     t = Table(title=f"Encoded {ds.name} ({backend} backend)")

@@ -81,6 +81,27 @@ def write_dataset(ds: Dataset, d: Path) -> None:
             atomic_save_npy(d / "features" / f"{name}.mask.npy", mask.astype(bool))
 
 
+def read_feature_dir(fdir: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Feature matrices (float32) and presence masks (bool; all present without a mask file) of a
+    ``features/`` folder. ``item_ids.npy``, which ``modalrec encode`` writes next to them, is not a
+    feature; an unreadable file raises :class:`RunDirError` naming it."""
+    views: dict[str, np.ndarray] = {}
+    masks: dict[str, np.ndarray] = {}
+    for f in sorted(fdir.glob("*.npy")):
+        if f.name.endswith(".mask.npy") or f.name == "item_ids.npy":
+            continue
+        m = f.name[: -len(".npy")]
+        try:
+            views[m] = np.load(f, allow_pickle=False).astype(np.float32, copy=False)
+            mf = fdir / f"{m}.mask.npy"
+            masks[m] = (
+                np.load(mf, allow_pickle=False).astype(bool) if mf.exists() else np.ones(len(views[m]), bool)
+            )
+        except (OSError, ValueError) as e:
+            raise RunDirError(f"{f}: unreadable feature file: {e}") from None
+    return views, masks
+
+
 def read_dataset(d: Path, manifest: dict[str, Any]) -> Dataset:
     users = pl.read_parquet(d / "users.parquet")["user_id"].to_numpy().astype(str)
     items = pl.read_parquet(d / "items.parquet")
@@ -88,18 +109,7 @@ def read_dataset(d: Path, manifest: dict[str, Any]) -> Dataset:
     inter = pl.read_parquet(d / "interactions.parquet")
     u, i, s = (inter[c].to_numpy() for c in ("user", "item", "split"))
     mats = [interaction_matrix(u[s == k], i[s == k], len(users), len(item_ids)) for k in range(3)]
-    features, masks = {}, {}
-    fdir = d / "features"
-    if fdir.is_dir():
-        for f in sorted(fdir.glob("*.npy")):
-            if f.name.endswith(".mask.npy") or f.name == "item_ids.npy":  # ids: written by `modalrec encode`
-                continue
-            name = f.name[: -len(".npy")]
-            features[name] = np.load(f, allow_pickle=False)
-            mpath = fdir / f"{name}.mask.npy"
-            masks[name] = (
-                np.load(mpath, allow_pickle=False) if mpath.exists() else np.ones(len(item_ids), bool)
-            )
+    features, masks = read_feature_dir(d / "features") if (d / "features").is_dir() else ({}, {})
     cold = np.load(d / "cold_items.npy", allow_pickle=False) if (d / "cold_items.npy").exists() else None
     info = manifest.get("dataset", {})
     return Dataset(

@@ -28,6 +28,7 @@ from modalrec.align.base import Aligner, create
 from modalrec.align.report import ALIGN_DIR, alignment_report, save_alignment
 from modalrec.errors import ConfigError, RunDirError
 from modalrec.io import atomic_save_npy
+from modalrec.rundir import read_feature_dir
 
 
 def read_run_features(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
@@ -37,20 +38,7 @@ def read_run_features(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[
         raise RunDirError(
             f"{run_dir}: the run has no item features ({fdir} is missing); encode content first"
         )
-    views: dict[str, np.ndarray] = {}
-    masks: dict[str, np.ndarray] = {}
-    for f in sorted(fdir.glob("*.npy")):
-        if f.name.endswith(".mask.npy") or f.name == "item_ids.npy":  # ids: written by `modalrec encode`
-            continue
-        m = f.name[: -len(".npy")]
-        try:
-            views[m] = np.load(f, allow_pickle=False).astype(np.float32, copy=False)
-            mf = fdir / f"{m}.mask.npy"
-            masks[m] = (
-                np.load(mf, allow_pickle=False).astype(bool) if mf.exists() else np.ones(len(views[m]), bool)
-            )
-        except (OSError, ValueError) as e:
-            raise RunDirError(f"{f}: unreadable feature file: {e}") from None
+    views, masks = read_feature_dir(fdir)
     if not views:
         raise RunDirError(f"{run_dir}: {fdir} holds no feature files")
     return views, masks

@@ -13,7 +13,9 @@ A. **ML-100K text <-> poster retrieval.** Text = MiniLM(title | genres | overvie
    encoders and feature cache). Items with both a text and a poster; 20% of them (seeded) are held out
    as test items and never seen by any aligner or selection step; 15% of the remaining items are the
    validation split used for early stopping and hyperparameter selection. Cosine retrieval among the
-   held-out items, both directions: Recall@1/10, median rank, true-vs-random cosine.
+   held-out items, both directions: Recall@1/10, median rank, true-vs-random cosine. Scene text:
+   RapidOCR reads each poster's printed words (``scene-text`` encoder), matched to the title's
+   character trigrams by the ``lexical`` aligner, alone and next to ridge/CCA (weight on validation).
 B. **Demo catalogue fusion.** ``modalrec.data.demo`` with a known hidden modality mix; features from
    modalrec's encoders; ``FusionRecommender`` (weighted sum) learns modality weights, compared with the
    generator's truth; fused vs each single modality on test Recall@20 (full ranking).

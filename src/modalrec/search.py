@@ -142,23 +142,24 @@ class SearchIndex:
         else:
             n = len(next(iter(vecs.values())))
             ids, titles = np.asarray([str(i) for i in range(n)]), None
-        specs = text_encoder_specs(d)
+        encoders = run_text_encoders(d)
         if al is None or "text" in al.modalities:
             text_mod = "text"
         else:
-            text_mod = next((m for m in al.modalities if m in specs), al.modalities[0])
-        if encode_text is None and text_mod in specs:
-            encode_text = encoder_fn(specs[text_mod])
+            text_mod = next((m for m in al.modalities if m in encoders), al.modalities[0])
+        if encode_text is None and text_mod in encoders:
+            enc = encoders[text_mod]
+            encode_text = lambda texts: enc.encode(list(texts))  # noqa: E731
         return cls(
             ids, vecs, masks, aligner=al, text_modality=text_mod, titles=titles, encode_text=encode_text
         )
 
 
-def text_encoder_specs(run_dir: str | Path) -> dict[str, dict[str, Any]]:
-    """Modality -> encoder spec, for the run's modalities encoded by a *text* encoder.
+def run_text_encoders(run_dir: str | Path) -> dict[str, Any]:
+    """Modality -> its *text* encoder, rebuilt from the spec ``modalrec encode`` recorded.
 
-    Read from ``features/manifest.json`` (written by ``modalrec encode``); runs without it give ``{}``
-    and search embeds queries with MiniLM, the default text encoder.
+    Read from ``features/manifest.json``; runs without it give ``{}`` and search embeds queries with
+    MiniLM, the default text encoder. Encoders load their models lazily, so building them is cheap.
     """
     import json
 
@@ -176,20 +177,12 @@ def text_encoder_specs(run_dir: str | Path) -> dict[str, dict[str, Any]]:
         spec = info.get("spec")
         if isinstance(spec, dict):
             try:
-                is_text = getattr(build_encoder(spec), "modality", "") == "text"
+                enc = build_encoder(spec)
             except ConfigError:
                 continue
-            if is_text:
-                out[m] = spec
+            if getattr(enc, "modality", "") == "text":
+                out[m] = enc
     return out
-
-
-def encoder_fn(spec: dict[str, Any]) -> TextEncoderFn:
-    """A text encoder rebuilt from its spec, as the callable :class:`SearchIndex` uses."""
-    from modalrec.encoders import build_encoder
-
-    enc = build_encoder(spec)
-    return lambda texts: enc.encode(list(texts))
 
 
 def default_text_encoder() -> TextEncoderFn:

@@ -31,6 +31,7 @@ from modalrec.encoders.text import _TextBase
 from modalrec.errors import ConfigError
 
 _OCR_LOCK = threading.Lock()
+_OCR: Any = None  # the RapidOCR engine, built on first use
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
 
 
@@ -105,9 +106,6 @@ def load_ocr() -> Any:
                 ) from None
             _OCR = RapidOCR()
         return _OCR
-
-
-_OCR: Any = None
 
 
 class SceneTextImageEncoder(BaseEncoder):

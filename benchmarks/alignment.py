@@ -55,7 +55,7 @@ from modalrec.align import (
 )
 from modalrec.align.metrics import mean_reciprocal_rank, retrieval_metrics
 from modalrec.align.report import alignment_report, report_markdown
-from modalrec.io import atomic_write_json, atomic_write_text
+from modalrec.core.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path.home() / ".cache" / "modalrec"
@@ -551,7 +551,7 @@ def part_fusion(args: argparse.Namespace) -> dict[str, Any]:
     from modalrec.data.demo import load_truth, make_demo
     from modalrec.encoders import encode_dataset
     from modalrec.evaluation.protocol import evaluate
-    from modalrec.fusion.recommender import FusionRecommender
+    from modalrec.models.fusion import FusionRecommender
 
     out: dict[str, Any] = {
         "protocol": "modalrec demo catalogue, per-user random 8:1:1 split (its own seed); "

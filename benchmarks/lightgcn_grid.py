@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from modalrec.core.io import atomic_write_json, atomic_write_text
 from modalrec.data import load
 from modalrec.evaluation import evaluate
-from modalrec.io import atomic_write_json, atomic_write_text
 from modalrec.models import create
 
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -58,7 +58,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from modalrec.io import atomic_write_json, atomic_write_text
+from modalrec.core.io import atomic_write_json, atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -272,8 +272,8 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
 def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
     import modalrec.data as mdata
     from modalrec.llm import describe, genres_in, label_logprobs, load_llm, name_labels, train_projector
-    from modalrec.llm.runs import projector_splits
     from modalrec.llm.text import ItemText
+    from modalrec.workflows.llm_runs import projector_splits
 
     ds = mdata.load("ml100k")
     t0 = time.perf_counter()

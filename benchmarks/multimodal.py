@@ -41,10 +41,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from modalrec.core.io import atomic_write_json, atomic_write_text
 from modalrec.data import load
 from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate, hit_matrix, mean_metrics, per_user_metrics
-from modalrec.io import atomic_write_json, atomic_write_text
 from modalrec.models import create
 from peers.common import peer_available, run_peer, write_split
 

@@ -306,7 +306,7 @@ def wrk_probe(url: str, path: str, seconds: int = 10, connections: int = 16) -> 
 
 # ---------------------------------------------------------------------------------------------- sections
 def section_recommend(run: Path, work: Path, a: argparse.Namespace) -> dict[str, Any]:
-    from modalrec.rundir import load_run
+    from modalrec.workflows.rundir import load_run
 
     users = [str(u) for u in load_run(run).dataset.user_ids]
     rng = random.Random(2024)
@@ -354,7 +354,7 @@ def json_get(url: str) -> Any:
 
 
 def section_search(run: Path, work: Path, a: argparse.Namespace) -> dict[str, Any]:
-    from modalrec.rundir import load_run
+    from modalrec.workflows.rundir import load_run
 
     ds = load_run(run).dataset
     if "text" not in ds.features:
@@ -474,7 +474,7 @@ async def _feedback_clients(
 
 
 def section_feedback(run: Path, work: Path, a: argparse.Namespace) -> dict[str, Any]:
-    from modalrec.rundir import load_run
+    from modalrec.workflows.rundir import load_run
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     ds = load_run(run).dataset
@@ -645,8 +645,8 @@ def section_hnsw(work: Path, a: argparse.Namespace) -> dict[str, Any]:
 def section_compression(run: Path) -> dict[str, Any]:
     import faiss
 
-    from modalrec.rundir import load_run
     from modalrec.serving.index import compression_report
+    from modalrec.workflows.rundir import load_run
 
     faiss.omp_set_num_threads(1)
     r = load_run(run)

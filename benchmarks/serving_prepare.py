@@ -22,9 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def prepare(out: Path, cache_dir: Path, overwrite: bool = False) -> dict[str, float]:
     import torch
 
-    from modalrec.config import load_config
     from modalrec.encoders import encode_dataset
-    from modalrec.pipeline import fit_dataset, load_dataset
+    from modalrec.workflows.config import load_config
+    from modalrec.workflows.pipeline import fit_dataset, load_dataset
 
     torch.set_num_threads(1)
     cfg = load_config(ROOT / "examples" / "ml100k_lightgcn.toml")

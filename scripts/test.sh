@@ -6,6 +6,7 @@ bash scripts/install.sh --test
 python -m ruff check src tests benchmarks
 python -m ruff format --check src tests benchmarks
 python -m mypy
+lint-imports
 # Hypothesis would load trio's entry-point plugin (trio comes with selenium); that plugin can crash
 # pytest's summary with an AttributeError depending on import order. modalrec's tests do not need it.
 export HYPOTHESIS_NO_PLUGINS=1

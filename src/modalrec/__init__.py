@@ -4,7 +4,7 @@ The public API mirrors the CLI: every ``modalrec`` command calls a function impo
 or from the subpackages (``modalrec.data``, ``modalrec.models``, ``modalrec.evaluation`` ...).
 """
 
-from modalrec.errors import ConfigError, DataError, ModalrecError
+from modalrec.core.errors import ConfigError, DataError, ModalrecError
 
 __version__ = "0.1.0"
 

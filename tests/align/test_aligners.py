@@ -18,7 +18,7 @@ from modalrec.align import (
 )
 from modalrec.align.checks import check_aligner, synthetic_views
 from modalrec.align.metrics import cross_modal_ranks, mean_recall
-from modalrec.errors import ConfigError, DataError
+from modalrec.core.errors import ConfigError, DataError
 
 FAST = {"max_epochs": 8, "patience": 8, "batch_size": 64}
 

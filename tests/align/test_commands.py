@@ -14,11 +14,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from modalrec.align.commands import parse_params
 from modalrec.cli import app
+from modalrec.cli.align import parse_params
+from modalrec.core.errors import ConfigError
 from modalrec.data.dataset import Dataset, interaction_matrix
-from modalrec.errors import ConfigError
-from modalrec.rundir import RunWriter, write_dataset, write_manifest
+from modalrec.workflows.rundir import RunWriter, write_dataset, write_manifest
 
 COLOURS = ["red", "blue", "green", "yellow", "black", "white"]
 THINGS = ["sports car", "wooden chair", "mountain bike", "teapot", "umbrella", "guitar", "lamp"]

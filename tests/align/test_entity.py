@@ -9,7 +9,7 @@ from modalrec.align import EntityAligner, EntityGraph, l2_normalize
 from modalrec.align.checks import check_aligner, synthetic_views
 from modalrec.align.entity import keywords, split_tags, top_tags
 from modalrec.align.metrics import cross_modal_ranks
-from modalrec.errors import ConfigError
+from modalrec.core.errors import ConfigError
 
 
 def entity_world(n=300, V=40, k=16, d_img=24, seed=0):

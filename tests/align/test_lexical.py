@@ -9,9 +9,9 @@ from modalrec.align import EnsembleAligner, LexicalAligner, create
 from modalrec.align.base import Aligner
 from modalrec.align.checks import check_aligner
 from modalrec.align.metrics import retrieval_metrics
+from modalrec.core.errors import ConfigError, DataError
 from modalrec.encoders import build_encoder
 from modalrec.encoders.lexical import CharNgramTextEncoder, SceneTextImageEncoder, char_ngram_vectors
-from modalrec.errors import ConfigError, DataError
 
 TITLES = [
     "Toy Story",

@@ -10,8 +10,8 @@ import pytest
 
 from modalrec.align import RidgeAligner, l2_normalize
 from modalrec.align.report import align_report, alignment_report, load_aligned, save_alignment
-from modalrec.errors import ConfigError, DataError, RunDirError
-from modalrec.search import SearchIndex, search, similar
+from modalrec.core.errors import ConfigError, DataError, RunDirError
+from modalrec.workflows.search import SearchIndex, search, similar
 
 
 def toy_world(n=60, seed=0):

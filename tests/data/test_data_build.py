@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modalrec.core.errors import ConfigError, DataError
 from modalrec.data import load, natural_order, validate
-from modalrec.errors import ConfigError, DataError
 
 
 def write(path: Path, text: str) -> Path:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from modalrec.core.errors import DataError
 from modalrec.data import load, media_exists, read_media_bytes, zip_uri
 from modalrec.data.media import is_remote, parse_zip_uri
-from modalrec.errors import DataError
 
 
 def make_zip(path: Path) -> Path:

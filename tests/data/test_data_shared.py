@@ -119,8 +119,8 @@ def test_folder_paths_load_like_names(shared_data: Path) -> None:
 
 def test_u_item_is_latin1(shared_data: Path) -> None:
     """The raw MovieLens item file is Latin-1: strict UTF-8 reading must say so, with the line."""
+    from modalrec.core.errors import DataError
     from modalrec.data import read_table
-    from modalrec.errors import DataError
 
     names = ["movie_id", "title", "release", "video", "url"] + [f"g{k}" for k in range(19)]
     kw = {"format": "csv", "separator": "|", "has_header": False, "names": names, "quote_char": None}

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from modalrec.core.errors import ConfigError
 from modalrec.data import (
     cold_start_split,
     fixed_split,
@@ -19,7 +20,6 @@ from modalrec.data import (
     temporal_split,
 )
 from modalrec.data.splits import part_sizes
-from modalrec.errors import ConfigError
 
 
 def interactions(

@@ -10,8 +10,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from modalrec.core.errors import ConfigError, DataError
 from modalrec.data import ColumnMap, load, read_interactions, read_items, read_table
-from modalrec.errors import ConfigError, DataError
 
 ROWS = [("u1", "i1", 4, 100), ("u1", "i2", 5, 200), ("u2", "i1", 3, 150)]
 

@@ -15,11 +15,11 @@ import polars as pl
 import pytest
 from _media_fixtures import tone, wav_bytes, write
 
+from modalrec.core.errors import ConfigError
 from modalrec.encoders import FeatureSet, VectorCache, encode_dataset
 from modalrec.encoders.audio import LogMelAudioEncoder
 from modalrec.encoders.precomputed import NpyMatrixEncoder
 from modalrec.encoders.text import TfidfTextEncoder
-from modalrec.errors import ConfigError
 
 
 def audio_items(tmp_path: Path, n: int) -> pl.DataFrame:

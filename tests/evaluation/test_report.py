@@ -8,10 +8,10 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from modalrec.cli import app
-from modalrec.evaluation.ablation import cold_and_warm, modality_subsets, run_ablations, variant_model
-from modalrec.evaluation.report import write_report
 from modalrec.models import create
-from modalrec.pipeline import write_run
+from modalrec.workflows.ablation import cold_and_warm, modality_subsets, run_ablations, variant_model
+from modalrec.workflows.pipeline import write_run
+from modalrec.workflows.report import write_report
 from synthetic import make_clustered
 
 FAST = {"dim": 16, "batch_size": 256, "epochs": 20, "patience": 3, "eval_every": 2, "lr": 0.01}

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from modalrec.core.errors import ConfigError
 from modalrec.data.dataset import Dataset, interaction_matrix
-from modalrec.errors import ConfigError
 from modalrec.evaluation.protocol import evaluate
 from modalrec.fusion import FUSIONS, create_fusion
 from modalrec.fusion.modules import masked_softmax
-from modalrec.fusion.recommender import FusionRecommender
+from modalrec.models.fusion import FusionRecommender
 
 DIMS = {"text": 4, "image": 4, "audio": 4}
 

@@ -12,8 +12,8 @@ from modalrec.cli import app
 from modalrec.llm.explain import TitleIndex, check_grounding
 from modalrec.llm.text import ItemText
 from modalrec.models import create
-from modalrec.pipeline import write_run
-from modalrec.rundir import load_run
+from modalrec.workflows.pipeline import write_run
+from modalrec.workflows.rundir import load_run
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()

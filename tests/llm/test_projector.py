@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from modalrec.errors import RunDirError
+from modalrec.core.errors import RunDirError
 from modalrec.llm.projector import (
     ItemProjector,
     _prompt_parts,

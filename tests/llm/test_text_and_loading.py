@@ -7,8 +7,8 @@ import importlib.util
 import numpy as np
 import pytest
 
+from modalrec.core.errors import ConfigError, ModalrecError
 from modalrec.data.dataset import Dataset, interaction_matrix
-from modalrec.errors import ConfigError, ModalrecError
 from modalrec.llm import loading
 from modalrec.llm.text import ItemText, natural_title, split_genres
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modalrec.core.errors import ConfigError
 from modalrec.data.dataset import Dataset
-from modalrec.errors import ConfigError
 from modalrec.evaluation import evaluate
 from modalrec.models import REGISTRY, Recommender, create
 
@@ -99,5 +99,5 @@ def test_early_stopping_records_validation_curve(clustered: Dataset) -> None:
 def test_unknown_model_and_bad_params() -> None:
     with pytest.raises(ConfigError, match="unknown model"):
         create("nope")
-    with pytest.raises(ConfigError, match="bad hyperparameters"):
+    with pytest.raises(ConfigError, match="unknown hyperparameter 'dimension'"):
         create("bprmf", dimension=3)

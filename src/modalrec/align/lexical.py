@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from modalrec.align.base import Aligner, l2_normalize, register
-from modalrec.errors import DataError
+from modalrec.core.errors import DataError
 
 
 @register

@@ -26,8 +26,8 @@ import numpy as np
 
 from modalrec.align.base import Aligner, check_views
 from modalrec.align.metrics import retrieval_metrics
-from modalrec.errors import RunDirError
-from modalrec.io import atomic_save_npy, atomic_write_json, atomic_write_text
+from modalrec.core.errors import RunDirError
+from modalrec.core.io import atomic_save_npy, atomic_write_json, atomic_write_text
 
 ALIGN_DIR = "align"
 

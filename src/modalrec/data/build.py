@@ -26,13 +26,13 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from modalrec.core.errors import ConfigError, DataError
 from modalrec.data import splits as S
 from modalrec.data.dataset import Dataset, interaction_matrix
 from modalrec.data.kcore import kcore_mask
 from modalrec.data.media import is_remote, media_exists
 from modalrec.data.report import MAX_EXAMPLES, ValidationReport
 from modalrec.data.tables import Catalogue, Interactions
-from modalrec.errors import ConfigError, DataError
 
 
 @dataclass

@@ -14,8 +14,8 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from modalrec.core.errors import DataError
 from modalrec.data.report import ValidationReport
-from modalrec.errors import DataError
 
 
 def interaction_matrix(users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> sp.csr_matrix:

@@ -39,11 +39,11 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from modalrec.core.errors import ConfigError
+from modalrec.core.io import atomic_write_json, atomic_write_text
 from modalrec.data.dataset import Dataset, interaction_matrix
 from modalrec.data.report import ValidationReport
 from modalrec.data.splits import random_split
-from modalrec.errors import ConfigError
-from modalrec.io import atomic_write_json, atomic_write_text
 
 SAMPLE_RATE = 16_000
 

@@ -24,7 +24,7 @@ import zipfile
 from functools import lru_cache
 from pathlib import Path
 
-from modalrec.errors import DataError
+from modalrec.core.errors import DataError
 
 ZIP_PREFIX = "zip://"
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from modalrec.core.errors import DataError
 from modalrec.data.build import FeatureInput
 from modalrec.data.tables import (
     Catalogue,
@@ -30,7 +31,6 @@ from modalrec.data.tables import (
     read_interactions,
     read_table,
 )
-from modalrec.errors import DataError
 
 MODALITY_ALIASES = {"v": "image", "t": "text", "a": "audio", "visual": "image", "acoustic": "audio"}
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from modalrec.core.errors import ConfigError, DataError
 from modalrec.data.build import BuildOptions, FeatureInput, build_dataset, options_from
 from modalrec.data.dataset import Dataset
 from modalrec.data.media import zip_members, zip_uri
@@ -29,7 +30,6 @@ from modalrec.data.tables import (
     read_items,
     read_table,
 )
-from modalrec.errors import ConfigError, DataError
 
 # name -> folder under the data root
 BUILTIN = {"ml100k": "ml100k_tmdb_posters", "tiktok": "tiktok_diffmm", "baby": "amazon_baby_mmrec"}
@@ -125,7 +125,7 @@ def load(
             ``format``, ``separator``, ``has_header``, ``names``, ``encoding`` (e.g.
             ``"latin-1"``), ``quote_char``, and the same for the item file as ``items_format``,
             ``items_separator``, ``items_encoding``, ``items_has_header``, ``items_names``,
-            ``items_quote_char``. Unknown options raise :class:`~modalrec.errors.ConfigError`.
+            ``items_quote_char``. Unknown options raise :class:`~modalrec.core.errors.ConfigError`.
 
     Cold-start protocol (``split="cold_start"``, ``cold_share=0.1``): the base split is made first
     (per-user random with ``ratios`` and ``seed``, or the fixed labels); then ``round(cold_share *

@@ -3,7 +3,7 @@
 Why: "never silent loss". Loaders do not raise on recoverable problems (a duplicate interaction,
 an item with no text); they record them here, and the report is printed by ``modalrec validate``,
 stored in the run directory and summarised by ``modalrec fit``. Structural problems (a truncated
-line, an unreadable encoding) raise :class:`~modalrec.errors.DataError` instead.
+line, an unreadable encoding) raise :class:`~modalrec.core.errors.DataError` instead.
 """
 
 from __future__ import annotations

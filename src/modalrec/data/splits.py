@@ -29,7 +29,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from modalrec.errors import ConfigError
+from modalrec.core.errors import ConfigError
 
 TRAIN, VALID, TEST = 0, 1, 2
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
@@ -41,7 +41,7 @@ def check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     >>> check_ratios([8, 1, 1])
     Traceback (most recent call last):
     ...
-    modalrec.errors.ConfigError: split ratios must be three non-negative numbers summing to 1, got [8, 1, 1]
+    modalrec.core.errors.ConfigError: split ratios must be three non-negative numbers summing to 1, got [8, 1, 1]
     """
     r = tuple(float(x) for x in ratios)
     if len(r) != 3 or min(r) < 0 or abs(sum(r) - 1.0) > 1e-6 or r[0] <= 0:

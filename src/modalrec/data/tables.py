@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from modalrec.errors import ConfigError, DataError
+from modalrec.core.errors import ConfigError, DataError
 
 FORMATS = ("csv", "tsv", "jsonl", "parquet")
 _SUFFIX_FORMATS = {

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit
 
+from modalrec.core.errors import ConfigError
 from modalrec.encoders.base import (
     CORRUPT_FILE,
     NON_FINITE,
@@ -36,7 +37,6 @@ from modalrec.encoders.base import (
     isobmff_declared_truncation,
     read_ref_bytes,
 )
-from modalrec.errors import ConfigError
 
 SAMPLE_RATE = 16_000
 EMPTY_AUDIO = "no audio samples"

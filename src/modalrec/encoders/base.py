@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from modalrec.errors import DataError
+from modalrec.core.errors import DataError
 
 # Reasons an item is marked missing for a modality; reports count items by these strings.
 NO_CONTENT = "no content"  # null / empty reference in the item table

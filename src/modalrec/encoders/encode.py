@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from modalrec.core.errors import ConfigError, ModalrecError
+from modalrec.core.io import atomic_write_json, atomic_write_text
 from modalrec.encoders.base import (
     ENCODER_ERROR,
     NON_FINITE,
@@ -35,8 +37,6 @@ from modalrec.encoders.base import (
 )
 from modalrec.encoders.registry import build_encoder, canonical_name, default_encoder_name
 from modalrec.encoders.store import FeatureSet, ModalityReport, VectorCache, unique_in_order
-from modalrec.errors import ConfigError, ModalrecError
-from modalrec.io import atomic_write_json, atomic_write_text
 
 TEXT_SEP = " | "
 

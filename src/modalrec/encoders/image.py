@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from modalrec.core.errors import ConfigError
 from modalrec.encoders.base import (
     CORRUPT_FILE,
     TRUNCATED_FILE,
@@ -29,7 +30,6 @@ from modalrec.encoders.base import (
     ContentError,
     read_ref_bytes,
 )
-from modalrec.errors import ConfigError
 
 _MODEL_LOCK = threading.Lock()
 MEAN = 127.0

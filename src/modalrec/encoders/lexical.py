@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from modalrec.core.errors import ConfigError
 from modalrec.encoders.base import BaseEncoder, read_ref_bytes
 from modalrec.encoders.text import _TextBase
-from modalrec.errors import ConfigError
 
 _OCR_LOCK = threading.Lock()
 _OCR: Any = None  # the RapidOCR engine, built on first use

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modalrec.core.errors import ConfigError
 from modalrec.encoders.base import (
     CORRUPT_FILE,
     NO_CONTENT,
@@ -24,7 +25,6 @@ from modalrec.encoders.base import (
     read_ref_bytes,
     sha256_bytes,
 )
-from modalrec.errors import ConfigError
 
 
 def load_vector(data: bytes) -> np.ndarray:

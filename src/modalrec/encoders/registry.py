@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from modalrec.errors import ConfigError
+from modalrec.core.errors import ConfigError
 
 ALIASES = {
     "minilm": "minilm-l6-v2",

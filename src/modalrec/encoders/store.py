@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from modalrec.io import atomic_path, atomic_save_npy, atomic_write_json
+from modalrec.core.io import atomic_path, atomic_save_npy, atomic_write_json
 
 STALE_TMP_SECONDS = 3600.0
 
@@ -292,7 +292,7 @@ class FeatureSet:
             pos = {str(i): k for k, i in enumerate(self.item_ids)}
             missing = [i for i in ids if i not in pos]
             if missing:
-                from modalrec.errors import DataError
+                from modalrec.core.errors import DataError
 
                 raise DataError(f"{len(missing)} dataset items have no features, e.g. {missing[:3]}")
             order = np.array([pos[i] for i in ids])

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from modalrec.core.errors import ConfigError
 from modalrec.encoders.base import EMPTY_TEXT, NO_CONTENT, BaseEncoder, ContentError, sha256_text
-from modalrec.errors import ConfigError
 
 _MODEL_LOCK = threading.Lock()
 

@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
+from modalrec.core.ranking import chunks, mask_rows
 from modalrec.evaluation.metrics import coverage, hit_matrix, mean_metrics, per_user_metrics
-from modalrec.models.base import chunks, mask_rows
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
-    from modalrec.models.base import Recommender
+
+
+class Scorer(Protocol):
+    """What evaluation needs of a model: float32 scores ``[len(users), n_items]`` for a user chunk.
+
+    Every :class:`modalrec.models.Recommender` is one (structurally); evaluation never imports
+    models, so any object with ``_score`` can be evaluated.
+    """
+
+    def _score(self, users: np.ndarray) -> torch.Tensor: ...
+
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
 
@@ -53,7 +63,7 @@ class EvalResult:
 
 
 def evaluate(
-    model: Recommender,
+    model: Scorer,
     dataset: Dataset,
     split: str = "test",
     *,
@@ -127,6 +137,6 @@ def evaluate(
     )
 
 
-def recall_at(model: Recommender, dataset: Dataset, split: str = "valid", k: int = 20) -> float:
+def recall_at(model: Scorer, dataset: Dataset, split: str = "valid", k: int = 20) -> float:
     """Recall@k on a split; the early-stopping criterion of every trained model."""
     return evaluate(model, dataset, split, ks=(k,)).metrics[f"recall@{k}"]

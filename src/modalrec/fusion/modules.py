@@ -36,7 +36,7 @@ def create_fusion(name: str, dims: dict[str, int], **params: Any) -> Fusion:
     >>> f({"text": torch.ones(2, 4), "image": torch.ones(2, 6)}).shape
     torch.Size([2, 3])
     """
-    from modalrec.errors import ConfigError
+    from modalrec.core.errors import ConfigError
 
     try:
         cls = FUSIONS[name.lower()]

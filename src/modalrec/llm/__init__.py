@@ -10,7 +10,7 @@ importing this package is cheap and works without the extra.
   blended with the base score; the blend is chosen on validation users.
 - :func:`explain`: a grounded reason that may only name the user's history items.
 - :class:`ItemProjector` / :func:`train_projector` / :func:`describe`: items as soft tokens.
-- :func:`explain_run` / :func:`describe_run` / :func:`rerank_run`: the same on a run directory (the CLI's
+- :func:`modalrec.workflows.llm_runs.explain_run` / ``describe_run`` / ``rerank_run``: the same on a run directory (the CLI's
   ``modalrec explain``, ``modalrec describe --from image`` and ``modalrec evaluate --rerank llm``).
 
 >>> from modalrec.llm import explain, rerank_evaluate, ItemProjector
@@ -28,7 +28,6 @@ from modalrec.llm.projector import (
     train_projector,
 )
 from modalrec.llm.rerank import LLMReranker, RerankResult, blend, rerank_evaluate
-from modalrec.llm.runs import describe_run, explain_run, rerank_run
 from modalrec.llm.scoring import continuation_logprobs
 from modalrec.llm.text import ItemText
 
@@ -47,9 +46,7 @@ __all__ = [
     "clear_cache",
     "continuation_logprobs",
     "describe",
-    "describe_run",
     "explain",
-    "explain_run",
     "genres_in",
     "ground",
     "label_logprobs",
@@ -58,6 +55,5 @@ __all__ = [
     "packaged_model_path",
     "projector_loss",
     "rerank_evaluate",
-    "rerank_run",
     "train_projector",
 ]

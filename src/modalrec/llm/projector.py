@@ -27,8 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from modalrec.errors import ConfigError, RunDirError
-from modalrec.io import atomic_path
+from modalrec.core.errors import ConfigError, RunDirError
+from modalrec.core.io import atomic_path
 
 if TYPE_CHECKING:
     from modalrec.llm.loading import LLM

@@ -3,11 +3,12 @@
 Importing this package registers every built-in model, so ``create("lightgcn", dim=64)`` works.
 """
 
-from modalrec.models import blend, bprmf, ease, itemknn, lightgcn, popularity  # noqa: F401  (registration)
+from modalrec.models import blend, bprmf, ease, fusion, itemknn, lightgcn, popularity  # noqa: F401  (registration)
 from modalrec.models.base import REGISTRY, Recommender, create, register
 from modalrec.models.blend import Blend
 from modalrec.models.bprmf import BPRMF
 from modalrec.models.ease import EASE, ContentEASE
+from modalrec.models.fusion import FusionRecommender
 from modalrec.models.graphmm import GraphMM
 from modalrec.models.itemknn import ItemKNN
 from modalrec.models.lightgcn import LightGCN
@@ -21,6 +22,7 @@ __all__ = [
     "VBPR",
     "Blend",
     "ContentEASE",
+    "FusionRecommender",
     "GraphMM",
     "ItemKNN",
     "LightGCN",

@@ -6,85 +6,66 @@ here so that every model behaves the same at the edges (and the conformance test
 ``tests/models/test_conformance.py`` holds every model to it).
 
 Persistence: a model is a directory holding ``model.json`` (class name + hyperparameters + extra
-JSON state) and ``model.safetensors`` (all array state). No pickle.
+JSON state) and ``model.safetensors`` (all array state), written by the one persistence base of
+:mod:`modalrec.core.persistence`. No pickle.
+
+Validation during training is a callable passed in (``fit(..., validator=...)``): model code decides
+*when* to validate, the caller decides *how*. The default is validation Recall@20 under the
+full-ranking protocol of :mod:`modalrec.evaluation` (a layer below this one).
 """
 
 from __future__ import annotations
 
-import json
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from safetensors.numpy import load_file, save_file
 
-from modalrec.errors import ConfigError, RunDirError
-from modalrec.io import atomic_path, atomic_write_text
+from modalrec.core.errors import FitError
+from modalrec.core.persistence import Component, P
+from modalrec.core.ranking import chunks, mask_rows, topk_scores
+from modalrec.core.registry import Registry
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
 
-REGISTRY: dict[str, type[Recommender]] = {}
+__all__ = [
+    "REGISTRY",
+    "Recommender",
+    "Validator",
+    "chunks",
+    "create",
+    "interactions_from_state",
+    "interactions_state",
+    "mask_rows",
+    "register",
+    "topk_scores",
+]
+
+#: ``validator(model) -> float``: the early-stopping criterion (higher is better) on validation data.
+Validator = Callable[["Recommender[Any]"], float]
+
+REGISTRY: Registry[type[Recommender]] = Registry("model", populate="modalrec.models")
 
 
 def register(cls: type[Recommender]) -> type[Recommender]:
     """Class decorator: make a model available by its ``name`` to configs and the CLI."""
-    REGISTRY[cls.name] = cls
-    return cls
+    return REGISTRY.register(cls.name)(cls)
 
 
 def create(name: str, **params: Any) -> Recommender:
-    """Instantiate a registered model by name with hyperparameters.
+    """Instantiate a registered model by name with hyperparameters (validated against its declaration).
 
-    >>> import modalrec.models
     >>> create("popularity").name
     'popularity'
+    >>> create("itemknn", k=-3)
+    Traceback (most recent call last):
+    modalrec.core.errors.ConfigError: model 'itemknn': hyperparameter 'k' = -3: Input should be greater than or equal to 1 (k: int >= 1)
     """
-    import modalrec.models  # noqa: F401  (populates the registry)
-
-    try:
-        cls = REGISTRY[name.lower()]
-    except KeyError:
-        known = ", ".join(sorted(REGISTRY))
-        raise ConfigError(f"unknown model {name!r}; known models: {known}") from None
-    try:
-        return cls(**params)
-    except TypeError as e:
-        raise ConfigError(f"bad hyperparameters for model {name!r}: {e}") from None
-
-
-def chunks(n: int, size: int) -> Iterator[slice]:
-    """Consecutive slices of ``range(n)`` of at most ``size`` elements."""
-    for start in range(0, n, size):
-        yield slice(start, min(n, start + size))
-
-
-def topk_scores(scores: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and values of the top ``k`` per row, sorted by descending score.
-
-    >>> idx, val = topk_scores(np.array([[0.25, 0.75, 0.5]], dtype=np.float32), 2)
-    >>> idx.tolist(), val.tolist()
-    ([[1, 2]], [[0.75, 0.5]])
-    """
-    t = torch.as_tensor(scores)
-    k = min(k, t.shape[1])
-    val, idx = torch.topk(t, k, dim=1, largest=True, sorted=True)
-    return idx.numpy().astype(np.int64), val.numpy().astype(np.float32)
-
-
-def mask_rows(scores: torch.Tensor, seen: sp.csr_matrix | None, rows: np.ndarray) -> torch.Tensor:
-    """Set the scores of already-seen items to -inf, in place, for the given user rows."""
-    if seen is None:
-        return scores
-    sub = seen[rows]
-    if sub.nnz:
-        r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
-        scores[torch.as_tensor(r), torch.as_tensor(sub.indices.astype(np.int64))] = -np.inf
-    return scores
+    return REGISTRY.get_or_raise(name)(**params)
 
 
 def interactions_state(train: sp.csr_matrix) -> dict[str, np.ndarray]:
@@ -103,55 +84,65 @@ def interactions_from_state(state: dict[str, np.ndarray], shape: tuple[int, int]
     return sp.csr_matrix((np.ones(len(ti), dtype=np.float32), ti, state["train_indptr"]), shape=shape)
 
 
-class Recommender(ABC):
-    """Base class: subclasses set ``name`` and implement ``_fit``, ``_score`` and state I/O.
+class Recommender(Component[P], ABC):
+    """Base class: subclasses set ``name`` and ``params_class`` and implement ``_fit`` and ``_score``.
 
-    Subclasses keep hyperparameters as plain attributes set in ``__init__`` from keyword arguments
-    (the ``get_params``/``clone`` contract of scikit-learn), and any learned arrays in
-    ``self._state`` (a dict of numpy arrays) so that ``save``/``load`` need no per-model code.
+    Hyperparameters are declared once in the model's :class:`~modalrec.core.params.Params` class
+    (type, default, range, meaning) and read as ``self.hp.<name>``; learned arrays live in
+    ``self._state`` (a dict of numpy arrays) so that ``save``/``load`` (in
+    :class:`~modalrec.core.persistence.Component`) need no per-model code.
     """
 
-    name: ClassVar[str] = "base"
+    kind: ClassVar[str] = "model"
+    stem: ClassVar[str] = "model"
+    registry: ClassVar[Registry[Any]] = REGISTRY
     #: Whether the model uses item content features (multimodal models set True).
     uses_features: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(self.default_params())
-        if unknown:
-            raise TypeError(
-                f"unknown hyperparameters {sorted(unknown)}; known: {sorted(self.default_params())}"
-            )
-        self.params: dict[str, Any] = {**self.default_params(), **params}
-        self._state: dict[str, np.ndarray] = {}
-        self.meta: dict[str, Any] = {}
+        super().__init__(**params)
         self.n_users = 0
         self.n_items = 0
-
-    # ------------------------------------------------------------------ hyperparameters
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {}
-
-    def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
-
-    def clone(self) -> Recommender:
-        """A new unfitted model with the same hyperparameters."""
-        return type(self)(**self.get_params())
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}({args})"
+        self._validator: Validator | None = None
 
     # ------------------------------------------------------------------ protocol
-    def fit(self, dataset: Dataset, *, progress: bool = True) -> Recommender:
-        """Learn from ``dataset.train``; models with early stopping validate on ``dataset.valid``."""
+    def fit(
+        self, dataset: Dataset, *, progress: bool = True, validator: Validator | None = None
+    ) -> Self:
+        """Learn from ``dataset.train``; models with early stopping call ``validator`` (default:
+        Recall@20 on ``dataset.valid``, full ranking) and keep their best state.
+
+        Raises :class:`~modalrec.core.errors.FitError` when training leaves NaN in the learned
+        arrays (a diverged run), like ``implicit``'s ``_check_fit_errors``: a NaN model would
+        otherwise rank items in arbitrary order without a word.
+        """
         self.n_users, self.n_items = dataset.n_users, dataset.n_items
         self.meta = {}
-        self._fit(dataset, progress=progress)
+        self._validator = validator if validator is not None else _default_validator(dataset)
+        try:
+            self._fit(dataset, progress=progress)
+        finally:
+            self._validator = None
         self.meta.setdefault("n_users", self.n_users)
         self.meta.setdefault("n_items", self.n_items)
+        self._check_finite()
         return self
+
+    def validate(self) -> float:
+        """The validation criterion of the running ``fit`` (higher is better)."""
+        if self._validator is None:
+            raise RuntimeError("validate() is only available while fit() runs")
+        return self._validator(self)
+
+    def _check_finite(self) -> None:
+        for key, arr in self._state_to_save().items():
+            a = np.asarray(arr)
+            if a.dtype.kind == "f" and a.size and np.isnan(a).any():
+                n_bad = int(np.isnan(a).sum())
+                raise FitError(
+                    f"model {self.name!r}: training produced {n_bad} NaN values in {key!r} "
+                    f"(diverged; lower the learning rate or raise the regularisation)"
+                )
 
     @abstractmethod
     def _fit(self, dataset: Dataset, *, progress: bool) -> None: ...
@@ -208,59 +199,15 @@ class Recommender(ABC):
         return u
 
     # ------------------------------------------------------------------ persistence
-    def _state_to_save(self) -> dict[str, np.ndarray]:
-        """Arrays to persist; default: ``self._state``. Override to export torch parameters."""
-        return self._state
+    def _facts(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items}
 
-    def _restore(self, state: dict[str, np.ndarray]) -> None:
-        """Rebuild the fitted model from saved arrays; default: keep them in ``self._state``."""
-        self._state = state
-
-    def save(self, directory: str | Path) -> Path:
-        """Write ``model.json`` + ``model.safetensors`` into ``directory`` (atomically, file by file)."""
-        self._check_fitted()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        state = {k: np.ascontiguousarray(v) for k, v in self._state_to_save().items()}
-        with atomic_path(d / "model.safetensors") as tmp:
-            save_file(state, str(tmp))
-        info = {
-            "model": self.name,
-            "params": self.params,
-            "n_users": self.n_users,
-            "n_items": self.n_items,
-            "meta": self.meta,
-        }
-        atomic_write_text(d / "model.json", json.dumps(info, indent=2, default=_json_default))
-        return d
-
-    @classmethod
-    def load(cls, directory: str | Path) -> Recommender:
-        """Load a model saved by :meth:`save`; the class is taken from ``model.json``."""
-        d = Path(directory)
-        try:
-            info = json.loads((d / "model.json").read_text())
-            state = load_file(str(d / "model.safetensors"))
-        except FileNotFoundError as e:
-            raise RunDirError(f"{d}: no saved model ({e.filename} is missing)") from None
-        except (json.JSONDecodeError, OSError) as e:
-            raise RunDirError(f"{d}: saved model is unreadable: {e}") from None
-        model = create(info["model"], **info["params"])
-        if cls is not Recommender and not isinstance(model, cls):
-            raise RunDirError(f"{d} holds a {info['model']!r} model, not {cls.name!r}")
-        model.n_users, model.n_items = int(info["n_users"]), int(info["n_items"])
-        model.meta = info.get("meta", {})
-        model._restore(state)
-        return model
+    def _restore_facts(self, info: dict[str, Any]) -> None:
+        self.n_users, self.n_items = int(info["n_users"]), int(info["n_items"])
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+def _default_validator(dataset: Dataset) -> Validator:
+    """Recall@20 on the validation split under the full-ranking protocol."""
+    from modalrec.evaluation.protocol import recall_at
+
+    return lambda model: recall_at(model, dataset, "valid", k=20)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from modalrec.errors import ConfigError
+from modalrec.core.errors import ConfigError
 from modalrec.models.base import REGISTRY, Recommender, create, register
 
 if TYPE_CHECKING:

@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from modalrec.errors import DataError
+from modalrec.core.errors import DataError
 from modalrec.models.training import BPRSampler, seed_everything, train_with_early_stopping
 
 if TYPE_CHECKING:

@@ -30,7 +30,7 @@ import scipy.linalg
 import scipy.sparse as sp
 import torch
 
-from modalrec.errors import ConfigError
+from modalrec.core.errors import ConfigError
 from modalrec.models.base import Recommender, interactions_from_state, interactions_state, register
 from modalrec.models.content import optional_modalities, prepared_features
 

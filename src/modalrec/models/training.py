@@ -163,8 +163,6 @@ def train_with_early_stopping(
     best epoch, the validation curve and per-epoch training seconds (reported by benchmarks).
     Without validation interactions the model trains for the full ``epochs`` (no early stopping).
     """
-    from modalrec.evaluation.protocol import evaluate
-
     es = EarlyStopping(patience=patience)
     has_valid = dataset.valid.nnz > 0
     epoch_seconds: list[float] = []
@@ -178,7 +176,7 @@ def train_with_early_stopping(
             losses.append(float(loss))
             status = f"loss {loss:.4f}"
             if has_valid and (epoch % eval_every == 0 or epoch == epochs):
-                rec = evaluate(model, dataset, "valid", ks=(20,)).metrics["recall@20"]
+                rec = model.validate()
                 keep_going = es.update(rec, epoch=epoch, state=get_state())
                 for hook in _VALIDATION_HOOKS.get():
                     hook(epoch, rec)

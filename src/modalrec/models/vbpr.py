@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modalrec.errors import DataError
+from modalrec.core.errors import DataError
 from modalrec.models.base import register
 from modalrec.models.content import prepared_features, select_modalities, train_warm, warm_items
 from modalrec.models.embedding import EmbeddingRecommender, bpr_loss

@@ -44,8 +44,8 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from modalrec.errors import ConfigError, DataError, ModalrecError
-from modalrec.io import atomic_write_json
+from modalrec.core.errors import ConfigError, DataError, ModalrecError
+from modalrec.core.io import atomic_write_json
 from modalrec.serving.auth import KeyStore, bearer_token, mask_user_id
 from modalrec.serving.engine import Engine, TextEncoderFn
 from modalrec.serving.feedback import FeedbackRow, FeedbackStore
@@ -197,7 +197,7 @@ class ServerState:
             return self._encode_text
         with self._encoder_lock:
             if self._encode_text is None:
-                from modalrec.search import default_text_encoder
+                from modalrec.workflows.search import default_text_encoder
 
                 self._encode_text = default_text_encoder()
                 self._encode_text(["warm up"])
@@ -760,7 +760,7 @@ def serve(
     """
     import uvicorn
 
-    from modalrec.rundir import read_manifest
+    from modalrec.workflows.rundir import read_manifest
 
     read_manifest(run_dir, verify=True)
     cfg = load_serve_config(config)

@@ -22,10 +22,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from modalrec.errors import ConfigError, DataError
-from modalrec.rundir import load_run, seen_matrix
+from modalrec.core.errors import ConfigError, DataError
 from modalrec.serving.index import VectorIndex
 from modalrec.serving.settings import ServeConfig
+from modalrec.workflows.rundir import load_run, seen_matrix
 
 log = logging.getLogger("modalrec.serving")
 
@@ -38,7 +38,7 @@ def _l2(x: np.ndarray) -> np.ndarray:
 
 
 class Engine:
-    """Serving view of a run directory (loaded and verified with :func:`modalrec.rundir.load_run`)."""
+    """Serving view of a run directory (loaded and verified with :func:`modalrec.workflows.rundir.load_run`)."""
 
     def __init__(
         self, run_dir: str | Path, cfg: ServeConfig, *, encode_text: TextEncoderFn | None = None
@@ -84,7 +84,7 @@ class Engine:
         self.search_index = None
         align_dir = self.path / "align" / "aligned"
         if align_dir.is_dir():
-            from modalrec.search import SearchIndex
+            from modalrec.workflows.search import SearchIndex
 
             self.search_index = SearchIndex.from_run(self.path, encode_text=encode_text)
             for m in self.search_index.modalities:

@@ -262,7 +262,7 @@ def compression_report(
     Full ranking as in :mod:`modalrec.evaluation` (training and validation items masked at test
     time; Recall@K = hits / min(K, #test items), its ``recall_capped``), retrieved from an exact
     index over the stored (possibly PCA-reduced / quantised) vectors so only the compression differs.
-    ``run`` is a :class:`modalrec.rundir.Run` whose model has ``user_vectors``/``item_vectors``.
+    ``run`` is a :class:`modalrec.workflows.rundir.Run` whose model has ``user_vectors``/``item_vectors``.
     """
     ds = run.dataset
     U = np.ascontiguousarray(run.model.user_vectors, dtype=np.float32)

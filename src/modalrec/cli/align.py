@@ -1,8 +1,8 @@
 """CLI commands of the alignment area: ``align``, ``align-report``, ``search`` and ``similar``.
 
 They register themselves on :data:`modalrec.cli.app` when this module is imported (one import line
-in ``modalrec/cli.py``) and only call the public functions of :mod:`modalrec.align.runs`,
-:mod:`modalrec.align.report` and :mod:`modalrec.search`; heavy imports stay inside the functions so
+in ``modalrec/cli.py``) and only call the public functions of :mod:`modalrec.workflows.align_runs`,
+:mod:`modalrec.align.report` and :mod:`modalrec.workflows.search`; heavy imports stay inside the functions so
 that ``modalrec --help`` is fast.
 """
 
@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from modalrec.cli import app, console, print_json, user_errors
-from modalrec.errors import ConfigError
+from modalrec.cli.app import app, console, print_json, user_errors
+from modalrec.core.errors import ConfigError
 
 
 def parse_params(pairs: list[str] | None) -> dict[str, Any]:
@@ -73,7 +73,7 @@ def align(
 ) -> None:
     """Fit an aligner on a run's item features and store it in RUN_DIR/align (used by search/similar)."""
     from modalrec.align.report import report_markdown
-    from modalrec.align.runs import align_run
+    from modalrec.workflows.align_runs import align_run
 
     rep = align_run(
         run_dir, aligner, modalities=modality, params=parse_params(param), holdout=holdout, seed=seed
@@ -109,7 +109,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Find items by their images, sounds, texts or fused vectors from a text query."""
-    from modalrec.search import search as do_search
+    from modalrec.workflows.search import search as do_search
 
     hits = do_search(run_dir, query, k, modality=modality)
     if as_json:
@@ -131,7 +131,7 @@ def similar(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
 ) -> None:
     """Items closest to ITEM, within one modality or across modalities (e.g. its text vs images)."""
-    from modalrec.search import similar as do_similar
+    from modalrec.workflows.search import similar as do_similar
 
     hits = do_similar(run_dir, item, k, modality=modality, query_modality=query_modality)
     if as_json:

@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from modalrec.errors import ConfigError
+from modalrec.core.errors import ConfigError
 
 
 class _Strict(BaseModel):

@@ -26,9 +26,9 @@ import numpy as np
 
 from modalrec.align.base import Aligner, create
 from modalrec.align.report import ALIGN_DIR, alignment_report, save_alignment
-from modalrec.errors import ConfigError, RunDirError
-from modalrec.io import atomic_save_npy
-from modalrec.rundir import read_feature_dir
+from modalrec.core.errors import ConfigError, RunDirError
+from modalrec.core.io import atomic_save_npy
+from modalrec.workflows.rundir import read_feature_dir
 
 
 def read_run_features(run_dir: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:

@@ -1,6 +1,6 @@
 """CLI commands of the multimodal-models area: ``modalrec tune`` and ``modalrec report``.
 
-Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli` imports this module; heavy libraries
+Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli.app` imports this module; heavy libraries
 (optuna, matplotlib, torch models) are imported inside the commands so ``modalrec --help`` stays fast.
 """
 
@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from modalrec.cli import app, console, user_errors
-from modalrec.errors import ConfigError
+from modalrec.cli.app import app, console, user_errors
+from modalrec.core.errors import ConfigError
 
 
 @app.command()
@@ -27,7 +27,7 @@ def tune(
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = True,
 ) -> None:
     """Optuna TPE search (with pruning) maximising validation Recall@20; resumable; writes best.toml."""
-    from modalrec.models.tuning import tune as run_tune
+    from modalrec.workflows.tuning import tune as run_tune
 
     out_dir = out if out is not None else config.with_name(config.stem + "-tune")
     summary = run_tune(config, trials, out_dir, storage=storage, progress=not quiet)
@@ -47,19 +47,19 @@ def report(
 ) -> None:
     """Ablations (each modality, every pair, all, none), warm vs cold, modality weights, K=10/20/50:
     Markdown + self-contained HTML with plots."""
-    from modalrec.evaluation.ablation import run_ablations
-    from modalrec.evaluation.report import write_report
+    from modalrec.workflows.ablation import run_ablations
+    from modalrec.workflows.report import write_report
 
     trained = None
     if source.is_dir():
-        from modalrec.rundir import load_run
+        from modalrec.workflows.rundir import load_run
 
         run = load_run(source)
         ds, trained = run.dataset, run.model
         model_name, params = run.model.name, dict(run.model.get_params())
         ks = tuple(run.manifest.get("config", {}).get("evaluate", {}).get("ks", (10, 20, 50)))
     elif source.suffix.lower() == ".toml":
-        from modalrec.models.tuning import load_with_features, read_config
+        from modalrec.workflows.tuning import load_with_features, read_config
 
         cfg, _, _ = read_config(source)
         ds = load_with_features(cfg)

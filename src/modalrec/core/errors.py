@@ -49,3 +49,7 @@ class ConfigError(ModalrecError):
 
 class RunDirError(ModalrecError):
     """A run directory is missing, incomplete or has been tampered with (checksum mismatch)."""
+
+
+class FitError(ModalrecError):
+    """Training failed in a way the user can act on (diverged to NaN, no usable data)."""

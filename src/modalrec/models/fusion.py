@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from modalrec.errors import DataError
+from modalrec.core.errors import DataError
 from modalrec.fusion.modules import create_fusion
 from modalrec.models.base import register
 from modalrec.models.embedding import EmbeddingRecommender, bpr_loss

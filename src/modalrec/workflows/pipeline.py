@@ -1,7 +1,7 @@
 """Config -> load -> fit -> evaluate -> run directory. The CLI and the Python API both call these.
 
 >>> # Python API (same code path as ``modalrec fit config.toml --out runs/x``):
->>> # from modalrec.pipeline import fit, evaluate_run, recommend_for_user
+>>> # from modalrec.workflows.pipeline import fit, evaluate_run, recommend_for_user
 >>> # run = fit(load_config("config.toml"), "runs/x")
 """
 
@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
-from modalrec.config import RunConfig
+from modalrec.core.io import atomic_write_json, atomic_write_text
 from modalrec.data.dataset import Dataset
 from modalrec.evaluation.protocol import EvalResult, evaluate
-from modalrec.io import atomic_write_json, atomic_write_text
 from modalrec.models.base import Recommender, create
-from modalrec.rundir import Run, RunWriter, load_run, seen_matrix, write_dataset, write_manifest
+from modalrec.workflows.config import RunConfig
+from modalrec.workflows.rundir import Run, RunWriter, load_run, seen_matrix, write_dataset, write_manifest
 
 
 def load_dataset(config: RunConfig) -> Dataset:

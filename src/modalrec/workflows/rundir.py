@@ -34,10 +34,10 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
+from modalrec.core.errors import RunDirError
+from modalrec.core.io import atomic_save_npy, atomic_write_json, sha256_file
 from modalrec.data.dataset import Dataset, interaction_matrix
 from modalrec.data.report import ValidationReport
-from modalrec.errors import RunDirError
-from modalrec.io import atomic_save_npy, atomic_write_json, sha256_file
 
 MANIFEST = "manifest.json"
 PACKAGES = ("modalrec", "torch", "numpy", "scipy", "polars", "pyarrow", "safetensors", "pydantic")
@@ -210,7 +210,7 @@ class Run:
 
 
 def load_run(path: str | Path, *, verify: bool = True) -> Run:
-    """Load a run directory written by :func:`modalrec.pipeline.fit`."""
+    """Load a run directory written by :func:`modalrec.workflows.pipeline.fit`."""
     from modalrec.models.base import Recommender
 
     d = Path(path)

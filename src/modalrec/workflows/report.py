@@ -14,7 +14,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-from modalrec.io import atomic_path, atomic_write_json, atomic_write_text
+from modalrec.core.io import atomic_path, atomic_write_json, atomic_write_text
 
 METRICS = ("recall", "ndcg", "precision")
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from modalrec.errors import ConfigError
+from modalrec.core.errors import ConfigError
 from modalrec.llm.text import ItemText
 
 if TYPE_CHECKING:
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from modalrec.llm.loading import LLM
     from modalrec.llm.projector import ItemProjector
     from modalrec.llm.rerank import RerankResult
-    from modalrec.rundir import Run
+    from modalrec.workflows.rundir import Run
 
 
 def evidence_weights(run: Run) -> dict[str, float] | None:
@@ -58,7 +58,7 @@ def explain_run(
 ) -> Explanation:
     """:func:`modalrec.llm.explain` for external ids of a run (its features and fusion weights)."""
     from modalrec.llm.explain import explain
-    from modalrec.rundir import load_run
+    from modalrec.workflows.rundir import load_run
 
     run = load_run(run_dir)
     return explain(
@@ -120,7 +120,7 @@ def fit_run_projector(
 ) -> ItemProjector:
     """Train the projector of ``modality`` for a run (early stopping on its validation items) and save it."""
     from modalrec.llm.projector import train_projector
-    from modalrec.rundir import load_run
+    from modalrec.workflows.rundir import load_run
 
     run = load_run(run_dir)
     ds = run.dataset
@@ -190,7 +190,7 @@ def describe_run(
     """
     from modalrec.llm.loading import load_llm
     from modalrec.llm.projector import ItemProjector, describe, genres_in, label_logprobs, name_labels
-    from modalrec.rundir import load_run
+    from modalrec.workflows.rundir import load_run
 
     llm = llm or load_llm()
     run = load_run(run_dir)
@@ -255,7 +255,7 @@ def rerank_run(
 ) -> RerankResult:
     """:func:`modalrec.llm.rerank_evaluate` on a run's model and split (blend chosen on validation)."""
     from modalrec.llm.rerank import rerank_evaluate
-    from modalrec.rundir import load_run
+    from modalrec.workflows.rundir import load_run
 
     run = load_run(run_dir)
     return rerank_evaluate(

@@ -61,7 +61,7 @@ def run_demo(
     """Generate, encode, fit, evaluate; returns the comparison and writes ``out/run``."""
     from modalrec.data.demo import make_demo
     from modalrec.encoders import encode_dataset
-    from modalrec.pipeline import evaluate_both, write_run
+    from modalrec.workflows.pipeline import evaluate_both, write_run
 
     out = Path(out)
     timings: dict[str, float] = {}

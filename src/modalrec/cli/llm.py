@@ -1,7 +1,7 @@
 """CLI commands of the LLM layer: ``modalrec explain``, ``modalrec describe`` and ``evaluate --rerank llm``.
 
-Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli` imports this module. transformers and
-torch are imported inside the commands (through :mod:`modalrec.llm.runs`), so ``modalrec --help``
+Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli.app` imports this module. transformers and
+torch are imported inside the commands (through :mod:`modalrec.workflows.llm_runs`), so ``modalrec --help``
 stays fast.
 """
 
@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from modalrec.cli import app, console, metrics_table, print_json, user_errors
-from modalrec.errors import ConfigError
+from modalrec.cli.app import app, console, metrics_table, print_json, user_errors
+from modalrec.core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from modalrec.rundir import Run
+    from modalrec.workflows.rundir import Run
 
 RERANKERS = ("llm",)
 
@@ -37,7 +37,7 @@ def explain(
     The sentence may only name the item and items from the user's history (checked; offending
     sentences are dropped and a template is used if nothing grounded is left).
     """
-    from modalrec.llm.runs import explain_run
+    from modalrec.workflows.llm_runs import explain_run
 
     exp = explain_run(run_dir, user, item, use_llm=not no_llm, k=k)
     if as_json:
@@ -84,7 +84,7 @@ def describe(
     The first call on a run trains the projector (LLM frozen; bounded by --train-seconds) and
     stores it in the run directory; 10% of the items (seeded) are held out of that training.
     """
-    from modalrec.llm.runs import describe_run
+    from modalrec.workflows.llm_runs import describe_run
 
     out = describe_run(
         run_dir, item, modality=source, projector=projector, train_seconds=train_seconds, progress=not quiet

@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modalrec.config import RunConfig, config_from_dict, read_toml
-from modalrec.errors import ConfigError
-from modalrec.io import atomic_write_json, atomic_write_text
+from modalrec.core.errors import ConfigError
+from modalrec.core.io import atomic_write_json, atomic_write_text
+from modalrec.workflows.config import RunConfig, config_from_dict, read_toml
 
 if TYPE_CHECKING:
     import optuna
@@ -127,7 +127,7 @@ def _hashable(v: Any) -> Any:
 
 def load_with_features(cfg: RunConfig) -> Dataset:
     """The configured data set, with features encoded when the config has an ``[encode]`` table."""
-    from modalrec.pipeline import load_dataset
+    from modalrec.workflows.pipeline import load_dataset
 
     ds = load_dataset(cfg)
     if cfg.encode is not None and not ds.features:

@@ -1,6 +1,6 @@
 """CLI commands of the serving area: ``modalrec serve`` and ``modalrec serve-key``.
 
-Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli` imports this module; FastAPI, uvicorn
+Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli.app` imports this module; FastAPI, uvicorn
 and faiss are imported inside the commands so ``modalrec --help`` stays fast.
 """
 
@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from modalrec.cli import app, console, user_errors
-from modalrec.errors import ConfigError
+from modalrec.cli.app import app, console, user_errors
+from modalrec.core.errors import ConfigError
 
 
 @app.command()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from modalrec.align.base import Aligner, l2_normalize
-from modalrec.errors import ConfigError, DataError, RunDirError
+from modalrec.core.errors import ConfigError, DataError, RunDirError
 
 TextEncoderFn = Callable[[Sequence[str]], np.ndarray]
 FUSED = "fused"

@@ -1,0 +1,72 @@
+"""The ``modalrec`` command line (typer + rich). Every command calls a public pipeline function.
+
+User errors (:class:`~modalrec.core.errors.ModalrecError`) are printed as one red line, without a
+traceback, and the process exits with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from modalrec.core.errors import ModalrecError
+
+app = typer.Typer(
+    name="modalrec",
+    help="Multimodal recommendation with cross-modal alignment and an LLM layer.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Turn ModalrecError (bad data, config, run dir) into a clear message and exit code 2."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ModalrecError as e:
+            err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def metrics_table(title: str, metrics: dict[str, float], ks: tuple[int, ...] | None = None) -> Table:
+    """Rows = metric names, columns = K."""
+    names: list[str] = []
+    kset: set[int] = set()
+    for key in metrics:
+        if "@" in key:
+            n, k_text = key.split("@")
+            if n not in names:
+                names.append(n)
+            kset.add(int(k_text))
+    cols = sorted(kset) if ks is None else list(ks)
+    t = Table(title=title)
+    t.add_column("metric")
+    for k in cols:
+        t.add_column(f"@{k}", justify="right")
+    for n in names:
+        t.add_row(n, *(f"{metrics.get(f'{n}@{k}', float('nan')):.4f}" for k in cols))
+    return t
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")

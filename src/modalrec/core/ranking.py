@@ -1,0 +1,52 @@
+"""Ranking helpers shared by models, evaluation and serving: user chunks, top-k, masking seen items.
+
+Why here: evaluation must rank exactly as ``Recommender.recommend`` does (same masking, same tie
+order), and neither may import the other, so both take these from the ground floor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def chunks(n: int, size: int) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` elements.
+
+    >>> [(s.start, s.stop) for s in chunks(5, 2)]
+    [(0, 2), (2, 4), (4, 5)]
+    """
+    for start in range(0, n, size):
+        yield slice(start, min(n, start + size))
+
+
+def topk_scores(scores: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and values of the top ``k`` per row, sorted by descending score.
+
+    >>> idx, val = topk_scores(np.array([[0.25, 0.75, 0.5]], dtype=np.float32), 2)
+    >>> idx.tolist(), val.tolist()
+    ([[1, 2]], [[0.75, 0.5]])
+    """
+    t = torch.as_tensor(scores)
+    k = min(k, t.shape[1])
+    val, idx = torch.topk(t, k, dim=1, largest=True, sorted=True)
+    return idx.numpy().astype(np.int64), val.numpy().astype(np.float32)
+
+
+def mask_rows(scores: torch.Tensor, seen: sp.csr_matrix | None, rows: np.ndarray) -> torch.Tensor:
+    """Set the scores of already-seen items to -inf, in place, for the given user rows.
+
+    >>> s = torch.zeros(1, 3)
+    >>> mask_rows(s, sp.csr_matrix(np.array([[0, 1, 0]])), np.array([0])).tolist()
+    [[0.0, -inf, 0.0]]
+    """
+    if seen is None:
+        return scores
+    sub = seen[rows]
+    if sub.nnz:
+        r = np.repeat(np.arange(len(rows)), np.diff(sub.indptr))
+        scores[torch.as_tensor(r), torch.as_tensor(sub.indices.astype(np.int64))] = -np.inf
+    return scores

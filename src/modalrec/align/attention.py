@@ -21,7 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from modalrec.align.base import Standardizer, register
-from modalrec.align.contrastive import ContrastiveAligner, info_nce
+from modalrec.align.contrastive import ContrastiveAligner
+from modalrec.core.losses import info_nce
 
 
 class _AttnNet(nn.Module):
@@ -87,10 +88,14 @@ class CrossAttentionAligner(ContrastiveAligner):
             both = present[a] & present[b]
             if int(both.sum()) < 2:
                 continue
-            losses.append(info_nce(z[a][both], z[b][both], net.scale))
+            losses.append(info_nce(z[a][both], z[b][both], scale=net.scale))
             j = net.joint(a, batch[a][both], b, batch[b][both])
             w = self.params["joint_weight"]
-            losses.append(w * 0.5 * (info_nce(j, z[a][both], net.scale) + info_nce(j, z[b][both], net.scale)))
+            losses.append(
+                w
+                * 0.5
+                * (info_nce(j, z[a][both], scale=net.scale) + info_nce(j, z[b][both], scale=net.scale))
+            )
         return torch.stack(losses).sum() / max(1, len(losses) // 2) if losses else None
 
     def joint(self, views: dict[str, np.ndarray], masks: dict[str, np.ndarray] | None = None) -> np.ndarray:

@@ -25,6 +25,7 @@ from torch.nn import functional as F
 
 from modalrec.align.base import Aligner, Standardizer, register, selection_split
 from modalrec.align.metrics import mean_reciprocal_rank
+from modalrec.core.losses import info_nce
 
 
 def make_head(d_in: int, dim: int, hidden: int | None, dropout: float) -> nn.Module:
@@ -32,18 +33,6 @@ def make_head(d_in: int, dim: int, hidden: int | None, dropout: float) -> nn.Mod
     if not hidden:
         return nn.Linear(d_in, dim)
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim))
-
-
-def info_nce(za: torch.Tensor, zb: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE on L2-normalised rows: row ``i`` of ``za`` matches row ``i`` of ``zb``.
-
-    >>> z = F.normalize(torch.eye(4), dim=1)
-    >>> float(info_nce(z, z, torch.tensor(50.0))) < 1e-6
-    True
-    """
-    logits = scale * za @ zb.T
-    target = torch.arange(len(za))
-    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
 def neighbour_table(X: np.ndarray, n_neighbours: int) -> np.ndarray:
@@ -135,7 +124,7 @@ class ContrastiveAligner(Aligner):
         for a, b in combinations(z, 2):
             both = present[a] & present[b]
             if int(both.sum()) >= 2:
-                losses.append(info_nce(z[a][both], z[b][both], net.scale))  # type: ignore[arg-type]
+                losses.append(info_nce(z[a][both], z[b][both], scale=net.scale))  # type: ignore[arg-type]
         return torch.stack(losses).mean() if losses else None
 
     def _embed(self, net: nn.Module, m: str, X: np.ndarray) -> np.ndarray:

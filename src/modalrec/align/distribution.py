@@ -20,7 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from modalrec.align.base import register, selection_split
-from modalrec.align.contrastive import ContrastiveAligner, _Heads, info_nce
+from modalrec.align.contrastive import ContrastiveAligner, _Heads
+from modalrec.core.losses import info_nce
 
 
 def mmd_rbf(
@@ -85,7 +86,7 @@ class MMDAligner(ContrastiveAligner):
         for a, b in combinations(z, 2):
             both = present[a] & present[b]
             if int(both.sum()) >= 2:
-                losses.append(info_nce(z[a][both], z[b][both], net.scale))
+                losses.append(info_nce(z[a][both], z[b][both], scale=net.scale))
         total = torch.stack(losses).mean() if losses else torch.zeros(())
         return total + self.params[self._weight_key] * self._extra(net, z, present)
 

@@ -106,9 +106,7 @@ class Recommender(Component[P], ABC):
         self._validator: Validator | None = None
 
     # ------------------------------------------------------------------ protocol
-    def fit(
-        self, dataset: Dataset, *, progress: bool = True, validator: Validator | None = None
-    ) -> Self:
+    def fit(self, dataset: Dataset, *, progress: bool = True, validator: Validator | None = None) -> Self:
         """Learn from ``dataset.train``; models with early stopping call ``validator`` (default:
         Recall@20 on ``dataset.valid``, full ranking) and keep their best state.
 

@@ -223,18 +223,6 @@ def degree_pruned_blocks(
     return normalised_blocks(pruned)
 
 
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Symmetric InfoNCE between two views of the same rows (row i of ``a`` matches row i of ``b``)."""
-    a = torch.nn.functional.normalize(a, dim=1)
-    b = torch.nn.functional.normalize(b, dim=1)
-    logits = a @ b.T / temperature
-    target = torch.arange(len(a))
-    return (
-        torch.nn.functional.cross_entropy(logits, target)
-        + torch.nn.functional.cross_entropy(logits.T, target)
-    ) / 2
-
-
 def train_warm(model: EmbeddingRecommender, dataset: Dataset, *, progress: bool) -> None:
     """:meth:`EmbeddingRecommender._train` with warm-only negatives (content models use this).
 

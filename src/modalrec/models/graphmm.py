@@ -39,10 +39,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from modalrec.core.losses import info_nce
 from modalrec.models.base import register
 from modalrec.models.content import (
     degree_pruned_blocks,
-    info_nce,
     interaction_knn_graph,
     knn_graph,
     optional_modalities,
@@ -261,7 +261,9 @@ class GraphMM(EmbeddingRecommender):
                 ok = pres[idx, k] > 0
                 if int(ok.sum()) > 1:
                     loss = loss + self.params["ssl_weight"] * info_nce(
-                        cf[ok], z[m][idx][ok], float(self.params["ssl_temperature"])
+                        F.normalize(cf[ok], dim=1),
+                        F.normalize(z[m][idx][ok], dim=1),
+                        temperature=float(self.params["ssl_temperature"]),
                     )
         if self.params["mfm_weight"]:
             loss = loss + self.params["mfm_weight"] * self._mfm_loss(

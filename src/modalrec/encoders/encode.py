@@ -4,21 +4,22 @@
 
 1. builds the encoder and the items' references (joined text fields, or a media column);
 2. hashes every item's content and looks the hashes up in the encoder's :class:`VectorCache`;
-3. encodes only the unique contents not cached yet, in batches, decoding in a thread pool while
-   the model runs (or in a Ray Data actor pool with ``backend="ray"``), writing a cache shard
-   atomically every few hundred items (so a killed run resumes where it stopped);
+3. encodes only the unique contents not cached yet, in batches, with one of the
+   :mod:`~modalrec.encoders.backends` (decoding in a thread pool while the model runs, or a Ray
+   Data actor pool with ``backend="ray"``), writing a cache shard atomically every few hundred
+   items (so a killed run resumes where it stopped);
 4. assembles a float32 matrix and a presence mask in catalogue order; bad content (missing,
    corrupt, truncated, zero-length files, empty text, NaN rows) is marked missing with a reason.
 """
 
 from __future__ import annotations
 
-import logging
+import contextlib
+import functools
 import os
 import shutil
 import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,14 +28,11 @@ from typing import Any
 
 import numpy as np
 
-from modalrec.core.errors import ConfigError, ModalrecError
+from modalrec.core.errors import ConfigError
 from modalrec.core.io import atomic_write_json, atomic_write_text
-from modalrec.encoders.base import (
-    ENCODER_ERROR,
-    NON_FINITE,
-    ContentError,
-    describe_ref,
-)
+from modalrec.encoders.backends import BatchResult, encode_batches
+from modalrec.encoders.base import ENCODER_ERROR, describe_ref
+from modalrec.encoders.progress import Progress
 from modalrec.encoders.registry import build_encoder, canonical_name, default_encoder_name
 from modalrec.encoders.store import FeatureSet, ModalityReport, VectorCache, unique_in_order
 
@@ -144,316 +142,152 @@ def _refs(items: Any, spec: ModalitySpec, base_dir: Path | None) -> list[Any]:
     return out
 
 
-# ------------------------------------------------------------------------------------ progress
-class _Progress:
-    """A rich progress bar per modality (items/s, ETA), or nothing."""
+# ------------------------------------------------------------------------------------ one modality
+@dataclass(frozen=True)
+class _RunOptions:
+    """How the contents not cached yet are encoded and how often they are written to the cache."""
 
-    def __init__(self, enabled: bool) -> None:
-        self._p: Any = None
-        if enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TaskProgressColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._p = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TaskProgressColumn(),
-                TextColumn("{task.fields[rate]}"),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                transient=False,
-            )
-
-    def __enter__(self) -> _Progress:
-        if self._p is not None:
-            self._p.__enter__()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._p is not None:
-            self._p.__exit__(*exc)
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        if self._p is None:
-            return lambda n: None
-        tid = self._p.add_task(description, total=total, rate="")
-        start = time.perf_counter()
-        done = [0]
-
-        def advance(n: int) -> None:
-            done[0] += n
-            dt = time.perf_counter() - start
-            rate = f"{done[0] / dt:,.1f} items/s" if dt > 0 else ""
-            self._p.update(tid, advance=n, rate=rate)
-
-        return advance
+    backend: str = "local"
+    workers: int = 2
+    shard_items: int = 256
+    shard_seconds: float = 20.0
+    ray_actors: int = 2
+    ray_num_cpus: int | None = None
 
 
-# ------------------------------------------------------------------------------------ encoding loops
 @dataclass
-class _Result:
-    keys: list[str]
-    vectors: np.ndarray
-    ok: list[bool]
-    reasons: list[str]
-    details: list[str]
+class _Work:
+    """One modality's items against its cache: what is there and what is left to encode."""
+
+    keys: list[str]  # every item's content key, in catalogue order
+    todo_keys: list[str]  # the unique keys not cached yet, in order of first appearance
+    todo_refs: list[Any]  # the first item reference with each of those keys
+    n_todo_items: int  # items whose key is not cached (an item per duplicate)
+    count: dict[str, int]  # items per key to encode: how far one result advances the progress bar
+
+    @classmethod
+    def plan(cls, keys: list[str], refs: list[Any], cache: VectorCache) -> _Work:
+        todo_keys = [k for k in unique_in_order(keys) if k not in cache]
+        first: dict[str, Any] = {}
+        for k, r in zip(keys, refs, strict=True):
+            first.setdefault(k, r)
+        count = {k: 0 for k in todo_keys}
+        for k in keys:
+            if k in count:
+                count[k] += 1
+        n_todo_items = sum(1 for k in keys if k not in cache)
+        return cls(keys, todo_keys, [first[k] for k in todo_keys], n_todo_items, count)
 
 
-def _safe_load(encoder: Any, ref: Any) -> tuple[bool, Any]:
-    try:
-        return True, encoder.load(ref)
-    except ContentError as e:
-        return False, (e.reason, e.detail)
-    except Exception as e:  # a decoder bug on odd input must not stop the run
-        return False, (ENCODER_ERROR, f"{type(e).__name__}: {e}")
+def _fit_if_needed(encoder: Any, refs: list[Any]) -> None:
+    """Fit an encoder that learns from the corpus (TF-IDF, .npy dims) unless it is already fitted."""
+    if hasattr(encoder, "fit") and (not getattr(encoder, "fitted", True) or not getattr(encoder, "dim", 0)):
+        encoder.fit([r for r in refs if r is not None])
 
 
-def encode_loaded(encoder: Any, keys: list[str], loaded: list[tuple[bool, Any]]) -> _Result:
-    """Encode one batch of load results; failures and non-finite rows become missing rows."""
-    dim = encoder.dim
-    vecs = np.zeros((len(keys), dim), dtype=np.float32)
-    ok = [flag for flag, _ in loaded]
-    reasons = ["" if flag else obj[0] for flag, obj in loaded]
-    details = ["" if flag else obj[1] for flag, obj in loaded]
-    good = [i for i, flag in enumerate(ok) if flag]
-    if good:
-        try:
-            out = encoder.encode([loaded[i][1] for i in good])
-            vecs[good] = out
-        except ModalrecError:
-            raise  # e.g. the model's package is missing: a setup problem, not one item's content
-        except Exception:
-            for i in good:  # isolate the item that breaks the batch
-                try:
-                    vecs[i] = encoder.encode([loaded[i][1]])[0]
-                except ModalrecError:
-                    raise
-                except Exception as e:
-                    ok[i], reasons[i], details[i] = False, ENCODER_ERROR, f"{type(e).__name__}: {e}"
-    for i in good:
-        if ok[i] and not np.isfinite(vecs[i]).all():
-            ok[i], reasons[i], details[i] = False, NON_FINITE, "encoder output has NaN or inf"
-            vecs[i] = 0.0
-    return _Result(keys, vecs, ok, reasons, details)
+def _content_keys(encoder: Any, refs: list[Any], workers: int) -> list[str]:
+    """Every item's content hash (file bytes are read in a thread pool)."""
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
+        return list(ex.map(encoder.content_key, refs, chunksize=32))
 
 
-def _batch_size(encoder: Any) -> int:
-    if getattr(encoder, "modality", "") == "text":
-        return 512  # the sentence encoder sorts by length inside a call; bigger calls pad less
-    return max(1, int(getattr(encoder, "batch_size", 16)))
+class _ShardWriter:
+    """Buffers batch results and writes them to the cache as one shard every ``shard_items`` items
+    or ``shard_seconds``, so that a killed run loses at most that much work.
 
+    Failures of the encoder itself (not of the content) are kept in ``transient`` for the report but
+    not cached, so that the next run tries those items again.
+    """
 
-def _encode_local(encoder: Any, refs: list[Any], keys: list[str], workers: int) -> Iterator[_Result]:
-    """Batches of results; loading runs ``2`` batches ahead in a thread pool."""
-    bs = _batch_size(encoder)
-    n = len(refs)
-    if workers <= 0:
-        for s in range(0, n, bs):
-            loaded = [_safe_load(encoder, r) for r in refs[s : s + bs]]
-            yield encode_loaded(encoder, keys[s : s + bs], loaded)
-        return
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="modalrec-load") as ex:
-        queue: deque[Any] = deque()
-        nxt = 0
-        ahead = 2 * bs + bs
+    def __init__(self, cache: VectorCache, shard_items: int, shard_seconds: float) -> None:
+        self.cache = cache
+        self.shard_items = shard_items
+        self.shard_seconds = shard_seconds
+        self.transient: dict[str, tuple[str, str]] = {}
+        self._buf: list[BatchResult] = []
+        self._last_flush = time.perf_counter()
 
-        def fill() -> None:
-            nonlocal nxt
-            while nxt < n and len(queue) < ahead:
-                queue.append(ex.submit(_safe_load, encoder, refs[nxt]))
-                nxt += 1
+    def add(self, res: BatchResult) -> None:
+        self._buf.append(res)
 
-        fill()
-        start = 0
-        while queue:
-            m = min(bs, len(queue))
-            loaded = [queue.popleft().result() for _ in range(m)]
-            fill()
-            yield encode_loaded(encoder, keys[start : start + m], loaded)
-            start += m
+    def flush_if_due(self) -> None:
+        if (
+            sum(len(r.keys) for r in self._buf) >= self.shard_items
+            or time.perf_counter() - self._last_flush > self.shard_seconds
+        ):
+            self.flush()
 
-
-class _RayEncodeActor:
-    """One encoder per Ray actor: load + encode a batch, returning vectors and failure reasons."""
-
-    def __init__(self, spec: dict[str, Any], dim: int) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        self.encoder = build_encoder(spec)
-        if self.encoder.dim != dim:
-            raise RuntimeError(f"encoder rebuilt from its spec has dim {self.encoder.dim}, expected {dim}")
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        refs = [
-            None if bool(null) else _unwrap(r) for r, null in zip(batch["ref"], batch["null"], strict=True)
+    def flush(self) -> None:
+        rows = [
+            (k, r.vectors[j], r.ok[j], r.reasons[j], r.details[j])
+            for r in self._buf
+            for j, k in enumerate(r.keys)
+            if r.ok[j] or r.reasons[j] != ENCODER_ERROR
         ]
-        keys = [str(k) for k in batch["key"]]
-        res = encode_loaded(self.encoder, keys, [_safe_load(self.encoder, r) for r in refs])
-        return {
-            "i": np.asarray(batch["i"], dtype=np.int64),
-            "vec": res.vectors,
-            "ok": np.asarray(res.ok, dtype=bool),
-            "reason": np.asarray(res.reasons, dtype=str),
-            "detail": np.asarray([d[:300] for d in res.details], dtype=str),
-        }
+        for r in self._buf:
+            for j, k in enumerate(r.keys):
+                if not r.ok[j] and r.reasons[j] == ENCODER_ERROR:
+                    self.transient[k] = (r.reasons[j], r.details[j])
+        if rows:
+            self.cache.put(
+                [x[0] for x in rows],
+                np.stack([x[1] for x in rows]),
+                [x[2] for x in rows],
+                [x[3] for x in rows],
+                [x[4] for x in rows],
+            )
+        self._buf.clear()
+        self._last_flush = time.perf_counter()
 
 
-def _unwrap(r: Any) -> Any:
-    return r.item() if isinstance(r, np.generic) else r
-
-
-def _ray_init(num_cpus: int | None) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count() or 2,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
-
-
-def _encode_ray(
-    encoder: Any, refs: list[Any], keys: list[str], actors: int, chunk: int, num_cpus: int | None
-) -> Iterator[_Result]:
-    # Ray Data logs every dataset execution at INFO to the console; our progress bar says enough.
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("backend 'ray' needs Ray Data: pip install 'ray[data]'") from None
-    _ray_init(num_cpus)
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-dataset INFO lines in our CLI
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.execution_options.preserve_order = True
-    rows = [
-        {"i": i, "key": k, "ref": "" if r is None else str(r), "null": r is None}
-        for i, (r, k) in enumerate(zip(refs, keys, strict=True))
-    ]
-    ds = ray.data.from_items(rows, override_num_blocks=max(1, min(len(rows), 4 * actors)))
-    bs = _batch_size(encoder) if getattr(encoder, "modality", "") != "text" else 64
-    out = ds.map_batches(
-        _RayEncodeActor,
-        fn_constructor_kwargs={"spec": encoder.to_spec(), "dim": encoder.dim},
-        batch_size=bs,
-        batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=1,
+def _encode_missing(
+    encoder: Any, work: _Work, cache: VectorCache, opts: _RunOptions, advance: Callable[[int], None]
+) -> dict[str, tuple[str, str]]:
+    """Encode the contents not cached yet into the cache; returns the encoder failures (not cached)."""
+    if not work.todo_keys:
+        return {}
+    results = encode_batches(
+        opts.backend,
+        encoder,
+        work.todo_refs,
+        work.todo_keys,
+        workers=opts.workers,
+        ray_actors=opts.ray_actors,
+        chunk=opts.shard_items,
+        ray_num_cpus=opts.ray_num_cpus,
     )
-    for b in out.iter_batches(batch_size=chunk, batch_format="numpy"):
-        idx = b["i"].tolist()
-        yield _Result(
-            [keys[i] for i in idx],
-            np.asarray(b["vec"], dtype=np.float32).reshape(len(idx), encoder.dim),
-            [bool(x) for x in b["ok"]],
-            [str(x) for x in b["reason"]],
-            [str(x) for x in b["detail"]],
-        )
+    writer = _ShardWriter(cache, opts.shard_items, opts.shard_seconds)
+    try:
+        for res in results:
+            writer.add(res)
+            advance(sum(work.count[k] for k in res.keys))
+            writer.flush_if_due()
+    finally:  # also on Ctrl-C: keep every finished batch, the next run resumes after them
+        writer.flush()
+    cache.compact()
+    return writer.transient
 
 
-# ------------------------------------------------------------------------------------ main entry
-def encode_modality(
+def _assemble(
     spec: ModalitySpec,
     refs: list[Any],
     item_ids: list[str],
-    cache_root: Path,
-    *,
-    backend: str = "local",
-    workers: int = 2,
-    shard_items: int = 256,
-    shard_seconds: float = 20.0,
-    ray_actors: int = 2,
-    ray_num_cpus: int | None = None,
-    advance: Callable[[int], None] | None = None,
+    work: _Work,
+    cache: VectorCache,
+    transient: Mapping[str, tuple[str, str]],
+    backend: str,
 ) -> tuple[np.ndarray, np.ndarray, ModalityReport]:
-    """Encode one modality; returns (float32 matrix, presence mask, report)."""
-    t0 = time.perf_counter()
+    """The catalogue-order matrix and presence mask from the cache, and the modality's report."""
     enc = spec.encoder
-    advance = advance or (lambda n: None)
-    if hasattr(enc, "fit") and (not getattr(enc, "fitted", True) or not getattr(enc, "dim", 0)):
-        enc.fit([r for r in refs if r is not None])
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as ex:
-        keys = list(ex.map(enc.content_key, refs, chunksize=32))
-    cache = VectorCache(cache_root, enc.cache_id, enc.dim)
-    todo_keys = [k for k in unique_in_order(keys) if k not in cache]
-    first: dict[str, Any] = {}
-    for k, r in zip(keys, refs, strict=True):
-        first.setdefault(k, r)
-    todo_refs = [first[k] for k in todo_keys]
-    n_todo_items = sum(1 for k in keys if k not in cache)
-    advance(len(keys) - n_todo_items)
-    count = {k: 0 for k in todo_keys}
-    for k in keys:
-        if k in count:
-            count[k] += 1
-
-    transient: dict[str, tuple[str, str]] = {}
-    if todo_keys:
-        if backend == "local":
-            results = _encode_local(enc, todo_refs, todo_keys, workers)
-        elif backend == "ray":
-            results = _encode_ray(enc, todo_refs, todo_keys, ray_actors, shard_items, ray_num_cpus)
-        else:
-            raise ConfigError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
-        buf: list[_Result] = []
-        last_flush = time.perf_counter()
-
-        def flush() -> None:
-            nonlocal last_flush
-            # Failures of the encoder itself (not of the content) are reported but not cached,
-            # so that the next run tries those items again.
-            rows = [
-                (k, r.vectors[j], r.ok[j], r.reasons[j], r.details[j])
-                for r in buf
-                for j, k in enumerate(r.keys)
-                if r.ok[j] or r.reasons[j] != ENCODER_ERROR
-            ]
-            for r in buf:
-                for j, k in enumerate(r.keys):
-                    if not r.ok[j] and r.reasons[j] == ENCODER_ERROR:
-                        transient[k] = (r.reasons[j], r.details[j])
-            if rows:
-                cache.put(
-                    [x[0] for x in rows],
-                    np.stack([x[1] for x in rows]),
-                    [x[2] for x in rows],
-                    [x[3] for x in rows],
-                    [x[4] for x in rows],
-                )
-            buf.clear()
-            last_flush = time.perf_counter()
-
-        try:
-            for res in results:
-                buf.append(res)
-                advance(sum(count[k] for k in res.keys))
-                if (
-                    sum(len(r.keys) for r in buf) >= shard_items
-                    or time.perf_counter() - last_flush > shard_seconds
-                ):
-                    flush()
-        finally:  # also on Ctrl-C: keep every finished batch, the next run resumes after them
-            flush()
-        cache.compact()
-
     n = len(refs)
     x = np.zeros((n, enc.dim), dtype=np.float32)
     mask = np.zeros(n, dtype=bool)
     rep = ModalityReport(
         modality=spec.modality, encoder=enc.name, version=enc.version, dim=enc.dim, items=n, backend=backend
     )
-    rep.encoded = len(todo_keys)
-    rep.cached = n - n_todo_items
-    for i, k in enumerate(keys):
+    rep.encoded = len(work.todo_keys)
+    rep.cached = n - work.n_todo_items
+    for i, k in enumerate(work.keys):
         row = cache.get(k)
         if row is not None and row.ok and row.vector is not None:
             x[i] = row.vector
@@ -468,10 +302,45 @@ def encode_modality(
             {"item_id": item_ids[i], "reason": reason, "detail": detail, "ref": describe_ref(refs[i])[:200]}
         )
     rep.present = int(mask.sum())
+    return x, mask, rep
+
+
+def encode_modality(
+    spec: ModalitySpec,
+    refs: list[Any],
+    item_ids: list[str],
+    cache_root: Path,
+    *,
+    backend: str = "local",
+    workers: int = 2,
+    shard_items: int = 256,
+    shard_seconds: float = 20.0,
+    ray_actors: int = 2,
+    ray_num_cpus: int | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, ModalityReport]:
+    """Encode one modality; returns (float32 matrix, presence mask, report).
+
+    Steps: fit the encoder if it learns from the corpus, hash every item's content, look the hashes
+    up in the encoder's cache, encode the unique contents not cached yet with ``backend`` (written
+    to the cache shard by shard), then read every item's vector or failure reason from the cache.
+    """
+    t0 = time.perf_counter()
+    opts = _RunOptions(backend, workers, shard_items, shard_seconds, ray_actors, ray_num_cpus)
+    enc = spec.encoder
+    advance = advance or (lambda n: None)
+    _fit_if_needed(enc, refs)
+    keys = _content_keys(enc, refs, workers)
+    cache = VectorCache(cache_root, enc.cache_id, enc.dim)
+    work = _Work.plan(keys, refs, cache)
+    advance(len(keys) - work.n_todo_items)
+    transient = _encode_missing(enc, work, cache, opts, advance)
+    x, mask, rep = _assemble(spec, refs, item_ids, work, cache, transient, backend)
     rep.seconds = time.perf_counter() - t0
     return x, mask, rep
 
 
+# ------------------------------------------------------------------------------------ main entry
 def encode_dataset(
     data: Any,
     modalities: Mapping[str, Any] | Sequence[str] | None = None,
@@ -529,60 +398,84 @@ def encode_dataset(
     items, item_ids, dataset = _items_table(data, id_column)
     specs = resolve_modalities(items, dataset, modalities)
     out = Path(out_dir) if out_dir is not None else None
-    tmp_cache = None
+    encode_one = functools.partial(
+        encode_modality,
+        backend=backend,
+        workers=workers,
+        shard_items=shard_items,
+        ray_actors=ray_actors,
+        ray_num_cpus=ray_num_cpus,
+    )
+    with _cache_root(cache_dir, out) as cache_root:
+        base = Path(base_dir) if base_dir is not None else None
+        fs = _encode_all(items, item_ids, specs, base, cache_root, encode_one, progress)
+    if out is not None:
+        _write_outputs(fs, out)
+    if dataset is not None and apply:
+        _apply_to_dataset(fs, dataset, specs)
+    return fs
+
+
+@contextlib.contextmanager
+def _cache_root(cache_dir: str | Path | None, out: Path | None) -> Iterator[Path]:
+    """``cache_dir``, else ``<out>/cache``, else a temporary directory removed afterwards."""
     if cache_dir is not None:
-        cache_root = Path(cache_dir)
+        yield Path(cache_dir)
     elif out is not None:
-        cache_root = out / "cache"
+        yield out / "cache"
     else:
         tmp_cache = tempfile.mkdtemp(prefix="modalrec-cache-")
-        cache_root = Path(tmp_cache)
-    base = Path(base_dir) if base_dir is not None else None
-    fs = FeatureSet(item_ids=np.asarray(item_ids, dtype=str))
-    try:
-        with _Progress(progress) as prog:
-            for spec in specs:
-                refs = _refs(items, spec, base)
-                advance = prog.task(f"{spec.modality} ({spec.encoder.name})", len(refs))
-                x, mask, rep = encode_modality(
-                    spec,
-                    refs,
-                    item_ids,
-                    cache_root,
-                    backend=backend,
-                    workers=workers,
-                    shard_items=shard_items,
-                    ray_actors=ray_actors,
-                    ray_num_cpus=ray_num_cpus,
-                    advance=advance,
-                )
-                fs.features[spec.modality] = x
-                fs.masks[spec.modality] = mask
-                fs.encoders[spec.modality] = {
-                    "encoder": spec.encoder.name,
-                    "version": spec.encoder.version,
-                    "source": spec.column if spec.fields is None else spec.fields,
-                    **json_spec(spec.encoder),
-                }
-                fs.report.modalities[spec.modality] = rep
-    finally:
-        if tmp_cache is not None:
+        try:
+            yield Path(tmp_cache)
+        finally:
             shutil.rmtree(tmp_cache, ignore_errors=True)
-    if out is not None:
-        fs.save(out / "features")
-        atomic_write_json(out / "encode_report.json", fs.report.as_dict())
-        atomic_write_text(out / "encode_report.md", fs.report.to_markdown())
-    if dataset is not None and apply:
-        fs.apply(dataset)
-        for m, rep in fs.report.modalities.items():
-            for reason, c in rep.missing_by_reason.items():
-                dataset.report.add(
-                    f"{m} missing: {reason}",
-                    str(next((s.column for s in specs if s.modality == m), m) or m),
-                    count=c,
-                    examples=[p["item_id"] for p in rep.problems if p["reason"] == reason][:5],
-                )
+
+
+def _encode_all(
+    items: Any,
+    item_ids: list[str],
+    specs: list[ModalitySpec],
+    base: Path | None,
+    cache_root: Path,
+    encode_one: Callable[..., tuple[np.ndarray, np.ndarray, ModalityReport]],
+    progress: bool,
+) -> FeatureSet:
+    """Every modality in turn, each with its progress bar, gathered into one :class:`FeatureSet`."""
+    fs = FeatureSet(item_ids=np.asarray(item_ids, dtype=str))
+    with Progress(progress) as prog:
+        for spec in specs:
+            refs = _refs(items, spec, base)
+            advance = prog.task(f"{spec.modality} ({spec.encoder.name})", len(refs))
+            x, mask, rep = encode_one(spec, refs, item_ids, cache_root, advance=advance)
+            fs.features[spec.modality] = x
+            fs.masks[spec.modality] = mask
+            fs.encoders[spec.modality] = {
+                "encoder": spec.encoder.name,
+                "version": spec.encoder.version,
+                "source": spec.column if spec.fields is None else spec.fields,
+                **json_spec(spec.encoder),
+            }
+            fs.report.modalities[spec.modality] = rep
     return fs
+
+
+def _write_outputs(fs: FeatureSet, out: Path) -> None:
+    fs.save(out / "features")
+    atomic_write_json(out / "encode_report.json", fs.report.as_dict())
+    atomic_write_text(out / "encode_report.md", fs.report.to_markdown())
+
+
+def _apply_to_dataset(fs: FeatureSet, dataset: Any, specs: list[ModalitySpec]) -> None:
+    """Fill the dataset's features and masks and add each modality's missing items to its report."""
+    fs.apply(dataset)
+    for m, rep in fs.report.modalities.items():
+        for reason, c in rep.missing_by_reason.items():
+            dataset.report.add(
+                f"{m} missing: {reason}",
+                str(next((s.column for s in specs if s.modality == m), m) or m),
+                count=c,
+                examples=[p["item_id"] for p in rep.problems if p["reason"] == reason][:5],
+            )
 
 
 def json_spec(encoder: Any) -> dict[str, Any]:

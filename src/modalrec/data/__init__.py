@@ -21,9 +21,11 @@ Light on purpose (numpy, scipy, polars only; no torch), so that ``modalrec valid
 """
 
 from modalrec.data.build import natural_order
+from modalrec.data.columns import ColumnMap
 from modalrec.data.dataset import Dataset, interaction_matrix
 from modalrec.data.kcore import KCoreResult, kcore_mask
 from modalrec.data.media import media_exists, read_media_bytes, zip_uri
+from modalrec.data.readers import read_table
 from modalrec.data.registry import BUILTIN, default_root, load, validate
 from modalrec.data.report import Issue, ValidationReport
 from modalrec.data.splits import (
@@ -34,7 +36,7 @@ from modalrec.data.splits import (
     random_split,
     temporal_split,
 )
-from modalrec.data.tables import ColumnMap, read_interactions, read_items, read_table
+from modalrec.data.tables import read_interactions, read_items
 
 __all__ = [
     "BUILTIN",

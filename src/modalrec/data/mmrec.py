@@ -23,14 +23,9 @@ import polars as pl
 
 from modalrec.core.errors import DataError
 from modalrec.data.build import FeatureInput
-from modalrec.data.tables import (
-    Catalogue,
-    ColumnMap,
-    Interactions,
-    catalogue_from_table,
-    read_interactions,
-    read_table,
-)
+from modalrec.data.columns import ColumnMap
+from modalrec.data.readers import read_table
+from modalrec.data.tables import Catalogue, Interactions, catalogue_from_table, read_interactions
 
 MODALITY_ALIASES = {"v": "image", "t": "text", "a": "audio", "visual": "image", "acoustic": "audio"}
 

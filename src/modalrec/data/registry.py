@@ -17,19 +17,13 @@ import polars as pl
 
 from modalrec.core.errors import ConfigError, DataError
 from modalrec.data.build import BuildOptions, FeatureInput, build_dataset, options_from
+from modalrec.data.columns import ColumnMap
 from modalrec.data.dataset import Dataset
 from modalrec.data.media import zip_members, zip_uri
 from modalrec.data.mmrec import feature_modality, load_feature_file, npy_dtype, read_mmrec_folder
+from modalrec.data.readers import Table, read_table
 from modalrec.data.report import MAX_EXAMPLES, ValidationReport
-from modalrec.data.tables import (
-    Catalogue,
-    ColumnMap,
-    Table,
-    catalogue_from_table,
-    read_interactions,
-    read_items,
-    read_table,
-)
+from modalrec.data.tables import Catalogue, catalogue_from_table, read_interactions, read_items
 
 # name -> folder under the data root
 BUILTIN = {"ml100k": "ml100k_tmdb_posters", "tiktok": "tiktok_diffmm", "baby": "amazon_baby_mmrec"}

@@ -1,10 +1,10 @@
-"""Reading interaction tables and item catalogues: CSV / TSV / JSONL / Parquet (and ``.gz`` text).
+"""Typed interaction tables and item catalogues, read from CSV / TSV / JSONL / Parquet (``.gz`` too).
 
-Why our own thin layer over polars: users hit the loader first, and the first file they load is
-usually slightly broken. Every structural problem must come back as a :class:`DataError` that
-names the file and the 1-based line (the header is line 1), so we check encodings and field
-counts ourselves (vectorised with numpy; Python's ``csv`` module only for quoted files) and
-let polars do the parsing.
+The layers: :mod:`modalrec.data.formats` (which format, which bytes and encoding),
+:mod:`modalrec.data.readers` (one file -> a :class:`Table` of raw columns, with each row's line),
+:mod:`modalrec.data.columns` (which column means what, :class:`ColumnMap`), and this module, which
+type-checks the mapped columns into :class:`Interactions` and :class:`Catalogue`. The names of
+those modules are re-exported here, so ``from modalrec.data.tables import read_table`` keeps working.
 
 Policies (documented once, applied everywhere):
 
@@ -20,475 +20,50 @@ Policies (documented once, applied everywhere):
 
 from __future__ import annotations
 
-import csv
-import gzip
-import io
-import json
-import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import polars as pl
 
-from modalrec.core.errors import ConfigError, DataError
-
-FORMATS = ("csv", "tsv", "jsonl", "parquet")
-_SUFFIX_FORMATS = {
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".tab": "tsv",
-    ".inter": "tsv",
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".json": "jsonl",
-    ".parquet": "parquet",
-    ".pq": "parquet",
-}
-_SEPARATORS = {"csv": ",", "tsv": "\t"}
-
-# Column names recognised when a ColumnMap leaves a field to auto-detection (first match wins).
-USER_NAMES = ("user_id", "userID", "userId", "user", "uid", "reviewerID", "customer_id")
-ITEM_NAMES = ("item_id", "itemID", "itemId", "item", "iid", "movie_id", "movieId", "asin", "product_id")
-RATING_NAMES = ("rating", "ratings", "score", "stars", "overall")
-TIMESTAMP_NAMES = ("timestamp", "ts", "time", "datetime", "unixReviewTime", "date")
-LABEL_NAMES = ("x_label", "split", "label_split")
-TEXT_NAMES = (
-    "title",
-    "name",
-    "genres",
-    "categories",
-    "category",
-    "tags",
-    "description",
-    "overview",
-    "tagline",
-    "summary",
-    "text",
-    "plot",
-    "brand",
+from modalrec.core.errors import DataError
+from modalrec.data.columns import (
+    ITEM_NAMES,
+    LABEL_NAMES,
+    MEDIA_NAMES,
+    RATING_NAMES,
+    TEXT_NAMES,
+    TIMESTAMP_NAMES,
+    USER_NAMES,
+    ColumnMap,
 )
-MEDIA_NAMES = {
-    "image": ("image", "image_path", "poster", "poster_path", "img", "image_file"),
-    "audio": ("audio", "audio_path", "audio_file"),
-    "video": ("video", "video_path", "video_file"),
-}
+from modalrec.data.formats import FORMATS, detect_format
+from modalrec.data.readers import Table, read_table
+
+__all__ = [
+    "FORMATS",
+    "ITEM_NAMES",
+    "LABEL_NAMES",
+    "LABEL_VALUES",
+    "MEDIA_NAMES",
+    "RATING_NAMES",
+    "TEXT_NAMES",
+    "TIMESTAMP_NAMES",
+    "USER_NAMES",
+    "Catalogue",
+    "ColumnMap",
+    "Interactions",
+    "Table",
+    "catalogue_from_table",
+    "detect_format",
+    "interactions_from_table",
+    "read_interactions",
+    "read_items",
+    "read_table",
+]
+
 LABEL_VALUES = {"0": 0, "1": 1, "2": 2, "train": 0, "valid": 1, "val": 1, "validation": 1, "test": 2}
-
-
-# ---------------------------------------------------------------------------------------- raw tables
-@dataclass
-class Table:
-    """A parsed file: the frame plus where each row came from (for error messages and reports).
-
-    ``lines[r]`` is the 1-based line of row ``r`` in the file (header = line 1) for text formats,
-    and the 1-based row number for Parquet (``unit == "row"``).
-    """
-
-    df: pl.DataFrame
-    lines: np.ndarray
-    file: str
-    unit: str = "line"
-
-    def where(self, row: int) -> str:
-        """``file:line`` of a row (``file:row N`` for Parquet)."""
-        n = int(self.lines[row])
-        return f"{self.file}:{n}" if self.unit == "line" else f"{self.file}:row {n}"
-
-    def error(self, row: int, message: str, field: str | None = None) -> DataError:
-        if self.unit == "line":
-            return DataError(message, file=self.file, line=int(self.lines[row]), field=field)
-        return DataError(f"row {int(self.lines[row])}: {message}", file=self.file, field=field)
-
-
-def detect_format(path: str | Path) -> str:
-    """File format from the suffix (``.gz`` looked through); sniffed from the first line otherwise."""
-    p = Path(path)
-    suffixes = [s.lower() for s in p.suffixes]
-    if suffixes and suffixes[-1] == ".gz":
-        suffixes = suffixes[:-1]
-    if suffixes and suffixes[-1] in _SUFFIX_FORMATS:
-        return _SUFFIX_FORMATS[suffixes[-1]]
-    head = _read_bytes(p)[:4096].lstrip()
-    first = head.split(b"\n", 1)[0]
-    if first.startswith(b"{"):
-        return "jsonl"
-    if first.startswith(b"PAR1"):
-        return "parquet"
-    if b"\t" in first:
-        return "tsv"
-    if b"," in first:
-        return "csv"
-    raise DataError(
-        "cannot tell the file format from its name or first line; pass format='csv', 'tsv', "
-        "'jsonl' or 'parquet' (and separator=... for other delimiters)",
-        file=p,
-    )
-
-
-def _read_bytes(path: Path) -> bytes:
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError("file not found", file=path) from None
-    except IsADirectoryError:
-        raise DataError("expected a file, got a directory", file=path) from None
-    if path.suffix.lower() == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"cannot decompress gzip file (truncated or corrupt?): {e}", file=path) from None
-    return raw
-
-
-def _to_utf8(raw: bytes, encoding: str, file: str) -> bytes:
-    """Validate/convert to UTF-8 bytes; undecodable bytes raise DataError with the line number."""
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
-    enc = encoding.lower().replace("_", "-")
-    try:
-        if enc in ("utf-8", "utf8"):
-            raw.decode("utf-8")
-            return raw
-        return raw.decode(encoding).encode("utf-8")
-    except LookupError:
-        raise DataError(f"unknown encoding {encoding!r}", file=file) from None
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
-        hint = ' (if the file is Latin-1, e.g. MovieLens u.item, pass encoding="latin-1")'
-        raise DataError(
-            f"byte 0x{raw[e.start]:02x} at column {col} is not valid {encoding}{hint if enc.startswith('utf') else ''}",
-            file=file,
-            line=line,
-        ) from None
-
-
-def read_table(
-    path: str | Path,
-    *,
-    format: str | None = None,
-    separator: str | None = None,
-    has_header: bool = True,
-    names: Sequence[str] | None = None,
-    encoding: str = "utf-8",
-    quote_char: str | None = '"',
-) -> Table:
-    """Read one file into a :class:`Table`. Text formats give string columns (no type guessing).
-
-    Args:
-        path: the file; ``.gz`` is decompressed for text formats.
-        format: ``csv``, ``tsv``, ``jsonl`` or ``parquet``; default from the suffix.
-        separator: field separator (default ``,`` for csv, tab for tsv), e.g. ``"|"``; a
-            multi-character separator such as MovieLens-1M's ``"::"`` works for unquoted files.
-        has_header: whether the first line names the columns; if not, pass ``names``.
-        encoding: text encoding (strict UTF-8 by default).
-        quote_char: CSV quote character, ``None`` to disable quoting.
-
-    >>> import tempfile, pathlib
-    >>> p = pathlib.Path(tempfile.mkdtemp()) / "r.csv"
-    >>> _ = p.write_text("user,item\\nu1,i1\\n\\nu2,i2\\n")
-    >>> t = read_table(p)
-    >>> t.df["item"].to_list(), t.lines.tolist()
-    (['i1', 'i2'], [2, 4])
-    """
-    path = Path(path)
-    fmt = (format or detect_format(path)).lower()
-    if fmt not in FORMATS:
-        raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", file=path)
-    if fmt == "parquet":
-        return _read_parquet(path)
-    buf = _to_utf8(_read_bytes(path), encoding, str(path))
-    if fmt == "jsonl":
-        if buf.lstrip()[:1] == b"[":
-            return _read_json_array(buf, str(path))
-        return _read_jsonl(buf, str(path))
-    sep = separator if separator is not None else _SEPARATORS[fmt]
-    if not sep or "\n" in sep:
-        raise DataError(f"invalid separator {sep!r}", file=path)
-    if len(sep.encode("utf-8")) > 1:
-        # "::" -> a control character that cannot occur in text, then parse as usual
-        if b"\x1f" in buf:
-            raise DataError(f"multi-character separator {sep!r} needs a file without 0x1f bytes", file=path)
-        buf = buf.replace(sep.encode("utf-8"), b"\x1f")
-        sep, quote_char = "\x1f", None
-    if not has_header and not names:
-        raise DataError("has_header=False needs names=[...] for the columns", file=path)
-    return _read_separated(buf, str(path), sep, has_header, list(names) if names else None, quote_char)
-
-
-def _read_parquet(path: Path) -> Table:
-    try:
-        df = pl.read_parquet(path)
-    except FileNotFoundError:
-        raise DataError("file not found", file=path) from None
-    except Exception as e:  # polars raises several error types for corrupt files
-        raise DataError(f"not a readable Parquet file: {e}", file=path) from None
-    return Table(df, np.arange(1, df.height + 1, dtype=np.int64), str(path), unit="row")
-
-
-def _read_json_array(buf: bytes, file: str) -> Table:
-    """A ``.json`` file holding one array of objects (rows are numbered, not lines)."""
-    try:
-        data = json.loads(buf)
-    except json.JSONDecodeError as e:
-        raise DataError(f"not valid JSON: {e.msg}", file=file, line=e.lineno) from None
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise DataError("a JSON file must hold an array of objects (or one object per line)", file=file)
-    try:
-        df = pl.from_dicts(data, infer_schema_length=None) if data else pl.DataFrame()
-    except Exception as e:
-        raise DataError(
-            f"could not read the JSON objects (mixed value types in a field?): {e}", file=file
-        ) from None
-    return Table(df, np.arange(1, len(data) + 1, dtype=np.int64), file, unit="row")
-
-
-def _read_jsonl(buf: bytes, file: str) -> Table:
-    text_lines = buf.split(b"\n")
-    keep = [i for i, ln in enumerate(text_lines) if ln.strip()]
-    if not keep:
-        raise DataError("file is empty", file=file)
-    body = b"\n".join(text_lines[i] for i in keep)
-    try:
-        df = pl.read_ndjson(io.BytesIO(body), infer_schema_length=None)
-        ok = df.height == len(keep)
-    except Exception:
-        ok = False
-    if not ok:
-        for i in keep:
-            try:
-                obj = json.loads(text_lines[i])
-            except json.JSONDecodeError as e:
-                raise DataError(f"not valid JSON (truncated line?): {e.msg}", file=file, line=i + 1) from None
-            if not isinstance(obj, dict):
-                raise DataError("each line must be a JSON object", file=file, line=i + 1)
-        raise DataError("could not read the JSON lines (mixed value types in a column?)", file=file)
-    return Table(df, np.asarray(keep, dtype=np.int64) + 1, file)
-
-
-def _read_separated(
-    buf: bytes, file: str, sep: str, has_header: bool, names: list[str] | None, quote_char: str | None
-) -> Table:
-    if b"\r" in buf:
-        buf = buf.replace(b"\r\n", b"\n")
-    if quote_char is not None and quote_char.encode() in buf:
-        return _read_quoted(buf, file, sep, has_header, names, quote_char)
-    arr = np.frombuffer(buf, dtype=np.uint8)
-    nl = np.flatnonzero(arr == 10)
-    starts = np.concatenate(([0], nl + 1))
-    ends = np.concatenate((nl, [len(arr)]))
-    n_fields = np.bincount(np.searchsorted(nl, np.flatnonzero(arr == ord(sep))), minlength=len(starts)) + 1
-    nonblank = np.flatnonzero(ends > starts)
-    if len(nonblank) == 0:
-        raise DataError("file is empty", file=file)
-    if has_header:
-        hdr = nonblank[0]
-        header = buf[starts[hdr] : ends[hdr]].decode("utf-8").split(sep)
-        data_lines = nonblank[1:]
-    else:
-        header = list(names or [])
-        data_lines = nonblank
-    _check_header(header, file)
-    expected = len(header)
-    bad = data_lines[n_fields[data_lines] != expected]
-    if len(bad):
-        ln = int(bad[0])
-        got = int(n_fields[ln])
-        raise DataError(
-            f"line has {got} field{'s' if got != 1 else ''}, expected {expected} "
-            f"({'truncated' if got < expected else 'malformed'} line? {len(bad)} such line(s) in the file)",
-            file=file,
-            line=ln + 1,
-        )
-    if len(data_lines) == 0:
-        df = pl.DataFrame({c: pl.Series(c, [], dtype=pl.Utf8) for c in header})
-        return Table(df, np.zeros(0, dtype=np.int64), file)
-    blank = ends == starts
-    blank[-1] = False  # the empty "line" after a final newline
-    if has_header and not blank.any():
-        df = pl.read_csv(io.BytesIO(buf), separator=sep, has_header=True, infer_schema=False, quote_char=None)
-    else:
-        # blank lines are dropped here (polars would turn them into all-null rows)
-        body = buf if not blank.any() else b"\n".join(buf[starts[i] : ends[i]] for i in data_lines)
-        df = pl.read_csv(
-            io.BytesIO(body),
-            separator=sep,
-            has_header=False,
-            new_columns=header,
-            infer_schema=False,
-            quote_char=None,
-        )
-    if df.height != len(data_lines):  # pragma: no cover - guards against parser disagreement
-        raise DataError(f"parsed {df.height} rows but the file has {len(data_lines)} data lines", file=file)
-    return Table(df, data_lines.astype(np.int64) + 1, file)
-
-
-def _check_header(header: list[str], file: str) -> None:
-    seen: set[str] = set()
-    for h in header:
-        if h in seen:
-            raise DataError(f"duplicate column name {h!r} in the header", file=file, line=1)
-        seen.add(h)
-
-
-def _read_quoted(
-    buf: bytes, file: str, sep: str, has_header: bool, names: list[str] | None, quote_char: str
-) -> Table:
-    reader = csv.reader(
-        io.StringIO(buf.decode("utf-8"), newline=""), delimiter=sep, quotechar=quote_char, strict=True
-    )
-    rows: list[list[str]] = []
-    lines: list[int] = []
-    header: list[str] | None = None if has_header else list(names or [])
-    prev_end = 0
-    try:
-        for rec in reader:
-            start = prev_end + 1
-            prev_end = reader.line_num
-            if not rec or (len(rec) == 1 and rec[0] == "" and (header is None or len(header) != 1)):
-                continue  # blank line
-            if header is None:
-                header = rec
-                _check_header(header, file)
-                continue
-            if len(rec) != len(header):
-                got = len(rec)
-                raise DataError(
-                    f"line has {got} field{'s' if got != 1 else ''}, expected {len(header)} "
-                    f"({'truncated' if got < len(header) else 'malformed'} line?)",
-                    file=file,
-                    line=start,
-                )
-            rows.append(rec)
-            lines.append(start)
-    except csv.Error as e:
-        raise DataError(f"malformed quoting: {e}", file=file, line=reader.line_num) from None
-    if header is None:
-        raise DataError("file is empty", file=file)
-    cols = list(zip(*rows, strict=True)) if rows else [() for _ in header]
-    df = pl.DataFrame({h: pl.Series(h, list(c), dtype=pl.Utf8) for h, c in zip(header, cols, strict=True)})
-    return Table(df, np.asarray(lines, dtype=np.int64), file)
-
-
-# ---------------------------------------------------------------------------------------- column maps
-@dataclass(frozen=True)
-class ColumnMap:
-    """Which columns of the user's files mean what.
-
-    Interaction columns: ``user``, ``item`` (required), ``rating``, ``timestamp``, ``label``
-    (a fixed split: 0/1/2 or train/valid/test, as MMRec's ``x_label``). Catalogue columns:
-    ``item_id`` (defaults to ``item``), ``text`` (text fields, joined in this order by
-    :meth:`Dataset.item_texts`), and media path columns ``image``, ``audio``, ``video``.
-
-    With ``auto=True`` (default) every field left as ``None`` is looked up among common names
-    (``userID``, ``movieId``, ``timestamp``, ``x_label``, ``title``, ``image_path``...); with
-    ``auto=False`` a ``None`` field means "not present". A column that is named explicitly but
-    missing from the file is a :class:`DataError`.
-
-    >>> ColumnMap(user="uid", item="sku", rating="stars").resolve_interactions(
-    ...     ["uid", "sku", "stars", "ts"], "x.csv").timestamp
-    'ts'
-    """
-
-    user: str | None = None
-    item: str | None = None
-    rating: str | None = None
-    timestamp: str | None = None
-    label: str | None = None
-    item_id: str | None = None
-    text: tuple[str, ...] | None = None
-    image: str | None = None
-    audio: str | None = None
-    video: str | None = None
-    auto: bool = True
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ColumnMap:
-        """Build from a plain mapping (TOML table); unknown keys raise ``ConfigError``."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown column-map keys {unknown}; expected some of {sorted(known)}")
-        d = dict(d)
-        if isinstance(d.get("text"), str):
-            d["text"] = (d["text"],)
-        elif d.get("text") is not None:
-            d["text"] = tuple(d["text"])
-        return cls(**d)
-
-    def _pick(
-        self, given: str | None, candidates: Sequence[str], columns: Sequence[str], file: str, what: str
-    ) -> str | None:
-        if given is not None:
-            if given not in columns:
-                raise DataError(f"{what} column {given!r} not found; columns are {list(columns)}", file=file)
-            return given
-        if not self.auto:
-            return None
-        lower = {c.lower(): c for c in columns}
-        for cand in candidates:
-            if cand in columns:
-                return cand
-            if cand.lower() in lower:
-                return lower[cand.lower()]
-        return None
-
-    def resolve_interactions(self, columns: Sequence[str], file: str) -> ColumnMap:
-        """Fill the interaction fields from ``columns``; user and item must be found."""
-        user = self._pick(self.user, USER_NAMES, columns, file, "user")
-        item = self._pick(self.item, ITEM_NAMES, columns, file, "item")
-        if user is None or item is None:
-            missing = "user" if user is None else "item"
-            raise DataError(
-                f"no {missing} column found; columns are {list(columns)}; "
-                f"name it with ColumnMap({missing}=...) or columns={{'{missing}': ...}}",
-                file=file,
-            )
-        if user == item:
-            raise DataError(f"user and item map to the same column {user!r}", file=file)
-        return replace(
-            self,
-            user=user,
-            item=item,
-            rating=self._pick(self.rating, RATING_NAMES, columns, file, "rating"),
-            timestamp=self._pick(self.timestamp, TIMESTAMP_NAMES, columns, file, "timestamp"),
-            label=self._pick(self.label, LABEL_NAMES, columns, file, "label"),
-        )
-
-    def resolve_items(self, columns: Sequence[str], file: str) -> ColumnMap:
-        """Fill the catalogue fields from ``columns``; the item id column must be found."""
-        given = self.item_id if self.item_id is not None else (self.item if self.item in columns else None)
-        item_id = self._pick(given, ITEM_NAMES, columns, file, "item id")
-        if item_id is None:
-            raise DataError(
-                f"no item id column found in the item table; columns are {list(columns)}; "
-                "name it with ColumnMap(item_id=...)",
-                file=file,
-            )
-        if self.text is not None:
-            for t in self.text:
-                if t not in columns:
-                    raise DataError(f"text column {t!r} not found; columns are {list(columns)}", file=file)
-            text = tuple(self.text)
-        elif self.auto:
-            text = tuple(c for c in TEXT_NAMES if c in columns and c != item_id)
-        else:
-            text = ()
-        media = {
-            m: self._pick(getattr(self, m), MEDIA_NAMES[m], columns, file, m)
-            for m in ("image", "audio", "video")
-        }
-        return replace(
-            self, item_id=item_id, text=text, image=media["image"], audio=media["audio"], video=media["video"]
-        )
-
-    @property
-    def media(self) -> dict[str, str]:
-        """Modality -> column name, for the media columns that are set."""
-        return {m: c for m in ("image", "audio", "video") if (c := getattr(self, m)) is not None}
 
 
 # ---------------------------------------------------------------------------------------- typed columns

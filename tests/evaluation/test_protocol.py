@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 import torch
 
 from modalrec.data.dataset import Dataset
-from modalrec.evaluation import evaluate
+from modalrec.evaluation import EvalResult, evaluate, recall_at
+from modalrec.evaluation.protocol import Scorer
+from modalrec.models import create
 from modalrec.models.base import Recommender
+from modalrec.models.checks import FAST_PARAMS
 
 
 class FixedScores(Recommender):
@@ -67,3 +71,53 @@ def test_chunking_does_not_change_results(clustered: Dataset) -> None:
     a = evaluate(model, clustered, "test", chunk_size=7).metrics
     b = evaluate(model, clustered, "test", chunk_size=10_000).metrics
     assert a == b
+
+
+class ScoresOnly:
+    """Not a model: a plain object with the one method of the ``Scorer`` protocol."""
+
+    def __init__(self, scores: np.ndarray) -> None:
+        self.scores = scores
+
+    def _score(self, users: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(self.scores[users])
+
+
+def _same(a: EvalResult, b: EvalResult) -> None:
+    assert a.n_users == b.n_users and a.split == b.split
+    assert a.metrics == b.metrics
+    assert a.coverage == b.coverage
+    assert a.per_user is not None and b.per_user is not None and a.per_user.keys() == b.per_user.keys()
+    for key in a.per_user:
+        np.testing.assert_array_equal(a.per_user[key], b.per_user[key], err_msg=key)
+    np.testing.assert_array_equal(a.users, b.users)
+
+
+@pytest.mark.parametrize("name", ["itemknn", "ease", "bprmf"])
+def test_a_plain_scorer_evaluates_like_the_model(name: str, clustered: Dataset) -> None:
+    """``evaluate`` needs only ``_score``: a model and a plain object holding its scores agree exactly,
+    on both splits, with candidate items, a user subset and any chunk size."""
+    model = create(name, **FAST_PARAMS[name]).fit(clustered, progress=False)
+    plain: Scorer = ScoresOnly(model.score(np.arange(clustered.n_users)))
+    assert not isinstance(plain, Recommender) and not hasattr(plain, "score")
+    cold_half = np.arange(0, clustered.n_items, 2)
+    for kwargs in (
+        {"split": "test"},
+        {"split": "valid", "ks": (5, 20)},
+        {"split": "test", "candidate_items": cold_half},
+        {"split": "test", "users": np.arange(0, clustered.n_users, 3), "chunk_size": 7},
+    ):
+        _same(
+            evaluate(model, clustered, keep_per_user=True, **kwargs),
+            evaluate(plain, clustered, keep_per_user=True, **kwargs),
+        )
+
+
+def test_recall_at_accepts_a_plain_scorer(clustered: Dataset) -> None:
+    model = create("itemknn", **FAST_PARAMS["itemknn"]).fit(clustered, progress=False)
+    plain = ScoresOnly(model.score(np.arange(clustered.n_users)))
+    assert recall_at(plain, clustered, "valid", k=20) == recall_at(model, clustered, "valid", k=20)
+    assert (
+        recall_at(plain, clustered, "valid", k=20)
+        == evaluate(plain, clustered, "valid", ks=(20,))["recall@20"]
+    )

@@ -51,7 +51,7 @@ Validator = Callable[["Recommender[Any]"], float]
 REGISTRY: Registry[type[Recommender]] = Registry("model", populate="modalrec.models")
 
 
-def register(cls: type[Recommender]) -> type[Recommender]:
+def register(cls: type[Recommender[Any]]) -> type[Recommender[Any]]:
     """Class decorator: make a model available by its ``name`` to configs and the CLI."""
     return REGISTRY.register(cls.name)(cls)
 

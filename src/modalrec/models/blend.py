@@ -19,12 +19,15 @@ Example (TOML)::
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NotRequired
 
 import numpy as np
 import torch
+from pydantic import ConfigDict, Field, with_config
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from modalrec.core.errors import ConfigError
+from modalrec.core.params import Params
 from modalrec.models.base import REGISTRY, Recommender, create, register
 
 if TYPE_CHECKING:
@@ -60,31 +63,55 @@ def standardise_rows(s: torch.Tensor) -> torch.Tensor:
     return torch.where(sd > 1e-12, (s - mu) / sd.clamp_min(1e-12), torch.zeros_like(s))
 
 
+@with_config(ConfigDict(extra="forbid"))
+class BlendMember(TypedDict):
+    """One member of a blend: a registered model name and its hyperparameters (TOML:
+    ``{model = "ease", params = {l2 = 300.0}}``). A TypedDict, so it is stored exactly as given."""
+
+    model: str
+    params: NotRequired[dict[str, Any] | None]
+
+
+class BlendParams(Params):
+    """Blend: the member models, and either fixed weights or the grid the weights are chosen from."""
+
+    members: list[BlendMember] | None = Field(
+        None, description="member models, each {model = NAME, params = {...}} (at least one)"
+    )
+    weights: list[float] | None = Field(
+        None, description="fixed non-negative weight per member (None = chosen on validation)"
+    )
+    weight_steps: int = Field(11, ge=2, description="grid points per weight axis, 0 to 1 (validation search)")
+    modalities: list[str] | str | None = Field(
+        None, description="modalities given to every content member that does not set its own"
+    )
+
+
 @register
-class Blend(Recommender):
-    """Weighted sum of member models' per-user standardised scores; weights searched on validation."""
+class Blend(Recommender[BlendParams]):
+    """Weighted sum of member models' per-user standardised scores; weights searched on validation.
+
+    Why: models that rank by different evidence (learned vectors, item-item regression) make partly
+    uncorrelated mistakes, so a blend can beat each member; standardising per user puts scores of
+    different scales on one footing.
+    """
 
     name = "blend"
+    params_class = BlendParams
     uses_features = True
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"members": None, "weights": None, "weight_steps": 11, "modalities": None}
-
     def _specs(self) -> list[dict[str, Any]]:
-        members = self.params["members"]
-        if not members or not isinstance(members, list):
+        members = self.hp.members
+        if not members:
             raise ConfigError("blend needs members = [{model = NAME, params = {...}}, ...] (at least one)")
         specs = []
-        for k, m in enumerate(members):
-            if not isinstance(m, dict) or "model" not in m:
-                raise ConfigError(f"blend member {k}: expected {{model = NAME, params = {{...}}}}, got {m!r}")
+        for m in members:
             params = dict(m.get("params") or {})
-            cls = REGISTRY.get(str(m["model"]).lower())
-            if cls is not None and cls.uses_features and self.params["modalities"] is not None:
-                params.setdefault("modalities", self.params["modalities"])
-            specs.append({"model": str(m["model"]), "params": params})
-        w = self.params["weights"]
+            cls = REGISTRY.get(m["model"].lower())
+            if cls is not None and cls.uses_features and self.hp.modalities is not None:
+                params.setdefault("modalities", self.hp.modalities)
+            specs.append({"model": m["model"], "params": params})
+        w = self.hp.weights
         if w is not None and (len(w) != len(specs) or min(w) < 0 or sum(w) <= 0):
             raise ConfigError(f"blend weights {w} must be {len(specs)} non-negative numbers, not all 0")
         return specs
@@ -95,8 +122,8 @@ class Blend(Recommender):
         specs = self._specs()
         self._members = [create(s["model"], **s["params"]).fit(dataset, progress=progress) for s in specs]
         self.meta["members"] = [m.meta for m in self._members]
-        if self.params["weights"] is not None:
-            self._weights = [float(x) for x in self.params["weights"]]
+        if self.hp.weights is not None:
+            self._weights = list(self.hp.weights)
             self.meta["blend_weights"] = self._weights
             return
         # Every grid point ranks the same validation users: standardise each member's scores for them
@@ -113,7 +140,7 @@ class Blend(Recommender):
 
         grid = []
         best: tuple[float, tuple[float, ...]] | None = None
-        for w in simplex_grid(len(specs), int(self.params["weight_steps"])):
+        for w in simplex_grid(len(specs), self.hp.weight_steps):
             self._weights = list(w)
             r = float(evaluate(self, dataset, "valid", ks=(20,), scorer=scorer).metrics["recall@20"])
             grid.append({"weights": list(w), "valid_recall@20": r})

@@ -11,7 +11,8 @@ that an ablation that changes the model does not silently change the preprocessi
   without the modality get no edges; symmetric normalisation.
 * **Warm-only negatives.** Items that never occur in training (cold-start items) are excluded from
   negative sampling: otherwise BPR learns "items whose content looks like the cold ones are bad",
-  exactly the items the cold-start protocol asks about.
+  exactly the items the cold-start protocol asks about. Content models train with the one BPR loop
+  of :meth:`~modalrec.models.embedding.EmbeddingRecommender.train_bpr`, passing :class:`WarmSampler`.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ import scipy.sparse as sp
 import torch
 
 from modalrec.core.errors import DataError
-from modalrec.models.training import BPRSampler, seed_everything, train_with_early_stopping
+from modalrec.models.training import BPRSampler
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
-    from modalrec.models.embedding import EmbeddingRecommender
 
 
 def select_modalities(dataset: Dataset, modalities: list[str] | str | None) -> list[str]:
@@ -221,55 +221,3 @@ def degree_pruned_blocks(
     idx = rng.choice(coo.nnz, size=n_keep, replace=False, p=w / w.sum())
     pruned = sp.csr_matrix((coo.data[idx], (coo.row[idx], coo.col[idx])), shape=train.shape, dtype=np.float32)
     return normalised_blocks(pruned)
-
-
-def train_warm(model: EmbeddingRecommender, dataset: Dataset, *, progress: bool) -> None:
-    """:meth:`EmbeddingRecommender._train` with warm-only negatives (content models use this).
-
-    Same loop, same early stopping on validation Recall@20 and the same ``meta``; the only change is
-    the sampler, so content models stay comparable with BPR-MF and LightGCN.
-    """
-    rng = seed_everything(int(model.params["seed"]))
-    model.net = model.build(dataset)
-    model._rng = rng  # type: ignore[attr-defined]  # graph models re-prune their graph per epoch
-    opt = torch.optim.Adam(model.net.parameters(), lr=float(model.params["lr"]))
-    sampler = WarmSampler(dataset.train, rng)
-    model._cache = None
-    model._final = None
-    start_epoch = getattr(model, "start_epoch", None)
-
-    def run_epoch(epoch: int) -> float:
-        if start_epoch is not None:
-            start_epoch(epoch)
-        model.net.train()
-        model._cache = None
-        total, n = 0.0, 0
-        for u, p, ng in sampler.epoch(int(model.params["batch_size"])):
-            opt.zero_grad(set_to_none=True)
-            loss = model.batch_loss(u, p, ng)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(u)
-            n += len(u)
-        model.net.eval()
-        return total / max(n, 1)
-
-    def get_state() -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in model.net.state_dict().items()}
-
-    train_with_early_stopping(
-        model,
-        dataset,
-        run_epoch=run_epoch,
-        get_state=get_state,
-        set_state=model.net.load_state_dict,
-        epochs=int(model.params["epochs"]),
-        eval_every=int(model.params["eval_every"]),
-        patience=int(model.params["patience"]),
-        progress=progress,
-    )
-    model._cache = None
-    end_training = getattr(model, "end_training", None)
-    if end_training is not None:
-        end_training()
-    model._finalise()

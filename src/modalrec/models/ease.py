@@ -23,14 +23,17 @@ Cost: one dense ``n_items x n_items`` inverse (float64): fine to ~20k items (3 G
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 import torch
+from pydantic import Field
+from typing_extensions import TypeVar
 
 from modalrec.core.errors import ConfigError
+from modalrec.core.params import Params
 from modalrec.models.base import Recommender, interactions_from_state, interactions_state, register
 from modalrec.models.content import optional_modalities, prepared_features
 
@@ -56,26 +59,49 @@ def ease_weights(gram: np.ndarray, l2: float) -> np.ndarray:
     return b
 
 
+class EASEParams(Params):
+    """EASE: the ridge penalty, and a guard against a dense inverse that would not fit in memory."""
+
+    l2: float = Field(300.0, gt=0, description="ridge penalty on B (larger = smoother, more popularity-like)")
+    max_items: int = Field(20000, ge=1, description="refuse to fit above this many items (dense n^2 inverse)")
+
+
+class ContentEASEParams(EASEParams):
+    """Content EASE: EASE's settings plus how much of the Gram diagonal content pseudo-users get."""
+
+    content_weight: float = Field(
+        0.2, ge=0, description="content's share of the Gram diagonal, per modality (0 = plain EASE)"
+    )
+    modalities: list[str] | str | None = Field(
+        None, description="feature modalities used as pseudo-users (None = all; [] = none)"
+    )
+
+
+#: The hyperparameter class of an EASE model.
+EP = TypeVar("EP", bound=EASEParams, default=EASEParams)
+
+
 @register
-class EASE(Recommender):
-    """Closed-form item-item model (Steck 2019): ``score(u) = x_u B``; one hyperparameter, ``l2``."""
+class EASE(Recommender[EP]):
+    """Closed-form item-item linear model (Steck 2019): ``score(u) = x_u B``, B from one matrix inverse.
+
+    Why: on dense catalogues it is the strongest simple baseline there is, and it fits in seconds with
+    no training loop, so there is no early stopping to get wrong.
+    """
 
     name = "ease"
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"l2": 300.0, "max_items": 20000}
+    params_class: ClassVar[type[Params]] = EASEParams
 
     def _fit(self, dataset: Dataset, *, progress: bool) -> None:
-        if dataset.n_items > int(self.params["max_items"]):
+        if dataset.n_items > self.hp.max_items:
             raise ConfigError(
                 f"{self.name}: {dataset.n_items} items need a dense {dataset.n_items}^2 inverse "
-                f"(over max_items={self.params['max_items']}); use itemknn or a graph model instead"
+                f"(over max_items={self.hp.max_items}); use itemknn or a graph model instead"
             )
         x = dataset.train.tocsr().astype(np.float64)
         gram = (x.T @ x).toarray()
         gram = self._augment(gram, dataset)
-        b = ease_weights(gram, float(self.params["l2"]))
+        b = ease_weights(gram, self.hp.l2)
         self._set(dataset.train, b.astype(np.float32))
 
     def _augment(self, gram: np.ndarray, dataset: Dataset) -> np.ndarray:
@@ -100,25 +126,20 @@ class EASE(Recommender):
 
 
 @register
-class ContentEASE(EASE):
+class ContentEASE(EASE[ContentEASEParams]):
     """EASE with item content as pseudo-users (collective side information): ``X^T X + sum_m w_m F_m F_m^T``.
 
-    ``content_weight`` (share of the Gram diagonal given to content, per modality) and ``l2`` are picked
-    on validation; ``modalities`` = ``None`` uses every feature of the data set.
+    Why: items whose content agrees explain each other a little even where users did not co-consume
+    them, and an item without interactions (cold start) still gets a column of B through its content.
     """
 
     name = "ease_content"
+    params_class = ContentEASEParams
     uses_features = True
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {**super().default_params(), "content_weight": 0.2, "modalities": None}
-
     def _augment(self, gram: np.ndarray, dataset: Dataset) -> np.ndarray:
-        mods = optional_modalities(dataset, self.params["modalities"])
-        alpha = float(self.params["content_weight"])
-        if alpha < 0:
-            raise ConfigError(f"{self.name}: content_weight must be >= 0 (got {alpha})")
+        mods = optional_modalities(dataset, self.hp.modalities)
+        alpha = self.hp.content_weight  # >= 0: validated by ContentEASEParams
         self.meta["modalities"] = list(mods)
         if alpha == 0:
             return gram

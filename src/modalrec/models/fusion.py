@@ -10,16 +10,17 @@ Registered as ``"fusion"`` in the model registry when this module is imported.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from modalrec.core.errors import DataError
 from modalrec.fusion.modules import create_fusion
 from modalrec.models.base import register
-from modalrec.models.embedding import EmbeddingRecommender, bpr_loss
+from modalrec.models.embedding import EmbeddingParams, EmbeddingRecommender, bpr_loss
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -52,31 +53,34 @@ class _FusionNet(nn.Module):
         return self.fusion(z, p)
 
 
-@register
-class FusionRecommender(EmbeddingRecommender):
-    """score(u, i) = <user_u, fusion({modality: feature_i})>, trained with BPR, mask-aware fusion.
+class FusionParams(EmbeddingParams):
+    """Fusion recommender: the latent-factor settings plus which fusion module combines which modalities."""
 
-    Extra hyperparameters: ``fusion`` (concat | weighted_sum | attention | gated), ``modalities``
-    (list, default: every feature in the dataset), ``impute`` (fill missing modalities from the
-    aligned space instead of re-weighting), ``user_reg`` (L2 on the batch's user vectors).
+    lr: float = Field(0.005, gt=0, description="Adam learning rate")
+    reg: float = Field(1e-4, ge=0, description="L2 weight on the batch's user vectors")
+    fusion: Literal["concat", "weighted_sum", "attention", "gated"] = Field(
+        "weighted_sum", description="fusion module (modalrec.fusion) that combines the item's modalities"
+    )
+    modalities: list[str] | None = Field(None, description="feature modalities to fuse (None = all)")
+    impute: bool = Field(
+        False, description="fill a missing modality from the item's others instead of re-weighting"
+    )
+
+
+@register
+class FusionRecommender(EmbeddingRecommender[FusionParams]):
+    """Content recommender that learns how to fuse modalities: score(u, i) = <user_u, fusion(features_i)>.
+
+    Why: trained end to end with BPR, the mask-aware fusion's modality weights answer "which modality
+    explains what users do", and since item vectors depend on content only, new items score like old.
     """
 
     name = "fusion"
+    params_class = FusionParams
     uses_features = True
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {
-            **super().default_params(),
-            "fusion": "weighted_sum",
-            "modalities": None,
-            "impute": False,
-            "lr": 0.005,
-            "reg": 1e-4,
-        }
-
     def build(self, dataset: Dataset) -> nn.Module:
-        mods = self.params["modalities"] or sorted(dataset.features)
+        mods = self.hp.modalities or sorted(dataset.features)
         if not mods:
             raise DataError("the fusion recommender needs item features; the dataset has none")
         missing = [m for m in mods if m not in dataset.features]
@@ -84,14 +88,7 @@ class FusionRecommender(EmbeddingRecommender):
             raise DataError(f"modalities {missing} have no features in the dataset", field="modalities")
         feats = {m: dataset.features[m] for m in mods}
         masks = {m: dataset.feature_masks.get(m, np.ones(dataset.n_items, bool)) for m in mods}
-        return _FusionNet(
-            dataset.n_users,
-            feats,
-            masks,
-            self.params["fusion"],
-            int(self.params["dim"]),
-            impute=bool(self.params["impute"]),
-        )
+        return _FusionNet(dataset.n_users, feats, masks, self.hp.fusion, self.hp.dim, impute=self.hp.impute)
 
     @property
     def _net(self) -> _FusionNet:
@@ -100,11 +97,11 @@ class FusionRecommender(EmbeddingRecommender):
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         return self._net.user.weight, self._net.items()
 
-    def batch_loss(self, users, pos, neg):
+    def batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
         u = self._net.user.weight[users]
         items = self._net.items()
         loss = bpr_loss((u * items[pos]).sum(1), (u * items[neg]).sum(1))
-        return loss + self.params["reg"] * u.pow(2).sum() / (2 * len(users))
+        return loss + self.hp.reg * u.pow(2).sum() / (2 * len(users))
 
     def _finalise(self) -> None:
         super()._finalise()

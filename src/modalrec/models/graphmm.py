@@ -32,25 +32,26 @@ backward); train with ``threads=1`` on a shared machine.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
 
 from modalrec.core.losses import info_nce
 from modalrec.models.base import register
 from modalrec.models.content import (
+    WarmSampler,
     degree_pruned_blocks,
     interaction_knn_graph,
     knn_graph,
     optional_modalities,
     prepared_features,
-    train_warm,
     warm_items,
 )
-from modalrec.models.embedding import EmbeddingRecommender, bpr_loss
+from modalrec.models.embedding import EmbeddingParams, EmbeddingRecommender, bpr_loss
 from modalrec.models.lightgcn import lightgcn_propagate, normalised_blocks, spmm
 
 if TYPE_CHECKING:
@@ -129,56 +130,73 @@ def _neighbour_table(graphs: list[Any], n_items: int) -> np.ndarray:
     return np.concatenate(blocks, 1) if blocks else np.zeros((n_items, 0), dtype=np.int64)
 
 
+class GraphMMParams(EmbeddingParams):
+    """GraphMM: LightGCN's settings, the item-item graphs, and the optional objectives (all off by default)."""
+
+    modalities: list[str] | str | None = Field(
+        None, description="feature modalities with an item-item graph (None = all; [] = none, pure CF)"
+    )
+    n_layers: int = Field(2, ge=0, description="propagation layers over the user-item graph")
+    ii_layers: int = Field(1, ge=0, description="propagation layers over each item-item graph")
+    knn_k: int = Field(10, ge=1, description="neighbours per item in each modality's kNN graph")
+    cf_knn_k: int = Field(
+        0, ge=0, description="neighbours per item in an extra interaction (co-occurrence) graph; 0 = none"
+    )
+    edge_keep: float = Field(
+        1.0, gt=0, le=1, description="share of user-item edges kept per epoch (FREEDOM pruning; 1 = all)"
+    )
+    content_bpr: float = Field(0.0, ge=0, description="weight of the auxiliary BPR on projected content")
+    ssl_weight: float = Field(
+        0.0, ge=0, description="weight of the cross-view InfoNCE (collaborative vs content)"
+    )
+    ssl_temperature: float = Field(0.2, gt=0, description="temperature of the cross-view InfoNCE")
+    mfm_weight: float = Field(
+        0.0, ge=0, description="weight of masked-feature modelling (predict a hidden view)"
+    )
+    content_residual: bool = Field(
+        False, description="add fused projected content to the item embedding (gives cold items one)"
+    )
+    loss: Literal["bpr", "softmax"] = Field(
+        "bpr", description="bpr: one sampled negative; softmax: sampled softmax on cosine scores"
+    )
+    n_negatives: int = Field(256, ge=1, description="shared warm negatives per batch (softmax loss)")
+    hard_negatives: int = Field(
+        0, ge=0, description="extra negatives per positive from its content neighbours (softmax loss)"
+    )
+    temperature: float = Field(0.2, gt=0, description="temperature of the sampled softmax")
+
+
 @register
-class GraphMM(EmbeddingRecommender):
-    """LightGCN + learned mix of frozen per-modality item-item kNN graphs (FREEDOM/LGMRec family)."""
+class GraphMM(EmbeddingRecommender[GraphMMParams]):
+    """Multimodal graph recommender: LightGCN plus a learned mix of frozen item-item kNN graphs.
+
+    Why: content similarity (one kNN graph per modality, FREEDOM/LGMRec style) links items users have
+    not yet connected, while the user-item graph keeps the collaborative signal; learned graph weights
+    say which modality helps. Optional objectives (content BPR, cross-view InfoNCE, masked-feature
+    modelling, sampled softmax with content-hard negatives) are each one switch for ablations.
+    """
 
     name = "graphmm"
+    params_class = GraphMMParams
     uses_features = True
     net: _GraphNet
-    _rng: np.random.Generator
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {
-            **super().default_params(),
-            "modalities": None,
-            "n_layers": 2,
-            "ii_layers": 1,
-            "knn_k": 10,
-            "cf_knn_k": 0,
-            "edge_keep": 1.0,
-            "content_bpr": 0.0,
-            "ssl_weight": 0.0,
-            "ssl_temperature": 0.2,
-            "mfm_weight": 0.0,
-            "content_residual": False,
-            "loss": "bpr",
-            "n_negatives": 256,
-            "hard_negatives": 0,
-            "temperature": 0.2,
-            "lr": 0.001,
-            "reg": 1e-4,
-        }
 
     # ------------------------------------------------------------------ graph
     def build(self, dataset: Dataset) -> nn.Module:
         self._train_matrix = dataset.train
-        self._mods = optional_modalities(dataset, self.params["modalities"])
+        self._mods = optional_modalities(dataset, self.hp.modalities)
         feats, masks = prepared_features(dataset, self._mods)
-        self._ii = {m: knn_graph(feats[m], masks[m], int(self.params["knn_k"])) for m in self._mods}
+        self._ii = {m: knn_graph(feats[m], masks[m], self.hp.knn_k) for m in self._mods}
         self._graphs = list(self._mods)
-        if int(self.params["cf_knn_k"]) > 0:
-            self._ii["interactions"] = interaction_knn_graph(dataset.train, int(self.params["cf_knn_k"]))
+        if self.hp.cf_knn_k > 0:
+            self._ii["interactions"] = interaction_knn_graph(dataset.train, self.hp.cf_knn_k)
             self._graphs.append("interactions")
         self._ii_t = {m: g.T.tocsr() for m, g in self._ii.items()}
         self._r, self._r_t = normalised_blocks(dataset.train)
         self._neighbours = _neighbour_table([self._ii[m] for m in self._mods], dataset.n_items)
         tr = dataset.train.tocoo()
         self._train_keys = np.sort(tr.row.astype(np.int64) * dataset.n_items + tr.col.astype(np.int64))
-        net = _GraphNet(
-            dataset.n_users, dataset.n_items, int(self.params["dim"]), feats, masks, len(self._graphs)
-        )
+        net = _GraphNet(dataset.n_users, dataset.n_items, self.hp.dim, feats, masks, len(self._graphs))
         self._warm_idx = warm_items(dataset.train)
         warm = np.zeros(dataset.n_items, np.float32)
         warm[self._warm_idx] = 1.0
@@ -187,7 +205,7 @@ class GraphMM(EmbeddingRecommender):
 
     def start_epoch(self, epoch: int) -> None:
         """Re-sample the degree-sensitive pruned user-item graph (FREEDOM) once per epoch."""
-        keep = float(self.params["edge_keep"])
+        keep = self.hp.edge_keep
         if keep < 1.0:
             self._r, self._r_t = degree_pruned_blocks(self._train_matrix, keep, self._rng)
 
@@ -202,24 +220,24 @@ class GraphMM(EmbeddingRecommender):
     def item_ego(self) -> torch.Tensor:
         net = self.net
         ego = net.item.weight * net.warm[:, None]
-        if self.params["content_residual"] and self._mods:
+        if self.hp.content_residual and self._mods:
             ego = ego + net.fused_content()
         return ego
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
         ego = self.item_ego()
-        u, i = lightgcn_propagate(self._r, self._r_t, net.user.weight, ego, int(self.params["n_layers"]))
+        u, i = lightgcn_propagate(self._r, self._r_t, net.user.weight, ego, self.hp.n_layers)
         if self._graphs:
             w = torch.softmax(net.graph_logits, 0)
             h = torch.zeros_like(i)
             for k, m in enumerate(self._graphs):
                 x = ego
-                for _ in range(int(self.params["ii_layers"])):
+                for _ in range(self.hp.ii_layers):
                     x = spmm(self._ii[m], self._ii_t[m], x)
                 h = h + w[k] * x
             i = i + h
-        if self.params["loss"] == "softmax":
+        if self.hp.loss == "softmax":
             # Trained on cosine scores: score on cosine too (the stored vectors are unit length).
             u, i = F.normalize(u, dim=1), F.normalize(i, dim=1)
         return u, i
@@ -230,63 +248,81 @@ class GraphMM(EmbeddingRecommender):
         u_all, i_all = self.propagate()
         u, p = u_all[users], i_all[pos]
         n_b = len(users)
-        if self.params["loss"] == "softmax":
+        if self.hp.loss == "softmax":
             loss = self._softmax_loss(u, p, i_all, pos, users)
         else:
             loss = bpr_loss((u * p).sum(1), (u * i_all[neg]).sum(1))
         ego_i = net.item.weight
         reg = (net.user.weight[users].pow(2).sum() + ego_i[pos].pow(2).sum() + ego_i[neg].pow(2).sum()) / 2
-        loss = loss + self.params["reg"] * reg / n_b
+        loss = loss + self.hp.reg * reg / n_b
         if not self._mods:
             return loss
-        need_content = self.params["content_bpr"] or self.params["ssl_weight"] or self.params["mfm_weight"]
-        if not need_content:
+        if not (self.hp.content_bpr or self.hp.ssl_weight or self.hp.mfm_weight):
             return loss
         both = torch.cat([pos, neg])
         z = net.content(both)
         pres = net.presence(both)
-        if self.params["content_bpr"]:
-            uu = torch.cat([u, u])
-            for k, m in enumerate(self._mods):
-                s = (uu * z[m]).sum(1)
-                ok = (pres[:n_b, k] * pres[n_b:, k]) > 0
-                if ok.any():
-                    loss = loss + self.params["content_bpr"] * bpr_loss(s[:n_b][ok], s[n_b:][ok])
+        if self.hp.content_bpr:
+            loss = self._add_content_bpr(loss, u, z, pres)
         # SSL on the distinct positive items of the batch (duplicates would be false negatives).
         uniq, first = np.unique(pos.numpy(), return_index=True)
         idx = torch.as_tensor(first)
-        if self.params["ssl_weight"]:
-            cf = i_all[torch.as_tensor(uniq)]
-            for k, m in enumerate(self._mods):
-                ok = pres[idx, k] > 0
-                if int(ok.sum()) > 1:
-                    loss = loss + self.params["ssl_weight"] * info_nce(
-                        F.normalize(cf[ok], dim=1),
-                        F.normalize(z[m][idx][ok], dim=1),
-                        temperature=float(self.params["ssl_temperature"]),
-                    )
-        if self.params["mfm_weight"]:
-            loss = loss + self.params["mfm_weight"] * self._mfm_loss(
-                z, pres, idx, i_all[torch.as_tensor(uniq)]
-            )
+        if self.hp.ssl_weight:
+            loss = self._add_cross_view_ssl(loss, i_all[torch.as_tensor(uniq)], z, pres, idx)
+        if self.hp.mfm_weight:
+            loss = loss + self.hp.mfm_weight * self._mfm_loss(z, pres, idx, i_all[torch.as_tensor(uniq)])
+        return loss
+
+    def _add_content_bpr(
+        self, loss: torch.Tensor, u: torch.Tensor, z: dict[str, torch.Tensor], pres: torch.Tensor
+    ) -> torch.Tensor:
+        """``loss`` plus FREEDOM's BPR on projected content, per modality, on pairs where both items have it
+        (``z``/``pres`` rows: the batch's positives, then its negatives)."""
+        n_b = len(u)
+        uu = torch.cat([u, u])
+        for k, m in enumerate(self._mods):
+            s = (uu * z[m]).sum(1)
+            ok = (pres[:n_b, k] * pres[n_b:, k]) > 0
+            if ok.any():
+                loss = loss + self.hp.content_bpr * bpr_loss(s[:n_b][ok], s[n_b:][ok])
+        return loss
+
+    def _add_cross_view_ssl(
+        self,
+        loss: torch.Tensor,
+        cf: torch.Tensor,
+        z: dict[str, torch.Tensor],
+        pres: torch.Tensor,
+        idx: torch.Tensor,
+    ) -> torch.Tensor:
+        """``loss`` plus InfoNCE between each distinct positive's collaborative embedding (``cf``) and
+        its projected content (rows ``idx`` of ``z``), per modality the items have."""
+        for k, m in enumerate(self._mods):
+            ok = pres[idx, k] > 0
+            if int(ok.sum()) > 1:
+                loss = loss + self.hp.ssl_weight * info_nce(
+                    F.normalize(cf[ok], dim=1),
+                    F.normalize(z[m][idx][ok], dim=1),
+                    temperature=self.hp.ssl_temperature,
+                )
         return loss
 
     def _softmax_loss(
         self, u: torch.Tensor, p: torch.Tensor, i_all: torch.Tensor, pos: torch.Tensor, users: torch.Tensor
     ) -> torch.Tensor:
         """Sampled softmax with cosine scores: positives vs shared warm negatives (+ content-hard ones)."""
-        n_neg = int(self.params["n_negatives"])
+        n_neg = self.hp.n_negatives
         negs = torch.as_tensor(self._warm_idx[self._rng.integers(0, len(self._warm_idx), size=n_neg)])
         un = F.normalize(u, dim=1)
         pn = F.normalize(p, dim=1)
         nn_ = F.normalize(i_all[negs], dim=1)
-        tau = float(self.params["temperature"])
+        tau = self.hp.temperature
         pos_logit = (un * pn).sum(1, keepdim=True) / tau
         neg_logit = un @ nn_.T / tau
         # Drop sampled "negatives" that are the positive itself.
         neg_logit = neg_logit.masked_fill(negs[None, :] == pos[:, None], float("-inf"))
         parts = [pos_logit, neg_logit]
-        n_hard = int(self.params["hard_negatives"])
+        n_hard = self.hp.hard_negatives
         if n_hard and self._neighbours.shape[1]:
             hard, ok = self._hard_negatives(users.numpy(), pos.numpy(), n_hard)
             h = torch.as_tensor(hard)
@@ -333,6 +369,6 @@ class GraphMM(EmbeddingRecommender):
 
     # ------------------------------------------------------------------ protocol
     def _train(self, dataset: Dataset, *, progress: bool) -> None:
-        train_warm(self, dataset, progress=progress)
+        self.train_bpr(dataset, progress=progress, sampler=WarmSampler)
         self.meta["modalities"] = list(self._mods)
         self.meta["modality_weights"] = self.modality_weights()

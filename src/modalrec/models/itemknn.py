@@ -6,12 +6,14 @@ its sparse top-k similarity matrix is cheap to store (three CSR arrays in safete
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 import torch
+from pydantic import Field
 
+from modalrec.core.params import Params
 from modalrec.models.base import Recommender, chunks, interactions_from_state, interactions_state, register
 
 if TYPE_CHECKING:
@@ -63,18 +65,29 @@ def cosine_item_similarity(
     return sp.vstack(parts).tocsr()
 
 
+class ItemKNNParams(Params):
+    """ItemKNN: neighbourhood size and similarity shrinkage."""
+
+    k: int = Field(100, ge=1, description="neighbours kept per item (top-k cosine similarities)")
+    shrink: float = Field(
+        0.0, ge=0, description="added to the cosine denominator: damps rarely co-seen pairs"
+    )
+
+
 @register
-class ItemKNN(Recommender):
-    """Score(u, i) = sum over the user's training items j of sim(j, i); sim = top-k cosine."""
+class ItemKNN(Recommender[ItemKNNParams]):
+    """Item-based nearest neighbours: score(u, i) = sum over the user's training items j of sim(j, i).
+
+    ``sim`` is the cosine similarity of item interaction columns, top-``k`` per item. Why: the
+    strongest simple baseline on sparse catalogues, no training loop, and a sparse similarity matrix
+    that is cheap to store and serve.
+    """
 
     name = "itemknn"
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"k": 100, "shrink": 0.0}
+    params_class = ItemKNNParams
 
     def _fit(self, dataset: Dataset, *, progress: bool) -> None:
-        sim = cosine_item_similarity(dataset.train, int(self.params["k"]), float(self.params["shrink"]))
+        sim = cosine_item_similarity(dataset.train, self.hp.k, self.hp.shrink)
         self._set(dataset.train, sim)
 
     def _set(self, train: sp.csr_matrix, sim: sp.csr_matrix) -> None:

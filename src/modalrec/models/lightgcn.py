@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 import torch
+from pydantic import Field
 from torch import nn
 
 from modalrec.models.base import register
-from modalrec.models.embedding import EmbeddingRecommender
+from modalrec.models.embedding import EmbeddingParams, EmbeddingRecommender
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -81,21 +82,29 @@ def lightgcn_propagate(
     return su / (n_layers + 1), si / (n_layers + 1)
 
 
+class LightGCNParams(EmbeddingParams):
+    """LightGCN: the latent-factor settings plus the depth of graph propagation."""
+
+    n_layers: int = Field(2, ge=0, description="propagation layers over the user-item graph (0 = BPR-MF)")
+
+
 @register
-class LightGCN(EmbeddingRecommender):
-    """LightGCN with ``n_layers`` propagation layers and layer-mean readout."""
+class LightGCN(EmbeddingRecommender[LightGCNParams]):
+    """Graph collaborative filtering: embeddings smoothed over the user-item graph, layer-mean readout.
+
+    Why: neighbours' embeddings carry the collaborative signal that plain BPR-MF must learn from scratch;
+    LightGCN keeps only the linear propagation (no weights, no non-linearity), which trains fastest and
+    is the standard strong baseline of the multimodal literature.
+    """
 
     name = "lightgcn"
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {**super().default_params(), "n_layers": 2}
+    params_class = LightGCNParams
 
     def build(self, dataset: Dataset) -> nn.Module:
         self._r, self._r_t = normalised_blocks(dataset.train)
-        return _Embeddings(dataset.n_users, dataset.n_items, int(self.params["dim"]))
+        return _Embeddings(dataset.n_users, dataset.n_items, self.hp.dim)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         return lightgcn_propagate(
-            self._r, self._r_t, self.net.user.weight, self.net.item.weight, int(self.params["n_layers"])
+            self._r, self._r_t, self.net.user.weight, self.net.item.weight, self.hp.n_layers
         )

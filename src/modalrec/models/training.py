@@ -146,7 +146,7 @@ def make_progress(enabled: bool) -> Progress:
 
 
 def train_with_early_stopping(
-    model: Recommender,
+    model: Recommender[Any],
     dataset: Dataset,
     *,
     run_epoch: Callable[[int], float],

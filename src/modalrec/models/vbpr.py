@@ -17,16 +17,17 @@ so that scoring is one dot product (the :class:`EmbeddingRecommender` machinery:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 
 from modalrec.core.errors import DataError
 from modalrec.models.base import register
-from modalrec.models.content import prepared_features, select_modalities, train_warm, warm_items
-from modalrec.models.embedding import EmbeddingRecommender, bpr_loss
+from modalrec.models.content import WarmSampler, prepared_features, select_modalities, warm_items
+from modalrec.models.embedding import EmbeddingParams, EmbeddingRecommender, bpr_loss
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -102,46 +103,45 @@ class _VBPRNet(nn.Module):
         self.register_buffer("warm", torch.ones(n_items), persistent=False)
 
 
-@register
-class VBPR(EmbeddingRecommender):
-    """Content-aware BPR over any set of modalities (``modalities=None``: all the dataset has).
+class VBPRParams(EmbeddingParams):
+    """VBPR: the latent-factor settings (smaller free factors, faster steps) plus the content part."""
 
-    Extra hyperparameters: ``content_dim`` (size of theta_u / c_i), ``content_hidden`` (0 = linear
-    projection as in the paper, >0 = one hidden layer), ``content_reg`` (L2 on the projections),
-    ``modalities``.
+    dim: int = Field(32, ge=1, description="size of the free user and item factors (p_u, q_i)")
+    lr: float = Field(0.005, gt=0, description="Adam learning rate")
+    reg: float = Field(
+        1e-3, ge=0, description="L2 weight on the batch's factors, content user vectors and biases"
+    )
+    content_dim: int = Field(32, ge=1, description="size of the content part (theta_u and the projected c_i)")
+    content_hidden: int = Field(
+        0, ge=0, description="hidden units of the content projection (0 = linear, as in the paper)"
+    )
+    content_reg: float = Field(1e-5, ge=0, description="L2 weight on the content projections")
+    modalities: list[str] | str | None = Field(None, description="feature modalities to use (None = all)")
+
+
+@register
+class VBPR(EmbeddingRecommender[VBPRParams]):
+    """Content-aware BPR (He & McAuley 2016): free factors plus a learned projection of item content.
+
+    Why: the content part scores items that have content but few or no interactions, and the learned
+    modality weights (renormalised over the modalities an item has) say which content helps.
     """
 
     name = "vbpr"
+    params_class = VBPRParams
     uses_features = True
     net: _VBPRNet
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {
-            **super().default_params(),
-            "dim": 32,
-            "content_dim": 32,
-            "content_hidden": 0,
-            "content_reg": 1e-5,
-            "modalities": None,
-            "lr": 0.005,
-            "reg": 1e-3,
-        }
-
     def build(self, dataset: Dataset) -> nn.Module:
-        self._mods = select_modalities(dataset, self.params["modalities"])
+        self._mods = select_modalities(dataset, self.hp.modalities)
         if not self._mods:
             raise DataError(
                 "VBPR needs item features; the dataset has none (encode them first: modalrec encode)",
                 field="modalities",
             )
         feats, masks = prepared_features(dataset, self._mods)
-        enc = ContentEncoder(
-            feats, masks, int(self.params["content_dim"]), int(self.params["content_hidden"])
-        )
-        net = _VBPRNet(
-            dataset.n_users, dataset.n_items, int(self.params["dim"]), int(self.params["content_dim"]), enc
-        )
+        enc = ContentEncoder(feats, masks, self.hp.content_dim, self.hp.content_hidden)
+        net = _VBPRNet(dataset.n_users, dataset.n_items, self.hp.dim, self.hp.content_dim, enc)
         warm = np.zeros(dataset.n_items, np.float32)
         warm[warm_items(dataset.train)] = 1.0
         net.warm.copy_(torch.as_tensor(warm))
@@ -167,10 +167,10 @@ class VBPR(EmbeddingRecommender):
         loss = bpr_loss(s[:n], s[n:])
         reg = (u.pow(2).sum() + t.pow(2).sum() + q.pow(2).sum() + b.pow(2).sum()) / 2
         creg = sum(p.pow(2).sum() for name, p in net.content.named_parameters() if name.endswith("weight"))
-        return loss + self.params["reg"] * reg / n + self.params["content_reg"] * creg
+        return loss + self.hp.reg * reg / n + self.hp.content_reg * creg
 
     def _train(self, dataset: Dataset, *, progress: bool) -> None:
-        train_warm(self, dataset, progress=progress)
+        self.train_bpr(dataset, progress=progress, sampler=WarmSampler)
         with torch.no_grad():
             w = self.net.content.weights().numpy()
         self.meta["modalities"] = list(self._mods)

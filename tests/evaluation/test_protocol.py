@@ -100,11 +100,11 @@ def test_a_plain_scorer_evaluates_like_the_model(name: str, clustered: Dataset) 
     model = create(name, **FAST_PARAMS[name]).fit(clustered, progress=False)
     plain: Scorer = ScoresOnly(model.score(np.arange(clustered.n_users)))
     assert not isinstance(plain, Recommender) and not hasattr(plain, "score")
-    cold_half = np.arange(0, clustered.n_items, 2)
+    half = np.arange(0, clustered.n_items, 2)
     for kwargs in (
         {"split": "test"},
         {"split": "valid", "ks": (5, 20)},
-        {"split": "test", "candidate_items": cold_half},
+        {"split": "test", "candidate_items": half},
         {"split": "test", "users": np.arange(0, clustered.n_users, 3), "chunk_size": 7},
     ):
         _same(

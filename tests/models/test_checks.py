@@ -21,10 +21,12 @@ from modalrec.models import REGISTRY, Recommender
 from modalrec.models.checks import (
     CHECKS,
     FAST_PARAMS,
+    check_bad_hyperparameter_value_rejected,
     check_deterministic_with_seed,
     check_fast_params_declared,
     check_fit_does_not_modify_dataset,
     check_fit_nan_raises,
+    check_fit_quiet_without_progress,
     check_fit_returns_self,
     check_pairs,
     check_params_roundtrip,
@@ -134,6 +136,23 @@ class IgnoresExclude(Toy):
         return super().recommend(users, k, exclude=None, chunk_size=chunk_size)
 
 
+class Chatty(Toy):
+    name = "checks-chatty"
+
+    def _fit(self, dataset: Dataset, *, progress: bool) -> None:
+        print("epoch 1")  # ignores progress=False
+        super()._fit(dataset, progress=progress)
+
+
+class LooseParams(Params):
+    seed: Any = 0  # declared without a type: anything goes
+
+
+class Loose(Toy):
+    name = "checks-loose"
+    params_class = LooseParams
+
+
 TOYS: list[type[Toy]] = [
     Toy,
     Unseeded,
@@ -144,6 +163,8 @@ TOYS: list[type[Toy]] = [
     CopiesState,
     ReturnsNone,
     IgnoresExclude,
+    Chatty,
+    Loose,
 ]
 
 
@@ -174,6 +195,8 @@ def test_copied_state_still_gets_poisoned() -> None:
         (SkipsNaNCheck, check_fit_nan_raises, "expected FitError"),
         (ReturnsNone, check_fit_returns_self, "fit() must return self"),
         (IgnoresExclude, check_recommend_excludes_seen, "was recommended excluded items"),
+        (Chatty, check_fit_quiet_without_progress, "printed 'epoch 1"),
+        (Loose, check_bad_hyperparameter_value_rejected, "hyperparameter 'seed' = 'not-a-number'"),
     ],
 )
 def test_each_broken_model_fails_its_check(cls: type[Toy], check: Any, message: str) -> None:

@@ -5,8 +5,9 @@ Why: training, evaluation, serving, the LLM layer and the CLI rely only on the
 here, so that a failure names the broken promise and the model, not "the conformance test failed":
 
 * hyperparameters: declared, JSON-able, round-trip through ``get_params``/``clone``/``set_params``,
-  unknown names rejected (:class:`~modalrec.core.errors.ConfigError`);
-* ``fit`` returns ``self``, leaves the data set untouched, releases the validator, calls it when the
+  unknown names and non-numbers for numbers rejected (:class:`~modalrec.core.errors.ConfigError`);
+* ``fit`` returns ``self``, prints nothing without progress, copes with users and items without
+  interactions, leaves the data set untouched, releases the validator, calls it when the
   model early-stops, is deterministic for its seed, can be repeated on other data, and refuses a
   model whose learned arrays hold NaN (:class:`~modalrec.core.errors.FitError`);
 * ``score`` is float32 ``[len(users), n_items]``, finite, independent of how users are batched;
@@ -39,9 +40,12 @@ For one model outside pytest: ``check_recommender(MyModel(...))`` runs every che
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -327,6 +331,19 @@ def check_unknown_hyperparameter_rejected(model: Recommender, dataset: Dataset |
     assert twin.get_params() == params, f"{_label(model)}: a rejected set_params() changed the params"
 
 
+def check_bad_hyperparameter_value_rejected(model: Recommender, dataset: Dataset | None = None) -> None:
+    """A text where a numeric hyperparameter is declared is a :class:`ConfigError` naming the key."""
+    params = model.get_params()
+    numeric = [k for k, v in params.items() if isinstance(v, int | float) and not isinstance(v, bool)]
+    for key in numeric:
+        _raises(
+            ConfigError,
+            functools.partial(type(model), **{**params, key: "not-a-number"}),
+            f"{_label(model)}: hyperparameter {key!r} = 'not-a-number'",
+            match=repr(key),
+        )
+
+
 # ----------------------------------------------------------------------------------------- fit checks
 def check_not_fitted_error(model: Recommender, dataset: Dataset | None = None) -> None:
     """An unfitted model refuses to score, recommend and save with ``RuntimeError``."""
@@ -513,6 +530,56 @@ def check_featureless_data(model: Recommender, dataset: Dataset | None = None) -
         ) from e
 
 
+def check_fit_quiet_without_progress(model: Recommender, dataset: Dataset | None = None) -> None:
+    """``fit(progress=False)`` prints nothing and warns nothing (library callers and servers log instead)."""
+    ds = _data(dataset)
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+        warnings.catch_warnings(record=True) as w,
+    ):
+        warnings.simplefilter("always")
+        _fit(model, ds)
+    said = out.getvalue() + err.getvalue()
+    assert not said, f"{_label(model)}: fit(progress=False) printed {said[:200]!r}"
+    assert not w, f"{_label(model)}: fit(progress=False) warned: {[str(x.message)[:120] for x in w]}"
+
+
+def _with_empty_user_and_item(ds: Dataset) -> Dataset:
+    """``ds`` with user 0's training history moved to test and the last item removed from every split."""
+    train, valid, test = (m.tolil(copy=True) for m in (ds.train, ds.valid, ds.test))
+    for i in ds.train[0].indices:
+        test[0, i] = 1.0
+    train[0, :] = 0.0
+    for m in (train, valid, test):
+        m[:, ds.n_items - 1] = 0.0
+    return Dataset(
+        name=ds.name + "-edges",
+        user_ids=ds.user_ids,
+        item_ids=ds.item_ids,
+        train=sp.csr_matrix(train, dtype=np.float32),
+        valid=sp.csr_matrix(valid, dtype=np.float32),
+        test=sp.csr_matrix(test, dtype=np.float32),
+        features=ds.features,
+        feature_masks=ds.feature_masks,
+        cold_items=ds.cold_items,
+        split_name=ds.split_name,
+    )
+
+
+def check_users_and_items_without_interactions(model: Recommender, dataset: Dataset | None = None) -> None:
+    """A user without training history and an item without any interaction fit and score finitely
+    (both occur in real splits: new users, catalogue items nobody took)."""
+    ds = _with_empty_user_and_item(_data(dataset))
+    fitted = _fit(model, ds)
+    s = fitted.score(np.arange(ds.n_users))
+    assert s.shape == (ds.n_users, ds.n_items), f"{_label(model)}: score shape {s.shape}"
+    assert np.isfinite(s).all(), f"{_label(model)}: non-finite scores for a user or item without interactions"
+    idx, _ = fitted.recommend([0], 5, exclude=ds.train)
+    assert idx.shape == (1, 5), f"{_label(model)}: no recommendations for a user without history"
+
+
 # -------------------------------------------------------------------------------------- score checks
 def check_score_shape_and_dtype(model: Recommender, dataset: Dataset | None = None) -> None:
     """``score`` returns finite float32 ``[len(users), n_items]`` for a list or an array of users."""
@@ -684,6 +751,7 @@ CHECKS: tuple[Check, ...] = (
     check_params_roundtrip,
     check_clone_unfitted_same_params,
     check_unknown_hyperparameter_rejected,
+    check_bad_hyperparameter_value_rejected,
     check_not_fitted_error,
     check_fit_returns_self,
     check_fit_does_not_modify_dataset,
@@ -693,6 +761,8 @@ CHECKS: tuple[Check, ...] = (
     check_fit_idempotent,
     check_refit_on_other_data,
     check_featureless_data,
+    check_fit_quiet_without_progress,
+    check_users_and_items_without_interactions,
     check_score_shape_and_dtype,
     check_score_empty_users,
     check_score_batch_invariant,

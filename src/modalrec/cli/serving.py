@@ -35,7 +35,7 @@ def serve(
     Without --config no API keys exist, so POST /feedback and /admin/* answer 401.
     """
     try:
-        from modalrec.serving.app import serve as run_server
+        from modalrec.serving.launcher import serve as run_server
     except ImportError as e:
         raise ConfigError(f"serving needs the serve extra (pip install 'modalrec[serve]'): {e}") from None
     if log_level.lower() not in ("debug", "info", "warning", "error"):

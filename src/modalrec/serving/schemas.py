@@ -1,0 +1,110 @@
+"""Request and response bodies of the HTTP API (pydantic), and the id/modality patterns they share.
+
+These models are the OpenAPI schema at ``/docs``; a field renamed here is a breaking API change.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+ID_PATTERN = r"^[^\x00-\x1f/]{1,256}$"
+MODALITY = r"^[a-z][a-z0-9_]{0,31}$"
+
+
+class Item(BaseModel):
+    item_id: str
+    title: str | None = None
+    score: float | None = None
+    image_url: str | None = None
+
+
+class RecommendResponse(BaseModel):
+    user_id: str
+    arm: str = Field(description="A/B arm that served the request ('a' without an A/B test)")
+    model: str
+    source: Literal["model", "model+feedback", "feedback", "popularity"] = Field(
+        description="model: the user's stored vector/history; +feedback: folded in live feedback; "
+        "feedback: unknown user, feedback only; popularity: fallback for an unknown user without feedback"
+    )
+    fallback: bool
+    known_user: bool
+    feedback_events: int
+    items: list[Item]
+
+
+class SimilarResponse(BaseModel):
+    item_id: str
+    modality: str
+    items: list[Item]
+
+
+class SearchResponse(BaseModel):
+    query: str
+    modality: str
+    items: list[Item]
+
+
+class ItemDetail(Item):
+    fields: dict[str, Any]
+    media: dict[str, bool]
+    popularity: int
+    modalities: list[str]
+
+
+class FeedbackIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str = Field(min_length=1, max_length=256, pattern=ID_PATTERN)
+    item_id: str = Field(min_length=1, max_length=256, pattern=ID_PATTERN)
+    event: str = Field(
+        pattern=r"^[a-z][a-z_]{0,31}$", description="e.g. click, like, purchase, rating, dislike"
+    )
+    value: float | None = Field(default=None, description="rating value, or a multiplier of the event weight")
+    request_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        description="idempotency key: a retry with the same id is stored once",
+    )
+
+    @field_validator("value")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("value must be a finite number")
+        return v
+
+
+class FeedbackOut(BaseModel):
+    id: int
+    stored: bool = True
+    duplicate: bool
+    arm: str
+    ts: float
+
+
+class ReloadIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run_dir: str | None = Field(
+        default=None, description="new run directory (default: reload the current one)"
+    )
+    run_dir_b: str | None = Field(default=None, description="new run directory for A/B arm b (default: keep)")
+
+
+class ErrorBody(BaseModel):
+    status: int
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+# The error statuses every route may answer (documented once, on the app).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 503)
+}

@@ -1,0 +1,149 @@
+"""What every request handler shares: config, API keys, the loaded engines per A/B arm, the feedback
+store, metrics and health monitors, and hot reload.
+
+One :class:`ServerState` per app, stored as ``app.state.srv``; handlers get it through
+:func:`modalrec.serving.deps.get_state`. Hot reload swaps ``engines`` as one reference, so a request
+that already took an engine finishes on it. Other worker processes notice a reload through
+``state_dir/active.json`` (:meth:`ServerState.follow_active`, polled about once a second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from modalrec.core.errors import ModalrecError
+from modalrec.core.io import atomic_write_json
+from modalrec.serving.auth import KeyStore
+from modalrec.serving.engine import Engine, TextEncoderFn
+from modalrec.serving.feedback import FeedbackStore
+from modalrec.serving.metrics import HealthMonitor, ServingMetrics
+from modalrec.serving.settings import ServeConfig
+
+log = logging.getLogger("modalrec.serving")
+
+
+class ServerState:
+    """Everything the handlers share: config, keys, engines per arm, feedback store, metrics."""
+
+    def __init__(self, run_dir: str | Path, cfg: ServeConfig, encode_text: TextEncoderFn | None) -> None:
+        self.cfg = cfg
+        self.keys = KeyStore(cfg.auth.keys)
+        self.metrics = ServingMetrics()
+        self.state_dir = cfg.state_path
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.active_file = self.state_dir / "active.json"
+        self.store = FeedbackStore(cfg.db_path)
+        self._encode_text = encode_text
+        self._encoder_lock = threading.Lock()
+        self.reload_lock = asyncio.Lock()
+        run_b = cfg.resolve(cfg.ab.run_b) if cfg.ab.run_b else None
+        self.engines: dict[str, Engine] = self._load(Path(run_dir), run_b)
+        self.generation, self._active_mtime = self._read_active_generation()
+        self.started = time.time()
+
+    # -- text encoder shared by every engine (loaded once per process)
+    def encoder(self) -> TextEncoderFn | None:
+        if self._encode_text is not None or self.cfg.text_encoder == "none":
+            return self._encode_text
+        with self._encoder_lock:
+            if self._encode_text is None:
+                from modalrec.workflows.search import default_text_encoder
+
+                self._encode_text = default_text_encoder()
+                self._encode_text(["warm up"])
+        return self._encode_text
+
+    def _load(self, run_a: Path, run_b: Path | None) -> dict[str, Engine]:
+        engines = {"a": Engine(run_a, self.cfg)}
+        if run_b is not None:
+            engines["b"] = Engine(run_b, self.cfg)
+        if any(e.galleries.get("text") is not None or e.search_index is not None for e in engines.values()):
+            enc = self.encoder() if self.cfg.text_encoder != "none" or self._encode_text else None
+            for e in engines.values():
+                e.encode_text = enc
+        self.monitors = {
+            arm: HealthMonitor(arm, self.cfg.health, e.score_stats, self.metrics)
+            for arm, e in engines.items()
+        }
+        for arm, e in engines.items():
+            self.metrics.index_items.labels(arm).set(len(e.item_ids))
+            if e.rec_index is not None:
+                self.metrics.index_recall.labels(arm).set(
+                    e.rec_index.report.get("recall_at_10", float("nan"))
+                )
+        return engines
+
+    # -- A/B arms
+    def arm_for(self, user_id: str) -> str:
+        """Deterministic split: the same user always lands in the same arm (hash of salt + id)."""
+        if "b" not in self.engines:
+            return "a"
+        h = int.from_bytes(hashlib.sha256(f"{self.cfg.ab.salt}\x00{user_id}".encode()).digest()[:8], "big")
+        return "b" if h / 2**64 < self.cfg.ab.share_b else "a"
+
+    def engine_for(self, user_id: str | None = None) -> tuple[str, Engine]:
+        """The arm and engine serving ``user_id`` (arm a for requests without a user)."""
+        engines = self.engines
+        arm = self.arm_for(user_id) if user_id is not None else "a"
+        return arm, engines.get(arm, engines["a"])
+
+    # -- hot reload
+    def _read_active_generation(self) -> tuple[int, int]:
+        try:
+            st = self.active_file.stat()
+            return int(json.loads(self.active_file.read_text()).get("generation", 0)), st.st_mtime_ns
+        except (FileNotFoundError, ValueError):
+            return 0, 0
+
+    def reload(self, run_dir: str | None, run_dir_b: str | None) -> dict[str, Any]:
+        """Load and verify new engines (raises ModalrecError when broken); the caller swaps them in."""
+        a = Path(run_dir) if run_dir else self.engines["a"].path
+        b = Path(run_dir_b) if run_dir_b else (self.engines["b"].path if "b" in self.engines else None)
+        engines = self._load(a, b)
+        self.engines = engines  # one reference swap; in-flight requests keep the engine they hold
+        gen = max(self.generation, self._read_active_generation()[0]) + 1
+        atomic_write_json(
+            self.active_file, {"generation": gen, "run_dir": str(a), "run_dir_b": str(b) if b else None}
+        )
+        self.generation, self._active_mtime = self._read_active_generation()
+        return {arm: e.info() for arm, e in engines.items()}
+
+    def follow_active(self) -> None:
+        """Another worker reloaded: load what ``active.json`` names (keeps the old engines on failure)."""
+        try:
+            mtime = self.active_file.stat().st_mtime_ns
+        except FileNotFoundError:
+            return
+        if mtime == self._active_mtime:
+            return
+        self._active_mtime = mtime
+        try:
+            info = json.loads(self.active_file.read_text())
+        except ValueError:
+            return
+        gen = int(info.get("generation", 0))
+        if gen <= self.generation:
+            return
+        try:
+            self.engines = self._load(
+                Path(info["run_dir"]), Path(info["run_dir_b"]) if info.get("run_dir_b") else None
+            )
+            self.generation = gen
+            self.metrics.reloads.labels("followed").inc()
+            log.info("followed reload to generation %d (%s)", gen, info["run_dir"])
+        except ModalrecError as e:
+            log.error("could not follow reload to %s: %s", info.get("run_dir"), e)
+
+    async def follow_forever(self, every_s: float = 1.0) -> None:
+        """Poll ``active.json`` (skipped while this process is reloading itself); runs until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            if not self.reload_lock.locked():
+                await asyncio.to_thread(self.follow_active)

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import scipy.sparse as sp
 
 from modalrec.core.errors import ConfigError, DataError
 from modalrec.data import splits as S
@@ -145,6 +146,36 @@ def _lost_users(u: np.ndarray, before: np.ndarray, after: np.ndarray, n_users: i
     return np.flatnonzero(had & ~has)
 
 
+@dataclass
+class _Rows:
+    """Interactions on their way into the Dataset: user and item codes, file line, time, label."""
+
+    u: np.ndarray
+    i: np.ndarray
+    lines: np.ndarray
+    ts: np.ndarray | None
+    lab: np.ndarray | None
+
+    def take(self, sel: np.ndarray) -> _Rows:
+        """The rows selected (or reordered) by a mask or an index array."""
+        return _Rows(
+            self.u[sel],
+            self.i[sel],
+            self.lines[sel],
+            self.ts[sel] if self.ts is not None else None,
+            self.lab[sel] if self.lab is not None else None,
+        )
+
+
+@dataclass
+class _KnownItems:
+    """The item universe interactions are checked against, and how to name it in messages."""
+
+    ids: pl.Series
+    source: str
+    unknown_kind: str
+
+
 def build_dataset(
     name: str,
     inter: Interactions,
@@ -163,231 +194,35 @@ def build_dataset(
     """
     opt = options or BuildOptions()
     rep = report if report is not None else ValidationReport()
-    frame = inter.frame
-    f_inter = inter.file
-    rows_read = frame.height
-    user_universe, u_all = _encode(frame["user"])
-    n_all_users = len(user_universe)
-    all_rows = np.ones(rows_read, dtype=bool)
-
-    # 1. min_rating
-    keep = all_rows.copy()
-    if opt.min_rating is not None:
-        if not inter.has_rating:
-            raise ConfigError(f"min_rating={opt.min_rating} needs a rating column, and {f_inter} has none")
-        keep = frame["rating"].to_numpy() >= opt.min_rating
-        n_low = int((~keep).sum())
-        if n_low:
-            rep.add(
-                f"rating below min_rating={opt.min_rating}",
-                f_inter,
-                count=n_low,
-                dropped=n_low,
-                severity="info",
-            )
-    lost_filter = [_lost_users(u_all, all_rows, keep, n_all_users)]
-
-    # 2. catalogue duplicates
-    cat_frame: pl.DataFrame | None = None
-    if catalogue is not None:
-        cat_frame = catalogue.frame
-        rep.stat(catalogue.file, rows_read=cat_frame.height)
-        dup = cat_frame["item_id"].is_first_distinct().not_()
-        n_dup = int(dup.sum())
-        if n_dup:
-            dup_idx = dup.arg_true().to_list()
-            rep.add(
-                "duplicate item id (first row kept)",
-                catalogue.file,
-                count=n_dup,
-                dropped=n_dup,
-                examples=[
-                    f"{catalogue.where(r)} item {cat_frame['item_id'][r]}" for r in dup_idx[:MAX_EXAMPLES]
-                ],
-            )
-            cat_frame = cat_frame.filter(~dup)
-        rep.stat(catalogue.file, rows_kept=cat_frame.height)
-
-    # 3. unknown items
-    known: pl.Series | None = None
-    known_file = ""
-    if cat_frame is not None:
-        known, known_file = cat_frame["item_id"], f"the item catalogue {catalogue.file}"  # type: ignore[union-attr]
-    elif all_items is not None:
-        known, known_file = pl.Series("item_id", all_items, dtype=pl.Utf8), "the item list"
-    lost_unknown = np.zeros(0, dtype=np.int64)
-    if known is not None:
-        unknown = keep & ~frame["item"].is_in(known.implode()).to_numpy()
-        n_unknown = int(unknown.sum())
-        if n_unknown:
-            bad = np.flatnonzero(unknown)
-            bad_items = frame["item"].gather(bad[:MAX_EXAMPLES]).to_list()
-            bad_lines = frame["line"].gather(bad[:MAX_EXAMPLES]).to_list()
-            if opt.strict:
-                raise DataError(
-                    f"item {bad_items[0]!r} is not in {known_file}"
-                    f" ({n_unknown} such interaction(s); strict=False drops and reports them)",
-                    file=f_inter,
-                    line=bad_lines[0] if inter.unit == "line" else None,
-                    field="item",
-                )
-            rep.add(
-                "unknown item (not in the catalogue)" if cat_frame is not None else "unknown item",
-                f_inter,
-                count=n_unknown,
-                dropped=n_unknown,
-                examples=[
-                    f"{inter.where(ln)} item {it}" for ln, it in zip(bad_lines, bad_items, strict=True)
-                ],
-            )
-            before = keep
-            keep = keep & ~unknown
-            lost_unknown = _lost_users(u_all, before, keep, n_all_users)
-
-    # item codes in natural order
-    kept_frame = frame.filter(pl.Series(keep)) if not keep.all() else frame
-    if known is not None:
-        item_universe = known.unique(maintain_order=True).to_numpy().astype(str)
-        item_universe = item_universe[natural_order(item_universe)]
-        i = _codes(kept_frame["item"], item_universe)
-    else:
-        item_universe, i = _encode(kept_frame["item"])
-    u = u_all[keep]
-    lines = kept_frame["line"].to_numpy()
-    ts = kept_frame["timestamp"].to_numpy() if inter.has_timestamp else None
-    lab = kept_frame["label"].to_numpy().astype(np.int8) if inter.has_label else None
-
-    # 4. duplicates: canonical order (user, item, [label], [timestamp], file order); keep the first per pair
-    pair = u * max(1, len(item_universe)) + i
-    order = np.argsort(pair, kind="stable")
-    if (ts is not None or lab is not None) and len(pair) > 1:
-        sp = pair[order]
-        eq = sp[1:] == sp[:-1]
-        if eq.any():
-            # only rows of duplicated pairs need ordering by (label, time): re-sort just those
-            in_dup = np.zeros(len(sp), dtype=bool)
-            in_dup[1:] |= eq
-            in_dup[:-1] |= eq
-            sub = order[in_dup]
-            order[in_dup] = sub[_stable_order(*[k[sub] for k in (ts, lab) if k is not None], pair[sub])]
-    u, i, lines, pair = u[order], i[order], lines[order], pair[order]
-    ts = ts[order] if ts is not None else None
-    lab = lab[order] if lab is not None else None
-    same_pair = np.zeros(len(u), dtype=bool)
-    if len(u) > 1:
-        same_pair[1:] = pair[1:] == pair[:-1]
-    if same_pair.any():
-        dup_rows = np.flatnonzero(same_pair)
-        exact = np.ones(len(dup_rows), dtype=bool) if ts is None else ts[dup_rows] == ts[dup_rows - 1]
-        conflict = np.zeros(len(dup_rows), dtype=bool)
-        if lab is not None:
-            # compare with the kept (first) row of the pair
-            first_of_pair = np.maximum.accumulate(np.where(~same_pair, np.arange(len(u)), 0))
-            conflict = lab[dup_rows] != lab[first_of_pair[dup_rows]]
-        for kind, sel, sev in (
-            ("duplicate interaction in different splits (smallest split label kept)", conflict, "warning"),
-            ("duplicate interaction (collapsed)", exact & ~conflict, "warning"),
-            ("repeated interaction at another time (collapsed, earliest kept)", ~exact & ~conflict, "info"),
-        ):
-            sel_rows = dup_rows[sel]
-            if len(sel_rows):
-                rep.add(
-                    kind,
-                    f_inter,
-                    count=len(sel_rows),
-                    dropped=len(sel_rows),
-                    severity=sev,
-                    examples=[
-                        f"{inter.where(int(lines[r]))} user {user_universe[u[r]]} item {item_universe[i[r]]}"
-                        for r in sel_rows[:MAX_EXAMPLES]
-                    ],
-                )
-        first = ~same_pair
-        u, i, lines = u[first], i[first], lines[first]
-        ts = ts[first] if ts is not None else None
-        lab = lab[first] if lab is not None else None
-
-    # 5. k-core
-    item_keep_all = True
-    if opt.kcore is not None:
-        ku, ki = (opt.kcore, opt.kcore) if isinstance(opt.kcore, int) else tuple(opt.kcore)
-        kc = kcore_mask(u, i, int(ku), int(ki))
-        if kc.removed_rows:
-            rep.add(
-                f"removed by {ku}/{ki}-core filter ({kc.removed_users} users, {kc.removed_items} items, "
-                f"{kc.rounds} rounds)",
-                f_inter,
-                count=kc.removed_rows,
-                dropped=kc.removed_rows,
-                severity="info",
-            )
-            lost_filter.append(_lost_users(u, np.ones(len(u), dtype=bool), kc.mask, n_all_users))
-        u, i, lines = u[kc.mask], i[kc.mask], lines[kc.mask]
-        ts = ts[kc.mask] if ts is not None else None
-        lab = lab[kc.mask] if lab is not None else None
-        item_keep_all = False
-
-    # 6. compact ids (natural order is preserved: codes are already in that order)
-    u, user_ids = _compact(u, user_universe)
-    if item_keep_all:
-        item_ids = item_universe
-    else:
-        i, item_ids = _compact(i, item_universe)
-    n_users, n_items = len(user_ids), len(item_ids)
-    if len(lost_unknown):
-        rep.add(
-            "user with no interactions left (all on unknown items)",
-            f_inter,
-            count=len(lost_unknown),
-            examples=_examples(user_universe[lost_unknown].tolist()),
-        )
-    lost = np.unique(np.concatenate(lost_filter)) if lost_filter else np.zeros(0, dtype=np.int64)
-    if len(lost):
-        rep.add(
-            "user removed by filters (min_rating / k-core)",
-            f_inter,
-            count=len(lost),
-            severity="info",
-            examples=_examples(user_universe[lost].tolist()),
-        )
-    item_count = np.bincount(i, minlength=n_items)
-    if (item_count == 0).any():
-        cold = np.flatnonzero(item_count == 0)
-        rep.add(
-            "item with no interactions (kept as a cold item)",
-            catalogue.file if catalogue is not None else f_inter,
-            count=len(cold),
-            severity="info",
-            examples=_examples(item_ids[cold].tolist()),
-        )
-
-    # 7. split
-    split = opt.split or default_split
-    labels, cold_items, split_name = _split(split, u, i, ts, lab, n_items, opt)
-    train = interaction_matrix(u[labels == 0], i[labels == 0], n_users, n_items)
-    valid = interaction_matrix(u[labels == 1], i[labels == 1], n_users, n_items)
-    test = interaction_matrix(u[labels == 2], i[labels == 2], n_users, n_items)
-    no_train = np.flatnonzero(np.diff(train.indptr) == 0)
-    if len(no_train):
-        rep.add(
-            "user with no training interactions",
-            "split",
-            count=len(no_train),
-            severity="info",
-            examples=_examples(user_ids[no_train].tolist()),
-        )
-
+    user_universe, u_all = _encode(inter.frame["user"])
+    # the numbered steps of the module docstring
+    keep = _filter_min_rating(inter, opt, rep)  # 1
+    lost_filter = [_lost_users(u_all, np.ones(len(keep), dtype=bool), keep, len(user_universe))]
+    cat_frame = _dedupe_catalogue(catalogue, rep)  # 2
+    known = _known_items(catalogue, cat_frame, all_items)
+    unknown = _unknown_items(inter, keep, known, opt.strict, rep)  # 3
+    lost_unknown = _lost_users(u_all, keep, keep & ~unknown, len(user_universe))
+    keep &= ~unknown
+    item_universe, rows = _coded_rows(inter, keep, u_all, known)
+    rows = _collapse_duplicates(rows, inter, user_universe, item_universe, rep)  # 4
+    rows = _filter_kcore(rows, opt, inter.file, len(user_universe), rep, lost_filter)  # 5
+    u, user_ids = _compact(rows.u, user_universe)  # 6
+    i, item_ids = (rows.i, item_universe) if opt.kcore is None else _compact(rows.i, item_universe)
+    _report_lost_users(user_universe, lost_unknown, lost_filter, inter.file, rep)
+    _report_cold_items(i, item_ids, catalogue.file if catalogue is not None else inter.file, rep)
+    labels, cold_items, split_name = _split(  # 7
+        opt.split or default_split, u, i, rows.ts, rows.lab, len(item_ids), opt
+    )
+    train, valid, test = (
+        interaction_matrix(u[labels == k], i[labels == k], len(user_ids), len(item_ids)) for k in range(3)
+    )
+    _report_no_train(train, user_ids, rep)
     # item table, media and features
     items_df = _item_table(item_ids, cat_frame)
-    media_columns = dict(catalogue.media_columns) if catalogue is not None else {}
-    if catalogue is not None:
-        _check_text(items_df, catalogue.text_fields, catalogue.file, rep)
-        if opt.check_media:
-            _check_media(items_df, media_columns, catalogue.file, rep)
+    media_columns = _check_catalogue_content(items_df, catalogue, opt, rep)
     feats, masks = _features(features or [], item_ids, len(item_universe), rep)
-
-    rep.stat(f_inter, rows_read=rows_read, rows_kept=len(u))
-    rep.stat("dataset", users=n_users, items=n_items, interactions=len(u))
+    rep.stat(inter.file, rows_read=inter.frame.height, rows_kept=len(u))
+    rep.stat("dataset", users=len(user_ids), items=len(item_ids), interactions=len(u))
     rep.stat(
         "split",
         name=split_name,
@@ -412,6 +247,273 @@ def build_dataset(
         split_name=split_name,
         report=rep,
     )
+
+
+def _filter_min_rating(inter: Interactions, opt: BuildOptions, rep: ValidationReport) -> np.ndarray:
+    """Step 1: mask of the interactions rated at least ``min_rating`` (all when it is not set)."""
+    if opt.min_rating is None:
+        return np.ones(inter.frame.height, dtype=bool)
+    if not inter.has_rating:
+        raise ConfigError(f"min_rating={opt.min_rating} needs a rating column, and {inter.file} has none")
+    keep = inter.frame["rating"].to_numpy() >= opt.min_rating
+    n_low = int((~keep).sum())
+    if n_low:
+        rep.add(
+            f"rating below min_rating={opt.min_rating}",
+            inter.file,
+            count=n_low,
+            dropped=n_low,
+            severity="info",
+        )
+    return keep
+
+
+def _dedupe_catalogue(catalogue: Catalogue | None, rep: ValidationReport) -> pl.DataFrame | None:
+    """Step 2: the catalogue rows with duplicate item ids removed (the first row of an id is kept)."""
+    if catalogue is None:
+        return None
+    cat_frame = catalogue.frame
+    rep.stat(catalogue.file, rows_read=cat_frame.height)
+    dup = cat_frame["item_id"].is_first_distinct().not_()
+    n_dup = int(dup.sum())
+    if n_dup:
+        dup_idx = dup.arg_true().to_list()
+        rep.add(
+            "duplicate item id (first row kept)",
+            catalogue.file,
+            count=n_dup,
+            dropped=n_dup,
+            examples=[f"{catalogue.where(r)} item {cat_frame['item_id'][r]}" for r in dup_idx[:MAX_EXAMPLES]],
+        )
+        cat_frame = cat_frame.filter(~dup)
+    rep.stat(catalogue.file, rows_kept=cat_frame.height)
+    return cat_frame
+
+
+def _known_items(
+    catalogue: Catalogue | None, cat_frame: pl.DataFrame | None, all_items: list[str] | None
+) -> _KnownItems | None:
+    """The item universe: the catalogue's ids, else ``all_items``, else None (any item is known)."""
+    if catalogue is not None and cat_frame is not None:
+        return _KnownItems(
+            cat_frame["item_id"],
+            f"the item catalogue {catalogue.file}",
+            "unknown item (not in the catalogue)",
+        )
+    if all_items is not None:
+        return _KnownItems(pl.Series("item_id", all_items, dtype=pl.Utf8), "the item list", "unknown item")
+    return None
+
+
+def _unknown_items(
+    inter: Interactions, keep: np.ndarray, known: _KnownItems | None, strict: bool, rep: ValidationReport
+) -> np.ndarray:
+    """Step 3: mask of the kept interactions naming an unknown item (reported; raised when strict)."""
+    frame = inter.frame
+    if known is None:
+        return np.zeros(len(keep), dtype=bool)
+    unknown = keep & ~frame["item"].is_in(known.ids.implode()).to_numpy()
+    n_unknown = int(unknown.sum())
+    if n_unknown:
+        bad = np.flatnonzero(unknown)
+        bad_items = frame["item"].gather(bad[:MAX_EXAMPLES]).to_list()
+        bad_lines = frame["line"].gather(bad[:MAX_EXAMPLES]).to_list()
+        if strict:
+            raise DataError(
+                f"item {bad_items[0]!r} is not in {known.source}"
+                f" ({n_unknown} such interaction(s); strict=False drops and reports them)",
+                file=inter.file,
+                line=bad_lines[0] if inter.unit == "line" else None,
+                field="item",
+            )
+        rep.add(
+            known.unknown_kind,
+            inter.file,
+            count=n_unknown,
+            dropped=n_unknown,
+            examples=[f"{inter.where(ln)} item {it}" for ln, it in zip(bad_lines, bad_items, strict=True)],
+        )
+    return unknown
+
+
+def _coded_rows(
+    inter: Interactions, keep: np.ndarray, u_all: np.ndarray, known: _KnownItems | None
+) -> tuple[np.ndarray, _Rows]:
+    """The item universe in natural order, and the kept rows with item codes into it."""
+    frame = inter.frame
+    kept_frame = frame.filter(pl.Series(keep)) if not keep.all() else frame
+    if known is not None:
+        item_universe = known.ids.unique(maintain_order=True).to_numpy().astype(str)
+        item_universe = item_universe[natural_order(item_universe)]
+        i = _codes(kept_frame["item"], item_universe)
+    else:
+        item_universe, i = _encode(kept_frame["item"])
+    rows = _Rows(
+        u_all[keep],
+        i,
+        kept_frame["line"].to_numpy(),
+        kept_frame["timestamp"].to_numpy() if inter.has_timestamp else None,
+        kept_frame["label"].to_numpy().astype(np.int8) if inter.has_label else None,
+    )
+    return item_universe, rows
+
+
+def _canonical_order(rows: _Rows, n_items: int) -> np.ndarray:
+    """Order by (user, item, [label], [timestamp], file order): the row to keep comes first in a pair."""
+    pair = rows.u * max(1, n_items) + rows.i
+    order = np.argsort(pair, kind="stable")
+    if (rows.ts is not None or rows.lab is not None) and len(pair) > 1:
+        sp = pair[order]
+        eq = sp[1:] == sp[:-1]
+        if eq.any():
+            # only rows of duplicated pairs need ordering by (label, time): re-sort just those
+            in_dup = np.zeros(len(sp), dtype=bool)
+            in_dup[1:] |= eq
+            in_dup[:-1] |= eq
+            sub = order[in_dup]
+            keys = [k[sub] for k in (rows.ts, rows.lab) if k is not None]
+            order[in_dup] = sub[_stable_order(*keys, pair[sub])]
+    return order
+
+
+def _collapse_duplicates(
+    rows: _Rows,
+    inter: Interactions,
+    user_universe: np.ndarray,
+    item_universe: np.ndarray,
+    rep: ValidationReport,
+) -> _Rows:
+    """Step 4: one row per (user, item) pair, in canonical order; the collapsed rows are reported."""
+    rows = rows.take(_canonical_order(rows, len(item_universe)))
+    pair = rows.u * max(1, len(item_universe)) + rows.i
+    same_pair = np.zeros(len(rows.u), dtype=bool)
+    if len(rows.u) > 1:
+        same_pair[1:] = pair[1:] == pair[:-1]
+    if not same_pair.any():
+        return rows
+    dup_rows = np.flatnonzero(same_pair)
+    exact = (
+        np.ones(len(dup_rows), dtype=bool) if rows.ts is None else rows.ts[dup_rows] == rows.ts[dup_rows - 1]
+    )
+    conflict = np.zeros(len(dup_rows), dtype=bool)
+    if rows.lab is not None:
+        # compare with the kept (first) row of the pair
+        first_of_pair = np.maximum.accumulate(np.where(~same_pair, np.arange(len(rows.u)), 0))
+        conflict = rows.lab[dup_rows] != rows.lab[first_of_pair[dup_rows]]
+    for kind, sel, sev in (
+        ("duplicate interaction in different splits (smallest split label kept)", conflict, "warning"),
+        ("duplicate interaction (collapsed)", exact & ~conflict, "warning"),
+        ("repeated interaction at another time (collapsed, earliest kept)", ~exact & ~conflict, "info"),
+    ):
+        sel_rows = dup_rows[sel]
+        if len(sel_rows):
+            rep.add(
+                kind,
+                inter.file,
+                count=len(sel_rows),
+                dropped=len(sel_rows),
+                severity=sev,
+                examples=[
+                    f"{inter.where(int(rows.lines[r]))} user {user_universe[rows.u[r]]} item {item_universe[rows.i[r]]}"
+                    for r in sel_rows[:MAX_EXAMPLES]
+                ],
+            )
+    return rows.take(~same_pair)
+
+
+def _filter_kcore(
+    rows: _Rows,
+    opt: BuildOptions,
+    file: str,
+    n_all_users: int,
+    rep: ValidationReport,
+    lost_filter: list[np.ndarray],
+) -> _Rows:
+    """Step 5: the (k_user, k_item)-core of the rows (unchanged without ``kcore``).
+
+    Users who lose every interaction here are appended to ``lost_filter``.
+    """
+    if opt.kcore is None:
+        return rows
+    ku, ki = (opt.kcore, opt.kcore) if isinstance(opt.kcore, int) else tuple(opt.kcore)
+    kc = kcore_mask(rows.u, rows.i, int(ku), int(ki))
+    if kc.removed_rows:
+        rep.add(
+            f"removed by {ku}/{ki}-core filter ({kc.removed_users} users, {kc.removed_items} items, "
+            f"{kc.rounds} rounds)",
+            file,
+            count=kc.removed_rows,
+            dropped=kc.removed_rows,
+            severity="info",
+        )
+        lost_filter.append(_lost_users(rows.u, np.ones(len(rows.u), dtype=bool), kc.mask, n_all_users))
+    return rows.take(kc.mask)
+
+
+def _report_lost_users(
+    user_universe: np.ndarray,
+    lost_unknown: np.ndarray,
+    lost_filter: list[np.ndarray],
+    file: str,
+    rep: ValidationReport,
+) -> None:
+    """Users of the file who are not in the Dataset, by reason."""
+    if len(lost_unknown):
+        rep.add(
+            "user with no interactions left (all on unknown items)",
+            file,
+            count=len(lost_unknown),
+            examples=_examples(user_universe[lost_unknown].tolist()),
+        )
+    lost = np.unique(np.concatenate(lost_filter)) if lost_filter else np.zeros(0, dtype=np.int64)
+    if len(lost):
+        rep.add(
+            "user removed by filters (min_rating / k-core)",
+            file,
+            count=len(lost),
+            severity="info",
+            examples=_examples(user_universe[lost].tolist()),
+        )
+
+
+def _report_cold_items(i: np.ndarray, item_ids: np.ndarray, file: str, rep: ValidationReport) -> None:
+    """Items without any interaction (kept as cold items)."""
+    item_count = np.bincount(i, minlength=len(item_ids))
+    if (item_count == 0).any():
+        cold = np.flatnonzero(item_count == 0)
+        rep.add(
+            "item with no interactions (kept as a cold item)",
+            file,
+            count=len(cold),
+            severity="info",
+            examples=_examples(item_ids[cold].tolist()),
+        )
+
+
+def _report_no_train(train: sp.csr_matrix, user_ids: np.ndarray, rep: ValidationReport) -> None:
+    """Users left without a training interaction by the split."""
+    no_train = np.flatnonzero(np.diff(train.indptr) == 0)
+    if len(no_train):
+        rep.add(
+            "user with no training interactions",
+            "split",
+            count=len(no_train),
+            severity="info",
+            examples=_examples(user_ids[no_train].tolist()),
+        )
+
+
+def _check_catalogue_content(
+    items_df: pl.DataFrame, catalogue: Catalogue | None, opt: BuildOptions, rep: ValidationReport
+) -> dict[str, str]:
+    """Report items without text or media (and missing media files); return the media columns."""
+    if catalogue is None:
+        return {}
+    media_columns = dict(catalogue.media_columns)
+    _check_text(items_df, catalogue.text_fields, catalogue.file, rep)
+    if opt.check_media:
+        _check_media(items_df, media_columns, catalogue.file, rep)
+    return media_columns
 
 
 def _split(
@@ -520,62 +622,74 @@ def _features(
     feats: dict[str, np.ndarray] = {}
     masks: dict[str, np.ndarray] = {}
     for f in features:
-        arr = f.array
-        if arr.shape[0] != n_all_items:
-            raise DataError(
-                f"{f.modality} feature file has {arr.shape[0]} rows but the data set has {n_all_items} items "
-                "(one row per item is required; row r belongs to item id r, or to the r-th catalogue row)",
-                file=f.file,
-            )
-        if arr.shape[0] != len(f.row_ids):  # pragma: no cover - loaders build row_ids from the array
-            raise DataError(f"{arr.shape[0]} rows but {len(f.row_ids)} row ids", file=f.file)
-        row_ids = f.row_ids.astype(str)
-        if len(row_ids) == len(item_ids) and np.array_equal(row_ids, item_ids.astype(str)):
-            rows = np.arange(len(item_ids), dtype=np.int64)
-        else:
-            lookup = dict(zip(row_ids.tolist(), range(len(row_ids)), strict=True))
-            rows = np.fromiter(
-                (lookup.get(str(x), -1) for x in item_ids), dtype=np.int64, count=len(item_ids)
-            )
-        if (rows < 0).any():
-            missing = item_ids[rows < 0]
-            raise DataError(
-                f"{len(missing)} item(s) have no row in the feature file, e.g. item {missing[0]!r} "
-                f"(the file has {arr.shape[0]} rows; row r belongs to item id {f.row_ids[0]!r}.. by the loader's convention)",
-                file=f.file,
-            )
-        out = np.ascontiguousarray(arr[rows], dtype=np.float32)
-        finite = np.isfinite(out).all(axis=1)
-        mask = finite.copy()
-        if (~finite).any():
-            bad = np.flatnonzero(~finite)
-            rep.add(
-                f"{f.modality} feature row with NaN/inf (zeroed, marked missing in feature_masks)",
-                f.file,
-                count=len(bad),
-                examples=[f"row {rows[b]} (item {item_ids[b]})" for b in bad[:MAX_EXAMPLES]],
-            )
-            out[bad] = 0.0
-        zero = finite & ~out.any(axis=1)
-        if zero.any():
-            z = np.flatnonzero(zero)
-            rep.add(
-                f"{f.modality} feature row is all zeros (kept as present)",
-                f.file,
-                count=len(z),
-                severity="info",
-                examples=[f"row {rows[b]} (item {item_ids[b]})" for b in z[:MAX_EXAMPLES]],
-            )
+        rows = _feature_rows(f, item_ids, n_all_items)
+        out, mask = _clean_feature_rows(f, rows, item_ids, rep)
         rep.stat(
             f.file,
-            rows=int(arr.shape[0]),
-            dim=int(arr.shape[1]),
-            dtype=f.source_dtype or str(arr.dtype),
+            rows=int(f.array.shape[0]),
+            dim=int(f.array.shape[1]),
+            dtype=f.source_dtype or str(f.array.dtype),
             present=int(mask.sum()),
         )
         feats[f.modality] = out
         masks[f.modality] = np.asarray(mask, dtype=bool)
     return feats, masks
+
+
+def _feature_rows(f: FeatureInput, item_ids: np.ndarray, n_all_items: int) -> np.ndarray:
+    """For each item index, its row in the feature file (every item must have one)."""
+    arr = f.array
+    if arr.shape[0] != n_all_items:
+        raise DataError(
+            f"{f.modality} feature file has {arr.shape[0]} rows but the data set has {n_all_items} items "
+            "(one row per item is required; row r belongs to item id r, or to the r-th catalogue row)",
+            file=f.file,
+        )
+    if arr.shape[0] != len(f.row_ids):  # pragma: no cover - loaders build row_ids from the array
+        raise DataError(f"{arr.shape[0]} rows but {len(f.row_ids)} row ids", file=f.file)
+    row_ids = f.row_ids.astype(str)
+    if len(row_ids) == len(item_ids) and np.array_equal(row_ids, item_ids.astype(str)):
+        rows = np.arange(len(item_ids), dtype=np.int64)
+    else:
+        lookup = dict(zip(row_ids.tolist(), range(len(row_ids)), strict=True))
+        rows = np.fromiter((lookup.get(str(x), -1) for x in item_ids), dtype=np.int64, count=len(item_ids))
+    if (rows < 0).any():
+        missing = item_ids[rows < 0]
+        raise DataError(
+            f"{len(missing)} item(s) have no row in the feature file, e.g. item {missing[0]!r} "
+            f"(the file has {arr.shape[0]} rows; row r belongs to item id {f.row_ids[0]!r}.. by the loader's convention)",
+            file=f.file,
+        )
+    return rows
+
+
+def _clean_feature_rows(
+    f: FeatureInput, rows: np.ndarray, item_ids: np.ndarray, rep: ValidationReport
+) -> tuple[np.ndarray, np.ndarray]:
+    """float32 rows in item order with NaN/inf rows zeroed, and the mask of present rows (reported)."""
+    out = np.ascontiguousarray(f.array[rows], dtype=np.float32)
+    finite = np.isfinite(out).all(axis=1)
+    mask = finite.copy()
+    if (~finite).any():
+        bad = np.flatnonzero(~finite)
+        rep.add(
+            f"{f.modality} feature row with NaN/inf (zeroed, marked missing in feature_masks)",
+            f.file,
+            count=len(bad),
+            examples=[f"row {rows[b]} (item {item_ids[b]})" for b in bad[:MAX_EXAMPLES]],
+        )
+        out[bad] = 0.0
+    zero = finite & ~out.any(axis=1)
+    if zero.any():
+        z = np.flatnonzero(zero)
+        rep.add(
+            f"{f.modality} feature row is all zeros (kept as present)",
+            f.file,
+            count=len(z),
+            severity="info",
+            examples=[f"row {rows[b]} (item {item_ids[b]})" for b in z[:MAX_EXAMPLES]],
+        )
+    return out, np.asarray(mask, dtype=bool)
 
 
 def options_from(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -102,17 +104,51 @@ def test_dataset_input_fills_features_and_report(tmp_path):
     from modalrec.data.demo import make_demo
 
     ds = make_demo(tmp_path / "demo", n_items=40, n_users=10, seed=3, n_broken=2)
-    encode_dataset(
+    fs = encode_dataset(
         ds,
         {"text": {"encoder": "tfidf", "dim": 8}, "audio": "logmel"},
         tmp_path / "out",
         progress=False,
     )
-    assert ds.features["text"].shape == (40, 8) and ds.feature_masks["audio"].dtype == bool
-    truth_missing = ds.items["audio"].is_null().to_numpy()
-    assert not ds.feature_masks["audio"][truth_missing].any()
-    kinds = ds.report.counts_by_kind()
-    assert any(k.startswith("audio missing") for k in kinds)
+    assert ds.features["text"].shape == (40, 8)
+    np.testing.assert_array_equal(ds.features["audio"], fs.features["audio"])
+    # the demo's truth says which items have no audio and which audio files it broke on purpose
+    truth = json.loads((tmp_path / "demo" / "demo_truth.json").read_text())["items"]
+    bad = [bool({"audio"} & {*truth[i]["missing"], *truth[i]["broken"]}) for i in ds.item_ids]
+    assert sum(bad) >= 3  # at least one null and the two broken files
+    assert ds.feature_masks["audio"].tolist() == [not b for b in bad]
+    counts = {k: v for k, v in ds.report.counts_by_kind().items() if k.startswith("audio missing")}
+    assert sum(counts.values()) == sum(bad)
+    assert counts == {
+        f"audio missing: {r}": c for r, c in fs.report.modalities["audio"].missing_by_reason.items()
+    }
+
+
+def test_a_cache_written_by_an_earlier_run_is_used_as_is(tmp_path):
+    """The cache's directory (encoder name + version), content keys (SHA-256 of the stripped text)
+    and shard format are a promise to every existing cache: a shard written in that format, here
+    by hand with vectors no encoder would give, is served without encoding anything."""
+    items = pl.DataFrame({"item_id": ["a", "b", "c"], "name": ["Oak chair", "  steel lamp ", ""]})
+    keys = [hashlib.sha256(t.encode()).hexdigest() for t in ("Oak chair", "steel lamp", "")]
+    assert keys[2] == "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    vecs = np.array([[1, 0, 0, 0], [0, 2, 0, 0], [0, 0, 0, 0]], dtype=np.float32)
+    shard = tmp_path / "cache" / "char-ngrams-1-n3-d4" / "shard-00000000000000000001-1-0badcafe.npz"
+    shard.parent.mkdir(parents=True)
+    np.savez(
+        shard,
+        keys=np.asarray(keys),
+        vectors=vecs,
+        ok=np.array([True, True, False]),
+        reasons=np.asarray(["", "", "empty text"]),
+        details=np.asarray(["", "", ""]),
+    )
+    spec = {"name": {"encoder": "chargrams", "fields": ["name"], "dim": 4}}
+    fs = encode_dataset(items, spec, tmp_path, progress=False)
+    rep = fs.report.modalities["name"]
+    assert (rep.encoded, rep.cached, rep.missing_by_reason) == (0, 3, {"empty text": 1})
+    np.testing.assert_array_equal(fs.features["name"], vecs)
+    assert fs.masks["name"].tolist() == [True, True, False]
+    assert [p.name for p in shard.parent.iterdir()] == [shard.name]  # nothing new written
 
 
 def test_vector_cache_ignores_temp_files_and_compacts(tmp_path):
@@ -200,8 +236,28 @@ def test_ray_backend_equals_local(tmp_path):
     for m in ("audio", "text"):
         np.testing.assert_allclose(remote.features[m], local.features[m], rtol=1e-5, atol=1e-6)
         np.testing.assert_array_equal(remote.masks[m], local.masks[m])
-        assert remote.report.modalities[m].backend == "ray"
-        assert remote.report.modalities[m].missing_by_reason == local.report.modalities[m].missing_by_reason
+        r, lo = remote.report.modalities[m], local.report.modalities[m]
+        assert (r.encoded, r.cached, r.present) == (lo.encoded, lo.cached, lo.present)
+        assert r.problems == lo.problems and r.missing_by_reason == lo.missing_by_reason
+        # the Ray actors wrote the same cache entries (keys, flags, reasons) as the local threads
+        cache_id = remote.encoders[m]["encoder"] + "-" + remote.encoders[m]["version"]
+        assert cache_rows(tmp_path / "ray" / "cache", cache_id) == cache_rows(
+            tmp_path / "local" / "cache", cache_id
+        )
+    assert local.masks["audio"].tolist() == [True] * 11 + [False]
+    assert remote.report.modalities["audio"].missing_by_reason == {"missing file": 1}
+
+
+def cache_rows(root: Path, cache_id: str) -> dict[str, tuple[bool, str]]:
+    rows = {}
+    for shard in (root / cache_id).glob("shard-*.npz"):
+        with np.load(shard) as z:
+            for k, ok, reason in zip(
+                z["keys"].tolist(), z["ok"].tolist(), z["reasons"].tolist(), strict=True
+            ):
+                rows[k] = (ok, reason)
+    assert rows, f"no cache rows under {root / cache_id}"
+    return rows
 
 
 class FlakyTfidf(TfidfTextEncoder):

@@ -35,6 +35,7 @@ from modalrec.models.checks import (
     check_registry_covered,
     check_save_load_roundtrip,
     check_score_batch_invariant,
+    check_validator_released_and_used,
     make_check_dataset,
     parametrize_with_checks,
 )
@@ -144,6 +145,14 @@ class Chatty(Toy):
         super()._fit(dataset, progress=progress)
 
 
+class OwnValidation(Toy):
+    name = "checks-ownvalid"
+
+    def _fit(self, dataset: Dataset, *, progress: bool) -> None:
+        super()._fit(dataset, progress=progress)
+        self.meta["members"] = [{"valid_curve": [{"epoch": 1, "valid_recall@20": 0.1}]}]  # not the caller's
+
+
 class LooseParams(Params):
     seed: Any = 0  # declared without a type: anything goes
 
@@ -165,6 +174,7 @@ TOYS: list[type[Toy]] = [
     IgnoresExclude,
     Chatty,
     Loose,
+    OwnValidation,
 ]
 
 
@@ -195,6 +205,7 @@ def test_copied_state_still_gets_poisoned() -> None:
         (SkipsNaNCheck, check_fit_nan_raises, "expected FitError"),
         (ReturnsNone, check_fit_returns_self, "fit() must return self"),
         (IgnoresExclude, check_recommend_excludes_seen, "was recommended excluded items"),
+        (OwnValidation, check_validator_released_and_used, "records 1 validation curve(s)"),
         (Chatty, check_fit_quiet_without_progress, "printed 'epoch 1"),
         (Loose, check_bad_hyperparameter_value_rejected, "hyperparameter 'seed' = 'not-a-number'"),
     ],

@@ -451,9 +451,20 @@ def check_fit_nan_raises(model: Recommender, dataset: Dataset | None = None) -> 
     raise AssertionError(f"{_label(model)}: fit() returned with NaN in its learned arrays; expected FitError")
 
 
+def _validation_curves(meta: Any) -> int:
+    """How many non-empty ``valid_curve`` records ``meta`` holds, nested ones (members) included."""
+    if isinstance(meta, Mapping):
+        own = 1 if meta.get("valid_curve") else 0
+        return own + sum(_validation_curves(v) for v in meta.values())
+    if isinstance(meta, list | tuple):
+        return sum(_validation_curves(v) for v in meta)
+    return 0
+
+
 def check_validator_released_and_used(model: Recommender, dataset: Dataset | None = None) -> None:
-    """A passed ``validator`` is called by models that early-stop (they have ``patience``) and is not
-    kept after ``fit`` (``validate()`` then raises ``RuntimeError``)."""
+    """Validation is the caller's: a model that early-stops (it has ``patience``) or records a
+    validation curve (its own or a member's) calls the ``validator`` passed to ``fit``; after ``fit``
+    the validator is released (``validate()`` raises ``RuntimeError``)."""
     ds = _data(dataset)
     calls: list[int] = []
 
@@ -465,6 +476,11 @@ def check_validator_released_and_used(model: Recommender, dataset: Dataset | Non
     fitted = _fit(model, ds, validator=validator)
     if "patience" in model.get_params():
         assert calls, f"{_label(model)}: early-stopping model never called the validator passed to fit()"
+    curves = _validation_curves(fitted.meta)
+    assert calls or not curves, (
+        f"{_label(model)}: meta records {curves} validation curve(s), but the validator passed to fit() "
+        "was never called (validated with its own criterion instead of the caller's)"
+    )
     _raises(RuntimeError, fitted.validate, f"{_label(model)}: validate() after fit()")
 
 

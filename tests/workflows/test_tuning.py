@@ -1,8 +1,12 @@
-"""`modalrec tune`: Optuna search on validation Recall@20, SQLite resume, pruning, best config written."""
+"""`modalrec tune`: Optuna search on validation Recall@20, SQLite resume, pruning, best config written,
+diverged fits recorded as failed trials, trials of a killed process failed through their heartbeat."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -13,7 +17,9 @@ from typer.testing import CliRunner
 from modalrec.cli import app
 from modalrec.core.errors import ConfigError
 from modalrec.data.dataset import Dataset
-from modalrec.workflows.tuning import read_config, to_toml, tune
+from modalrec.workflows import tuning
+from modalrec.workflows.config import load_config, to_toml
+from modalrec.workflows.tuning import read_config, tune
 from synthetic import make_clustered
 
 
@@ -61,6 +67,21 @@ def test_read_config_rejects_bad_space(tmp_path: Path) -> None:
         read_config(p)
 
 
+def test_read_config_checks_space_against_the_model_hyperparameters(tmp_path: Path) -> None:
+    p = tmp_path / "c.toml"
+    p.write_text('[data]\nname = "x"\n[model]\nname = "bprmf"\n[tune.space]\nlrr = [0.1, 0.01]\n')
+    with pytest.raises(
+        ConfigError,
+        match=r"c\.toml: tune\.space\.lrr: model 'bprmf': unknown hyperparameter 'lrr'; allowed: .*lr",
+    ):
+        read_config(p)
+    p.write_text('[data]\nname = "x"\n[model]\nname = "bprmf"\n[tune.space]\ndim = { low = -4, high = 8 }\n')
+    with pytest.raises(
+        ConfigError, match=r"c\.toml: tune\.space\.dim: model 'bprmf': hyperparameter 'dim' = -4"
+    ):
+        read_config(p)
+
+
 def test_to_toml_round_trips() -> None:
     d = {
         "data": {"name": "ml100k", "options": {"cold_share": 0.1}},
@@ -88,6 +109,7 @@ def test_tune_finds_better_config_resumes_and_writes_best(tmp_path: Path) -> Non
     assert len(json.loads((out / "trials.json").read_text())) == 5
     assert s2["best_value"] >= s1["best_value"]
     best = tomllib.loads((out / "best.toml").read_text())
+    assert load_config(out / "best.toml").model.params == best["model"]["params"]
     assert best["model"]["name"] == "graphmm" and "tune" not in best
     assert best["model"]["params"]["lr"] == pytest.approx(s2["best_params"]["lr"])
     assert best["model"]["params"]["modalities"] in (["text"], ["text", "image"])
@@ -128,3 +150,54 @@ def test_bad_trials_are_pruned_on_the_validation_curve(tmp_path: Path) -> None:
     assert s["n_pruned"] == len(pruned) >= 1
     assert all(t["params"]["lr"] == 1e-7 for t in pruned)  # only the learning rate that cannot learn
     assert s["best_params"]["lr"] == 0.05 and all(t["steps"] < 12 for t in pruned)
+
+
+def test_a_diverged_fit_is_a_failed_trial_with_its_reason(tmp_path: Path) -> None:
+    """lr = 1e30 leaves NaN in BPR-MF (FitError): that trial is FAILED, the study goes on."""
+    ds = make_clustered(with_features=True, n_users=60, n_items=60)
+    cfg = tmp_path / "tune.toml"
+    cfg.write_text(
+        '[data]\nname = "unused"\n[model]\nname = "bprmf"\n'
+        "params = { dim = 8, batch_size = 256, epochs = 3, patience = 3, eval_every = 1 }\n"
+        "[tune]\nseed = 0\nwarmup_steps = 100\n[tune.space]\nlr = [0.05, 1e30]\n"
+    )
+    s = tune(cfg, 1, tmp_path / "s", dataset=ds)  # seed 0 draws 1e30 first, then 0.05
+    trials = json.loads((tmp_path / "s" / "trials.json").read_text())
+    assert [(t["state"], t["params"]["lr"]) for t in trials] == [("FAIL", 1e30), ("COMPLETE", 0.05)]
+    assert trials[0]["fail_reason"].startswith("FitError: model 'bprmf': training produced")
+    assert "NaN" in trials[0]["fail_reason"] and trials[0]["value"] is None
+    assert s["n_complete"] == 1 and s["n_failed"] == 1 and s["best_params"]["lr"] == 0.05
+
+
+KILLED = """
+import os, sys, time
+from modalrec.workflows import tuning
+tuning.HEARTBEAT_SECONDS = 1
+_, spec, _ = tuning.read_config(sys.argv[1])
+study = tuning.open_study(sys.argv[2], spec.study_name, spec, 1)
+def objective(trial):
+    trial.suggest_float("lr", 0.01, 0.05)
+    time.sleep(0.5)  # the heartbeat thread has recorded the trial as alive
+    os._exit(0)      # the process dies mid-trial: the trial stays RUNNING in the storage
+study.optimize(objective, n_trials=1)
+"""
+
+
+def test_trial_of_a_killed_process_fails_on_its_heartbeat_and_the_study_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ds = make_clustered(with_features=True, n_users=60, n_items=60)
+    cfg = tmp_path / "tune.toml"
+    cfg.write_text(
+        '[data]\nname = "unused"\n[model]\nname = "bprmf"\n'
+        "params = { dim = 8, batch_size = 256, epochs = 2, patience = 3, eval_every = 1 }\n"
+        '[tune]\nstudy_name = "s"\n[tune.space]\nlr = { low = 0.01, high = 0.05 }\n'
+    )
+    url = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    subprocess.run([sys.executable, "-c", KILLED, str(cfg), url], check=True, timeout=300)
+    monkeypatch.setattr(tuning, "GRACE_SECONDS", 1)
+    time.sleep(2.0)  # longer than the grace period since the last heartbeat
+    s = tune(cfg, 1, tmp_path / "s", storage=url, dataset=ds)
+    trials = json.loads((tmp_path / "s" / "trials.json").read_text())
+    assert [t["state"] for t in trials] == ["FAIL", "COMPLETE"]
+    assert s["n_complete"] == 1 and s["n_failed"] == 1

@@ -1,7 +1,9 @@
 """Typed run configuration, loaded from TOML and validated with pydantic.
 
 Why typed: a typo in a TOML key should fail at load time with the file and key named, not an hour
-into training. Unknown keys are errors (``extra="forbid"``).
+into training. Unknown keys are errors (``extra="forbid"``), and so are model hyperparameters that
+the model's declared :class:`~modalrec.core.params.Params` class does not accept (unknown name, wrong
+type, out of range): the message names the file, the key and the allowed values.
 
 Example ``ml100k_lightgcn.toml``::
 
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import tomli_w
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modalrec.core.errors import ConfigError
+from modalrec.core.registry import Registry
 
 
 class _Strict(BaseModel):
@@ -88,11 +92,80 @@ def load_config(path: str | Path) -> RunConfig:
 def config_from_dict(raw: dict[str, Any], source: str = "<config>") -> RunConfig:
     """Validate a config given as a dict (the form stored in run manifests).
 
+    The ``[model] params`` are checked against the model's declared hyperparameters here, so a typo
+    fails before any data is read.
+
     >>> config_from_dict({"data": {"name": "ml100k"}, "model": {"name": "bprmf"}}).model.name
     'bprmf'
+    >>> config_from_dict({"data": {"name": "ml100k"}, "model": {"name": "itemknn", "params": {"kk": 1}}}, "a.toml")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    modalrec.core.errors.ConfigError: a.toml: [model] params: model 'itemknn': unknown hyperparameter 'kk'; allowed: k...
     """
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
         problems = "; ".join(f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors())
         raise ConfigError(f"{source}: {problems}") from None
+    check_params("model", cfg.model.name, cfg.model.params, source=source, table="[model] params")
+    return cfg
+
+
+def check_params(
+    kind: Literal["model", "aligner"],
+    name: str,
+    params: dict[str, Any],
+    *,
+    source: str = "<config>",
+    table: str | None = None,
+) -> None:
+    """Validate ``params`` against the declared hyperparameters of the registered component ``name``.
+
+    :class:`ConfigError` names ``source`` (the config file), the table, the key and what is allowed;
+    an unknown component name lists the known ones.
+
+    >>> check_params("aligner", "ridge", {"rge": 1.0}, source="x.toml")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    modalrec.core.errors.ConfigError: x.toml: [aligner] params: aligner 'ridge': unknown hyperparameter 'rge'; allowed: ...reg...
+    """
+    known: Registry[Any]
+    if kind == "model":
+        from modalrec.models import REGISTRY as known
+    else:
+        from modalrec.align import ALIGNERS as known
+    cls = known.get(name)
+    where = f"{source}: {table or f'[{kind}] params'}"
+    if cls is None:
+        raise ConfigError(f"{where}: unknown {kind} {name!r}; known {kind}s: {', '.join(sorted(known))}")
+    try:
+        cls.params_class.build(kind, name, params)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def to_toml(d: dict[str, Any]) -> str:
+    """A run config as TOML text (``tomli_w``); ``None`` values are left out (TOML has no null, and
+    a missing key reads back as its default).
+
+    >>> print(to_toml({"data": {"name": "ml100k", "root": None}, "model": {"name": "vbpr", "params": {"lr": 0.01}}}), end="")
+    [data]
+    name = "ml100k"
+    <BLANKLINE>
+    [model]
+    name = "vbpr"
+    <BLANKLINE>
+    [model.params]
+    lr = 0.01
+    """
+    try:
+        return tomli_w.dumps(_drop_none(d))
+    except TypeError as e:
+        raise ConfigError(f"cannot write the config as TOML: {e}") from None
+
+
+def _drop_none(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {k: _drop_none(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list | tuple):
+        return [_drop_none(x) for x in v]  # a None inside a list stays (and is refused by the writer)
+    return v

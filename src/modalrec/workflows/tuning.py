@@ -8,7 +8,12 @@ Why this shape:
   every model that trains with the shared loop reports each validation check as an Optuna step, and a
   trial whose curve is below the median of earlier trials at the same epoch is stopped.
 * **Resumable**: the study lives in SQLite (``<out>/study.sqlite`` by default); running the same
-  command again continues it until it holds ``N`` finished trials (complete or pruned).
+  command again continues it until it holds ``N`` finished trials (complete or pruned). Running
+  trials send a heartbeat (Optuna's RDB heartbeat); one left RUNNING by a killed process is failed
+  once its heartbeat is older than :data:`GRACE_SECONDS`, and the study goes on without it.
+* **Diverged trials fail, they do not crash the study**: a fit that leaves NaN in the model
+  (:class:`~modalrec.core.errors.FitError`) is recorded as a FAILED trial with the reason in its
+  ``fail_reason`` user attribute (also in ``trials.json``); it does not count towards ``N``.
 * **Best config written out** as a runnable TOML (``<out>/best.toml``: the input config with the best
   parameters merged into ``[model.params]``) plus ``best.json`` and ``trials.json``.
 
@@ -20,19 +25,23 @@ The search space is a ``[tune.space]`` table in the run config (ignored by ``mod
     lr = { low = 1e-4, high = 1e-2, log = true }   # float range
     n_layers = { low = 1, high = 3 }               # int range (both bounds ints)
     loss = ["bpr", "softmax"]                      # categorical
+
+Every key and every choice (or bound) is checked against the model's declared hyperparameters when
+the config is read, so a typo fails before the first trial.
 """
 
 from __future__ import annotations
 
 import json
-import math
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modalrec.core.errors import ConfigError
+from modalrec.core.errors import ConfigError, FitError
 from modalrec.core.io import atomic_write_json, atomic_write_text
-from modalrec.workflows.config import RunConfig, config_from_dict, read_toml
+from modalrec.workflows.config import RunConfig, config_from_dict, read_toml, to_toml
 
 if TYPE_CHECKING:
     import optuna
@@ -71,6 +80,7 @@ def read_config(path: str | Path) -> tuple[RunConfig, TuneSpec | None, dict[str,
         space = tune_raw.get("space", {})
         for name, dom in space.items():
             _check_domain(str(p), name, dom)
+            _check_space_values(str(p), cfg.model.name, cfg.model.params, name, dom)
         spec = TuneSpec(
             space=space,
             seed=int(tune_raw.get("seed", 0)),
@@ -95,6 +105,15 @@ def _check_domain(source: str, name: str, dom: Any) -> None:
     raise ConfigError(
         f"{source}: tune.space.{name}: expected a list of choices or {{ low = .., high = .., log = .. }}"
     )
+
+
+def _check_space_values(source: str, model: str, base: dict[str, Any], name: str, dom: Any) -> None:
+    """Every choice (or both bounds) of ``tune.space.<name>`` must be a valid value of the model's
+    hyperparameter ``name``: a typo fails when the config is read, not in trial 7."""
+    from modalrec.workflows.config import check_params
+
+    for value in dom if isinstance(dom, list) else (dom["low"], dom["high"]):
+        check_params("model", model, {**base, name: value}, source=source, table=f"tune.space.{name}")
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:
@@ -142,59 +161,6 @@ def load_with_features(cfg: RunConfig) -> Dataset:
     return ds
 
 
-def to_toml(d: dict[str, Any]) -> str:
-    """A small TOML writer for run configs (tables of scalars, lists and inline tables).
-
-    >>> print(to_toml({"data": {"name": "ml100k"}, "model": {"name": "vbpr", "params": {"lr": 0.01}}}), end="")
-    [data]
-    name = "ml100k"
-    <BLANKLINE>
-    [model]
-    name = "vbpr"
-    <BLANKLINE>
-    [model.params]
-    lr = 0.01
-    """
-    lines: list[str] = []
-
-    def table(prefix: str, t: dict[str, Any]) -> None:
-        subs = {k: v for k, v in t.items() if isinstance(v, dict) and v}
-        scalars = {k: v for k, v in t.items() if k not in subs and v is not None}
-        if prefix:
-            if lines:
-                lines.append("")
-            lines.append(f"[{prefix}]")
-        for k, v in scalars.items():
-            lines.append(f"{_key(k)} = {_value(v)}")
-        for k, v in subs.items():
-            table(f"{prefix}.{_key(k)}" if prefix else _key(k), v)
-
-    table("", d)
-    return "\n".join(lines) + "\n"
-
-
-def _key(k: str) -> str:
-    return k if k.replace("_", "").replace("-", "").isalnum() else json.dumps(k)
-
-
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v) or math.isinf(v):
-            raise ConfigError(f"cannot write {v} to TOML")
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, list | tuple):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{_key(k)} = {_value(x)}" for k, x in v.items() if x is not None) + " }"
-    raise ConfigError(f"cannot write a {type(v).__name__} to TOML")
-
-
 def tune(
     config_path: str | Path,
     trials: int,
@@ -208,24 +174,48 @@ def tune(
 
     Returns the summary also written to ``<out>/best.json``.
     """
-    import optuna
+    cfg, spec, raw = _read_tune_config(config_path, trials)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    url = storage or f"sqlite:///{(out_dir / 'study.sqlite').resolve()}"
+    name = spec.study_name or f"{Path(config_path).stem}-{cfg.model.name}"
+    study = open_study(url, name, spec, trials)
+    ds = dataset if dataset is not None else load_with_features(cfg)
+    base = dict(cfg.model.params)
+    run_trials(study, trials, make_objective(cfg.model.name, base, spec.space, ds, progress=progress))
+    return write_results(
+        study, out_dir, url=url, source=str(config_path), raw=raw, model=cfg.model.name, base=base
+    )
 
-    from modalrec.models.base import create
-    from modalrec.models.training import validation_hook
 
+#: Seconds between heartbeats of a running trial, and the silence after which it counts as dead:
+#: a trial left RUNNING by a killed process is failed (``optuna.storages.fail_stale_trials``) once
+#: its heartbeat is older than the grace period, so a resumed study goes on without it.
+HEARTBEAT_SECONDS = 30
+GRACE_SECONDS = 120
+
+#: The trial user attribute that records why a trial failed (e.g. training diverged to NaN).
+FAIL_REASON = "fail_reason"
+
+
+def _read_tune_config(config_path: str | Path, trials: int) -> tuple[RunConfig, TuneSpec, dict[str, Any]]:
+    """The run config, its non-empty ``[tune]`` spec and the raw dict; :class:`ConfigError` otherwise."""
     cfg, spec, raw = read_config(config_path)
     if spec is None or not spec.space:
         raise ConfigError(f"{config_path}: no tune.space table (a [tune.space] section): nothing to search")
     if trials < 1:
         raise ConfigError(f"--trials must be >= 1, got {trials}")
-    out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{(out_dir / 'study.sqlite').resolve()}"
-    name = spec.study_name or f"{Path(config_path).stem}-{cfg.model.name}"
+    return cfg, spec, raw
+
+
+def open_study(url: str, name: str, spec: TuneSpec, trials: int) -> optuna.Study:
+    """Create or load the study in RDB storage with heartbeats; fail trials whose process died."""
+    import optuna
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
         study_name=name,
-        storage=url,
+        storage=_heartbeat_storage(url),
         load_if_exists=True,
         direction="maximize",
         sampler=optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=min(10, max(2, trials // 3))),
@@ -233,24 +223,70 @@ def tune(
             n_startup_trials=spec.startup_trials, n_warmup_steps=spec.warmup_steps
         ),
     )
-    done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    # Trials left RUNNING by a killed process are marked failed so that the study can go on.
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-    ds = dataset if dataset is not None else load_with_features(cfg)
-    base = dict(cfg.model.params)
+    # Trials left RUNNING by a killed process (stale heartbeat) are failed so that the study can go on.
+    # Optuna does this again before every new trial; doing it now also keeps trials.json current.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return study
+
+
+def _heartbeat_storage(url: str) -> optuna.storages.RDBStorage:
+    import inspect
+
+    import optuna
+
+    # The stale-trial callback keyword was renamed in Optuna 4.9 (failed_trial_callback is deprecated).
+    keyword = (
+        "heartbeat_stale_trial_callback"
+        if "heartbeat_stale_trial_callback" in inspect.signature(optuna.storages.RDBStorage).parameters
+        else "failed_trial_callback"
+    )
+    callback: dict[str, Any] = {keyword: _stale_trial_failed}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            **callback,
+        )
+
+
+def _stale_trial_failed(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Heartbeat callback: nothing to undo (a finished trial's attributes cannot change); logged only."""
+    import optuna
+
+    optuna.logging.get_logger("optuna").warning(
+        f"trial {trial.number} of study {study.study_name!r} stopped sending heartbeats: marked FAIL"
+    )
+
+
+def make_objective(
+    model_name: str, base: dict[str, Any], space: dict[str, Any], ds: Dataset, *, progress: bool
+) -> Callable[[optuna.Trial], float]:
+    """The Optuna objective: fit with ``base`` + the sampled parameters, report each validation check
+    (for pruning), return the best validation Recall@20. A fit that diverges (:class:`FitError`)
+    records its reason in the trial's user attributes and re-raises, so the trial is FAILED."""
+    import optuna
+
+    from modalrec.models.base import create
+    from modalrec.models.training import validation_hook
 
     def objective(trial: optuna.Trial) -> float:
-        params = {**base, **suggest(trial, spec.space)}
-        model = create(cfg.model.name, **params)
+        model = create(model_name, **{**base, **suggest(trial, space)})
 
         def hook(epoch: int, value: float) -> None:
             trial.report(value, epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} (valid R@20 {value:.4f})")
 
-        with validation_hook(hook):
-            model.fit(ds, progress=progress)
+        try:
+            with validation_hook(hook):
+                model.fit(ds, progress=progress)
+        except (FitError, FloatingPointError) as e:
+            trial.set_user_attr(FAIL_REASON, f"{type(e).__name__}: {e}")
+            raise
         best = model.meta.get("best_valid_recall@20")
         if best is None:
             from modalrec.evaluation.protocol import recall_at
@@ -260,51 +296,79 @@ def tune(
         trial.set_user_attr("mean_epoch_seconds", model.meta.get("mean_epoch_seconds"))
         return float(best)
 
-    def finished() -> int:
-        return len(study.get_trials(deepcopy=False, states=done_states))
+    return objective
 
-    while finished() < trials:
-        study.optimize(objective, n_trials=1, catch=(FloatingPointError,))
+
+def run_trials(study: optuna.Study, trials: int, objective: Callable[[optuna.Trial], float]) -> None:
+    """Optimise until the study holds ``trials`` finished (complete or pruned) trials.
+
+    Failed trials (diverged fits) do not count; after as many failures as requested trials in this
+    call the search stops rather than loop on a space where training cannot work.
+    """
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    fail = (optuna.trial.TrialState.FAIL,)
+    failed_before = len(study.get_trials(deepcopy=False, states=fail))
+    while len(study.get_trials(deepcopy=False, states=done)) < trials:
+        if len(study.get_trials(deepcopy=False, states=fail)) - failed_before >= max(trials, 3):
+            break
+        study.optimize(objective, n_trials=1, catch=(FitError, FloatingPointError))
+
+
+def write_results(
+    study: optuna.Study,
+    out_dir: Path,
+    *,
+    url: str,
+    source: str,
+    raw: dict[str, Any],
+    model: str,
+    base: dict[str, Any],
+) -> dict[str, Any]:
+    """Write ``best.toml`` (runnable), ``best.json`` (the summary, returned) and ``trials.json``."""
+    import optuna
+
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        raise ConfigError(f"{config_path}: no trial completed (all pruned or failed); widen the search space")
+        raise ConfigError(f"{source}: no trial completed (all pruned or failed); widen the search space")
     best = study.best_trial
     best_params = {**base, **_decode(best.params)}
     best_raw = json.loads(json.dumps(raw))
     best_raw.setdefault("model", {})["params"] = best_params
-    best_raw["model"].setdefault("name", cfg.model.name)
+    best_raw["model"].setdefault("name", model)
     atomic_write_text(
         out_dir / "best.toml",
-        f"# Best of {len(complete)} complete trials of study {name!r}: {OBJECTIVE} = {best.value:.6f}\n"
-        + to_toml(best_raw),
+        f"# Best of {len(complete)} complete trials of study {study.study_name!r}: "
+        f"{OBJECTIVE} = {best.value:.6f}\n" + to_toml(best_raw),
     )
+    all_trials = study.get_trials(deepcopy=False)
     summary = {
-        "study": name,
+        "study": study.study_name,
         "storage": url,
         "objective": OBJECTIVE,
         "best_value": best.value,
         "best_trial": best.number,
         "best_params": best_params,
         "n_complete": len(complete),
-        "n_pruned": len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))),
+        "n_pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in all_trials),
+        "n_failed": sum(t.state == optuna.trial.TrialState.FAIL for t in all_trials),
         "best_config": str(out_dir / "best.toml"),
     }
     atomic_write_json(out_dir / "best.json", summary)
-    atomic_write_json(
-        out_dir / "trials.json",
-        [
-            {
-                "number": t.number,
-                "state": t.state.name,
-                "value": t.value,
-                "params": _decode(t.params),
-                "steps": len(t.intermediate_values),
-                **t.user_attrs,
-            }
-            for t in study.get_trials(deepcopy=False)
-        ],
-    )
+    atomic_write_json(out_dir / "trials.json", [_trial_row(t) for t in all_trials])
     return summary
+
+
+def _trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    return {
+        "number": t.number,
+        "state": t.state.name,
+        "value": t.value,
+        "params": _decode(t.params),
+        "steps": len(t.intermediate_values),
+        **t.user_attrs,
+    }
 
 
 def _decode(params: dict[str, Any]) -> dict[str, Any]:

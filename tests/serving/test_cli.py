@@ -91,3 +91,13 @@ def test_serve_refuses_broken_run_and_bad_options(runs, tmp_path: Path) -> None:
     assert out.exit_code == 2 and "not found" in out.output
     out = runner.invoke(app, ["serve-key", "--scopes", "read,root"])
     assert out.exit_code == 2 and "--scopes" in out.output
+
+
+def test_entry_points_importable() -> None:
+    """``serve`` moved to serving.launcher; the old import paths (and uvicorn factory string) still work."""
+    import modalrec.serving
+    from modalrec.serving import app, launcher
+
+    assert modalrec.serving.serve is launcher.serve and app.serve is launcher.serve
+    assert modalrec.serving.create_app is app.create_app
+    assert app.app_from_env is launcher.app_from_env

@@ -18,6 +18,7 @@ from serving_helpers import LiveServer, item_cluster, serve_config
 
 from modalrec.serving.app import create_app
 from modalrec.serving.feedback import FeedbackStore
+from modalrec.serving.metrics import two_proportion_test
 
 
 def clusters(items: list[dict]) -> list[int]:
@@ -56,8 +57,17 @@ def test_feedback_folds_in_at_once(live: LiveServer) -> None:
     assert np.mean([x == 3 for x in clusters(r["items"])]) >= 0.6
     hist = c.get("/users/brand-new/history").json()
     assert [f["item_id"] for f in hist["feedback"]] == ["i3", "i7", "i11"] and not hist["known_user"]
-    # ratings: a low rating pushes away
+
+    # ratings: a low rating pushes the user away from the rated item's cluster
+    def cluster_ranks(user: str, cluster: int) -> float:
+        r = c.get(f"/recommend/{user}", params={"k": 80, "exclude_seen": "false"}).json()
+        return float(np.mean([n for n, x in enumerate(clusters(r["items"])) if x == cluster]))
+
+    rank_before = cluster_ranks("u5", item_cluster(8))
     assert post(live, "u5", "i8", "rating", value=1.0)["duplicate"] is False
+    r = c.get("/recommend/u5").json()
+    assert r["source"] == "model+feedback" and r["feedback_events"] == 1
+    assert cluster_ranks("u5", item_cluster(8)) > rank_before
 
 
 @pytest.mark.parametrize("run", ["knn", "ease"])
@@ -137,12 +147,15 @@ def test_hot_reload_and_broken_run_refused(live: LiveServer, runs) -> None:
     assert c.get("/health").json()["arms"]["a"]["model"] == "bprmf"
     stop = threading.Event()
     errors: list[int] = []
+    served: list[str] = []
 
     def hammer() -> None:  # requests in flight during the swaps must all succeed
         while not stop.is_set():
             r = c.get("/recommend/u7")
             if r.status_code != 200:
                 errors.append(r.status_code)
+            else:
+                served.append(r.json()["model"])
 
     t = threading.Thread(target=hammer)
     t.start()
@@ -158,7 +171,8 @@ def test_hot_reload_and_broken_run_refused(live: LiveServer, runs) -> None:
     finally:
         stop.set()
         t.join()
-    assert not errors
+    assert not errors and served, (errors, len(served))
+    assert set(served) <= {"bprmf", "itemknn"}
     h = c.get("/health").json()
     assert h["arms"]["a"]["model"] == "itemknn" and h["generation"] == 1
     assert c.get("/recommend/u7").json()["model"] == "itemknn"
@@ -216,10 +230,14 @@ def test_ab_split_and_significance(runs, tmp_path, caplog: pytest.LogCaptureFixt
         assert b["positive_events"] == sum(1 for u, arm in list(arms.items())[:40] if arm == "b")
         assert 0 < a["rate"] < b["rate"]
         t = ab["test"]
-        assert t["p_value"] is not None and 0 <= t["p_value"] <= 1 and t["z"] > 0
-        assert t["significant"] == (t["p_value"] < 0.05)
+        want = two_proportion_test(
+            a["positive_events"], a["recommendations"], b["positive_events"], b["recommendations"]
+        )
+        assert t["z"] == pytest.approx(want["z"]) and t["z"] > 0
+        assert t["p_value"] == pytest.approx(want["p_value"]) and 0 < t["p_value"] < 1
+        assert t["alpha"] == 0.05 and t["significant"] == (t["p_value"] < 0.05)
         metrics = c.get("/metrics").text
-        assert 'modalrec_feedback_total{arm="b",event="click"}' in metrics
+        assert f'modalrec_feedback_total{{arm="b",event="click"}} {float(b["positive_events"])}' in metrics
         health = c.get("/health").json()
     alerts = [json.loads(r.getMessage()) for r in caplog.records if r.name == "modalrec.serving.alerts"]
     assert any(al["alert"] == "fallback_share" for al in alerts), alerts

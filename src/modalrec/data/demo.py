@@ -32,6 +32,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -284,110 +285,26 @@ def make_demo(
     modality weights, attribute vocabularies and every item's attributes). The split is per-user
     random 8:1:1 with the same seed. Identical arguments give byte-identical files.
     """
-    if n_items < 20 or n_users < 5:
-        raise ConfigError("the demo needs at least 20 items and 5 users")
-    weights = dict(modality_weights or DEFAULT_WEIGHTS)
-    if set(weights) != set(ATTRIBUTES) or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
-        raise ConfigError(f"modality_weights must give a non-negative weight to each of {sorted(ATTRIBUTES)}")
-    total = sum(weights.values())
-    weights = {m: w / total for m, w in weights.items()}
+    params = {
+        "n_items": n_items,
+        "n_users": n_users,
+        "interactions_per_user": interactions_per_user,
+        "missing_share": missing_share,
+        "n_broken": n_broken,
+        "image_size": image_size,
+        "clip_seconds": clip_seconds,
+        "temperature": temperature,
+    }
+    weights = _check_demo_args(n_items, n_users, modality_weights)
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "audio").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-
-    # hidden attributes
-    attrs = {
-        m: {a: rng.integers(0, len(v), n_items) for a, v in group.items()} for m, group in ATTRIBUTES.items()
-    }
-    appeal = rng.normal(0, 0.3, n_items)
-    missing = {m: rng.random(n_items) < missing_share for m in ATTRIBUTES}
-    broken_image = set(
-        rng.choice(np.flatnonzero(~missing["image"]), min(n_broken, n_items // 10), replace=False).tolist()
-    )
-    broken_audio = set(
-        rng.choice(np.flatnonzero(~missing["audio"]), min(n_broken, n_items // 10), replace=False).tolist()
-    )
-
+    rng = np.random.default_rng(seed)  # one stream, drawn in this order: items, users, choices
+    hidden = _draw_items(rng, n_items, missing_share, n_broken)
     ids = [f"p{i:05d}" for i in range(n_items)]
-    titles: list[str] = []
-    descs: list[str] = []
-    images: list[str | None] = []
-    audios: list[str | None] = []
-    formats = ["png", "png", "jpg", "webp"]
-    for i in range(n_items):
-        r = np.random.default_rng([seed, i])
-        cat = ATTRIBUTES["text"]["category"][attrs["text"]["category"][i]]
-        mat = ATTRIBUTES["text"]["material"][attrs["text"]["material"][i]]
-        sty = ATTRIBUTES["text"]["style"][attrs["text"]["style"][i]]
-        title, desc = describe(cat, mat, sty, r)
-        if missing["text"][i]:
-            title, desc = "", ""  # the text modality is missing for this item
-        titles.append(title)
-        descs.append(desc)
-        # image
-        if missing["image"][i]:
-            images.append(None)
-        else:
-            fmt = formats[i % len(formats)]
-            path = out / "images" / f"{ids[i]}.{fmt}"
-            img = render_image(
-                ATTRIBUTES["image"]["shape"][attrs["image"]["shape"][i]],
-                ATTRIBUTES["image"]["colour"][attrs["image"]["colour"][i]],
-                ATTRIBUTES["image"]["pattern"][attrs["image"]["pattern"][i]],
-                r,
-                image_size,
-            )
-            buf = io.BytesIO()
-            if fmt == "jpg":
-                img.save(buf, format="JPEG", quality=90)
-            elif fmt == "webp":
-                img.save(buf, format="WEBP", lossless=True)
-            else:
-                img.save(buf, format="PNG", optimize=False)
-            data = buf.getvalue()
-            if i in broken_image:
-                data = data[: len(data) // 3] if i % 2 else b""  # truncated or zero-length
-            _write_if_changed(path, data)
-            images.append(str(path.resolve()))
-        # audio
-        if missing["audio"][i]:
-            audios.append(None)
-        else:
-            path = out / "audio" / f"{ids[i]}.wav"
-            x = synth_clip(
-                int(attrs["audio"]["pitch"][i]),
-                int(attrs["audio"]["tempo"][i]),
-                ATTRIBUTES["audio"]["timbre"][attrs["audio"]["timbre"][i]],
-                r,
-                clip_seconds,
-            )
-            data = _wav_bytes(x)
-            if i in broken_audio:
-                data = data[: len(data) // 2] if i % 2 else b""
-            _write_if_changed(path, data)
-            audios.append(str(path.resolve()))
-
-    # users and choices
-    prefs = {
-        m: {a: rng.integers(0, len(v), n_users) for a, v in group.items()} for m, group in ATTRIBUTES.items()
-    }
-    util = np.zeros((n_users, n_items))
-    for m, group in ATTRIBUTES.items():
-        match = np.zeros((n_users, n_items))
-        for a in group:
-            match += prefs[m][a][:, None] == attrs[m][a][None, :]
-        util += weights[m] * match / len(group)
-    util += 0.05 * appeal[None, :]
-    users, items = [], []
-    k = max(5, min(interactions_per_user, n_items // 2))
-    for u in range(n_users):
-        logits = util[u] / temperature
-        g = logits + rng.gumbel(size=n_items)  # Gumbel top-k = sampling without replacement
-        n_u = int(np.clip(rng.poisson(k), 5, n_items // 2))
-        chosen = np.argpartition(-g, n_u)[:n_u]
-        users += [u] * n_u
-        items += sorted(chosen.tolist())
+    table = _write_item_media(out, ids, hidden, seed, image_size, clip_seconds)
+    util = _utilities(rng, hidden, weights, n_users)
+    users, items = _choose(rng, util, interactions_per_user, temperature)
     users_a = np.asarray(users, dtype=np.int64)
     items_a = np.asarray(items, dtype=np.int64)
     labels = random_split(users_a, seed=seed)
@@ -395,51 +312,8 @@ def make_demo(
         interaction_matrix(users_a[labels == s], items_a[labels == s], n_users, n_items) for s in range(3)
     ]
     user_ids = [f"u{u:04d}" for u in range(n_users)]
-
-    table = pl.DataFrame(
-        {"item_id": ids, "title": titles, "description": descs, "image": images, "audio": audios},
-        schema={
-            "item_id": pl.Utf8,
-            "title": pl.Utf8,
-            "description": pl.Utf8,
-            "image": pl.Utf8,
-            "audio": pl.Utf8,
-        },
-    )
-    table.write_csv(out / "items.csv")
-    inter = pl.DataFrame(
-        {
-            "user": [user_ids[u] for u in users],
-            "item": [ids[i] for i in items],
-            "label": labels.astype(np.int64),
-        }
-    )
-    atomic_write_text(out / "interactions.csv", inter.write_csv())
-    truth = {
-        "seed": seed,
-        "modality_weights": weights,
-        "attributes": ATTRIBUTES,
-        "note": "each attribute group is visible in one modality only; users' choices mix them with modality_weights",
-        "items": {
-            ids[i]: {
-                **{a: ATTRIBUTES[m][a][attrs[m][a][i]] for m in ATTRIBUTES for a in ATTRIBUTES[m]},
-                "missing": [m for m in ATTRIBUTES if missing[m][i]],
-                "broken": [m for m, s in (("image", broken_image), ("audio", broken_audio)) if i in s],
-            }
-            for i in range(n_items)
-        },
-        "params": {
-            "n_items": n_items,
-            "n_users": n_users,
-            "interactions_per_user": interactions_per_user,
-            "missing_share": missing_share,
-            "n_broken": n_broken,
-            "image_size": image_size,
-            "clip_seconds": clip_seconds,
-            "temperature": temperature,
-        },
-    }
-    atomic_write_json(out / "demo_truth.json", truth)
+    _write_tables(out, table, [user_ids[u] for u in users], [ids[i] for i in items], labels)
+    atomic_write_json(out / "demo_truth.json", _truth(seed, weights, ids, hidden, params))
     rep = ValidationReport()
     rep.stat("demo", items=n_items, users=n_users, interactions=len(users))
     return Dataset(
@@ -455,6 +329,207 @@ def make_demo(
         split_name=f"random 8:1:1 seed {seed}",
         report=rep,
     )
+
+
+def _check_demo_args(
+    n_items: int, n_users: int, modality_weights: dict[str, float] | None
+) -> dict[str, float]:
+    """Check the sizes; the modality weights normalised to sum to 1."""
+    if n_items < 20 or n_users < 5:
+        raise ConfigError("the demo needs at least 20 items and 5 users")
+    weights = dict(modality_weights or DEFAULT_WEIGHTS)
+    if set(weights) != set(ATTRIBUTES) or any(w < 0 for w in weights.values()) or sum(weights.values()) <= 0:
+        raise ConfigError(f"modality_weights must give a non-negative weight to each of {sorted(ATTRIBUTES)}")
+    total = sum(weights.values())
+    return {m: w / total for m, w in weights.items()}
+
+
+@dataclass
+class _HiddenItems:
+    """Every item's hidden attributes (value indices per modality and attribute) and defects."""
+
+    attrs: dict[str, dict[str, np.ndarray]]
+    appeal: np.ndarray
+    missing: dict[str, np.ndarray]
+    broken_image: set[int]
+    broken_audio: set[int]
+
+    def value(self, modality: str, attribute: str, i: int) -> str:
+        """The name of item ``i``'s value of an attribute."""
+        return ATTRIBUTES[modality][attribute][self.attrs[modality][attribute][i]]
+
+
+def _draw_items(rng: np.random.Generator, n_items: int, missing_share: float, n_broken: int) -> _HiddenItems:
+    """Draw the items' attributes, appeal, missing modalities and broken media files."""
+    attrs = {
+        m: {a: rng.integers(0, len(v), n_items) for a, v in group.items()} for m, group in ATTRIBUTES.items()
+    }
+    appeal = rng.normal(0, 0.3, n_items)
+    missing = {m: rng.random(n_items) < missing_share for m in ATTRIBUTES}
+    broken_image = set(
+        rng.choice(np.flatnonzero(~missing["image"]), min(n_broken, n_items // 10), replace=False).tolist()
+    )
+    broken_audio = set(
+        rng.choice(np.flatnonzero(~missing["audio"]), min(n_broken, n_items // 10), replace=False).tolist()
+    )
+    return _HiddenItems(attrs, appeal, missing, broken_image, broken_audio)
+
+
+def _write_item_media(
+    out: Path, ids: list[str], hidden: _HiddenItems, seed: int, image_size: int, clip_seconds: float
+) -> pl.DataFrame:
+    """Write every item's picture and sound; the item table (text and absolute media paths).
+
+    Each item draws from its own generator ``default_rng([seed, i])``: text, then image, then audio.
+    """
+    titles: list[str] = []
+    descs: list[str] = []
+    images: list[str | None] = []
+    audios: list[str | None] = []
+    for i in range(len(ids)):
+        r = np.random.default_rng([seed, i])
+        title, desc = describe(
+            hidden.value("text", "category", i),
+            hidden.value("text", "material", i),
+            hidden.value("text", "style", i),
+            r,
+        )
+        if hidden.missing["text"][i]:
+            title, desc = "", ""  # the text modality is missing for this item
+        titles.append(title)
+        descs.append(desc)
+        images.append(
+            None if hidden.missing["image"][i] else _write_image(out, ids[i], i, hidden, r, image_size)
+        )
+        audios.append(
+            None if hidden.missing["audio"][i] else _write_audio(out, ids[i], i, hidden, r, clip_seconds)
+        )
+    return pl.DataFrame(
+        {"item_id": ids, "title": titles, "description": descs, "image": images, "audio": audios},
+        schema={
+            "item_id": pl.Utf8,
+            "title": pl.Utf8,
+            "description": pl.Utf8,
+            "image": pl.Utf8,
+            "audio": pl.Utf8,
+        },
+    )
+
+
+_IMAGE_FORMATS = ["png", "png", "jpg", "webp"]
+
+
+def _write_image(
+    out: Path, item_id: str, i: int, hidden: _HiddenItems, r: np.random.Generator, image_size: int
+) -> str:
+    """Render item ``i``'s picture (format by ``i``; broken on purpose for some) and return its path."""
+    fmt = _IMAGE_FORMATS[i % len(_IMAGE_FORMATS)]
+    path = out / "images" / f"{item_id}.{fmt}"
+    img = render_image(
+        hidden.value("image", "shape", i),
+        hidden.value("image", "colour", i),
+        hidden.value("image", "pattern", i),
+        r,
+        image_size,
+    )
+    buf = io.BytesIO()
+    if fmt == "jpg":
+        img.save(buf, format="JPEG", quality=90)
+    elif fmt == "webp":
+        img.save(buf, format="WEBP", lossless=True)
+    else:
+        img.save(buf, format="PNG", optimize=False)
+    data = buf.getvalue()
+    if i in hidden.broken_image:
+        data = data[: len(data) // 3] if i % 2 else b""  # truncated or zero-length
+    _write_if_changed(path, data)
+    return str(path.resolve())
+
+
+def _write_audio(
+    out: Path, item_id: str, i: int, hidden: _HiddenItems, r: np.random.Generator, clip_seconds: float
+) -> str:
+    """Synthesise item ``i``'s sound as a WAV file (broken on purpose for some) and return its path."""
+    path = out / "audio" / f"{item_id}.wav"
+    x = synth_clip(
+        int(hidden.attrs["audio"]["pitch"][i]),
+        int(hidden.attrs["audio"]["tempo"][i]),
+        hidden.value("audio", "timbre", i),
+        r,
+        clip_seconds,
+    )
+    data = _wav_bytes(x)
+    if i in hidden.broken_audio:
+        data = data[: len(data) // 2] if i % 2 else b""
+    _write_if_changed(path, data)
+    return str(path.resolve())
+
+
+def _utilities(
+    rng: np.random.Generator, hidden: _HiddenItems, weights: dict[str, float], n_users: int
+) -> np.ndarray:
+    """Draw the users' preferred values; utility [n_users, n_items] of every item for every user."""
+    prefs = {
+        m: {a: rng.integers(0, len(v), n_users) for a, v in group.items()} for m, group in ATTRIBUTES.items()
+    }
+    n_items = len(hidden.appeal)
+    util = np.zeros((n_users, n_items))
+    for m, group in ATTRIBUTES.items():
+        match = np.zeros((n_users, n_items))
+        for a in group:
+            match += prefs[m][a][:, None] == hidden.attrs[m][a][None, :]
+        util += weights[m] * match / len(group)
+    util += 0.05 * hidden.appeal[None, :]
+    return util
+
+
+def _choose(
+    rng: np.random.Generator, util: np.ndarray, interactions_per_user: int, temperature: float
+) -> tuple[list[int], list[int]]:
+    """Each user's choices, a softmax sample without replacement: (user per row, item per row)."""
+    n_users, n_items = util.shape
+    users: list[int] = []
+    items: list[int] = []
+    k = max(5, min(interactions_per_user, n_items // 2))
+    for u in range(n_users):
+        logits = util[u] / temperature
+        g = logits + rng.gumbel(size=n_items)  # Gumbel top-k = sampling without replacement
+        n_u = int(np.clip(rng.poisson(k), 5, n_items // 2))
+        chosen = np.argpartition(-g, n_u)[:n_u]
+        users += [u] * n_u
+        items += sorted(chosen.tolist())
+    return users, items
+
+
+def _write_tables(
+    out: Path, table: pl.DataFrame, users: list[str], items: list[str], labels: np.ndarray
+) -> None:
+    """``items.csv`` (the item table) and ``interactions.csv`` (user, item, split label)."""
+    table.write_csv(out / "items.csv")
+    inter = pl.DataFrame({"user": users, "item": items, "label": labels.astype(np.int64)})
+    atomic_write_text(out / "interactions.csv", inter.write_csv())
+
+
+def _truth(
+    seed: int, weights: dict[str, float], ids: list[str], hidden: _HiddenItems, params: dict[str, Any]
+) -> dict[str, Any]:
+    """The content of ``demo_truth.json``: modality weights, vocabularies, every item's attributes."""
+    broken = (("image", hidden.broken_image), ("audio", hidden.broken_audio))
+    return {
+        "seed": seed,
+        "modality_weights": weights,
+        "attributes": ATTRIBUTES,
+        "note": "each attribute group is visible in one modality only; users' choices mix them with modality_weights",
+        "items": {
+            ids[i]: {
+                **{a: hidden.value(m, a, i) for m in ATTRIBUTES for a in ATTRIBUTES[m]},
+                "missing": [m for m in ATTRIBUTES if hidden.missing[m][i]],
+                "broken": [m for m, s in broken if i in s],
+            }
+            for i in range(len(ids))
+        },
+        "params": params,
+    }
 
 
 def load_truth(out_dir: str | Path) -> dict[str, Any]:

@@ -3,6 +3,22 @@
 Why one entry point: the CLI (``modalrec validate DATA``, ``modalrec fit --data DATA``), the
 benchmarks and the Python API all name data the same way, either a built-in name (``ml100k``,
 ``tiktok``, ``baby``), or a path to a file, an MMRec folder, or a TOML description.
+
+A TOML description of a custom data set (paths relative to the TOML file)::
+
+    name = "shop"
+    interactions = "clicks.csv"          # or {path = "...", format = "tsv", encoding = "latin-1"}
+    items = "catalogue.jsonl"            # optional, same form
+    [columns]                            # ColumnMap fields; unnamed ones are auto-detected
+    user = "customer"
+    item = "sku"
+    text = ["title", "description"]
+    image = "image_path"
+    [features]                           # row r = r-th catalogue row (or item id r without items)
+    image = "clip_image.npy"
+    [options]                            # any load() option
+    split = "temporal"
+    kcore = 5
 """
 
 from __future__ import annotations
@@ -101,8 +117,8 @@ def load(
             - ``"baby"``: Amazon Baby (MMRec ids), fixed ``x_label`` split (random per-user 8:1:1,
               seed 42, made upstream); items carry ``asin`` and ``image_url`` (remote URLs, not a
               media column: there are no image files).
-            - a ``.toml`` file describing a custom data set (see below), or a folder holding
-              ``dataset.toml``;
+            - a ``.toml`` file describing a custom data set (format in the docstring of
+              :mod:`modalrec.data.registry`), or a folder holding ``dataset.toml``;
             - an MMRec folder (``<name>.inter`` + ``*_feat.npy`` [+ ``i_id_mapping.csv``]);
             - an interaction file (``.csv``, ``.tsv``, ``.jsonl``, ``.parquet``, ``.gz`` of text
               formats), with ``items=`` a catalogue file and ``features={"image": "x.npy"}``.
@@ -131,22 +147,6 @@ def load(
     the test ranking masks the user's cold-item validation interactions). Warm items' valid/test
     interactions are unchanged, so the warm protocol can run on the same object.
 
-    TOML description (paths relative to the TOML file)::
-
-        name = "shop"
-        interactions = "clicks.csv"          # or {path = "...", format = "tsv", encoding = "latin-1"}
-        items = "catalogue.jsonl"            # optional, same form
-        [columns]                            # ColumnMap fields; unnamed ones are auto-detected
-        user = "customer"
-        item = "sku"
-        text = ["title", "description"]
-        image = "image_path"
-        [features]                           # row r = r-th catalogue row (or item id r without items)
-        image = "clip_image.npy"
-        [options]                            # any load() option
-        split = "temporal"
-        kcore = 5
-
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> rows = ["user,item,rating"] + [f"u{u},i{i},{1 + (u + i) % 5}" for u in range(4) for i in range(10)]
@@ -157,36 +157,44 @@ def load(
     >>> ds.item_ids[:3].tolist()
     ['i0', 'i1', 'i2']
     """
-    opts: dict[str, Any] = dict(options)
-    if split is not None:
-        opts["split"] = split
-    opts["seed"] = seed
+    opts: dict[str, Any] = {**options, **({"split": split} if split is not None else {}), "seed": seed}
     key = str(name_or_path)
     if isinstance(name_or_path, str) and key.lower() in BUILTIN and "/" not in key:
         folder = _builtin_folder(key.lower(), root)
         return _LOADERS[key.lower()](folder, opts)
+    path = _existing_path(name_or_path, root)
+    if path.is_dir():
+        return _load_folder(path, opts)
+    if path.suffix.lower() == ".toml":
+        return _load_toml(path, opts)
+    return _load_files(path, opts)
+
+
+def _existing_path(name_or_path: str | Path, root: str | Path | None) -> Path:
+    """The path as given, else under ``root`` when relative; it must exist."""
     path = Path(name_or_path)
     if not path.is_absolute() and root is not None and not path.exists():
         path = Path(root) / path
     if not path.exists():
         hint = f"; built-in data sets are {', '.join(BUILTIN)}"
         raise DataError(f"no such file or folder{hint}", file=path)
-    if path.is_dir():
-        for fname in ("dataset.toml", "modalrec.toml"):
-            if (path / fname).is_file():
-                return _load_toml(path / fname, opts)
-        if (path / "u.data.gz").is_file() and (path / "items_text.csv").is_file():
-            return _load_ml100k(path, opts)
-        if (path / "baby_url.csv").is_file() and (path / "i_id_mapping.csv").is_file():
-            return _load_baby(path, opts)
-        if any(path.glob("*.inter")):
-            return _load_mmrec(path, opts)
-        raise DataError(
-            "folder has no dataset.toml and no *.inter file; pass an interaction file instead", file=path
-        )
-    if path.suffix.lower() == ".toml":
-        return _load_toml(path, opts)
-    return _load_files(path, opts)
+    return path
+
+
+def _load_folder(path: Path, opts: dict[str, Any]) -> Dataset:
+    """A folder: its TOML description, else the layout it has (ML-100K, Amazon Baby, MMRec)."""
+    for fname in ("dataset.toml", "modalrec.toml"):
+        if (path / fname).is_file():
+            return _load_toml(path / fname, opts)
+    if (path / "u.data.gz").is_file() and (path / "items_text.csv").is_file():
+        return _load_ml100k(path, opts)
+    if (path / "baby_url.csv").is_file() and (path / "i_id_mapping.csv").is_file():
+        return _load_baby(path, opts)
+    if any(path.glob("*.inter")):
+        return _load_mmrec(path, opts)
+    raise DataError(
+        "folder has no dataset.toml and no *.inter file; pass an interaction file instead", file=path
+    )
 
 
 def validate(name_or_path: str | Path, root: str | Path | None = None, **options: Any) -> ValidationReport:
@@ -222,6 +230,12 @@ def _load_ml100k(folder: Path, opts: dict[str, Any]) -> Dataset:
         has_header=False,
         names=["user", "item", "rating", "timestamp"],
     )
+    catalogue = _ml100k_catalogue(folder, rep)
+    return build_dataset("ml100k", inter, catalogue, [], bo, report=rep, default_split="random")
+
+
+def _ml100k_catalogue(folder: Path, rep: ValidationReport) -> Catalogue:
+    """``items_text.csv`` with a ``zip://`` image reference for every movie that has a poster."""
     t = read_table(folder / "items_text.csv", format="csv")
     zpath = folder / "posters.zip"
     members = zip_members(str(zpath)) if zpath.is_file() else frozenset()
@@ -236,6 +250,25 @@ def _load_ml100k(folder: Path, opts: dict[str, Any]) -> Dataset:
         (pl.col("has_poster").str.strip_chars() == "1").alias("has_poster"),
         (pl.col("tmdb_match_suspect").str.strip_chars() == "1").alias("tmdb_match_suspect"),
     )
+    _report_ml100k_items(df, t, ids, image, members, rep)
+    catalogue = catalogue_from_table(
+        Table(df, t.lines, t.file),
+        ColumnMap(item_id="movie_id", text=("title", "genres", "overview"), image="image", auto=False),
+    )
+    if zpath.is_file():
+        rep.stat(str(zpath), images=len([m for m in members if m.endswith(".jpg")]))
+    return catalogue
+
+
+def _report_ml100k_items(
+    df: pl.DataFrame,
+    t: Table,
+    ids: list[str],
+    image: list[str | None],
+    members: frozenset[str],
+    rep: ValidationReport,
+) -> None:
+    """Movies whose ``has_poster`` disagrees with the zip, and TMDB matches flagged as suspect."""
     if members:
         stated = df["has_poster"].to_numpy()
         actual = np.array([x is not None for x in image])
@@ -256,13 +289,6 @@ def _load_ml100k(folder: Path, opts: dict[str, Any]) -> Dataset:
             severity="info",
             examples=[f"movie {ids[r]}" for r in suspect[:MAX_EXAMPLES]],
         )
-    catalogue = catalogue_from_table(
-        Table(df, t.lines, t.file),
-        ColumnMap(item_id="movie_id", text=("title", "genres", "overview"), image="image", auto=False),
-    )
-    if zpath.is_file():
-        rep.stat(str(zpath), images=len([m for m in members if m.endswith(".jpg")]))
-    return build_dataset("ml100k", inter, catalogue, [], bo, report=rep, default_split="random")
 
 
 def _load_mmrec(
@@ -430,28 +456,7 @@ def _load_files(path: Path, opts: dict[str, Any]) -> Dataset:
             encoding=rest.get("items_encoding", encoding),
             quote_char=rest.get("items_quote_char", '"'),
         )
-    feats: list[FeatureInput] = []
-    all_items: list[str] | None = None
-    for modality, fpath in (rest.get("features") or {}).items():
-        arr = load_feature_file(fpath)
-        if catalogue is not None:
-            row_ids = catalogue.frame["item_id"].to_numpy().astype(str)
-            if len(row_ids) != arr.shape[0]:
-                raise DataError(
-                    f"{modality} feature file has {arr.shape[0]} rows but the item table has {len(row_ids)} rows "
-                    "(row r belongs to the r-th catalogue row)",
-                    file=fpath,
-                )
-        else:
-            # MMRec convention: row r is item id "r"; the first feature file defines the item list
-            row_ids = np.arange(arr.shape[0]).astype(str)
-            if all_items is None:
-                all_items = row_ids.tolist()
-        feats.append(
-            FeatureInput(
-                str(modality) or feature_modality(Path(fpath)), arr, row_ids, str(fpath), npy_dtype(fpath)
-            )
-        )
+    feats, all_items = _feature_inputs(rest.get("features") or {}, catalogue)
     name = rest.get("name") or path.name.split(".")[0]
     return build_dataset(
         name,
@@ -462,3 +467,35 @@ def _load_files(path: Path, opts: dict[str, Any]) -> Dataset:
         default_split="fixed" if inter.has_label else "random",
         all_items=all_items,
     )
+
+
+def _feature_inputs(
+    features: dict[str, Any], catalogue: Catalogue | None
+) -> tuple[list[FeatureInput], list[str] | None]:
+    """Read the ``features={modality: .npy}`` files; the item universe they define without a catalogue.
+
+    Row r belongs to the r-th catalogue row, or, without a catalogue, to item id ``"r"`` (the MMRec
+    convention; the first feature file then defines the item list).
+    """
+    feats: list[FeatureInput] = []
+    all_items: list[str] | None = None
+    for modality, fpath in features.items():
+        arr = load_feature_file(fpath)
+        if catalogue is not None:
+            row_ids = catalogue.frame["item_id"].to_numpy().astype(str)
+            if len(row_ids) != arr.shape[0]:
+                raise DataError(
+                    f"{modality} feature file has {arr.shape[0]} rows but the item table has {len(row_ids)} rows "
+                    "(row r belongs to the r-th catalogue row)",
+                    file=fpath,
+                )
+        else:
+            row_ids = np.arange(arr.shape[0]).astype(str)
+            if all_items is None:
+                all_items = row_ids.tolist()
+        feats.append(
+            FeatureInput(
+                str(modality) or feature_modality(Path(fpath)), arr, row_ids, str(fpath), npy_dtype(fpath)
+            )
+        )
+    return feats, all_items

@@ -1,0 +1,59 @@
+"""The one registry and the typed hyperparameter declarations."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import Field
+
+from modalrec.core.errors import ConfigError
+from modalrec.core.params import Params, describe_params
+from modalrec.core.registry import Registry
+
+
+class _P(Params):
+    k: int = Field(10, ge=1, le=1000, description="neighbours")
+    mode: Literal["a", "b"] = Field("a", description="which mode")
+    scale: float | None = Field(None, gt=0, description="optional scale")
+
+
+def test_describe_reports_type_default_range_meaning() -> None:
+    infos = {p.name: p for p in describe_params(_P)}
+    assert (infos["k"].type, infos["k"].default, infos["k"].range) == ("int", 10, ">= 1, <= 1000")
+    assert infos["mode"].type == "'a' | 'b'"
+    assert infos["scale"].type == "float | None"
+    assert infos["scale"].meaning == "optional scale"
+
+
+def test_errors_name_the_key_and_the_allowed_values() -> None:
+    with pytest.raises(ConfigError, match=r"model 'x': hyperparameter 'mode' = 'c'.*\(mode: 'a' \| 'b'\)"):
+        _P.build("model", "x", {"mode": "c"})
+    with pytest.raises(ConfigError, match="unknown hyperparameter 'kk'; allowed: k, mode, scale"):
+        _P.build("model", "x", {"kk": 1})
+
+
+@given(st.integers())
+def test_range_is_enforced_for_every_integer(k: int) -> None:
+    if 1 <= k <= 1000:
+        assert _P.build("model", "x", {"k": k}).k == k
+    else:
+        with pytest.raises(ConfigError, match="'k'"):
+            _P.build("model", "x", {"k": k})
+
+
+def test_registry_is_case_insensitive_and_refuses_a_second_object_under_one_name() -> None:
+    reg: Registry[type] = Registry("widget")
+
+    @reg.register("Knob")
+    class Knob: ...
+
+    assert reg.get_or_raise("KNOB") is Knob
+    assert "knob" in reg
+    assert list(reg) == ["knob"]
+    with pytest.raises(ValueError, match="registered twice"):
+        reg.register("knob")(type("Other", (), {}))
+    with pytest.raises(ConfigError, match="unknown widget 'dial'; known widgets: knob"):
+        reg.get_or_raise("dial")

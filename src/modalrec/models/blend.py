@@ -58,6 +58,8 @@ def standardise_rows(s: torch.Tensor) -> torch.Tensor:
     >>> standardise_rows(torch.tensor([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])).tolist()
     [[-1.0, 0.0, 1.0], [0.0, 0.0, 0.0]]
     """
+    if s.numel() == 0:  # no users (or no items): nothing to standardise, and std() would warn
+        return s.clone()
     mu = s.mean(1, keepdim=True)
     sd = s.std(1, keepdim=True)
     return torch.where(sd > 1e-12, (s - mu) / sd.clamp_min(1e-12), torch.zeros_like(s))

@@ -87,40 +87,56 @@ def resolve_modalities(
         modalities = {m: {} for m in modalities}
     specs = []
     for modality, cfg in modalities.items():
-        column = fields = None
-        sep = TEXT_SEP
-        if isinstance(cfg, str):
-            cfg = {"encoder": cfg}
-        if isinstance(cfg, Mapping):
-            cfg = dict(cfg)
-            column = cfg.pop("column", None)
-            fields = cfg.pop("fields", None)
-            sep = cfg.pop("sep", TEXT_SEP)
-            cfg.pop("modality", None)
-            given = cfg.get("encoder")
-            if given is not None and not isinstance(given, str):
-                enc = given  # an encoder object, with column / fields next to it
-            else:
-                name = canonical_name(given or default_encoder_name(modality))
-                enc = build_encoder({**cfg, "encoder": name})
-        else:
-            enc = cfg
-        if getattr(enc, "modality", "") == "text" and column is None:
-            fields = list(fields or text_fields)
-            if not fields:
-                fields = [c for c, t in items.schema.items() if str(t) in ("String", "Utf8")][1:]
-            bad = [f for f in fields if f not in items.columns]
-            if bad:
-                raise ConfigError(f"modality {modality!r}: text fields not in the item table: {bad}")
-        elif getattr(enc, "name", "") != "npy-matrix":
-            column = column or media.get(modality) or (modality if modality in items.columns else None)
-            if column is None or column not in items.columns:
-                raise ConfigError(
-                    f"modality {modality!r}: no column with its media; set column = ... "
-                    f"(item table columns: {items.columns})"
-                )
-        specs.append(ModalitySpec(modality, enc, column, fields, sep))
+        spec = _spec_from_config(modality, cfg)
+        _resolve_source(spec, items, text_fields, media)
+        specs.append(spec)
     return specs
+
+
+def _spec_from_config(modality: str, cfg: Any) -> ModalitySpec:
+    """The encoder (built from its name and options, or given as an object) and the source options."""
+    column = fields = None
+    sep = TEXT_SEP
+    if isinstance(cfg, str):
+        cfg = {"encoder": cfg}
+    if isinstance(cfg, Mapping):
+        cfg = dict(cfg)
+        column = cfg.pop("column", None)
+        fields = cfg.pop("fields", None)
+        sep = cfg.pop("sep", TEXT_SEP)
+        cfg.pop("modality", None)
+        given = cfg.get("encoder")
+        if given is not None and not isinstance(given, str):
+            enc = given  # an encoder object, with column / fields next to it
+        else:
+            name = canonical_name(given or default_encoder_name(modality))
+            enc = build_encoder({**cfg, "encoder": name})
+    else:
+        enc = cfg
+    return ModalitySpec(modality, enc, column, fields, sep)
+
+
+def _resolve_source(spec: ModalitySpec, items: Any, text_fields: list[str], media: dict[str, str]) -> None:
+    """Fill in where the spec's input comes from: text fields for a text encoder without a column
+    (the dataset's, else every string column but the first), else a media column; check they exist.
+    """
+    modality = spec.modality
+    if getattr(spec.encoder, "modality", "") == "text" and spec.column is None:
+        fields = list(spec.fields or text_fields)
+        if not fields:
+            fields = [c for c, t in items.schema.items() if str(t) in ("String", "Utf8")][1:]
+        bad = [f for f in fields if f not in items.columns]
+        if bad:
+            raise ConfigError(f"modality {modality!r}: text fields not in the item table: {bad}")
+        spec.fields = fields
+    elif getattr(spec.encoder, "name", "") != "npy-matrix":
+        column = spec.column or media.get(modality) or (modality if modality in items.columns else None)
+        if column is None or column not in items.columns:
+            raise ConfigError(
+                f"modality {modality!r}: no column with its media; set column = ... "
+                f"(item table columns: {items.columns})"
+            )
+        spec.column = column
 
 
 def _refs(items: Any, spec: ModalitySpec, base_dir: Path | None) -> list[Any]:

@@ -7,9 +7,10 @@ here, so that a failure names the broken promise and the model, not "the conform
 * hyperparameters: declared, JSON-able, round-trip through ``get_params``/``clone``/``set_params``,
   unknown names and non-numbers for numbers rejected (:class:`~modalrec.core.errors.ConfigError`);
 * ``fit`` returns ``self``, prints nothing without progress, copes with users and items without
-  interactions, leaves the data set untouched, releases the validator, calls it when the
-  model early-stops, is deterministic for its seed, can be repeated on other data, and refuses a
-  model whose learned arrays hold NaN (:class:`~modalrec.core.errors.FitError`);
+  interactions, leaves the data set untouched, validates with the caller's ``validator`` (whenever it
+  early-stops or records a validation curve, members' included) and releases it, is deterministic
+  for its seed, can be repeated on other data, and refuses a model whose learned arrays hold NaN
+  (:class:`~modalrec.core.errors.FitError`);
 * ``score`` is float32 ``[len(users), n_items]``, finite, independent of how users are batched;
 * ``recommend`` is sorted, never returns an excluded item ahead of the others, agrees with ``score``
   and with the top of the masked scores, and rejects out-of-range users (``IndexError``);

@@ -9,9 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from modalrec.cli import app
-from modalrec.llm.explain import TitleIndex, check_grounding
+from modalrec.evaluation.protocol import evaluate
+from modalrec.llm.explain import TitleIndex, check_grounding, ground
 from modalrec.llm.text import ItemText
 from modalrec.models import create
+from modalrec.workflows.llm_runs import projector_splits
 from modalrec.workflows.pipeline import write_run
 from modalrec.workflows.rundir import load_run
 
@@ -43,16 +45,28 @@ def test_explain_command_is_grounded(llm, run_dir, small_movies) -> None:
     ds = small_movies
     hist = set(ds.train[0].indices) | set(ds.valid[0].indices)
     item = next(str(i + 1) for i in range(ds.n_items) if i not in hist)
+    index = TitleIndex(ItemText(ds).titles)
+    allowed = [*hist, int(item) - 1]
+    outs = []
     for extra in (["--no-llm"], []):
         out = _json(
             runner.invoke(app, ["explain", str(run_dir), "--user", "u0", "--item", item, "--json", *extra])
         )
         assert out["grounded"] and out["item_id"] == item
         assert set(out["modality_weights"]) == {"collaborative", "image"}
-        allowed = [*hist, int(item) - 1]
-        assert check_grounding(out["text"], allowed, TitleIndex(ItemText(ds).titles)) == []
+        assert check_grounding(out["text"], allowed, index) == []
         assert {e["item_id"] for e in out["evidence"]} <= {str(i + 1) for i in hist}
-    assert out["source"] in ("llm", "llm-stripped", "template") and out["llm_text"]
+        outs.append(out)
+    template, phrased = outs
+    assert template["source"] == "template" and template["llm_text"] is None
+    assert phrased["evidence"] == template["evidence"]
+    # The LLM's answer went through grounding: what was dropped, and which text and source resulted.
+    kept, rejected = ground(phrased["llm_text"], allowed, index)
+    assert phrased["rejected"] == rejected
+    if phrased["source"] == "template":
+        assert phrased["text"] == template["text"] and len(kept.split()) < 4
+    else:
+        assert phrased["text"] == kept and phrased["source"] == ("llm-stripped" if rejected else "llm")
     bad = runner.invoke(app, ["explain", str(run_dir), "--user", "nobody", "--item", item, "--no-llm"])
     assert bad.exit_code == 2 and "unknown user" in bad.output
 
@@ -62,7 +76,11 @@ def test_describe_trains_stores_and_reuses_a_projector(llm, run_dir) -> None:
     first = _json(runner.invoke(app, args))
     assert first["projector_trained_now"] and (run_dir / "llm" / "projector-image.safetensors").is_file()
     assert first["title"] == "Babe (1995)" and first["from"] == "image"
-    assert isinstance(first["held_out_of_projector_training"], bool)
+    # Item 3 was one of the projector's training/validation items; the held-out item is reported as such.
+    held_out = projector_splits(load_run(run_dir).dataset, "image")["held_out"]
+    assert 2 not in held_out and first["held_out_of_projector_training"] is False
+    held = _json(runner.invoke(app, [*args[:2], str(held_out[0] + 1), *args[3:]]))
+    assert held["held_out_of_projector_training"] is True and not held["projector_trained_now"]
     second = _json(runner.invoke(app, args))
     assert not second["projector_trained_now"] and second["description"] == first["description"]
     # the calibrated genre readout: three distinct genres of the catalogue, stable across calls
@@ -77,6 +95,16 @@ def test_evaluate_rerank_llm(llm, run_dir) -> None:
     out = _json(runner.invoke(app, ["evaluate", str(run_dir), "--rerank", "llm", "--json"]))
     assert out["n_users"] == 6 and set(out["metrics"]) == set(out["base"]["metrics"])
     assert out["rerank"]["chosen_on"].startswith("validation") and out["rerank"]["n_candidates"] == 20
-    assert out["rerank"]["latency_p50_s"] > 0
+    # The base side is the standard protocol's result on the same (all six) test users.
+    run = load_run(run_dir)
+    ref = evaluate(run.model, run.dataset, users=np.arange(run.dataset.n_users))
+    assert out["base"]["metrics"] == pytest.approx(ref.metrics, nan_ok=True)
+    # The chosen blend is the best of the validation grid, and never worse there than the base model.
+    val = out["rerank"]["validation"]
+    chosen = val["grid"][out["rerank"]["llm_score"]][f"{out['rerank']['blend_weight']:g}"]
+    assert chosen == val["best"] >= val["base"] and val["n_users"] == 6
+    if out["rerank"]["blend_weight"] == 0:
+        assert out["metrics"] == out["base"]["metrics"]
+    assert out["rerank"]["latency_p50_s"] <= out["rerank"]["latency_p95_s"] <= out["seconds"]
     bad = runner.invoke(app, ["evaluate", str(run_dir), "--rerank", "gpt"])
     assert bad.exit_code == 2 and "unknown re-ranker" in bad.output

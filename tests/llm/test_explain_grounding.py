@@ -60,14 +60,16 @@ def test_explain_keeps_grounded_sentences(movies) -> None:
 def test_evidence_uses_fusion_weights_and_features(movies) -> None:
     rng = np.random.default_rng(0)
     vec = rng.normal(size=(movies.n_items, 8)).astype(np.float32)
-    vec[2] = vec[10]  # Babe looks exactly like Pinocchio in this "image" space
+    history = sorted((set(movies.train[0].indices) | set(movies.valid[0].indices)) - {10})
+    twin = int(history[-1])  # not the history's first item, so it has to be *found* as the best evidence
+    vec[twin] = vec[10]  # this history item looks exactly like Pinocchio in this "image" space
     exp = explain(
         movies, None, 0, 10, use_llm=False, item_vectors={"image": vec}, fusion_weights={"image": 1.0}
     )
     assert exp.source == "template" and exp.grounded
     assert exp.modality_weights["image"] == 1.0 and exp.modality_weights["collaborative"] == 0.0
-    if 2 in set(movies.train[0].indices) | set(movies.valid[0].indices):
-        assert exp.evidence[0].item_id == "3" and exp.evidence[0].by_modality["image"] > 0.999
+    assert exp.evidence[0].item_id == str(twin + 1) and exp.evidence[0].by_modality["image"] == 1.0
+    assert exp.evidence[0].similarity == 1.0  # the image view alone decides (fusion weight 1)
 
 
 def test_template_explanations_are_grounded_for_every_pair(movies) -> None:

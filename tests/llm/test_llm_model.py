@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from modalrec.evaluation.protocol import evaluate
-from modalrec.llm.explain import TitleIndex, check_grounding, explain
+from modalrec.llm.explain import TitleIndex, check_grounding, explain, ground
 from modalrec.llm.loading import load_llm
 from modalrec.llm.rerank import LLMReranker, choose_blend, rerank_evaluate
 from modalrec.llm.scoring import continuation_logprobs, naive_continuation_logprobs
@@ -73,10 +73,18 @@ def test_rerank_evaluate_structure_and_base_equivalence(llm, movies) -> None:
     )
     assert res.n_users == 8 and res.split == "test"
     assert set(res.metrics) == set(res.base.metrics)
-    assert res.score in ("sum", "mean", "pmi", "pmi_mean") and 0.0 <= res.weight <= 1.0
     assert res.validation["n_users"] == 8 and len(res.seconds_per_user) == 8
+    # The chosen (score, weight) is the best cell of the validation grid (ties keep the smaller weight).
+    grid = res.validation["grid"]
+    assert (
+        grid[res.score][f"{res.weight:g}"]
+        == res.validation["best"]
+        == max(max(g.values()) for g in grid.values())
+    )
+    assert res.validation["base"] == grid["sum"]["0"]
     d = res.as_dict()
-    assert d["rerank"]["latency_p95_s"] >= d["rerank"]["latency_p50_s"] > 0
+    assert d["rerank"]["latency_p50_s"] == float(np.percentile(res.seconds_per_user, 50))
+    assert d["rerank"]["latency_p95_s"] == float(np.percentile(res.seconds_per_user, 95))
     # The base side must be exactly what the standard protocol reports on the same users.
     ref = evaluate(model, movies, ks=(3, 5), users=np.arange(movies.n_users), keep_per_user=True)
     sel = np.isin(ref.users, res_users := _users_of(res, movies))
@@ -126,12 +134,23 @@ def test_explanation_is_grounded_with_the_real_llm(llm, movies) -> None:
     model = create("itemknn").fit(movies, progress=False)
     exp = explain(movies, model, "u0", "11", llm=llm)  # Pinocchio for a family-film user
     assert exp.grounded and exp.text
-    assert exp.source in ("llm", "llm-stripped", "template") and exp.llm_text
     history = set(movies.train[0].indices) | set(movies.valid[0].indices)
     allowed = [*history, 10]
-    assert check_grounding(exp.text, allowed, TitleIndex([t for t, _ in _titles(movies)])) == []
+    index = TitleIndex([t for t, _ in _titles(movies)])
+    assert check_grounding(exp.text, allowed, index) == []
     assert {e.item_id for e in exp.evidence} <= {str(i + 1) for i in history}
-    assert abs(sum(exp.modality_weights.values()) - 1.0) < 1e-3 and exp.rank is not None
+    assert abs(sum(exp.modality_weights.values()) - 1.0) < 1e-3
+    # The LLM's answer went through grounding: what was dropped, and which text and source resulted.
+    kept, rejected = ground(exp.llm_text, allowed, index)
+    assert exp.rejected == rejected
+    if exp.source == "template":
+        assert exp.text == explain(movies, model, "u0", "11", use_llm=False).text and len(kept.split()) < 4
+    else:
+        assert exp.text == kept and exp.source == ("llm-stripped" if rejected else "llm")
+    # The rank is Pinocchio's place in the model's own ranking (training items excluded).
+    scores = model.score(np.array([0]))[0].astype(np.float64)
+    scores[movies.train[0].indices] = -np.inf
+    assert exp.rank == 1 + int((scores > scores[10]).sum()) and 1 <= exp.rank <= movies.n_items - 4
 
 
 def _titles(movies):

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -252,9 +254,60 @@ def train_projector(
     """
     if len(vectors) != len(texts) or len(texts) == 0:
         raise ConfigError(f"need one text per vector (got {len(vectors)} vectors, {len(texts)} texts)")
-    torch.manual_seed(seed)
+    torch.manual_seed(seed)  # before the projector is built: the seed fixes its initial weights
     rng = np.random.default_rng(seed)
     vectors = np.asarray(vectors, dtype=np.float32)
+    proj = _new_projector(llm, vectors, n_tokens=n_tokens, hidden=hidden, instruction=instruction)
+    before, after = _prompt_parts(llm, proj.instruction)
+    tgt = _target_ids(llm, texts, max_target_tokens)
+    vtgt = _target_ids(llm, valid_texts, max_target_tokens) if valid_texts is not None else None
+    n_batches = math.ceil(len(texts) / batch_size)
+    step = _Optimiser(proj, lr=lr, weight_decay=weight_decay, total_steps=max(1, epochs * n_batches))
+    res = TrainResult(projector=proj)
+    keeper = _BestEpoch(patience)
+    t0 = time.perf_counter()
+
+    def out_of_time() -> bool:
+        return max_seconds is not None and time.perf_counter() - t0 > max_seconds
+
+    V = torch.as_tensor(vectors)
+    with _progress_bar(progress, total=epochs * n_batches) as report:
+        for epoch in range(epochs):
+            order = rng.permutation(len(texts))
+            batches = [order[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+            losses = _train_epoch(
+                llm,
+                proj,
+                step,
+                [(V[idx], [tgt[i] for i in idx]) for idx in batches],
+                before,
+                after,
+                report=report,
+                label=f"projector epoch {epoch + 1}",
+                out_of_time=out_of_time,
+            )
+            res.train_loss.append(float(np.mean(losses)))
+            score = res.train_loss[-1]
+            if valid_vectors is not None and vtgt is not None:
+                score = projector_loss(llm, proj, valid_vectors, vtgt, batch_size=batch_size * 2)
+                res.valid_loss.append(score)
+            if keeper.stop_after(epoch, score, proj) or out_of_time():
+                break
+    res.best_epoch = keeper.restore(proj)
+    proj.eval()
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _new_projector(
+    llm: LLM, vectors: np.ndarray, *, n_tokens: int, hidden: int | None, instruction: str
+) -> ItemProjector:
+    """An untrained projector for ``llm``, its soft tokens scaled like the LLM's own token embeddings.
+
+    Why the scale and the input statistics are set here, before training: the frozen LLM must see
+    inputs of a familiar scale from the first step, and item vectors of any scale must give the
+    network standardised inputs (the statistics are buffers, so they are saved with the weights).
+    """
     proj = ItemProjector(
         vectors.shape[1],
         llm.hidden_size,
@@ -264,72 +317,125 @@ def train_projector(
         instruction=instruction,
     )
     proj.set_input_stats(vectors)
-    before, after = _prompt_parts(llm, proj.instruction)
-    end = _end_ids(llm)
-    cut = max_target_tokens or None
-    tgt = [(llm.encode(t) + end)[:cut] for t in texts]
-    vtgt = [(llm.encode(t) + end)[:cut] for t in valid_texts] if valid_texts is not None else None
-    opt = torch.optim.AdamW(proj.parameters(), lr=lr, weight_decay=weight_decay)
-    n_batches = math.ceil(len(texts) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=max(1, epochs * n_batches), pct_start=0.1
-    )
-    res = TrainResult(projector=proj)
-    best_state: dict[str, torch.Tensor] | None = None
-    best = math.inf
-    bad_epochs = 0
-    t0 = time.perf_counter()
-    V = torch.as_tensor(vectors)
-    bar: Any = None
-    if progress:
-        from rich.progress import Progress
+    return proj
 
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task("projector", total=epochs * n_batches)
+
+def _target_ids(llm: LLM, texts: list[str], max_tokens: int | None) -> list[list[int]]:
+    """Token ids of each target text plus end-of-sequence, cut to ``max_tokens`` (``None``/0: uncut).
+
+    The end token is part of the target so that the LLM also learns where an item's text stops
+    (:func:`describe` stops there).
+    """
+    end = _end_ids(llm)
+    cut = max_tokens or None
+    return [(llm.encode(t) + end)[:cut] for t in texts]
+
+
+class _Optimiser:
+    """AdamW with a one-cycle learning rate over the whole run; one call is one clipped step.
+
+    Why one-cycle: a short warm-up (10% of the steps) keeps the first updates from throwing the
+    soft tokens far from the LLM's embedding scale, and the decay to a small rate at the end
+    makes the last epochs (often the kept ones) settle.
+    """
+
+    def __init__(self, proj: ItemProjector, *, lr: float, weight_decay: float, total_steps: int) -> None:
+        self.params = list(proj.parameters())
+        self.opt = torch.optim.AdamW(proj.parameters(), lr=lr, weight_decay=weight_decay)
+        self.sched = torch.optim.lr_scheduler.OneCycleLR(
+            self.opt, max_lr=lr, total_steps=total_steps, pct_start=0.1
+        )
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.sched.step()
+
+
+def _train_epoch(
+    llm: LLM,
+    proj: ItemProjector,
+    step: _Optimiser,
+    batches: list[tuple[torch.Tensor, list[list[int]]]],
+    before: list[int],
+    after: list[int],
+    *,
+    report: Callable[[str], None],
+    label: str,
+    out_of_time: Callable[[], bool],
+) -> list[float]:
+    """One pass over ``batches`` (item vectors, target ids); the teacher-forced loss of each batch.
+
+    Each step is reported as ``"<label> loss <loss>"`` (the progress bar's description).
+
+    Stops early when ``out_of_time()`` (checked after every batch, so a time budget is kept to
+    within one step); the caller still ends the epoch normally (mean loss, validation).
+    """
+    proj.train()
+    losses = []
+    for vecs, targets in batches:
+        x, attn, labels = _batch_inputs(llm, proj, vecs, targets, before, after)
+        loss = _loss(llm, x, attn, labels)
+        step(loss)
+        losses.append(loss.item())
+        report(f"{label} loss {loss.item():.3f}")
+        if out_of_time():
+            break
+    return losses
+
+
+class _BestEpoch:
+    """Early stopping: remembers the weights of the best-scoring epoch and counts epochs since.
+
+    Why a copy of the weights and not the last epoch's: validation loss is noisy and rises once
+    the projector starts to memorise the training texts; the kept projector is the one that
+    generalised best, and :class:`TrainResult` reports which epoch that was.
+    """
+
+    def __init__(self, patience: int) -> None:
+        self.patience = patience
+        self.best = math.inf
+        self.epoch = 0
+        self.bad_epochs = 0
+        self.state: dict[str, torch.Tensor] | None = None
+
+    def stop_after(self, epoch: int, score: float, proj: ItemProjector) -> bool:
+        """Record epoch ``epoch``'s score; ``True`` once ``patience`` epochs brought no improvement."""
+        if score < self.best - 1e-4:
+            self.best, self.bad_epochs, self.epoch = score, 0, epoch
+            self.state = {k: v.detach().clone() for k, v in proj.state_dict().items()}
+            return False
+        self.bad_epochs += 1
+        return self.bad_epochs >= self.patience
+
+    def restore(self, proj: ItemProjector) -> int:
+        """Load the best epoch's weights into ``proj`` (if any epoch scored) and return its index."""
+        if self.state is not None:
+            proj.load_state_dict(self.state)
+        return self.epoch
+
+
+@contextmanager
+def _progress_bar(enabled: bool, *, total: int) -> Iterator[Callable[[str], None]]:
+    """A transient rich progress bar of ``total`` steps; yields ``advance(description)``.
+
+    A context manager so that the bar is stopped (and the terminal restored) even when training
+    raises or is interrupted.
+    """
+    if not enabled:
+        yield lambda description: None
+        return
+    from rich.progress import Progress
+
+    bar = Progress(transient=True)
+    bar.start()
     try:
-        for epoch in range(epochs):
-            proj.train()
-            order = rng.permutation(len(texts))
-            losses = []
-            for b in range(n_batches):
-                idx = order[b * batch_size : (b + 1) * batch_size]
-                x, attn, labels = _batch_inputs(llm, proj, V[idx], [tgt[i] for i in idx], before, after)
-                loss = _loss(llm, x, attn, labels)
-                opt.zero_grad()
-                loss.backward()
-                nn.utils.clip_grad_norm_(proj.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                if bar is not None:
-                    bar.update(
-                        task, advance=1, description=f"projector epoch {epoch + 1} loss {loss.item():.3f}"
-                    )
-                if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-                    break
-            res.train_loss.append(float(np.mean(losses)))
-            score = res.train_loss[-1]
-            if valid_vectors is not None and vtgt is not None:
-                score = projector_loss(llm, proj, valid_vectors, vtgt, batch_size=batch_size * 2)
-                res.valid_loss.append(score)
-            if score < best - 1e-4:
-                best, bad_epochs, res.best_epoch = score, 0, epoch
-                best_state = {k: v.detach().clone() for k, v in proj.state_dict().items()}
-            else:
-                bad_epochs += 1
-                if bad_epochs >= patience:
-                    break
-            if max_seconds is not None and time.perf_counter() - t0 > max_seconds:
-                break
+        task = bar.add_task("projector", total=total)
+        yield lambda description: bar.update(task, advance=1, description=description)
     finally:
-        if bar is not None:
-            bar.stop()
-    if best_state is not None:
-        proj.load_state_dict(best_state)
-    proj.eval()
-    res.seconds = time.perf_counter() - t0
-    return res
+        bar.stop()
 
 
 def projector_loss(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -45,18 +45,33 @@ def zscore(x: np.ndarray) -> np.ndarray:
     Non-finite entries (a base model's ``-inf`` for padding when a user has fewer than N unseen
     items) are left out of the statistics and come back as ``-inf``.
 
+    A thin wrapper over numpy's NaN-skipping mean and (population) standard deviation, not
+    :func:`scipy.stats.zscore`: scipy gives bit-identical z-scores on ordinary rows (checked with
+    ``nan_policy="omit"`` after mapping non-finite entries to NaN), but it decides which rows are
+    constant by a relative test (``std <= eps * |mean|``) and returns NaN for them, whereas a
+    re-ranking blend needs a finite 0 and has always used an absolute test (``std <= 1e-12``). The
+    two tests disagree on rows of tiny values (the last example below: scipy gives -1 and 1) and on rows of large
+    values that differ in the last bits (scipy calls ``[1e5, 1e5 + 1.5e-11]`` constant); keeping
+    the absolute test keeps every re-ranking result unchanged. It also warns (precision loss,
+    empty rows) where this function is silent.
+
     >>> zscore(np.array([[1.0, 2.0, 3.0], [5.0, 5.0, 5.0]])).round(3).tolist()
     [[-1.225, 0.0, 1.225], [0.0, 0.0, 0.0]]
     >>> zscore(np.array([[1.0, 3.0, -np.inf]])).tolist()
     [[-1.0, 1.0, -inf]]
+    >>> zscore(np.array([[1e-14, 3e-14], [-np.inf, -np.inf]])).tolist()
+    [[0.0, 0.0], [-inf, -inf]]
     """
     x = np.asarray(x, dtype=np.float64)
     ok = np.isfinite(x)
-    n = np.maximum(ok.sum(axis=-1, keepdims=True), 1)
-    xf = np.where(ok, x, 0.0)
-    mu = xf.sum(axis=-1, keepdims=True) / n
-    sd = np.sqrt((np.where(ok, x - mu, 0.0) ** 2).sum(axis=-1, keepdims=True) / n)
-    z = np.where(sd > 1e-12, (xf - mu) / np.where(sd > 1e-12, sd, 1.0), 0.0)
+    # Rows without any finite entry get dummy zeros: their output is all -inf anyway, and numpy
+    # would warn about the statistics of an empty row.
+    xn = np.where(ok, x, np.where(ok.any(axis=-1, keepdims=True), np.nan, 0.0))
+    if xn.shape[-1] == 0:
+        return xn
+    mu = np.nanmean(xn, axis=-1, keepdims=True)
+    sd = np.nanstd(xn, axis=-1, keepdims=True)
+    z = np.where(sd > 1e-12, (xn - mu) / np.where(sd > 1e-12, sd, 1.0), 0.0)
     return np.where(ok, z, -np.inf)
 
 
@@ -426,8 +441,6 @@ def rerank_evaluate(
     if split not in ("valid", "test"):
         raise ValueError("rerank_evaluate needs split 'valid' or 'test'")
     t_start = time.perf_counter()
-    kmax = max(ks)
-    rng = np.random.default_rng(seed)
     reranker = LLMReranker(
         dataset,
         llm,
@@ -440,49 +453,99 @@ def rerank_evaluate(
     )
     validation: dict[str, Any] = {}
     if weight is None or score is None:
-        vu = _eligible(dataset, "valid", None)
-        if len(vu) > valid_users:
-            vu = np.sort(rng.choice(vu, size=valid_users, replace=False))
-        vs = score_users(
-            reranker, model, dataset, "valid", vu, n_candidates, 10, progress, "LLM re-rank (valid)"
+        score, weight, validation = _choose_on_validation(
+            reranker,
+            model,
+            dataset,
+            n_users=valid_users,
+            n_candidates=n_candidates,
+            scores=SCORES if score is None else (score,),
+            weights=weights if weight is None else (weight,),
+            seed=seed,
+            progress=progress,
         )
-        cand_scores = SCORES if score is None else (score,)
-        cand_weights = weights if weight is None else (weight,)
-        score, weight, validation = choose_blend(
-            vs, dataset, "valid", weights=cand_weights, scores=cand_scores
-        )
-        validation["n_users"] = len(vu)
-    eval_users = _eligible(dataset, split, users)
-    if max_users is not None and len(eval_users) > max_users:
-        eval_users = np.sort(
-            np.random.default_rng(seed + 1).choice(eval_users, size=max_users, replace=False)
-        )
+    eval_users = _sample_users(_eligible(dataset, split, users), max_users, seed + 1)
     ts = score_users(
-        reranker, model, dataset, split, eval_users, n_candidates, kmax, progress, f"LLM re-rank ({split})"
+        reranker, model, dataset, split, eval_users, n_candidates, max(ks), progress, f"LLM re-rank ({split})"
     )
-    per_base = metrics_for(ts, dataset, split, ks, None, 0.0)
-    per_llm = metrics_for(ts, dataset, split, ks, score, float(weight))
+    res = _rerank_result(ts, dataset, split, ks, score, float(weight), keep_per_user=keep_per_user)
     elapsed = time.perf_counter() - t_start
+    return replace(res, prompt=prompt, n_candidates=n_candidates, validation=validation, seconds=elapsed)
+
+
+def _rerank_result(
+    ts: ScoredUsers,
+    dataset: Dataset,
+    split: str,
+    ks: tuple[int, ...],
+    score: str,
+    weight: float,
+    *,
+    keep_per_user: bool,
+) -> RerankResult:
+    """Metrics of the re-ranked lists and of the base lists, both from the same scored users.
+
+    Why both from one :class:`ScoredUsers`: the comparison is paired (same users, same candidate
+    lists, same masking); the base result has no time of its own (``seconds`` is NaN) because its
+    ranking is a by-product of the re-ranking run. The setting's bookkeeping (prompt, candidate
+    count, validation grid, wall time) is the caller's to fill in.
+    """
+    per_base = metrics_for(ts, dataset, split, ks, None, 0.0)
+    per_llm = metrics_for(ts, dataset, split, ks, score, weight)
+    kept = ts.users if keep_per_user else None
     base = EvalResult(
         metrics=mean_metrics(per_base),
-        n_users=len(eval_users),
+        n_users=len(ts.users),
         split=split,
         seconds=float("nan"),
         per_user=per_base if keep_per_user else None,
-        users=eval_users if keep_per_user else None,
+        users=kept,
     )
     return RerankResult(
         metrics=mean_metrics(per_llm),
-        n_users=len(eval_users),
+        n_users=len(ts.users),
         split=split,
-        seconds=elapsed,
+        seconds=float("nan"),  # the caller sets the run's wall time
         per_user=per_llm if keep_per_user else None,
-        users=eval_users if keep_per_user else None,
+        users=kept,
         base=base,
-        weight=float(weight),
+        weight=weight,
         score=str(score),
-        prompt=prompt,
-        n_candidates=n_candidates,
-        validation=validation,
         seconds_per_user=ts.seconds,
     )
+
+
+def _sample_users(users: np.ndarray, max_users: int | None, seed: int) -> np.ndarray:
+    """At most ``max_users`` of ``users``: a seeded sample, sorted (all of them if few enough).
+
+    Why a sample: every user costs LLM passes; a fixed seed keeps the base and re-ranked metrics
+    of repeated runs on the same users.
+    """
+    if max_users is None or len(users) <= max_users:
+        return users
+    return np.sort(np.random.default_rng(seed).choice(users, size=max_users, replace=False))
+
+
+def _choose_on_validation(
+    reranker: LLMReranker,
+    model: Recommender,
+    dataset: Dataset,
+    *,
+    n_users: int,
+    n_candidates: int,
+    scores: Sequence[str],
+    weights: Sequence[float],
+    seed: int,
+    progress: bool,
+) -> tuple[str, float, dict[str, Any]]:
+    """The (LLM score, blend weight) of the grid that is best on a seeded sample of validation users.
+
+    Why validation users (history = train items, target = validation items): choosing on the
+    evaluated split would report the best of many settings as if it had been fixed in advance.
+    Candidates are cut at ``n_candidates`` and judged by nDCG@10, as in :func:`choose_blend`.
+    """
+    vu = _sample_users(_eligible(dataset, "valid", None), n_users, seed)
+    vs = score_users(reranker, model, dataset, "valid", vu, n_candidates, 10, progress, "LLM re-rank (valid)")
+    score, weight, validation = choose_blend(vs, dataset, "valid", weights=weights, scores=scores)
+    validation["n_users"] = len(vu)
+    return score, weight, validation

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from modalrec.core.params import ParamInfo, describe_params
+from modalrec.core.registry import Registry
 
 Kind = Literal["model", "aligner"]
 
@@ -49,6 +50,7 @@ def list_components(kind: Kind) -> list[ComponentInfo]:
     >>> [c.name for c in list_components("model")][:3]
     ['blend', 'bprmf', 'ease']
     """
+    registry: Registry[Any]
     if kind == "model":
         from modalrec.models import REGISTRY as registry
     else:

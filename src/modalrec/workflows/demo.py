@@ -11,11 +11,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from modalrec.models.base import REGISTRY
+
+if TYPE_CHECKING:
+    from modalrec.data.dataset import Dataset
+    from modalrec.encoders import FeatureSet
 
 #: Models the demo compares, with settings that converge in seconds on the demo catalogue.
 DEMO_MODELS: dict[str, dict[str, Any]] = {
@@ -61,7 +65,6 @@ def run_demo(
     """Generate, encode, fit, evaluate; returns the comparison and writes ``out/run``."""
     from modalrec.data.demo import make_demo
     from modalrec.encoders import encode_dataset
-    from modalrec.workflows.pipeline import evaluate_both, write_run
 
     out = Path(out)
     timings: dict[str, float] = {}
@@ -76,10 +79,44 @@ def run_demo(
     timings["encode"] = time.perf_counter() - t
 
     chosen = {k: v for k, v in (models or DEMO_MODELS).items() if k in REGISTRY}
-    rows: list[dict[str, Any]] = []
-    best: tuple[float, str, Any, dict[str, Any]] | None = None
-    from modalrec.models import create
+    rows, best = compare_models(ds, chosen, progress=progress)
+    timings["fit+evaluate"] = sum(r["seconds"] for r in rows)
 
+    t = time.perf_counter()
+    run_dir = write_best_run(
+        ds, best, out / "run", demo={"seed": seed, "n_items": n_items, "n_users": n_users}, params=chosen
+    )
+    timings["write run"] = time.perf_counter() - t
+    return DemoResult(
+        out=out,
+        run_dir=run_dir,
+        best_model=best.name,
+        rows=rows,
+        seconds=timings,
+        encode_summary=encode_summary(fs),
+        example_user=example_user(ds),
+    )
+
+
+@dataclass
+class _Best:
+    """The model with the highest validation Recall@20 so far, with its metrics."""
+
+    valid_recall: float
+    name: str
+    model: Any
+    metrics: dict[str, Any]
+
+
+def compare_models(
+    ds: Dataset, chosen: dict[str, dict[str, Any]], *, progress: bool
+) -> tuple[list[dict[str, Any]], _Best]:
+    """Fit and evaluate every chosen model; one row each, and the best by validation Recall@20."""
+    from modalrec.models import create
+    from modalrec.workflows.pipeline import evaluate_both
+
+    rows: list[dict[str, Any]] = []
+    best: _Best | None = None
     for name, params in chosen.items():
         t = time.perf_counter()
         model = create(name, **params).fit(ds, progress=progress)
@@ -96,26 +133,32 @@ def run_demo(
                 "seconds": secs,
             }
         )
-        if best is None or valid_r20 > best[0]:
-            best = (valid_r20, name, model, metrics)
-    timings["fit+evaluate"] = sum(r["seconds"] for r in rows)
+        if best is None or valid_r20 > best.valid_recall:
+            best = _Best(valid_r20, name, model, metrics)
     assert best is not None, "no demo model is registered"
+    return rows, best
 
-    t = time.perf_counter()
-    _, best_name, best_model, best_metrics = best
+
+def write_best_run(
+    ds: Dataset, best: _Best, path: Path, *, demo: dict[str, Any], params: dict[str, dict[str, Any]]
+) -> Path:
+    """Write the best model as a run directory (replacing an earlier demo run); returns its path."""
+    from modalrec.workflows.pipeline import write_run
+
     run = write_run(
         ds,
-        best_model,
-        out / "run",
-        config={
-            "demo": {"seed": seed, "n_items": n_items, "n_users": n_users},
-            "model": {"name": best_name, "params": chosen[best_name]},
-        },
-        metrics=best_metrics,
+        best.model,
+        path,
+        config={"demo": demo, "model": {"name": best.name, "params": params[best.name]}},
+        metrics=best.metrics,
         overwrite=True,
     )
-    timings["write run"] = time.perf_counter() - t
-    summary = [
+    return run.path
+
+
+def encode_summary(fs: FeatureSet) -> list[dict[str, Any]]:
+    """One row per encoded modality: items, vector size, items without that modality."""
+    return [
         {
             "modality": m,
             "items": len(fs.masks[m]),
@@ -124,13 +167,9 @@ def run_demo(
         }
         for m in fs.features
     ]
+
+
+def example_user(ds: Dataset) -> str:
+    """A user with test interactions (the first one), for the example recommendation."""
     test_users = np.flatnonzero(np.diff(ds.test.indptr))
-    return DemoResult(
-        out=out,
-        run_dir=run.path,
-        best_model=best_name,
-        rows=rows,
-        seconds=timings,
-        encode_summary=summary,
-        example_user=str(ds.user_ids[test_users[0]]) if len(test_users) else str(ds.user_ids[0]),
-    )
+    return str(ds.user_ids[test_users[0]]) if len(test_users) else str(ds.user_ids[0])

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from modalrec.align import EntityAligner, EntityGraph, l2_normalize
-from modalrec.align.checks import check_aligner, synthetic_views
 from modalrec.align.entity import keywords, split_tags, top_tags
 from modalrec.align.metrics import cross_modal_ranks
 from modalrec.core.errors import ConfigError
@@ -31,15 +30,6 @@ def entity_world(n=300, V=40, k=16, d_img=24, seed=0):
 def with_taggers(al, E, W, names):
     al.set_tagger("text", names, E, kind="similarity")
     al.set_tagger("image", names, E, kind="classifier", weight=W)
-
-
-def test_entity_aligner_conformance():
-    views, _ = synthetic_views()
-    rng = np.random.default_rng(3)
-    E = rng.normal(size=(10, 12)).astype(np.float32)
-    W = rng.normal(size=(10, 20)).astype(np.float32)
-    names = [f"e{j}" for j in range(10)]
-    check_aligner(EntityAligner(top_k=3), views, prepare=lambda a: with_taggers(a, E, W, names))
 
 
 def test_entity_aligner_recovers_shared_entities():

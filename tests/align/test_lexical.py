@@ -7,7 +7,6 @@ import pytest
 
 from modalrec.align import EnsembleAligner, LexicalAligner, create
 from modalrec.align.base import Aligner
-from modalrec.align.checks import check_aligner
 from modalrec.align.metrics import retrieval_metrics
 from modalrec.core.errors import ConfigError, DataError
 from modalrec.encoders import build_encoder
@@ -61,10 +60,6 @@ def lexical_views(seed: int = 0) -> dict[str, np.ndarray]:
     text = [f"{t} (1995) the movie" for t in TITLES]
     image = [f"{ocr_like(t, rng)}\nTHE MOVIE" for t in TITLES]
     return {"text": char_ngram_vectors(text, dim=2048), "image": char_ngram_vectors(image, dim=2048)}
-
-
-def test_lexical_conformance():
-    check_aligner(LexicalAligner(), lexical_views())
 
 
 def test_lexical_matches_titles_to_their_ocr_text_and_idf_helps():

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import math
 from itertools import combinations
-from typing import Any
+from typing import Self
 
 import numpy as np
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 from torch.nn import functional as F
 
 from modalrec.align.base import Standardizer, register
-from modalrec.align.contrastive import ContrastiveAligner
+from modalrec.align.contrastive import ContrastiveAligner, ProjectionParams
 from modalrec.core.losses import info_nce
 
 
@@ -61,25 +62,41 @@ class _AttnNet(nn.Module):
         return F.normalize(self.out(pooled), dim=-1)
 
 
+class CrossAttentionParams(ProjectionParams):
+    """Hyperparameters of :class:`CrossAttentionAligner` (the contrastive ones without ``hidden``)."""
+
+    dim: int = Field(64, ge=1, description="size k of the shared space and of every token")
+    n_tokens: int = Field(4, ge=1, description="learned tokens each modality's features are cut into")
+    heads: int = Field(4, ge=1, description="attention heads (dim must be a multiple of heads)")
+    joint_weight: float = Field(
+        0.5, ge=0, description="weight of the joint-vector-vs-single-modality InfoNCE terms"
+    )
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> Self:
+        if self.dim % self.heads:
+            raise ValueError(f"dim ({self.dim}) must be a multiple of heads ({self.heads})")
+        return self
+
+
 @register
-class CrossAttentionAligner(ContrastiveAligner):
+class CrossAttentionAligner(ContrastiveAligner[CrossAttentionParams]):
     """Tokenised modalities, shared self-attention, multi-head cross-attention for the joint vector.
 
-    Extra hyperparameters: ``n_tokens`` (tokens per modality), ``heads`` (attention heads),
-    ``joint_weight`` (weight of the joint-vs-single InfoNCE terms).
+    What it learns: per modality a map of its features to ``n_tokens`` tokens, one self-attention
+    layer shared by all modalities (giving each modality's own embedding, so ``transform`` and
+    cross-modal retrieval work as for any aligner) and a cross-attention layer whose output,
+    :meth:`joint`, is an item vector that reads two modalities at once. Why: one vector per modality
+    forces each modality to summarise itself before it knows what the other one says; the joint vector
+    is trained into the same space by InfoNCE against each single-modality embedding.
     """
 
     name = "cross_attention"
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        p = super().default_params()
-        p.pop("hidden")
-        return {**p, "dim": 64, "n_tokens": 4, "heads": 4, "joint_weight": 0.5}
+    params_class = CrossAttentionParams
 
     def _build(self, dims):
-        p = self.params
-        return _AttnNet(dims, p["dim"], p["n_tokens"], p["heads"], p["dropout"], p["temperature"])
+        hp = self.hp
+        return _AttnNet(dims, hp.dim, hp.n_tokens, hp.heads, hp.dropout, hp.temperature)
 
     def _loss(self, net, batch, present):
         z = {m: net(m, x) for m, x in batch.items()}
@@ -90,7 +107,7 @@ class CrossAttentionAligner(ContrastiveAligner):
                 continue
             losses.append(info_nce(z[a][both], z[b][both], scale=net.scale))
             j = net.joint(a, batch[a][both], b, batch[b][both])
-            w = self.params["joint_weight"]
+            w = self.hp.joint_weight
             losses.append(
                 w
                 * 0.5
@@ -113,18 +130,20 @@ class CrossAttentionAligner(ContrastiveAligner):
         }
         acc = np.zeros((n, self.dim), dtype=np.float32)
         cnt = np.zeros(n, dtype=np.float32)
-        self._net.eval()
+        net = self._net
+        assert isinstance(net, _AttnNet), "joint() needs a fitted cross-attention network"
+        net.eval()
         with torch.no_grad():
             for a, b in combinations(mods, 2):
                 rows = np.flatnonzero(mk[a] & mk[b])
                 if len(rows):
                     r = torch.as_tensor(rows)
-                    acc[rows] += self._net.joint(a, Xs[a][r], b, Xs[b][r]).numpy()
+                    acc[rows] += net.joint(a, Xs[a][r], b, Xs[b][r]).numpy()
                     cnt[rows] += 1
             for m in mods:
                 rows = np.flatnonzero(mk[m] & (cnt == 0))
                 if len(rows):
-                    acc[rows] += self._net(m, Xs[m][torch.as_tensor(rows)]).numpy()
+                    acc[rows] += net(m, Xs[m][torch.as_tensor(rows)]).numpy()
                     cnt[rows] += 1
         # rows with several pairs are averaged; the average of unit vectors is re-normalised
         acc /= np.maximum(cnt, 1)[:, None]

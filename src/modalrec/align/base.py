@@ -18,29 +18,41 @@ state) and ``aligner.safetensors`` (all arrays). No pickle.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import numpy as np
+from pydantic import AfterValidator
 
 from modalrec.core.errors import DataError
 from modalrec.core.persistence import Component, P
 from modalrec.core.registry import Registry
 
-ALIGNERS: Registry[type[Aligner]] = Registry("aligner", populate="modalrec.align")
+ALIGNERS: Registry[type[Aligner[Any]]] = Registry("aligner", populate="modalrec.align")
 
 
-def register(cls: type[Aligner]) -> type[Aligner]:
+def register(cls: type[Aligner[Any]]) -> type[Aligner[Any]]:
     """Class decorator: make an aligner available by its ``name`` to configs and the CLI."""
     return ALIGNERS.register(cls.name)(cls)
 
 
-def create(name: str, **params: Any) -> Aligner:
+def create(name: str, **params: Any) -> Aligner[Any]:
     """Instantiate a registered aligner by name (hyperparameters validated against its declaration).
 
     >>> create("cca", dim=8).get_params()["dim"]
     8
     """
     return ALIGNERS.get_or_raise(name)(**params)
+
+
+def _auto_or_non_negative(value: str | float) -> str | float:
+    if not isinstance(value, str) and value < 0:
+        raise ValueError("must be 'auto' or a number >= 0")
+    return value
+
+
+#: A regularisation strength: a number >= 0 (relative to the data scale), or ``"auto"`` to choose it
+#: on validation items. (The range lives in a validator: pydantic cannot put ``ge`` on a union.)
+RegStrength = Annotated[Literal["auto"] | float, AfterValidator(_auto_or_non_negative)]
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:

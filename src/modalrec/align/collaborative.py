@@ -13,13 +13,13 @@ so ``transform(target, E)`` returns ``E`` unchanged (user factors stay valid).
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import scipy.sparse as sp
+from pydantic import Field
 
-from modalrec.align.base import Aligner, Standardizer, paired_rows, register, selection_split
+from modalrec.align.base import Aligner, RegStrength, Standardizer, paired_rows, register, selection_split
 from modalrec.align.linear import REG_GRID, ridge_solve
+from modalrec.core.params import Params
 
 
 def pure_svd(train: sp.spmatrix, dim: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -46,19 +46,30 @@ def pure_svd(train: sp.spmatrix, dim: int, seed: int = 0) -> tuple[np.ndarray, n
     return (U * r).astype(np.float32), (Vt.T * r).astype(np.float32)
 
 
+class CollaborativeParams(Params):
+    """Hyperparameters of :class:`CollaborativeAligner`."""
+
+    target: str = Field(
+        "cf", description="view holding the collaborative item embeddings (its mask marks warm items)"
+    )
+    reg: RegStrength = Field(
+        "auto",
+        description="ridge strength >= 0 relative to the data scale, or 'auto' (validation MSE on warm items)",
+    )
+    pca_in: int | None = Field(None, ge=1, description="PCA size of each content modality (None: all)")
+    l2_input: bool = Field(True, description="L2-normalise every content row before centring and scaling")
+
+
 @register
-class CollaborativeAligner(Aligner):
+class CollaborativeAligner(Aligner[CollaborativeParams]):
     """Ridge maps from each content modality (and from all of them together) into a CF item space.
 
-    Hyperparameters:
-        target: name of the view holding collaborative item embeddings (mask = warm items).
-        reg: ridge strength relative to the data scale, or ``"auto"`` (validation MSE on warm items
-            outside training -- never on cold test items).
-        pca_in: optional PCA size of each content modality.
-
-    Besides one map per modality, one map is fitted for every subset of content modalities, and
-    :meth:`transform_joint` maps each item with the subset it actually has (missing modalities are
-    left out, not zero-filled).
+    What it learns: a linear map (with bias) from content to the collaborative item embeddings of warm
+    items, for each content modality and for every subset of them. Why: the shared space *is* the
+    collaborative space, so a cold item mapped from its content is scored with the existing user
+    factors; :meth:`transform_joint` maps each item with exactly the subset of modalities it has
+    (missing modalities are left out, not zero-filled). With ``reg="auto"`` the strength is chosen by
+    validation MSE on warm items outside training -- never on cold test items.
 
     >>> rng = np.random.default_rng(0)
     >>> x = rng.normal(size=(300, 5)).astype(np.float32); cf = x @ rng.normal(size=(5, 3)).astype(np.float32)
@@ -70,14 +81,11 @@ class CollaborativeAligner(Aligner):
     """
 
     name = "collaborative"
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"target": "cf", "reg": "auto", "pca_in": None, "l2_input": True}
+    params_class = CollaborativeParams
 
     @property
     def content_modalities(self) -> list[str]:
-        return [m for m in self.modalities if m != self.params["target"]]
+        return [m for m in self.modalities if m != self.hp.target]
 
     def _prep(self, modality: str, X: np.ndarray) -> np.ndarray:
         Z = Standardizer.from_state(self._state, f"std.{modality}").transform(X)
@@ -92,46 +100,54 @@ class CollaborativeAligner(Aligner):
                 best = (err, r)
         return best[1]
 
-    def _fit(self, views, masks, train, *, seed, progress):
-        tgt = self.params["target"]
+    def _reg(self, X: np.ndarray, Y: np.ndarray, fit_rows: np.ndarray, val_rows: np.ndarray) -> float:
+        """The configured ridge strength, or with ``reg="auto"`` the grid value of lowest validation MSE."""
+        if self.hp.reg == "auto":
+            return self._select(X[fit_rows], Y[fit_rows], X[val_rows], Y[val_rows])
+        return self.hp.reg
+
+    def _fit(
+        self,
+        views: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        train: np.ndarray,
+        *,
+        seed: int,
+        progress: bool,
+    ) -> None:
+        tgt = self.hp.target
         if tgt not in views:
             raise ValueError(f"target view {tgt!r} (collaborative item embeddings) is missing")
         Y = views[tgt]
         content = self.content_modalities
         P = {}
         for m in content:
-            st = Standardizer(pca=self.params["pca_in"], l2=self.params["l2_input"]).fit(
-                views[m][train & masks[m]]
-            )
+            st = Standardizer(pca=self.hp.pca_in, l2=self.hp.l2_input).fit(views[m][train & masks[m]])
             self._state.update(st.state(f"std.{m}"))
             P[m] = self._prep(m, views[m])
-        chosen = {}
+        chosen: dict[str, float] = {}
         for m in content:
             fit_rows, val_rows = selection_split(train, masks, [m, tgt], seed=seed)
-            reg = self.params["reg"]
-            if reg == "auto":
-                reg = self._select(P[m][fit_rows], Y[fit_rows], P[m][val_rows], Y[val_rows])
+            reg = self._reg(P[m], Y, fit_rows, val_rows)
             rows = np.flatnonzero(train & masks[m] & masks[tgt])
-            self._state[f"W.{m}"] = ridge_solve(P[m][rows], Y[rows], float(reg)).astype(np.float32)
-            chosen[m] = float(reg)
+            self._state[f"W.{m}"] = ridge_solve(P[m][rows], Y[rows], reg).astype(np.float32)
+            chosen[m] = reg
         # one map per non-empty subset of content modalities (2^M - 1 of them, M is small): an item
         # is mapped with exactly the modalities it has, no imputation and no compromise between them
         for subset in _subsets(content)[len(content) :]:
             key = "+".join(subset)
             X = np.concatenate([P[m][:, :-1] for m in subset] + [P[subset[0]][:, -1:]], axis=1)
             fit_rows, val_rows = selection_split(train, masks, [*subset, tgt], seed=seed)
-            reg = self.params["reg"]
-            if reg == "auto":
-                reg = self._select(X[fit_rows], Y[fit_rows], X[val_rows], Y[val_rows])
+            reg = self._reg(X, Y, fit_rows, val_rows)
             rows = paired_rows(masks, train, [*subset, tgt])
-            self._state[f"W.{key}"] = ridge_solve(X[rows], Y[rows], float(reg)).astype(np.float32)
-            chosen[key] = float(reg)
+            self._state[f"W.{key}"] = ridge_solve(X[rows], Y[rows], reg).astype(np.float32)
+            chosen[key] = reg
         self.meta.update(
             {"dim": int(Y.shape[1]), "reg": chosen, "target": tgt, "n_warm": int((train & masks[tgt]).sum())}
         )
 
-    def _transform(self, modality, X):
-        if modality == self.params["target"]:
+    def _transform(self, modality: str, X: np.ndarray) -> np.ndarray:
+        if modality == self.hp.target:
             return X
         return self._prep(modality, X) @ self._state[f"W.{modality}"]
 

@@ -16,16 +16,19 @@ from __future__ import annotations
 import copy
 import math
 from itertools import combinations
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import TypeVar
 
 from modalrec.align.base import Aligner, Standardizer, register, selection_split
 from modalrec.align.metrics import mean_reciprocal_rank
 from modalrec.core.losses import info_nce
+from modalrec.core.params import Params
 
 
 def make_head(d_in: int, dim: int, hidden: int | None, dropout: float) -> nn.Module:
@@ -61,17 +64,55 @@ class _Heads(nn.Module):
         return self.log_scale.clamp(max=math.log(100.0)).exp()
 
 
+class ProjectionParams(Params):
+    """Hyperparameters shared by every aligner that trains projection networks with InfoNCE
+    (contrastive, cross_attention, mmd, adversarial)."""
+
+    dim: int = Field(128, ge=1, description="size k of the shared space")
+    dropout: float = Field(0.1, ge=0, lt=1, description="dropout rate inside the projection networks")
+    pca_in: int | None = Field(None, ge=1, description="PCA size of each input modality (None: all)")
+    l2_input: bool = Field(True, description="L2-normalise every input row before centring and scaling")
+    lr: float = Field(1e-3, gt=0, description="AdamW learning rate")
+    weight_decay: float = Field(1e-2, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(
+        256, ge=2, description="items per mini-batch (the other items of a batch are the negatives)"
+    )
+    max_epochs: int = Field(200, ge=1, description="upper limit on training epochs")
+    patience: int = Field(
+        20, ge=1, description="epochs without a better validation MRR before training stops"
+    )
+    temperature: float = Field(0.07, gt=0, description="initial InfoNCE temperature (softmax scale 1/T)")
+    learn_temperature: bool = Field(
+        True, description="learn the temperature with the heads (False: keep the initial one)"
+    )
+    noise: float = Field(0.0, ge=0, description="std of Gaussian noise added to training inputs")
+    feature_dropout: float = Field(0.0, ge=0, lt=1, description="dropout rate on training inputs")
+    hard_negatives: float = Field(
+        0.0, ge=0, lt=1, description="share of each batch filled with nearest neighbours of other batch items"
+    )
+
+
+class ContrastiveParams(ProjectionParams):
+    """Hyperparameters of :class:`ContrastiveAligner`."""
+
+    hidden: int | None = Field(
+        512, ge=0, description="hidden width of each modality's MLP head (None or 0: linear heads)"
+    )
+
+
+#: The hyperparameter class of a contrastive-family aligner.
+HP = TypeVar("HP", bound=ProjectionParams, default=ContrastiveParams)
+
+
 @register
-class ContrastiveAligner(Aligner):
+class ContrastiveAligner(Aligner[HP]):
     """Per-modality projection heads + symmetric InfoNCE with a learnable temperature.
 
-    Hyperparameters:
-        dim: shared space size k; hidden: MLP width (None: linear heads); dropout;
-        pca_in: PCA dimension of each input (None: all); lr, weight_decay (AdamW), batch_size;
-        max_epochs, patience (early stopping on validation items, cross-modal mean reciprocal rank);
-        temperature: initial temperature (learned unless ``learn_temperature`` is False);
-        noise: std of Gaussian input noise; feature_dropout: input dropout rate;
-        hard_negatives: share of each batch filled with nearest neighbours (0 = uniform batches).
+    What it learns: one small network per modality into a ``dim``-sized unit sphere, trained so that
+    an item's vectors from two modalities are closer to each other than to the other items' in the
+    batch. Why: that is the retrieval task itself, unlike a least-squares fit; early stopping on the
+    cross-modal mean reciprocal rank of validation items (never test items) and strong weight decay
+    keep the heads from memorising small catalogues.
 
     >>> rng = np.random.default_rng(0)
     >>> t = rng.normal(size=(300, 8)).astype(np.float32); i = np.tanh(t @ rng.normal(size=(8, 8))).astype(np.float32)
@@ -82,41 +123,21 @@ class ContrastiveAligner(Aligner):
     """
 
     name = "contrastive"
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {
-            "dim": 128,
-            "hidden": 512,
-            "dropout": 0.1,
-            "pca_in": None,
-            "l2_input": True,
-            "lr": 1e-3,
-            "weight_decay": 1e-2,
-            "batch_size": 256,
-            "max_epochs": 200,
-            "patience": 20,
-            "temperature": 0.07,
-            "learn_temperature": True,
-            "noise": 0.0,
-            "feature_dropout": 0.0,
-            "hard_negatives": 0.0,
-        }
+    params_class: ClassVar[type[Params]] = ContrastiveParams
 
     # ------------------------------------------------------------------ helpers shared by subclasses
     def _standardize(self, views, masks, train) -> dict[str, np.ndarray]:
         out = {}
         for m in self.modalities:
-            st = Standardizer(pca=self.params["pca_in"], l2=self.params["l2_input"]).fit(
-                views[m][train & masks[m]]
-            )
+            st = Standardizer(pca=self.hp.pca_in, l2=self.hp.l2_input).fit(views[m][train & masks[m]])
             self._state.update(st.state(f"std.{m}"))
             out[m] = st.transform(views[m])
         return out
 
     def _build(self, dims: dict[str, int]) -> nn.Module:
-        p = self.params
-        return _Heads(dims, p["dim"], p["hidden"], p["dropout"], p["temperature"])
+        hp = self.hp
+        assert isinstance(hp, ContrastiveParams), f"{type(self).__name__} must override _build"
+        return _Heads(dims, hp.dim, hp.hidden, hp.dropout, hp.temperature)
 
     def _loss(self, net: nn.Module, batch: dict[str, torch.Tensor], present: dict[str, torch.Tensor]):
         z = {m: net(m, x) for m, x in batch.items()}
@@ -144,22 +165,22 @@ class ContrastiveAligner(Aligner):
 
     def _train(self, net, Xs, masks, fit_rows, val_rows, seed, progress) -> None:
         """AdamW over mini-batches of fit rows; keeps the state with the best validation score."""
-        p = self.params
+        hp = self.hp
         rng = np.random.default_rng(seed)
         torch.manual_seed(seed)
-        params = [q for n, q in net.named_parameters() if n != "log_scale" or p["learn_temperature"]]
-        opt = torch.optim.AdamW(params, lr=p["lr"], weight_decay=p["weight_decay"])
+        params = [q for n, q in net.named_parameters() if n != "log_scale" or hp.learn_temperature]
+        opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
         T = {m: torch.as_tensor(X) for m, X in Xs.items()}
         M = {m: torch.as_tensor(mk) for m, mk in masks.items()}
         neigh = None
-        if p["hard_negatives"] > 0:
+        if hp.hard_negatives > 0:
             ref = self.modalities[0]
             neigh = fit_rows[neighbour_table(Xs[ref][fit_rows], 10)]
             pos_of = {int(r): i for i, r in enumerate(fit_rows)}
         best = (-1.0, copy.deepcopy(net.state_dict()), 0)
         bad = 0
         history = []
-        epochs = range(p["max_epochs"])
+        epochs = range(hp.max_epochs)
         if progress:
             from tqdm import tqdm
 
@@ -167,11 +188,11 @@ class ContrastiveAligner(Aligner):
         for epoch in epochs:
             net.train()
             order = rng.permutation(fit_rows)
-            bs = min(p["batch_size"], len(order))
+            bs = min(hp.batch_size, len(order))
             for s in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
                 idx = order[s : s + bs]
                 if neigh is not None:
-                    n_hard = int(p["hard_negatives"] * len(idx))
+                    n_hard = int(hp.hard_negatives * len(idx))
                     base = idx[: len(idx) - n_hard]
                     anchors = rng.choice(base, size=n_hard)
                     extra = neigh[[pos_of[int(a)] for a in anchors], rng.integers(0, neigh.shape[1], n_hard)]
@@ -180,10 +201,10 @@ class ContrastiveAligner(Aligner):
                 batch = {}
                 for m in self.modalities:
                     x = T[m][ti]
-                    if p["noise"] > 0:
-                        x = x + p["noise"] * torch.randn_like(x)
-                    if p["feature_dropout"] > 0:
-                        x = F.dropout(x, p["feature_dropout"])
+                    if hp.noise > 0:
+                        x = x + hp.noise * torch.randn_like(x)
+                    if hp.feature_dropout > 0:
+                        x = F.dropout(x, hp.feature_dropout)
                     batch[m] = x
                 loss = self._loss(net, batch, {m: M[m][ti] for m in self.modalities})
                 if loss is None:
@@ -198,7 +219,7 @@ class ContrastiveAligner(Aligner):
                 bad = 0
             else:
                 bad += 1
-                if bad >= p["patience"]:
+                if bad >= hp.patience:
                     break
         net.load_state_dict(best[1])
         self.meta.update(
@@ -212,7 +233,15 @@ class ContrastiveAligner(Aligner):
         self.meta["temperature"] = float(1.0 / net.scale.detach())
 
     # ------------------------------------------------------------------ protocol
-    def _fit(self, views, masks, train, *, seed, progress):
+    def _fit(
+        self,
+        views: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        train: np.ndarray,
+        *,
+        seed: int,
+        progress: bool,
+    ) -> None:
         Xs = self._standardize(views, masks, train)
         fit_rows, val_rows = selection_split(train, masks, self.modalities[:2], seed=seed)
         # items with at least two modalities can train (partly paired catalogues)
@@ -222,7 +251,7 @@ class ContrastiveAligner(Aligner):
         net = self._build({m: X.shape[1] for m, X in Xs.items()})
         self._train(net, Xs, masks, fit_rows, val_rows, seed, progress)
         self._net = net
-        self.meta["dim"] = self.params["dim"]
+        self.meta["dim"] = self.hp.dim
 
     def _state_to_save(self) -> dict[str, np.ndarray]:
         out = {k: v for k, v in self._state.items() if k.startswith("std.")}
@@ -239,6 +268,6 @@ class ContrastiveAligner(Aligner):
         )
         self._net.eval()
 
-    def _transform(self, modality, X):
+    def _transform(self, modality: str, X: np.ndarray) -> np.ndarray:
         Z = Standardizer.from_state(self._state, f"std.{modality}").transform(X)
         return self._embed(self._net, modality, Z)

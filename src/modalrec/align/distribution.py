@@ -12,16 +12,19 @@ spaces up to symmetries of the data.
 from __future__ import annotations
 
 from itertools import combinations
-from typing import Any
+from typing import ClassVar
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import nn
 from torch.nn import functional as F
+from typing_extensions import TypeVar
 
 from modalrec.align.base import register, selection_split
-from modalrec.align.contrastive import ContrastiveAligner, _Heads
+from modalrec.align.contrastive import ContrastiveAligner, ContrastiveParams, _Heads
 from modalrec.core.losses import info_nce
+from modalrec.core.params import Params
 
 
 def mmd_rbf(
@@ -58,19 +61,49 @@ class _AdvHeads(_Heads):
         self.disc = nn.Sequential(nn.Linear(dim, 64), nn.ReLU(), nn.Linear(64, len(dims)))
 
 
+class DistributionParams(ContrastiveParams):
+    """Hyperparameters shared by :class:`MMDAligner` and :class:`AdversarialAligner`."""
+
+    hidden: int | None = Field(
+        None, ge=0, description="hidden width of each modality's MLP head (None or 0: linear heads)"
+    )
+
+
+class MMDParams(DistributionParams):
+    """Hyperparameters of :class:`MMDAligner`."""
+
+    mmd_weight: float = Field(1.0, ge=0, description="weight of the MMD term next to InfoNCE")
+
+
+class AdversarialParams(DistributionParams):
+    """Hyperparameters of :class:`AdversarialAligner`."""
+
+    adv_weight: float = Field(
+        0.5, ge=0, description="weight of the modality discriminator's loss (gradient reversal)"
+    )
+
+
+DP = TypeVar("DP", bound=DistributionParams, default=MMDParams)
+
+
 @register
-class MMDAligner(ContrastiveAligner):
+class MMDAligner(ContrastiveAligner[DP]):
     """Projection heads trained with InfoNCE on paired items + ``mmd_weight`` x MMD on all items.
 
-    Items with a single modality take part through the MMD term, so a catalogue where only a few
-    items have both a poster and a text can still be aligned.
+    What it learns: the contrastive aligner's heads, with a second objective that makes the
+    distributions of projected vectors of the modalities match (maximum mean discrepancy, a mixture of
+    RBF bandwidths). Why: items with a single modality take part through the MMD term, so a catalogue
+    where only a few items have both a poster and a text can still be aligned.
     """
 
     name = "mmd"
+    params_class: ClassVar[type[Params]] = MMDParams
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {**super().default_params(), "mmd_weight": 1.0, "hidden": None}
+    def _extra_weight(self) -> float:
+        """Weight of :meth:`_extra` next to InfoNCE."""
+        hp = self.hp
+        assert isinstance(hp, MMDParams), f"{type(self).__name__} must override _extra_weight"
+        return hp.mmd_weight
 
     def _extra(self, net, z, present) -> torch.Tensor:
         terms = []
@@ -88,11 +121,17 @@ class MMDAligner(ContrastiveAligner):
             if int(both.sum()) >= 2:
                 losses.append(info_nce(z[a][both], z[b][both], scale=net.scale))
         total = torch.stack(losses).mean() if losses else torch.zeros(())
-        return total + self.params[self._weight_key] * self._extra(net, z, present)
+        return total + self._extra_weight() * self._extra(net, z, present)
 
-    _weight_key = "mmd_weight"
-
-    def _fit(self, views, masks, train, *, seed, progress):
+    def _fit(
+        self,
+        views: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        train: np.ndarray,
+        *,
+        seed: int,
+        progress: bool,
+    ) -> None:
         Xs = self._standardize(views, masks, train)
         _, val_rows = selection_split(train, masks, self.modalities[:2], seed=seed, min_valid=10)
         n_present = sum(masks[m].astype(int) for m in self.modalities)
@@ -102,29 +141,31 @@ class MMDAligner(ContrastiveAligner):
         net = self._build({m: X.shape[1] for m, X in Xs.items()})
         self._train(net, Xs, masks, fit_rows, val_rows, seed, progress)
         self._net = net
-        self.meta["dim"] = self.params["dim"]
+        self.meta["dim"] = self.hp.dim
         self.meta["n_paired_train"] = int(
             (train & np.logical_and.reduce([masks[m] for m in self.modalities])).sum()
         )
 
 
 @register
-class AdversarialAligner(MMDAligner):
+class AdversarialAligner(MMDAligner[AdversarialParams]):
     """Like :class:`MMDAligner`, but a discriminator tries to tell the modality of a projected vector
-    and the projections learn to fool it (gradient reversal with strength ``adv_weight``)."""
+    and the projections learn to fool it (gradient reversal with strength ``adv_weight``).
+
+    What it learns: the heads plus a small modality classifier on the shared space. Why: when the
+    discriminator cannot tell a text vector from an image vector, the modalities' distributions in
+    the shared space match, as in domain-adversarial training -- also for unpaired items.
+    """
 
     name = "adversarial"
+    params_class = AdversarialParams
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        p = {k: v for k, v in super().default_params().items() if k != "mmd_weight"}
-        return {**p, "adv_weight": 0.5}
-
-    _weight_key = "adv_weight"
+    def _extra_weight(self) -> float:
+        return self.hp.adv_weight
 
     def _build(self, dims):
-        p = self.params
-        return _AdvHeads(dims, p["dim"], p["hidden"], p["dropout"], p["temperature"])
+        hp = self.hp
+        return _AdvHeads(dims, hp.dim, hp.hidden, hp.dropout, hp.temperature)
 
     def _extra(self, net, z, present):
         xs, ys = [], []

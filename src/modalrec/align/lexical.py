@@ -14,17 +14,29 @@ reading its own block of columns of each view (the ensemble's ``columns`` option
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+from pydantic import Field
 
 from modalrec.align.base import Aligner, l2_normalize, register
 from modalrec.core.errors import DataError
+from modalrec.core.params import Params
+
+
+class LexicalParams(Params):
+    """Hyperparameters of :class:`LexicalAligner`."""
+
+    idf: bool = Field(
+        True, description="weight terms by smoothed IDF from the training items (False: every term weighs 1)"
+    )
 
 
 @register
-class LexicalAligner(Aligner):
+class LexicalAligner(Aligner[LexicalParams]):
     """IDF-weighted cosine space for views that share one vocabulary (same columns in every modality).
+
+    What it learns: only an inverse document frequency per term (column) from the training items of
+    every modality. Why: views that already speak the same words -- title n-grams and the n-grams of
+    the text OCR'd from a poster -- need no map between them, but common terms must count for little.
 
     >>> text = np.array([[1, 1, 0, 0], [1, 0, 1, 0], [1, 0, 0, 1]], dtype=np.float32)
     >>> image = np.array([[1, 1, 0, 0], [0, 0, 1, 0], [1, 0, 0, 0]], dtype=np.float32)
@@ -35,12 +47,17 @@ class LexicalAligner(Aligner):
     """
 
     name = "lexical"
+    params_class = LexicalParams
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"idf": True}
-
-    def _fit(self, views, masks, train, *, seed, progress):
+    def _fit(
+        self,
+        views: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        train: np.ndarray,
+        *,
+        seed: int,
+        progress: bool,
+    ) -> None:
         dims = {m: X.shape[1] for m, X in views.items()}
         if len(set(dims.values())) != 1:
             raise DataError(
@@ -54,9 +71,9 @@ class LexicalAligner(Aligner):
             df += (rows > 0).sum(axis=0)
             n_docs += len(rows)
         # scikit-learn's smoothed IDF: a term seen nowhere in training gets the largest weight
-        idf = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0 if self.params["idf"] else np.ones(d)
+        idf = np.log((1.0 + n_docs) / (1.0 + df)) + 1.0 if self.hp.idf else np.ones(d)
         self._state = {"idf": idf.astype(np.float32)}
         self.meta.update({"dim": int(d), "training_rows": int(n_docs), "terms_seen": int((df > 0).sum())})
 
-    def _transform(self, modality, X):
+    def _transform(self, modality: str, X: np.ndarray) -> np.ndarray:
         return l2_normalize(X * self._state["idf"])

@@ -16,18 +16,19 @@ validation items (never on test items) by mean cross-modal Recall@10.
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
+from pydantic import Field
 
 from modalrec.align.base import (
     Aligner,
+    RegStrength,
     Standardizer,
     paired_rows,
     register,
     selection_split,
 )
 from modalrec.align.metrics import mean_recall
+from modalrec.core.params import Params
 
 # relative to the mean eigenvalue; encoder features of small catalogues often want 3-30
 REG_GRID = (1e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0)
@@ -53,15 +54,33 @@ def _inv_sqrt(C: np.ndarray) -> np.ndarray:
     return (V / np.sqrt(w)) @ V.T
 
 
+class RidgeParams(Params):
+    """Hyperparameters of :class:`RidgeAligner`."""
+
+    reference: str | None = Field(
+        None, description="modality whose own coordinates are the shared space (None: the first view)"
+    )
+    dim: int | None = Field(
+        None, ge=1, description="PCA size of the reference space, i.e. the shared dimension (None: all)"
+    )
+    reg: RegStrength = Field(
+        "auto",
+        description="ridge strength >= 0 relative to the mean eigenvalue, or 'auto' (chosen on validation items)",
+    )
+    pca_in: int | None = Field(
+        None, ge=1, description="PCA size of each source modality before the regression (None: all)"
+    )
+    l2_input: bool = Field(True, description="L2-normalise every input row before centring and scaling")
+
+
 @register
-class RidgeAligner(Aligner):
+class RidgeAligner(Aligner[RidgeParams]):
     """Ridge regression of every modality onto the reference modality's (standardised, PCA) space.
 
-    Hyperparameters:
-        reference: modality whose coordinates define the shared space (default: the first view).
-        dim: PCA dimension of the reference space (None: keep all).
-        reg: ridge strength relative to the mean eigenvalue, or ``"auto"`` (validation selection).
-        pca_in: optional PCA dimension of the source modalities before the regression.
+    What it learns: one linear map per non-reference modality, fitted by regularised least squares
+    onto the reference modality's own standardised coordinates. Why: fixing the target side rules out
+    the trivial all-zero map without any constraint, and the closed form makes it the fast, strong
+    baseline every learned aligner has to beat.
 
     >>> rng = np.random.default_rng(0)
     >>> t = rng.normal(size=(200, 6)).astype(np.float32); i = t @ rng.normal(size=(6, 5)).astype(np.float32)
@@ -72,17 +91,22 @@ class RidgeAligner(Aligner):
     """
 
     name = "ridge"
+    params_class = RidgeParams
 
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"reference": None, "dim": None, "reg": "auto", "pca_in": None, "l2_input": True}
-
-    def _fit(self, views, masks, train, *, seed, progress):
-        p = self.params
-        ref = p["reference"] or self.modalities[0]
+    def _fit(
+        self,
+        views: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        train: np.ndarray,
+        *,
+        seed: int,
+        progress: bool,
+    ) -> None:
+        hp = self.hp
+        ref = hp.reference or self.modalities[0]
         if ref not in views:
             raise ValueError(f"reference modality {ref!r} is not among the views {self.modalities}")
-        std_ref = Standardizer(pca=p["dim"], l2=p["l2_input"]).fit(views[ref][train & masks[ref]])
+        std_ref = Standardizer(pca=hp.dim, l2=hp.l2_input).fit(views[ref][train & masks[ref]])
         self._state.update(std_ref.state(f"std.{ref}"))
         Y_all = std_ref.transform(views[ref])
         chosen: dict[str, float] = {}
@@ -91,9 +115,9 @@ class RidgeAligner(Aligner):
                 continue
             fit_rows, val_rows = selection_split(train, masks, [m, ref], seed=seed)
             rows = paired_rows(masks, train, [m, ref])
-            std_m = Standardizer(pca=p["pca_in"], l2=p["l2_input"]).fit(views[m][train & masks[m]])
+            std_m = Standardizer(pca=hp.pca_in, l2=hp.l2_input).fit(views[m][train & masks[m]])
             X_all = std_m.transform(views[m])
-            if p["reg"] == "auto":
+            if hp.reg == "auto":
                 best = (-1.0, REG_GRID[0])
                 for r in REG_GRID:
                     W = ridge_solve(X_all[fit_rows], Y_all[fit_rows], r)
@@ -102,13 +126,13 @@ class RidgeAligner(Aligner):
                         best = (score, r)
                 reg = best[1]
             else:
-                reg = float(p["reg"])
+                reg = hp.reg
             chosen[m] = reg
             self._state.update(std_m.state(f"std.{m}"))
             self._state[f"W.{m}"] = ridge_solve(X_all[rows], Y_all[rows], reg).astype(np.float32)
         self.meta.update({"reference": ref, "dim": std_ref.out_dim, "reg": chosen})
 
-    def _transform(self, modality, X):
+    def _transform(self, modality: str, X: np.ndarray) -> np.ndarray:
         st = Standardizer.from_state(self._state, f"std.{modality}")
         Z = st.transform(X)
         if modality == self.meta["reference"]:
@@ -116,16 +140,29 @@ class RidgeAligner(Aligner):
         return Z @ self._state[f"W.{modality}"]
 
 
+class CCAParams(Params):
+    """Hyperparameters of :class:`CCAAligner`."""
+
+    dim: int = Field(64, ge=1, description="number of canonical directions kept (shared dimension k)")
+    reg: RegStrength = Field(
+        "auto",
+        description="covariance shrinkage >= 0 relative to the mean eigenvalue, or 'auto' (chosen on validation items)",
+    )
+    pca_in: int | None = Field(None, ge=1, description="PCA size of each modality before CCA (None: all)")
+    power: float = Field(
+        1.0, ge=0, description="weight each direction by correlation ** power (0: plain CCA coordinates)"
+    )
+    l2_input: bool = Field(True, description="L2-normalise every input row before centring and scaling")
+
+
 @register
-class CCAAligner(Aligner):
+class CCAAligner(Aligner[CCAParams]):
     """Regularised (generalised, MAXVAR) CCA: every view regresses onto one orthonormal ``G``.
 
-    Constraint ``G^T G = I`` (equivalently: projected views have unit covariance) rules out the zero
-    map. Dimensions are weighted by ``corr ** power`` so that weakly correlated directions count less
-    in cosine retrieval.
-
-    Hyperparameters: ``dim`` (k), ``reg`` (float or ``"auto"``), ``pca_in`` (PCA before CCA),
-    ``power`` (eigenvalue weighting; 0 = plain CCA coordinates).
+    What it learns: one linear projection per modality such that the projected views are maximally
+    correlated. Why: the constraint ``G^T G = I`` (equivalently: projected views have unit covariance)
+    rules out the zero map symmetrically, without privileging a reference modality. Dimensions are
+    weighted by ``corr ** power`` so that weakly correlated directions count less in cosine retrieval.
 
     >>> rng = np.random.default_rng(0)
     >>> z = rng.normal(size=(300, 4)).astype(np.float32)
@@ -136,10 +173,7 @@ class CCAAligner(Aligner):
     """
 
     name = "cca"
-
-    @classmethod
-    def default_params(cls) -> dict[str, Any]:
-        return {"dim": 64, "reg": "auto", "pca_in": None, "power": 1.0, "l2_input": True}
+    params_class = CCAParams
 
     def _solve(
         self, Xs: dict[str, np.ndarray], reg: float, k: int
@@ -171,20 +205,26 @@ class CCAAligner(Aligner):
         corr = np.clip((s[:k] ** 2 - 1) / max(1, n_views - 1), 0.0, 1.0)
         return W, corr
 
-    def _fit(self, views, masks, train, *, seed, progress):
-        p = self.params
+    def _fit(
+        self,
+        views: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        train: np.ndarray,
+        *,
+        seed: int,
+        progress: bool,
+    ) -> None:
+        hp = self.hp
         mods = self.modalities
-        stds = {
-            m: Standardizer(pca=p["pca_in"], l2=p["l2_input"]).fit(views[m][train & masks[m]]) for m in mods
-        }
+        stds = {m: Standardizer(pca=hp.pca_in, l2=hp.l2_input).fit(views[m][train & masks[m]]) for m in mods}
         Xall = {m: stds[m].transform(views[m]) for m in mods}
         rows = paired_rows(masks, train, mods)
-        if p["reg"] == "auto":
+        if hp.reg == "auto":
             fit_rows, val_rows = selection_split(train, masks, mods, seed=seed)
             best = (-1.0, REG_GRID[0])
             for r in REG_GRID:
-                W, corr = self._solve({m: Xall[m][fit_rows] for m in mods}, r, p["dim"])
-                w = corr ** p["power"]
+                W, corr = self._solve({m: Xall[m][fit_rows] for m in mods}, r, hp.dim)
+                w = corr**hp.power
                 Z = [Xall[m][val_rows] @ W[m] * w for m in mods]
                 score = np.mean(
                     [mean_recall(Z[i], Z[j]) for i in range(len(mods)) for j in range(i + 1, len(mods))]
@@ -193,14 +233,14 @@ class CCAAligner(Aligner):
                     best = (float(score), r)
             reg = best[1]
         else:
-            reg = float(p["reg"])
-        W, corr = self._solve({m: Xall[m][rows] for m in mods}, reg, p["dim"])
-        w = (corr ** p["power"]).astype(np.float32)
+            reg = hp.reg
+        W, corr = self._solve({m: Xall[m][rows] for m in mods}, reg, hp.dim)
+        w = (corr**hp.power).astype(np.float32)
         for m in mods:
             self._state.update(stds[m].state(f"std.{m}"))
             self._state[f"W.{m}"] = (W[m] * w).astype(np.float32)
         self.meta.update({"dim": len(corr), "reg": reg, "correlations": corr.tolist(), "n_pairs": len(rows)})
 
-    def _transform(self, modality, X):
+    def _transform(self, modality: str, X: np.ndarray) -> np.ndarray:
         st = Standardizer.from_state(self._state, f"std.{modality}")
         return st.transform(X) @ self._state[f"W.{modality}"]

@@ -81,7 +81,7 @@ def create_app(
     )
     app.state.srv = state
     app.add_middleware(
-        GuardMiddleware,  # type: ignore[arg-type]
+        GuardMiddleware,
         max_body=cfg.limits.max_body_bytes,
         salt=cfg.auth.log_salt,
     )

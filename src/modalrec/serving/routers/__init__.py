@@ -4,7 +4,8 @@
 - :mod:`.web`: the demo page at ``/`` (and ``/static``);
 - :mod:`.ops`: ``/health`` and ``/metrics`` (open);
 - :mod:`.recommend`: ``/recommend/{user_id}``;
-- :mod:`.items`: ``/similar/{item_id}``, ``/search``, ``/items/{item_id}`` and its image;
+- :mod:`.search`: ``/similar/{item_id}`` and ``/search``;
+- :mod:`.items`: ``/items/{item_id}`` and ``/items/{item_id}/image``;
 - :mod:`.users`: ``/users`` and ``/users/{user_id}/history``;
 - :mod:`.feedback`: ``POST /feedback`` (write scope);
 - :mod:`.admin`: ``POST /admin/reload`` and ``GET /admin/ab`` (admin scope).

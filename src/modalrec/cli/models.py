@@ -32,7 +32,8 @@ def tune(
     out_dir = out if out is not None else config.with_name(config.stem + "-tune")
     summary = run_tune(config, trials, out_dir, storage=storage, progress=not quiet)
     console.print(
-        f"{summary['n_complete']} complete, {summary['n_pruned']} pruned trials; best valid Recall@20 "
+        f"{summary['n_complete']} complete, {summary['n_pruned']} pruned, {summary['n_failed']} failed "
+        f"trials; best valid Recall@20 "
         f"{summary['best_value']:.4f} (trial {summary['best_trial']}): {summary['best_params']}"
     )
     console.print(f"Best config written to [bold]{summary['best_config']}[/]")

@@ -17,12 +17,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_readme_tables_match_declarations() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert replace_tables(readme) == readme, "README tables are stale: python -m modalrec.workflows.components"
+    assert replace_tables(readme) == readme, (
+        "README tables are stale: python -m modalrec.workflows.components"
+    )
 
 
 def test_components_doc_matches_declarations() -> None:
     doc = (ROOT / "docs" / "components.md").read_text(encoding="utf-8")
-    assert doc == components_markdown(), "docs/components.md is stale: python -m modalrec.workflows.components"
+    assert doc == components_markdown(), (
+        "docs/components.md is stale: python -m modalrec.workflows.components"
+    )
 
 
 def test_every_parameter_is_typed_and_documented() -> None:

@@ -16,9 +16,9 @@ from modalrec.cli.app import app, console, print_json, user_errors
 
 def _show(kind: str, name: str | None, as_json: bool, markdown: bool) -> None:
     from modalrec.core.errors import ConfigError
-    from modalrec.workflows.components import list_components, params_document, summary_table
+    from modalrec.workflows.components import Kind, list_components, params_document, summary_table
 
-    k = "model" if kind == "model" else "aligner"
+    k: Kind = "model" if kind == "model" else "aligner"
     infos = list_components(k)
     if name is not None:
         infos = [c for c in infos if c.name == name.lower()]

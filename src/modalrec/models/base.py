@@ -2,8 +2,8 @@
 
 Why so small: like ``implicit``'s base class, a recommender only has to say how to ``fit`` and how to
 ``score`` a chunk of users; ranking, masking of seen items, chunking, saving and loading are shared
-here so that every model behaves the same at the edges (and the conformance test in
-``tests/models/test_conformance.py`` holds every model to it).
+here so that every model behaves the same at the edges (and the shipped conformance checks in
+:mod:`modalrec.models.checks` hold every registered model to it).
 
 Persistence: a model is a directory holding ``model.json`` (class name + hyperparameters + extra
 JSON state) and ``model.safetensors`` (all array state), written by the one persistence base of

@@ -81,16 +81,6 @@ class Component(Generic[P]):
     params_class: ClassVar[type[Params]] = Params
     registry: ClassVar[Registry[Any]]
 
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        # TRANSITION: components still declaring ``default_params()`` get a Params class built from it.
-        super().__init_subclass__(**kwargs)
-        if "default_params" in cls.__dict__ and "params_class" not in cls.__dict__:
-            from pydantic import create_model
-
-            defaults = cls.__dict__["default_params"].__func__(cls)
-            fields: Any = {k: (Any, v) for k, v in defaults.items()}
-            cls.params_class = create_model(f"{cls.__name__}Params", __base__=Params, **fields)
-
     def __init__(self, **params: Any) -> None:
         self.hp: P = cast(P, self.params_class.build(self.kind, self.name, params))
         self._state: dict[str, np.ndarray] = {}

@@ -29,6 +29,7 @@ from modalrec.data import (
     kcore_mask,
     leave_one_out_split,
     load,
+    natural_order,
     random_split,
     read_interactions,
     temporal_split,
@@ -225,3 +226,18 @@ def test_kcore_output_has_every_user_and_item_at_k(
     sub_core = np.zeros(len(u), dtype=bool)
     sub_core[np.flatnonzero(sub)[kcore_mask(u[sub], i[sub], ku, ki).mask]] = True
     assert not (sub_core & ~res.mask).any()
+
+
+def test_natural_order_with_digit_like_characters() -> None:
+    """Superscripts and other non-decimal "digits" sort as text (they used to raise ValueError)."""
+    ids = ["x²", "x10", "x2", "²", "٣", "1"]
+    assert [ids[k] for k in natural_order(ids)] == ["1", "٣", "x2", "x10", "x²", "²"]
+
+
+@SETTINGS
+@given(st.lists(IDS, min_size=1, max_size=20, unique=True))
+def test_natural_order_is_a_permutation(ids: list[str]) -> None:
+    order = natural_order(ids)
+    assert sorted(order.tolist()) == list(range(len(ids)))
+    ordered = [ids[k] for k in order]
+    assert [ordered[k] for k in natural_order(ordered)] == ordered  # sorting again changes nothing

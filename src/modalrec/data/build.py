@@ -81,7 +81,7 @@ def natural_order(ids: list[str] | np.ndarray) -> np.ndarray:
     split = re.compile(r"(\d+)")
 
     def key(v: str) -> tuple[tuple[int, int | str], ...]:
-        return tuple((0, int(p)) if p.isdigit() else (1, p) for p in split.split(v) if p)
+        return tuple((0, int(p)) if p.isdecimal() else (1, p) for p in split.split(v) if p)
 
     return np.asarray(sorted(range(len(ids)), key=lambda k: key(str(ids[k]))), dtype=np.int64)
 

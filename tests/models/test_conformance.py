@@ -17,12 +17,8 @@ from modalrec.models.checks import Check, check_registry_covered, parametrize_wi
 
 #: (model name, check name) -> reason, for a check a model fails because of a known bug in the model.
 #: Marked xfail(strict=True): the suite stays green until the bug is fixed, then asks for the entry to go.
-KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    ("blend", "check_validator_released_and_used"): (
-        "Blend._fit fits its members with create(...).fit(dataset, progress=progress) and does not pass "
-        "on the validator given to Blend.fit: trained members early-stop on the default Recall@20 instead"
-    ),
-}
+#: (model, check) pairs that fail because of a known bug: xfail(strict) until fixed. None today.
+KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
 def test_every_registered_model_has_fast_check_settings() -> None:

@@ -122,7 +122,11 @@ class Blend(Recommender[BlendParams]):
         from modalrec.evaluation import evaluate
 
         specs = self._specs()
-        self._members = [create(s["model"], **s["params"]).fit(dataset, progress=progress) for s in specs]
+        # members early-stop on the caller's criterion (the validator given to Blend.fit)
+        val = self._validator
+        self._members = [
+            create(s["model"], **s["params"]).fit(dataset, progress=progress, validator=val) for s in specs
+        ]
         self.meta["members"] = [m.meta for m in self._members]
         if self.hp.weights is not None:
             self._weights = list(self.hp.weights)

@@ -31,6 +31,49 @@ def test_create_and_bad_params():
         create("cca", bogus=1)
 
 
+def test_every_aligner_declares_its_hyperparameters_in_its_own_params_class():
+    from modalrec.align import ALIGNERS
+
+    for name, cls in ALIGNERS.items():
+        assert "default_params" not in vars(cls), f"{name}: hyperparameters belong in its Params class"
+        assert cls.params_class.__module__.startswith("modalrec.align."), f"{name}: no Params class"
+        assert cls().get_params() == cls.params_class().as_dict()
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "message"),
+    [
+        ("ridge", {"reg": -1.0}, "'reg' = -1.0"),
+        ("ridge", {"reg": "sometimes"}, "reg"),
+        ("cca", {"dim": 0}, "'dim' = 0"),
+        ("contrastive", {"hard_negatives": 1.0}, "hard_negatives"),
+        ("cross_attention", {"dim": 10, "heads": 4}, "multiple of heads"),
+        ("cross_attention", {"hidden": 64}, "unknown hyperparameter 'hidden'"),
+        ("adversarial", {"mmd_weight": 1.0}, "unknown hyperparameter 'mmd_weight'"),
+        ("ensemble", {"members": [{"aligner": "ensemble"}]}, "cannot be ensembles"),
+        ("ensemble", {"members": [{"aligner": "nope"}]}, "member 0"),
+        ("ensemble", {"members": [{"aligner": "cca", "dims": 4}]}, "unknown hyperparameter 'dims'"),
+        ("ensemble", {"members": [{"aligner": "cca", "columns": {"text": [3, 1]}}]}, "columns"),
+        ("ensemble", {"members": [{"dim": 4}]}, "aligner"),
+        ("ensemble", {"members": [{"aligner": "cca"}], "weights": [1, 2]}, "one number per member"),
+        ("ensemble", {"members": [{"aligner": "cca"}], "weights": [-1]}, ">= 0"),
+    ],
+)
+def test_bad_hyperparameters_fail_when_the_aligner_is_built(name, params, message):
+    with pytest.raises(ConfigError, match=message):
+        create(name, **params)
+
+
+def test_hyperparameters_are_typed():
+    al = create("ridge", reg=1, dim=4.0)
+    assert al.hp.reg == 1.0 and isinstance(al.hp.reg, float) and al.hp.dim == 4
+    assert create("ensemble", members=[{"aligner": "cca", "columns": {"text": [0, 4]}}]).get_params() == {
+        "members": [{"aligner": "cca", "columns": {"text": [0, 4]}}],
+        "seeds": 1,
+        "weights": None,
+    }
+
+
 def test_fit_rejects_bad_views():
     v, _ = synthetic_views(n=20)
     with pytest.raises(DataError):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 from pydantic import Field
-from scipy.special import softmax
+from scipy import special
 
 from modalrec.align.base import Aligner, l2_normalize, register
 from modalrec.core.errors import ConfigError
@@ -360,8 +360,8 @@ class EntityAligner(Aligner[EntityParams]):
         """
         t = self.taggers[modality]
         if t["kind"] == "classifier":
-            return softmax(X @ t["W"].T + t["b"], axis=1)
-        return softmax(l2_normalize(X) @ t["E"].T / self.hp.temperature, axis=1)
+            return special.softmax(X @ t["W"].T + t["b"], axis=1)
+        return special.softmax(l2_normalize(X) @ t["E"].T / self.hp.temperature, axis=1)
 
     def _sparse_top(self, S: np.ndarray) -> np.ndarray:
         k = min(self.hp.top_k, S.shape[1])

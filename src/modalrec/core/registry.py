@@ -17,6 +17,12 @@ from modalrec.core.errors import ConfigError
 T = TypeVar("T")
 
 
+def _qualname(obj: object) -> str:
+    """``module.qualname`` without the package path, so a file imported under two names matches."""
+    module = str(getattr(obj, "__module__", "")).rsplit(".", 1)[-1]
+    return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
+
+
 class Registry(Mapping[str, T], Generic[T]):
     """Name -> component, case-insensitive on lookup.
 
@@ -36,11 +42,16 @@ class Registry(Mapping[str, T], Generic[T]):
         self._items: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: add the decorated object under ``name`` (a second object under one name is a bug)."""
+        """Decorator: add the decorated object under ``name``.
+
+        A second, different object under one name is a bug and raises; the same definition imported
+        again (a module reloaded, or a doctest runner importing a file a second time) replaces it.
+        """
 
         def add(obj: T) -> T:
             key = name.lower()
-            if key in self._items and self._items[key] is not obj:
+            old = self._items.get(key)
+            if old is not None and old is not obj and _qualname(old) != _qualname(obj):
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._items[key] = obj
             return obj

@@ -21,7 +21,11 @@ def fit(
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
 ) -> None:
-    """Load data, train the configured model with early stopping and write a run directory."""
+    """Load data, train the configured model with early stopping and write a run directory.
+
+    The model's params in the config are checked against its declared hyperparameters when the
+    config is read: `modalrec models NAME` lists them (type, default, range, meaning).
+    """
     from modalrec.workflows.config import load_config
     from modalrec.workflows.pipeline import fit as run_fit
 

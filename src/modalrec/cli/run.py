@@ -23,8 +23,7 @@ def fit(
 ) -> None:
     """Load data, train the configured model with early stopping and write a run directory.
 
-    The model's params in the config are checked against its declared hyperparameters when the
-    config is read: `modalrec models NAME` lists them (type, default, range, meaning).
+    Model params are checked against their declarations on load (`modalrec models NAME` lists them).
     """
     from modalrec.workflows.config import load_config
     from modalrec.workflows.pipeline import fit as run_fit

@@ -78,7 +78,8 @@ def baselines_rows(plan: dict[str, Any], new: dict[str, Any], old: dict[str, Any
             for d in (old, new)
         ]
         diffs = [d for f in plan["fields"] for d in _diff(pick[0].get(f), pick[1].get(f), f)]
-        out.append({"part": "baselines", "row": f"{ds} {name}", "diffs": diffs, "recall@20": _r20(pick)})
+        row = {"part": "baselines", "row": f"{ds} {name}", "diffs": diffs, "recall@20": _r20(pick)}
+        out.append({**row, "absent": not pick[0]})
     return out
 
 
@@ -91,7 +92,8 @@ def multimodal_rows(plan: dict[str, Any], new: dict[str, Any], old: dict[str, An
             ]
             diffs = [d for f in plan["fields"] for d in _diff(_pick(pick[0], f), _pick(pick[1], f), f)]
             r20 = [p.get("agg", {}).get("recall@20", {}).get("mean") for p in pick]
-            out.append({"part": "multimodal", "row": f"{sec} {label}", "diffs": diffs, "recall@20": r20})
+            row = {"part": "multimodal", "row": f"{sec} {label}", "diffs": diffs, "recall@20": r20}
+            out.append({**row, "absent": not pick[0]})
     return out
 
 
@@ -126,26 +128,42 @@ PARTS = {
 }
 
 
+def _is_timing(diff: str) -> bool:
+    """Wall-clock fields (``*seconds*``) cannot reproduce; they are listed, not counted."""
+    return "seconds" in diff.split(":", 1)[0]
+
+
+def _result(row: dict[str, Any]) -> str:
+    if row.get("absent"):
+        return "not in the committed results (the plan names it; nothing to compare)"
+    real = [d for d in row["diffs"] if not _is_timing(d)]
+    timing = [d for d in row["diffs"] if _is_timing(d)]
+    if real:
+        return "DIFFERS: " + "; ".join(real[:3]) + (f" (+{len(real) - 3} more)" if len(real) > 3 else "")
+    return "identical" + (" (wall time differs: " + "; ".join(timing) + ")" if timing else "")
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Reproduction of committed rows after the architecture refactor",
         "",
         f"Code: commit {report['commit']}; plan {PLAN.relative_to(ROOT)} (commit {report['plan_commit']}).",
         "Each committed benchmark script re-ran its own rows into a scratch folder; every field named in the",
-        "plan is compared with the committed value exactly (the JSON's own precision).",
+        "plan is compared with the committed value exactly (the JSON's own precision); wall-clock fields",
+        "(`*seconds*`) are listed but cannot reproduce and do not count.",
         "",
         "| part | row | strict | result |",
         "|---|---|---|---|",
     ]
     for r in report["rows"]:
-        res = "identical" if not r["diffs"] else "DIFFERS: " + "; ".join(r["diffs"][:3])
+        res = _result(r)
         lines.append(f"| {r['part']} | {r['row']} | {'yes' if r.get('strict', True) else 'no'} | {res} |")
     lines += [
         "",
         "Wall time per part (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items()),
     ]
-    strict = [r for r in report["rows"] if r.get("strict", True)]
-    same = sum(not r["diffs"] for r in strict)
+    strict = [r for r in report["rows"] if r.get("strict", True) and not r.get("absent")]
+    same = sum(not any(not _is_timing(d) for d in r["diffs"]) for r in strict)
     lines += ["", f"Strict rows identical: {same} of {len(strict)}."]
     return "\n".join(lines) + "\n"
 
@@ -154,7 +172,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--render", action="store_true", help="only rewrite reproduce.md from reproduce.json")
     args = ap.parse_args()
+    if args.render:
+        atomic_write_text(
+            args.out / "reproduce.md", markdown(json.loads((args.out / "reproduce.json").read_text()))
+        )
+        return
     plan = tomllib.loads(PLAN.read_text())
     previous = args.out / "reproduce.json"
     report = json.loads(previous.read_text()) if previous.exists() else {"rows": [], "seconds": {}}

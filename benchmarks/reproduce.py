@@ -191,6 +191,7 @@ def main() -> None:
             new = json.loads((scratch / fname).read_text())
         old = json.loads((RESULTS / fname).read_text())
         report["rows"] = [r for r in report["rows"] if r["part"] != part] + compare(plan[part], new, old)
+        report.setdefault("part_commits", {})[part] = _git("rev-parse", "--short", "HEAD")
     report["commit"] = _git("rev-parse", "--short", "HEAD")
     report["plan_commit"] = _git("log", "-1", "--format=%h", "--", str(PLAN))
     report["dirty"] = bool(_git("status", "--porcelain", "--", "src"))

@@ -57,3 +57,46 @@ def test_registry_is_case_insensitive_and_refuses_a_second_object_under_one_name
         reg.register("knob")(type("Other", (), {}))
     with pytest.raises(ConfigError, match="unknown widget 'dial'; known widgets: knob"):
         reg.get_or_raise("dial")
+
+
+def test_a_same_named_class_from_another_file_does_not_replace_a_registered_one(tmp_path) -> None:
+    import importlib.util
+
+    from modalrec.models import REGISTRY, Popularity
+
+    plugin = tmp_path / "popularity.py"
+    plugin.write_text(
+        "from modalrec.models import Recommender, register\n"
+        "@register\n"
+        "class Popularity(Recommender):\n"
+        "    name = 'popularity'\n"
+        "    def _fit(self, dataset, *, progress): ...\n"
+        "    def _score(self, users): ...\n"
+    )
+    spec = importlib.util.spec_from_file_location("acme_popularity", plugin)
+    assert spec is not None and spec.loader is not None
+    with pytest.raises(ValueError, match="model 'popularity' is registered twice"):
+        spec.loader.exec_module(importlib.util.module_from_spec(spec))
+    assert REGISTRY["popularity"] is Popularity
+
+
+def test_a_component_declaring_default_params_the_old_way_fails_loudly() -> None:
+    from modalrec.models import Recommender
+
+    with pytest.raises(TypeError, match=r"declare its hyperparameters as a modalrec\.core\.Params subclass"):
+
+        class Old(Recommender):  # modalrec 0.1 style
+            name = "old"
+
+            @classmethod
+            def default_params(cls) -> dict[str, int]:
+                return {"k": 10}
+
+
+def test_a_rule_over_several_fields_reads_as_its_own_message() -> None:
+    from modalrec.align import create
+
+    with pytest.raises(ConfigError) as err:
+        create("ensemble", members=[{"aligner": "ridge"}], weights=[1.0, 2.0])
+    assert "'?'" not in str(err.value)
+    assert str(err.value).startswith("aligner 'ensemble': ")

@@ -17,7 +17,7 @@ from modalrec.models.checks import Check, check_registry_covered, parametrize_wi
 
 #: (model name, check name) -> reason, for a check a model fails because of a known bug in the model.
 #: Marked xfail(strict=True): the suite stays green until the bug is fixed, then asks for the entry to go.
-#: (model, check) pairs that fail because of a known bug: xfail(strict) until fixed. None today.
+#: None today.
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 

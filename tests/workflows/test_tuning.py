@@ -80,6 +80,12 @@ def test_read_config_checks_space_against_the_model_hyperparameters(tmp_path: Pa
         ConfigError, match=r"c\.toml: tune\.space\.dim: model 'bprmf': hyperparameter 'dim' = -4"
     ):
         read_config(p)
+    # float bounds for an int hyperparameter would draw e.g. dim = 21.17 and abort the study mid-run
+    p.write_text(
+        '[data]\nname = "x"\n[model]\nname = "bprmf"\n[tune.space]\ndim = { low = 8.0, high = 32.0 }\n'
+    )
+    with pytest.raises(ConfigError, match=r"tune\.space\.dim: 'dim' of model 'bprmf' is an integer"):
+        read_config(p)
 
 
 def test_to_toml_round_trips() -> None:

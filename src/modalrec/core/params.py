@@ -105,7 +105,10 @@ def _explain(cls: type[Params], kind: str, name: str, error: ValidationError) ->
     infos = {p.name: p for p in describe_params(cls)}
     lines = []
     for err in error.errors():
-        key = ".".join(str(x) for x in err["loc"]) or "?"
+        key = ".".join(str(x) for x in err["loc"])
+        if not key:  # a rule over several fields (a model validator): its message says which
+            lines.append(str(err["msg"]).removeprefix("Value error, "))
+            continue
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(infos) or "(none)"
             lines.append(f"unknown hyperparameter {key!r}; allowed: {allowed}")

@@ -81,6 +81,16 @@ class Component(Generic[P]):
     params_class: ClassVar[type[Params]] = Params
     registry: ClassVar[Registry[Any]]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Components written for modalrec 0.1 declared ``default_params()``; without this check they
+        # would silently accept no hyperparameters at all.
+        super().__init_subclass__(**kwargs)
+        if "default_params" in cls.__dict__ and "params_class" not in cls.__dict__:
+            raise TypeError(
+                f"{cls.__name__} overrides default_params(); declare its hyperparameters as a "
+                "modalrec.core.Params subclass and set params_class instead (see docs/components.md)"
+            )
+
     def __init__(self, **params: Any) -> None:
         self.hp: P = cast(P, self.params_class.build(self.kind, self.name, params))
         self._state: dict[str, np.ndarray] = {}

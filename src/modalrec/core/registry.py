@@ -9,6 +9,8 @@ works even when the caller imported only the base module.
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Generic, TypeVar
 
@@ -17,10 +19,13 @@ from modalrec.core.errors import ConfigError
 T = TypeVar("T")
 
 
-def _qualname(obj: object) -> str:
-    """``module.qualname`` without the package path, so a file imported under two names matches."""
-    module = str(getattr(obj, "__module__", "")).rsplit(".", 1)[-1]
-    return f"{module}.{getattr(obj, '__qualname__', repr(obj))}"
+def _definition(obj: object) -> tuple[str | None, str]:
+    """(source file, qualified name): one definition, whatever module name it was imported under."""
+    try:
+        source = inspect.getsourcefile(obj)  # type: ignore[arg-type]
+    except TypeError:
+        source = None
+    return (os.path.realpath(source) if source else None, getattr(obj, "__qualname__", repr(obj)))
 
 
 class Registry(Mapping[str, T], Generic[T]):
@@ -44,14 +49,17 @@ class Registry(Mapping[str, T], Generic[T]):
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: add the decorated object under ``name``.
 
-        A second, different object under one name is a bug and raises; the same definition imported
-        again (a module reloaded, or a doctest runner importing a file a second time) replaces it.
+        A second, different object under one name is a bug and raises; the same definition (same
+        source file and qualified name) imported again under a second module name, as a doctest runner
+        may do, keeps the first registration, so ``isinstance`` checks against the canonical class hold.
         """
 
         def add(obj: T) -> T:
             key = name.lower()
             old = self._items.get(key)
-            if old is not None and old is not obj and _qualname(old) != _qualname(obj):
+            if old is not None and old is not obj:
+                if _definition(old) == _definition(obj):
+                    return obj
                 raise ValueError(f"{self.kind} {key!r} is registered twice")
             self._items[key] = obj
             return obj

@@ -21,12 +21,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-FUSIONS: dict[str, type[Fusion]] = {}
+from modalrec.core.registry import Registry
+
+FUSIONS: Registry[type[Fusion]] = Registry("fusion", populate="modalrec.fusion")
 
 
 def register_fusion(cls: type[Fusion]) -> type[Fusion]:
-    FUSIONS[cls.name] = cls
-    return cls
+    """Class decorator: make a fusion module available by its ``name``."""
+    return FUSIONS.register(cls.name)(cls)
 
 
 def create_fusion(name: str, dims: dict[str, int], **params: Any) -> Fusion:
@@ -36,13 +38,7 @@ def create_fusion(name: str, dims: dict[str, int], **params: Any) -> Fusion:
     >>> f({"text": torch.ones(2, 4), "image": torch.ones(2, 6)}).shape
     torch.Size([2, 3])
     """
-    from modalrec.core.errors import ConfigError
-
-    try:
-        cls = FUSIONS[name.lower()]
-    except KeyError:
-        raise ConfigError(f"unknown fusion {name!r}; known: {', '.join(sorted(FUSIONS))}") from None
-    return cls(dims, **params)
+    return FUSIONS.get_or_raise(name)(dims, **params)
 
 
 def masked_softmax(logits: torch.Tensor, present: torch.Tensor) -> torch.Tensor:

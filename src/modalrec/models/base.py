@@ -135,8 +135,12 @@ class Recommender(Component[P], ABC):
     def _check_finite(self) -> None:
         for key, arr in self._state_to_save().items():
             a = np.asarray(arr)
-            if a.dtype.kind == "f" and a.size and np.isnan(a).any():
+            # a sum is NaN when any entry is: no n^2 boolean temporary for EASE's dense weights
+            if a.dtype.kind != "f" or not a.size or not np.isnan(a.sum(dtype=np.float64)):
+                continue
+            if np.isnan(a).any():
                 n_bad = int(np.isnan(a).sum())
+                self.n_users = self.n_items = 0  # a diverged model is not a fitted one
                 raise FitError(
                     f"model {self.name!r}: training produced {n_bad} NaN values in {key!r} "
                     f"(diverged; lower the learning rate or raise the regularisation)"

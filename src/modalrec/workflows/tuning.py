@@ -114,6 +114,22 @@ def _check_space_values(source: str, model: str, base: dict[str, Any], name: str
 
     for value in dom if isinstance(dom, list) else (dom["low"], dom["high"]):
         check_params("model", model, {**base, name: value}, source=source, table=f"tune.space.{name}")
+    if isinstance(dom, dict) and _declared_int(model, name):
+        bounds = (dom["low"], dom["high"], dom.get("step", 1))
+        if not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+            # a float range would draw 21.17 for an int hyperparameter and abort the study in a trial
+            raise ConfigError(
+                f"{source}: tune.space.{name}: {name!r} of model {model!r} is an integer; give integer "
+                f"low/high/step (e.g. low = {int(dom['low'])}, high = {int(dom['high'])})"
+            )
+
+
+def _declared_int(model: str, name: str) -> bool:
+    """Whether the model declares hyperparameter ``name`` as a plain ``int``."""
+    from modalrec.models import REGISTRY
+
+    field = REGISTRY.get_or_raise(model).params_class.model_fields.get(name)
+    return field is not None and field.annotation is int
 
 
 def suggest(trial: optuna.Trial, space: dict[str, Any]) -> dict[str, Any]:

@@ -143,6 +143,22 @@ def _result(row: dict[str, Any]) -> str:
     return "identical" + (" (wall time differs: " + "; ".join(timing) + ")" if timing else "")
 
 
+def control(part: str, path: Path, report: dict[str, Any], plan: dict[str, Any]) -> dict[str, Any]:
+    """Compare a control run (the same benchmark run by the pre-refactor code on this machine today)
+    with the committed results the same way, and count the rows where it differs exactly as the new
+    code does: a difference shared by both comes from the machine or its feature cache, not the code."""
+    fname, compare = PARTS[part]
+    committed = json.loads((RESULTS / fname).read_text())
+    rows = compare(plan[part], json.loads(path.read_text()), committed)
+    new = {r["row"]: r["diffs"] for r in report["rows"] if r["part"] == part}
+    same = [r["row"] for r in rows if new.get(r["row"]) == r["diffs"]]
+    return {
+        "rows": len(rows),
+        "same_as_new_code": len(same),
+        "differing": [r["row"] for r in rows if r["row"] not in same],
+    }
+
+
 def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# Reproduction of committed rows after the architecture refactor",
@@ -162,6 +178,14 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "Wall time per part (s): " + ", ".join(f"{k} {v:.0f}" for k, v in report["seconds"].items()),
     ]
+    for part, c in report.get("controls", {}).items():
+        lines += [
+            "",
+            f"Control ({part}): {c['command']}. Rows where the pre-refactor code today differs from the "
+            f"committed numbers exactly as the new code does: {c['same_as_new_code']} of {c['rows']}"
+            + (f" (not: {', '.join(c['differing'])})" if c["differing"] else "")
+            + ". Those differences come from this machine's freshly encoded features, not from the refactor.",
+        ]
     strict = [r for r in report["rows"] if r.get("strict", True) and not r.get("absent")]
     same = sum(not any(not _is_timing(d) for d in r["diffs"]) for r in strict)
     lines += ["", f"Strict rows identical: {same} of {len(strict)}."]
@@ -173,7 +197,23 @@ def main() -> None:
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=list(PARTS))
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--render", action="store_true", help="only rewrite reproduce.md from reproduce.json")
+    ap.add_argument(
+        "--control",
+        nargs=3,
+        metavar=("PART", "JSON", "COMMAND"),
+        help="record a control run of PART (its results JSON and the command that made it) and re-render",
+    )
     args = ap.parse_args()
+    if args.control:
+        part, path, command = args.control
+        report = json.loads((args.out / "reproduce.json").read_text())
+        plan = tomllib.loads(PLAN.read_text())
+        report.setdefault("controls", {})[part] = {
+            **control(part, Path(path), report, plan),
+            "command": command,
+        }
+        atomic_write_json(args.out / "reproduce.json", report)
+        args.render = True
     if args.render:
         atomic_write_text(
             args.out / "reproduce.md", markdown(json.loads((args.out / "reproduce.json").read_text()))

@@ -155,3 +155,40 @@ def encode(
             reasons = sorted(rep.missing_by_reason.items(), key=lambda kv: -kv[1])
             console.print(f"{m} missing by reason: " + ", ".join(f"{k}: {v}" for k, v in reasons))
     console.print(f"Features written to [bold]{out}/features[/]; report: {out}/encode_report.md")
+
+
+@app.command()
+@user_errors
+def synth(
+    out: Annotated[Path, typer.Option("--out", "-o", help="folder to write the catalogue into")],
+    users: Annotated[int, typer.Option(help="number of users", min=1)] = 1000,
+    items: Annotated[int, typer.Option(help="number of items", min=1)] = 500,
+    interactions: Annotated[int, typer.Option(help="distinct user-item pairs", min=1)] = 20000,
+    modalities: Annotated[
+        str, typer.Option(help="item feature modalities, NAME or NAME:DIM, comma-separated ('' for none)")
+    ] = "image:64,text:64",
+    clusters: Annotated[int, typer.Option(help="taste clusters", min=1)] = 20,
+    seed: Annotated[int, typer.Option(help="random seed (same seed, same files)")] = 0,
+) -> None:
+    """Write a synthetic catalogue: power-law popularity, clustered tastes, features with the cluster signal.
+
+    The folder holds Parquet files, one .npy per modality and a dataset.toml that every command reads
+    (e.g. `modalrec validate OUT/dataset.toml`).
+    """
+    from modalrec.data.synth import make_synthetic, parse_modalities, summary
+
+    d = make_synthetic(
+        out,
+        n_users=users,
+        n_items=items,
+        n_interactions=interactions,
+        modalities=parse_modalities(modalities),
+        n_clusters=clusters,
+        seed=seed,
+    )
+    s = summary(d)
+    console.print(
+        f"{s['interactions_written']} interactions, {users} users, {items} items, modalities "
+        f"{', '.join(f'{m} ({k}-d)' for m, k in parse_modalities(modalities).items()) or 'none'}"
+    )
+    console.print(f"Data set: [bold]{d / 'dataset.toml'}[/]  (try: modalrec validate {d / 'dataset.toml'})")

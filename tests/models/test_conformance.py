@@ -35,6 +35,7 @@ def test_conformance(model: Recommender, check: Check) -> None:
 QUALITY = {
     "itemknn": {"k": 20},
     "ease": {"l2": 10.0},
+    "als": {"dim": 16, "reg": 0.1, "epochs": 15, "threads": 1},
     "bprmf": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5},
     "lightgcn": {"epochs": 30, "lr": 0.01, "dim": 16, "batch_size": 256, "patience": 5},
 }

@@ -3,7 +3,8 @@
 Importing this package registers every built-in model, so ``create("lightgcn", dim=64)`` works.
 """
 
-from modalrec.models import blend, bprmf, ease, fusion, itemknn, lightgcn, popularity  # noqa: F401  (registration)
+from modalrec.models import als, blend, bprmf, ease, fusion, itemknn, lightgcn, popularity  # noqa: F401  (registration)
+from modalrec.models.als import ALS
 from modalrec.models.base import REGISTRY, Recommender, create, register
 from modalrec.models.blend import Blend
 from modalrec.models.bprmf import BPRMF
@@ -16,6 +17,7 @@ from modalrec.models.popularity import Popularity
 from modalrec.models.vbpr import VBPR
 
 __all__ = [
+    "ALS",
     "BPRMF",
     "EASE",
     "REGISTRY",

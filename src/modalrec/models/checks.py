@@ -81,6 +81,7 @@ _TRAINED: dict[str, Any] = {"epochs": 3, "dim": 8, "batch_size": 128, "lr": 0.01
 #: an entry fails the suite (:func:`check_registry_covered`); an entry for an unregistered name too.
 FAST_PARAMS: dict[str, dict[str, Any]] = {
     "popularity": {},
+    "als": {"dim": 8, "epochs": 3, "patience": 2, "threads": 1},
     "itemknn": {"k": 10},
     "ease": {"l2": 10.0},
     "ease_content": {"l2": 10.0, "content_weight": 0.5},

@@ -48,7 +48,7 @@ def list_components(kind: Kind) -> list[ComponentInfo]:
     """Every registered component of ``kind``, sorted by name.
 
     >>> [c.name for c in list_components("model")][:3]
-    ['blend', 'bprmf', 'ease']
+    ['als', 'blend', 'bprmf']
     """
     registry: Registry[Any]
     if kind == "model":

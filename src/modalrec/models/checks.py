@@ -121,14 +121,17 @@ def make_check_dataset(
     per_user: int = 10,
     n_cold: int = 2,
     with_features: bool = True,
+    missing_image: float = 0.2,
     seed: int = 0,
+    name: str = "checks",
 ) -> Dataset:
     """A small learnable catalogue for the checks: users and items in clusters, two item modalities.
 
     Users take 90% of their items from their own cluster. Per user, one interaction goes to valid,
     two to test, the rest to train; ``n_cold`` items are cold (every interaction with them is in test).
     With ``with_features``: ``text`` (16-d, cluster centre + small noise, always present) and
-    ``image`` (24-d, noisy, missing for about a fifth of the items: mask False, row zeros).
+    ``image`` (24-d, noisy, missing for a ``missing_image`` share of the items: mask False, row zeros).
+    The test suite's own clustered data (``tests/synthetic.py``) is this generator with other sizes.
 
     >>> ds = make_check_dataset()
     >>> ds.n_users, ds.n_items, sorted(ds.features), int(ds.feature_masks["image"].sum()) < ds.n_items
@@ -162,12 +165,12 @@ def make_check_dataset(
         text = centres[item_cluster] + 0.3 * rng.normal(size=(n_items, 16)).astype(np.float32)
         proj = rng.normal(size=(16, 24)).astype(np.float32)
         image = (centres[item_cluster] @ proj + 3.0 * rng.normal(size=(n_items, 24))).astype(np.float32)
-        present = rng.random(n_items) >= 0.2
+        present = rng.random(n_items) >= missing_image
         image[~present] = 0.0
         features = {"text": text.astype(np.float32), "image": image}
         masks = {"text": np.ones(n_items, dtype=bool), "image": present}
     return Dataset(
-        name="checks",
+        name=name,
         user_ids=np.array([f"u{i}" for i in range(n_users)]),
         item_ids=np.array([f"i{i}" for i in range(n_items)]),
         train=train,

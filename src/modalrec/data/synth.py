@@ -84,9 +84,15 @@ def _draw_items(
     own = rng.random(len(users)) < spec.taste
     order = np.argsort(item_cluster, kind="stable")
     bounds = np.searchsorted(item_cluster[order], np.arange(spec.n_clusters + 1))
+    # the in-cluster draws grouped by the user's cluster once (ascending within a cluster), instead
+    # of comparing every draw with every cluster
+    mine = np.flatnonzero(own)
+    mine_home = home[users[mine]]
+    by_cluster = mine[np.argsort(mine_home, kind="stable")]
+    cuts = np.searchsorted(np.sort(mine_home), np.arange(spec.n_clusters + 1))
     for c in range(spec.n_clusters):
         members = order[bounds[c] : bounds[c + 1]]
-        pick = np.flatnonzero(own & (home[users] == c))
+        pick = by_cluster[cuts[c] : cuts[c + 1]]
         if len(members) and len(pick):
             cdf = np.cumsum(weight[members])
             items[pick] = members[np.searchsorted(cdf / cdf[-1], rng.random(len(pick)), side="right")]

@@ -10,7 +10,13 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from modalrec.cli import app
-from modalrec.workflows.components import components_markdown, list_components, replace_tables, summary_table
+from modalrec.workflows.components import (
+    components_markdown,
+    list_components,
+    params_document,
+    replace_tables,
+    summary_table,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,6 +52,10 @@ def test_cli_lists_the_same_tables() -> None:
     res = runner.invoke(app, ["models", "lightgcn", "--json"])
     assert res.exit_code == 0
     assert '"name": "n_layers"' in res.output
+    res = runner.invoke(app, ["models", "ease", "--markdown"])
+    assert res.exit_code == 0
+    assert res.output == params_document("model", "ease")
+    assert "### `ease`" in res.output and "### `bprmf`" not in res.output
     res = runner.invoke(app, ["aligners", "nope"])
     assert res.exit_code == 2
     assert "unknown aligner 'nope'" in res.output

@@ -6,29 +6,25 @@ the same source as configs, error messages and the README tables.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from modalrec.cli.app import app, console, print_json, user_errors
 
+if TYPE_CHECKING:
+    from modalrec.workflows.components import Kind
 
-def _show(kind: str, name: str | None, as_json: bool, markdown: bool) -> None:
-    from modalrec.core.errors import ConfigError
-    from modalrec.workflows.components import Kind, list_components, params_document, summary_table
 
-    k: Kind = "model" if kind == "model" else "aligner"
-    infos = list_components(k)
-    if name is not None:
-        infos = [c for c in infos if c.name == name.lower()]
-        if not infos:
-            known = ", ".join(c.name for c in list_components(k))
-            raise ConfigError(f"unknown {k} {name!r}; known {k}s: {known}")
+def _show(kind: Kind, name: str | None, as_json: bool, markdown: bool) -> None:
+    from modalrec.workflows.components import list_components, params_document, summary_table
+
+    infos = list_components(kind, name)
     if as_json:
         print_json([c.as_dict() for c in infos])
     elif markdown:
-        typer.echo(params_document(k) if name else summary_table(k), nl=False)
+        typer.echo(params_document(kind, name) if name else summary_table(kind), nl=False)
     else:
         for c in infos:
             console.print(f"[bold]{c.name}[/]: {c.summary}", highlight=False)

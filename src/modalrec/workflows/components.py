@@ -44,22 +44,36 @@ def _summary(cls: type) -> str:
     return first.split(". ")[0].rstrip(".")
 
 
-def list_components(kind: Kind) -> list[ComponentInfo]:
-    """Every registered component of ``kind``, sorted by name.
+def _registry(kind: Kind) -> Registry[Any]:
+    if kind == "model":
+        from modalrec.models import REGISTRY
+
+        return REGISTRY
+    from modalrec.align import ALIGNERS
+
+    return ALIGNERS
+
+
+def list_components(kind: Kind, name: str | None = None) -> list[ComponentInfo]:
+    """Every registered component of ``kind`` sorted by name, or only ``name`` (an unknown name is
+    the registry's :class:`~modalrec.core.errors.ConfigError`, listing the known ones).
 
     >>> [c.name for c in list_components("model")][:3]
     ['als', 'blend', 'bprmf']
+    >>> [c.name for c in list_components("aligner", "CCA")]
+    ['cca']
     """
-    registry: Registry[Any]
-    if kind == "model":
-        from modalrec.models import REGISTRY as registry
+    registry = _registry(kind)
+    if name is None:
+        names = sorted(registry)
     else:
-        from modalrec.align import ALIGNERS as registry
+        registry.get_or_raise(name)  # an unknown name fails here, listing the known ones
+        names = [name.lower()]
     out = []
-    for name in sorted(registry):
-        cls = registry[name]
+    for key in names:
+        cls = registry[key]
         uses = bool(getattr(cls, "uses_features", False))
-        out.append(ComponentInfo(kind, name, _summary(cls), uses, describe_params(cls.params_class)))
+        out.append(ComponentInfo(kind, key, _summary(cls), uses, describe_params(cls.params_class)))
     return out
 
 
@@ -82,10 +96,10 @@ def summary_table(kind: Kind) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def params_document(kind: Kind) -> str:
-    """Markdown: per component, a table of type, default, allowed range and meaning of each parameter."""
+def params_document(kind: Kind, name: str | None = None) -> str:
+    """Markdown: per component (or only ``name``), a table of type, default, range and meaning."""
     parts = []
-    for c in list_components(kind):
+    for c in list_components(kind, name):
         parts.append(f"### `{c.name}`\n\n{c.summary}.\n")
         if not c.params:
             parts.append("No hyperparameters.\n")

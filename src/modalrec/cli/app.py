@@ -14,9 +14,44 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from modalrec.core.errors import ModalrecError
+
+
+def literal_help(cmd: Any) -> Any:
+    """Escape a (typer's click) command's help texts, its own and its parameters', for rich markup, once.
+
+    Why: typer renders help through rich markup, so a help text such as "a run config (.toml with
+    [data])" lost "[data]" as an unknown style tag. Help texts here are plain text, never markup.
+    """
+    if getattr(cmd, "_modalrec_literal_help", False):
+        return cmd
+    if cmd.help:
+        cmd.help = escape(cmd.help)
+    if cmd.short_help:
+        cmd.short_help = escape(cmd.short_help)
+    for param in cmd.params:
+        text = getattr(param, "help", None)
+        if text:
+            param.help = escape(text)
+    cmd._modalrec_literal_help = True
+    return cmd
+
+
+class LiteralHelpGroup(TyperGroup):
+    """The ``modalrec`` group: every command it hands out shows its help text literally."""
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        cmd = super().get_command(ctx, cmd_name)
+        return literal_help(cmd) if cmd is not None else None
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        literal_help(self)
+        super().format_help(ctx, formatter)
+
 
 app = typer.Typer(
     name="modalrec",
@@ -24,6 +59,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    cls=LiteralHelpGroup,
 )
 console = Console()
 err_console = Console(stderr=True)

@@ -8,6 +8,11 @@ parsing. Format detection and encodings: :mod:`modalrec.data.formats`.
 
 - A line with the wrong number of fields (truncated, an extra separator) raises ``DataError``.
   Blank lines are skipped.
+- A file without data rows (empty, only a header, ``[]``, a Parquet file of 0 rows) raises
+  ``DataError`` naming the file: an empty data set is never what the user meant.
+- A field longer than :data:`MAX_FIELD_BYTES` (1 MiB) raises ``DataError`` naming file, line and
+  column: no id or text is that long, it is a broken file (often a stray quote that swallowed the
+  lines after it) or a wrong separator.
 - Text formats give string columns (no type guessing); JSON and Parquet keep their types.
 """
 
@@ -25,6 +30,9 @@ import polars as pl
 
 from modalrec.core.errors import DataError
 from modalrec.data.formats import FORMATS, SEPARATORS, detect_format, read_bytes, to_utf8
+
+#: Longest field accepted, in UTF-8 bytes (ids, texts, media paths alike).
+MAX_FIELD_BYTES = 1 << 20
 
 
 @dataclass
@@ -84,17 +92,40 @@ def read_table(
     if fmt not in FORMATS:
         raise DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}", file=path)
     if fmt == "parquet":
-        return _read_parquet(path)
+        return _checked(_read_parquet(path))
     buf = to_utf8(read_bytes(path), encoding, str(path))
     if fmt == "jsonl":
         if buf.lstrip()[:1] == b"[":
-            return _read_json_array(buf, str(path))
-        return _read_jsonl(buf, str(path))
+            return _checked(_read_json_array(buf, str(path)))
+        return _checked(_read_jsonl(buf, str(path)))
     sep = separator if separator is not None else SEPARATORS[fmt]
     buf, sep, quote_char = _single_byte_separator(buf, sep, quote_char, path)
     if not has_header and not names:
         raise DataError("has_header=False needs names=[...] for the columns", file=path)
-    return _read_separated(buf, str(path), sep, has_header, list(names) if names else None, quote_char)
+    return _checked(
+        _read_separated(buf, str(path), sep, has_header, list(names) if names else None, quote_char)
+    )
+
+
+def _checked(t: Table) -> Table:
+    """Refuse a table without data rows, or with a field over :data:`MAX_FIELD_BYTES`."""
+    if t.df.height == 0:
+        what = {"line": "the file has a header but no data rows", "row": "the file has no rows"}[t.unit]
+        raise DataError(f"{what} (columns: {', '.join(t.df.columns) or 'none'})", file=t.file)
+    for col in t.df.columns:
+        s = t.df[col]
+        if s.dtype != pl.Utf8:
+            continue
+        sizes = s.str.len_bytes().fill_null(0)
+        longest = int(sizes.max() or 0)  # type: ignore[arg-type]
+        if longest > MAX_FIELD_BYTES:
+            raise t.error(
+                int(sizes.arg_max() or 0),
+                f"field is {longest:,} bytes long, over the limit of {MAX_FIELD_BYTES:,} bytes (1 MiB); "
+                "no id or text is that long: a stray quote joining many lines, or a wrong separator?",
+                field=col,
+            )
+    return t
 
 
 def _single_byte_separator(
@@ -263,6 +294,8 @@ def _check_header(header: list[str], file: str) -> None:
 def _read_quoted(
     buf: bytes, file: str, sep: str, has_header: bool, names: list[str] | None, quote_char: str
 ) -> Table:
+    # the csv module's own limit (131,072 characters) would name a smaller limit than ours
+    csv.field_size_limit(MAX_FIELD_BYTES)
     reader = csv.reader(
         io.StringIO(buf.decode("utf-8"), newline=""), delimiter=sep, quotechar=quote_char, strict=True
     )
@@ -284,6 +317,13 @@ def _read_quoted(
             rows.append(rec)
             lines.append(start)
     except csv.Error as e:
+        if "field larger than field limit" in str(e):
+            raise DataError(
+                f"a field is over the limit of {MAX_FIELD_BYTES:,} characters (1 MiB), starting on this "
+                "line: no id or text is that long: a stray quote joining many lines?",
+                file=file,
+                line=prev_end + 1,
+            ) from None
         raise DataError(f"malformed quoting: {e}", file=file, line=reader.line_num) from None
     if header is None:
         raise DataError("file is empty", file=file)

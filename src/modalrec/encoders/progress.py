@@ -1,4 +1,9 @@
-"""A rich progress bar per modality (items/s, ETA) for :func:`~modalrec.encoders.encode_dataset`."""
+"""Progress per modality (items/s, ETA) for :func:`~modalrec.encoders.encode_dataset`.
+
+A rich bar in a terminal; outside one (CI logs, ``| tee``) plain periodic lines on standard error
+(:class:`~modalrec.core.progress.PlainProgress`), because a rich bar drawn into a pipe is printed
+once, at the end, cut to 80 columns.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from modalrec.core.progress import PlainProgress, output_is_terminal
+
 
 class Progress:
-    """A rich progress display with one task per modality, or nothing when ``enabled`` is false.
+    """One task per modality: rich bars in a terminal, plain lines elsewhere, nothing when not ``enabled``.
 
     >>> with Progress(False) as p:
     ...     advance = p.task("text (tfidf-svd)", total=3)
@@ -17,7 +24,9 @@ class Progress:
 
     def __init__(self, enabled: bool) -> None:
         self._p: Any = None
-        if enabled:
+        if enabled and not output_is_terminal():
+            self._p = PlainProgress()
+        elif enabled:
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,

@@ -21,6 +21,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 if TYPE_CHECKING:
+    from modalrec.core.progress import PlainProgress
     from modalrec.data.dataset import Dataset
     from modalrec.models.base import Recommender
 
@@ -133,7 +134,16 @@ class EarlyStopping:
         return self.bad_checks < self.patience
 
 
-def make_progress(enabled: bool) -> Progress:
+def make_progress(enabled: bool) -> Progress | PlainProgress:
+    """A live rich bar in a terminal; plain periodic lines on stderr otherwise (logs, ``| tee``).
+
+    Why not always rich: drawn into a pipe, a rich bar is printed once, at the end, cut to 80
+    columns. :class:`~modalrec.core.progress.PlainProgress` has the same ``add_task``/``update``.
+    """
+    from modalrec.core.progress import PlainProgress, output_is_terminal
+
+    if enabled and not output_is_terminal():
+        return PlainProgress()
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),

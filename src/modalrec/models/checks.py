@@ -85,6 +85,7 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "itemknn": {"k": 10},
     "ease": {"l2": 10.0},
     "ease_content": {"l2": 10.0, "content_weight": 0.5},
+    "ease_knn": {"l2": 10.0, "neighbors": 10},
     "bprmf": dict(_TRAINED),
     "lightgcn": dict(_TRAINED),
     "vbpr": {**_TRAINED, "content_dim": 8},

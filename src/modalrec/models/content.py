@@ -98,39 +98,31 @@ def prepared_features(
     return feats, masks
 
 
-def knn_graph(x: np.ndarray, mask: np.ndarray, k: int, *, chunk: int = 2048) -> sp.csr_matrix:
+def knn_graph(
+    x: np.ndarray, mask: np.ndarray, k: int, *, chunk: int = 2048, exact_max: int | None = None
+) -> sp.csr_matrix:
     """Cosine kNN graph D^-1/2 A D^-1/2 (A: top-``k`` per row, 0/1, no self loops; D: row degrees),
     the normalisation of LATTICE/FREEDOM (A is not symmetric, so rows sum to 1).
 
-    Rows of absent items have no edges and are nobody's neighbour. Built in row chunks, so memory is
-    ``chunk x n_items`` floats.
+    Rows of absent items have no edges and are nobody's neighbour. Up to ``exact_max`` present items
+    (default :data:`modalrec.models.neighbors.EXACT_MAX`) the search is exact, in row chunks (memory
+    ``chunk x n_items`` floats); above, a faiss IVF-Flat index answers it (recall measured in
+    benchmarks/results/itemitem.md). No dense item x item matrix either way.
 
     >>> x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
     >>> g = knn_graph(x, np.ones(4, bool), k=1)
     >>> g.toarray().round(2).tolist()
     [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 0.0]]
     """
+    from modalrec.models.neighbors import EXACT_MAX, feature_topk
+
     n = x.shape[0]
-    xn = np.asarray(x, dtype=np.float32)
-    xn = xn / np.maximum(np.linalg.norm(xn, axis=1, keepdims=True), 1e-12)
-    xn[~mask] = 0.0
-    k = max(1, min(k, int(mask.sum()) - 1))
-    rows, cols = [], []
-    present = np.flatnonzero(mask)
-    for s in range(0, len(present), chunk):
-        r = present[s : s + chunk]
-        sim = xn[r] @ xn.T
-        sim[:, ~mask] = -np.inf
-        sim[np.arange(len(r)), r] = -np.inf
-        top = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < n else np.argsort(-sim, axis=1)[:, :k]
-        rows.append(np.repeat(r, k))
-        cols.append(top.ravel())
-    if not rows:
-        return sp.csr_matrix((n, n), dtype=np.float32)
-    a = sp.csr_matrix(
-        (np.ones(sum(len(c) for c in cols), np.float32), (np.concatenate(rows), np.concatenate(cols))),
-        shape=(n, n),
+    rows, cols = feature_topk(
+        x, mask, k, exact_max=EXACT_MAX if exact_max is None else exact_max, chunk=chunk
     )
+    if len(rows) == 0:
+        return sp.csr_matrix((n, n), dtype=np.float32)
+    a = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(n, n))
     return degree_normalised(a)
 
 
@@ -148,16 +140,16 @@ def degree_normalised(a: sp.csr_matrix) -> sp.csr_matrix:
 
 def interaction_knn_graph(train: sp.csr_matrix, k: int) -> sp.csr_matrix:
     """Item-item graph from the interactions alone: each item's top-``k`` cosine co-occurrence
-    neighbours (ItemKNN's similarity), normalised as :func:`knn_graph`. Items never interacted with
-    have no edges.
+    neighbours (ItemKNN's similarity, computed sparsely), normalised as :func:`knn_graph`. Items never
+    interacted with have no edges.
 
     >>> r = sp.csr_matrix(np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]], np.float32))
     >>> interaction_knn_graph(r, 1).toarray().tolist()
     [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
-    from modalrec.models.itemknn import cosine_item_similarity
+    from modalrec.models.neighbors import cooccurrence_topk
 
-    return degree_normalised(cosine_item_similarity(train, max(1, k)))
+    return degree_normalised(cooccurrence_topk(train, max(1, k)).cosine)
 
 
 def warm_items(train: sp.csr_matrix) -> np.ndarray:

@@ -18,7 +18,6 @@ from serving_helpers import LiveServer, item_cluster, serve_config
 
 from modalrec.serving.app import create_app
 from modalrec.serving.feedback import FeedbackStore
-from modalrec.serving.metrics import two_proportion_test
 
 
 def clusters(items: list[dict]) -> list[int]:
@@ -198,11 +197,12 @@ def test_other_worker_follows_reload(runs, tmp_path) -> None:
             time.sleep(0.2)
 
 
-def test_ab_split_and_significance(runs, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+def test_ab_split_and_report(runs, tmp_path, caplog: pytest.LogCaptureFixture) -> None:
+    """Deterministic split, per-arm metrics from attributed clicks, guardrails and health alerts."""
     cfg = serve_config(
         tmp_path,
         text_encoder="none",
-        ab={"run_b": str(runs["knn"]), "share_b": 0.5},
+        ab={"run_b": str(runs["knn"]), "share_b": 0.5, "min_users": 5},
         health={"max_fallback_share": 0.1},
     )
     with (
@@ -210,32 +210,41 @@ def test_ab_split_and_significance(runs, tmp_path, caplog: pytest.LogCaptureFixt
         caplog.at_level(logging.WARNING, "modalrec.serving.alerts"),
     ):
         c = srv.client
-        arms = {}
+        arms, lists = {}, {}
         for n in range(60):
             u = f"u{n}"
             r = c.get(f"/recommend/{u}").json()
-            arms[u] = r["arm"]
+            arms[u], lists[u] = r["arm"], r
             assert r["model"] == {"a": "bprmf", "b": "itemknn"}[r["arm"]]
             assert c.get(f"/recommend/{u}").json()["arm"] == r["arm"], "the split must be deterministic"
         share_b = np.mean([a == "b" for a in arms.values()])
         assert 0.3 < share_b < 0.7
+        clicked = {}
         for u, arm in list(arms.items())[:40]:
             if arm == "b" or u.endswith(("0", "2", "4")):
-                post(srv, u, "i1", "click")
+                r = lists[u]
+                post(srv, u, r["items"][1]["item_id"], "click", impression_id=r["impression_id"], rank=2)
+                clicked[u] = arm
         for n in range(30):  # unknown users: fallback share crosses the threshold -> alert
             c.get(f"/recommend/nobody-{n}")
         ab = c.get("/admin/ab", headers=srv.auth("admin")).json()
         a, b = ab["arms"]["a"], ab["arms"]["b"]
-        assert a["recommendations"] + b["recommendations"] == 150
-        assert b["positive_events"] == sum(1 for u, arm in list(arms.items())[:40] if arm == "b")
-        assert 0 < a["rate"] < b["rate"]
+        assert a["impressions"] + b["impressions"] == 150
+        assert a["users"] + b["users"] == 90
+        assert b["positive_events"] == sum(1 for arm in clicked.values() if arm == "b")
+        assert a["positive_events"] == sum(1 for arm in clicked.values() if arm == "a")
+        # every click was on the second item of the user's first list: MRR 1/2, CTR = clicked lists / lists
+        assert b["mrr_of_clicks"]["mean"] == pytest.approx(0.5)
+        assert b["ctr"]["mean"] == pytest.approx(b["lists_with_positive"] / b["impressions"])
+        assert 0 < a["ctr"]["mean"] < b["ctr"]["mean"]
         t = ab["test"]
-        want = two_proportion_test(
-            a["positive_events"], a["recommendations"], b["positive_events"], b["recommendations"]
-        )
-        assert t["z"] == pytest.approx(want["z"]) and t["z"] > 0
-        assert t["p_value"] == pytest.approx(want["p_value"]) and 0 < t["p_value"] < 1
-        assert t["alpha"] == 0.05 and t["significant"] == (t["p_value"] < 0.05)
+        assert t["metric"] == "ctr" and ab["answer"] == t["decision"]
+        assert t["decision"]["test"] in ("mSPRT", "sample-ratio mismatch")
+        assert "always-valid" in t["decision"]["why"] or "split" in t["decision"]["why"]
+        assert t["srm"]["users_a"] == a["users"] and t["mde"]["absolute"] > 0
+        g = ab["guardrails"]
+        assert g["a"]["requests"] + g["b"]["requests"] == 150 and g["a"]["latency_p99_ms"] > 0
+        assert max(g["a"]["fallback_share"], g["b"]["fallback_share"]) > 0.2
         metrics = c.get("/metrics").text
         assert f'modalrec_feedback_total{{arm="b",event="click"}} {float(b["positive_events"])}' in metrics
         health = c.get("/health").json()

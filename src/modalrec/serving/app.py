@@ -72,6 +72,7 @@ def create_app(
     """
     cfg = config if isinstance(config, ServeConfig) else load_serve_config(config)
     state = ServerState(run_dir, cfg, encode_text)
+    state.store.attribution_window_s = cfg.ab.attribution_window_s
     app = FastAPI(
         title="modalrec",
         version="0.1.0",

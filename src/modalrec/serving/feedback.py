@@ -1,4 +1,5 @@
-"""Feedback store: SQLite in WAL mode, one group-committing writer thread per process.
+"""Feedback store: SQLite in WAL mode, one group-committing writer thread per process; it also keeps
+the experiment log (impressions served and the attribution of feedback to them).
 
 Why this shape: a feedback POST is answered 200 only after its row is committed (``synchronous=FULL``
 by default: the WAL is fsynced at every commit), so a client that got a 200 can trust the row exists
@@ -10,6 +11,15 @@ every request and reflect it at once whichever worker received the POST.
 
 An optional client ``request_id`` makes a POST idempotent: a retried request returns the original
 row instead of writing a duplicate.
+
+Experiment log (issue 21; the interface is :class:`modalrec.serving.experiments.ExperimentStore`, which
+a PostgreSQL store can implement too): every ``/recommend`` answer is an impression row (id, user, arm,
+the items shown in order, interleaving teams, latency, error). Impressions are queued without waiting
+(a recommendation is not held up by an fsync) and committed by the same writer, so a feedback row of
+the same process is always committed after the impression it follows. Each feedback row is attributed
+in the transaction that stores it: to the impression it names (``impression_id``) if that impression
+showed the item to the same user within ``attribution_window_s``, else to the newest impression of the
+user in the window that showed the item; otherwise it is stored as unattributed with the reason.
 
 >>> import tempfile, os
 >>> store = FeedbackStore(os.path.join(tempfile.mkdtemp(), "fb.sqlite"))
@@ -30,6 +40,9 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from modalrec.serving.experiments import Attribution, Impression, SQLiteExperimentReads, attribute
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -43,11 +56,40 @@ CREATE TABLE IF NOT EXISTS feedback (
     ts REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS feedback_user ON feedback(user_id, id);
-CREATE TABLE IF NOT EXISTS impressions (
+CREATE TABLE IF NOT EXISTS ab_impressions (
+    id TEXT PRIMARY KEY,
+    experiment TEXT NOT NULL,
+    user_id TEXT NOT NULL,
     arm TEXT NOT NULL,
     source TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (arm, source)
+    items TEXT NOT NULL,
+    teams TEXT,
+    latency_ms REAL,
+    error INTEGER NOT NULL DEFAULT 0,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ab_impressions_user ON ab_impressions(user_id, ts);
+CREATE INDEX IF NOT EXISTS ab_impressions_exp ON ab_impressions(experiment, user_id);
+CREATE TABLE IF NOT EXISTS ab_attributions (
+    feedback_id INTEGER PRIMARY KEY,
+    impression_id TEXT,
+    experiment TEXT,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    event TEXT NOT NULL,
+    arm TEXT,
+    rank INTEGER,
+    team TEXT,
+    how TEXT NOT NULL,
+    ts REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS ab_attributions_imp ON ab_attributions(impression_id);
+CREATE INDEX IF NOT EXISTS ab_attributions_exp ON ab_attributions(experiment);
+CREATE TABLE IF NOT EXISTS ab_state (
+    experiment TEXT PRIMARY KEY,
+    min_p REAL NOT NULL,
+    looks INTEGER NOT NULL,
+    updated REAL NOT NULL
 );
 """
 
@@ -61,6 +103,11 @@ class FeedbackRow:
     arm: str
     request_id: str | None = None
     ts: float = 0.0
+    #: The impression the client says it clicked in (from the /recommend answer) and the 1-based rank.
+    impression_id: str | None = None
+    rank: int | None = None
+    #: The experiment running when the event arrived (tags unattributed events).
+    experiment: str | None = None
 
 
 @dataclass
@@ -68,19 +115,28 @@ class Stored:
     id: int
     ts: float
     duplicate: bool
+    attribution: Attribution | None = None
 
 
-class FeedbackStore:
-    """Durable feedback log plus per-arm recommendation counters (for A/B rates)."""
+class FeedbackStore(SQLiteExperimentReads):
+    """Durable feedback log plus the experiment log (impressions, attributions; :class:`ExperimentStore`)."""
 
-    def __init__(self, path: str | Path, *, synchronous: str = "FULL", batch: int = 512) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        batch: int = 512,
+        attribution_window_s: float = 1800.0,
+    ) -> None:
         self.path = Path(path)
+        self.attribution_window_s = attribution_window_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.synchronous = synchronous
         self.batch = batch
         self._local = threading.local()
-        self._queue: queue.Queue[tuple[list[FeedbackRow], Future[list[Stored]]] | None] = queue.Queue()
-        self._pending: dict[tuple[str, str], int] = {}
+        self._queue: queue.Queue[tuple[list[FeedbackRow], Future[list[Stored]] | None] | None] = queue.Queue()
+        self._pending: list[Impression] = []
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
         con = self._connect()
@@ -122,13 +178,16 @@ class FeedbackStore:
         """Write rows and wait until they are committed."""
         return self.submit(rows).result(timeout)
 
-    def count_impressions(self, arm: str, source: str, n: int = 1) -> None:
-        """Count served recommendation lists; flushed to the database by the writer (every ~0.5 s)."""
+    def record_impression(self, imp: Impression) -> None:
+        """Queue one impression; the writer commits it with its next group (without making the caller wait)."""
+        if self._closed:
+            return
         with self._pending_lock:
-            self._pending[(arm, source)] = self._pending.get((arm, source), 0) + n
+            self._pending.append(imp)
+        self._queue.put(([], None))  # wake the writer
 
     def flush_impressions(self) -> None:
-        """Make this process's pending counters durable now (the writer also does so periodically)."""
+        """Make this process's queued impressions durable now (the writer also does so continuously)."""
         fut: Future[list[Stored]] = Future()
         self._queue.put(([], fut))
         fut.result(30.0)
@@ -144,7 +203,7 @@ class FeedbackStore:
                 self._commit(con, [])
                 con.close()
                 return
-            jobs = [first] if first else []
+            jobs = [first] if first and first[1] is not None else []
             while len(jobs) < self.batch:
                 try:
                     nxt = self._queue.get_nowait()
@@ -153,55 +212,75 @@ class FeedbackStore:
                 if nxt is None:
                     self._queue.put(None)  # handle the stop after this batch
                     break
-                jobs.append(nxt)
-            if jobs or time.monotonic() - self._last_flush > 0.5:
-                self._commit(con, jobs)
+                if nxt[1] is not None:
+                    jobs.append(nxt)
+            if jobs or self._pending or time.monotonic() - self._last_flush > 0.5:
+                self._commit(con, jobs)  # type: ignore[arg-type]
 
     def _commit(
         self, con: sqlite3.Connection, jobs: list[tuple[list[FeedbackRow], Future[list[Stored]]]]
     ) -> None:
         with self._pending_lock:
-            pending, self._pending = self._pending, {}
+            pending, self._pending = self._pending, []
         self._last_flush = time.monotonic()
         if not jobs and not pending:
             return
         results: list[list[Stored]] = []
         try:
             con.execute("BEGIN IMMEDIATE")
+            con.executemany(
+                "INSERT OR IGNORE INTO ab_impressions "
+                "(id, experiment, user_id, arm, source, items, teams, latency_ms, error, ts) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [imp.row() for imp in pending],
+            )
             for rows, _ in jobs:
-                out = []
-                for r in rows:
-                    cur = con.execute(
-                        "INSERT OR IGNORE INTO feedback (request_id, user_id, item_id, event, value, arm, ts) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (r.request_id, r.user_id, r.item_id, r.event, r.value, r.arm, r.ts),
-                    )
-                    if cur.rowcount == 1:
-                        out.append(Stored(int(cur.lastrowid or 0), r.ts, False))
-                    else:
-                        rid, ts = con.execute(
-                            "SELECT id, ts FROM feedback WHERE request_id = ?", (r.request_id,)
-                        ).fetchone()
-                        out.append(Stored(int(rid), float(ts), True))
-                results.append(out)
-            for (arm, source), n in pending.items():
-                con.execute(
-                    "INSERT INTO impressions (arm, source, n) VALUES (?, ?, ?) "
-                    "ON CONFLICT(arm, source) DO UPDATE SET n = n + excluded.n",
-                    (arm, source, n),
-                )
+                results.append([self._insert(con, r) for r in rows])
             con.execute("COMMIT")
         except Exception as e:
             with contextlib.suppress(sqlite3.Error):
                 con.execute("ROLLBACK")
-            with self._pending_lock:  # keep the counts for the next try
-                for key, n in pending.items():
-                    self._pending[key] = self._pending.get(key, 0) + n
+            with self._pending_lock:  # keep the impressions for the next try
+                self._pending[:0] = pending
             for _, fut in jobs:
                 fut.set_exception(e)
             return
         for (_, fut), out in zip(jobs, results, strict=True):
             fut.set_result(out)
+
+    def _insert(self, con: sqlite3.Connection, r: FeedbackRow) -> Stored:
+        """Insert one feedback row (or find its earlier copy by request_id) and attribute it."""
+        cur = con.execute(
+            "INSERT OR IGNORE INTO feedback (request_id, user_id, item_id, event, value, arm, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (r.request_id, r.user_id, r.item_id, r.event, r.value, r.arm, r.ts),
+        )
+        if cur.rowcount == 1:
+            fid = int(cur.lastrowid or 0)
+            att = attribute(con, r, self.attribution_window_s)
+            con.execute(
+                "INSERT OR IGNORE INTO ab_attributions (feedback_id, impression_id, experiment, user_id, "
+                "item_id, event, arm, rank, team, how, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    fid,
+                    att.impression_id,
+                    r.experiment,
+                    r.user_id,
+                    r.item_id,
+                    r.event,
+                    att.arm or r.arm,
+                    att.rank,
+                    att.team,
+                    att.how,
+                    r.ts,
+                ),
+            )
+            return Stored(fid, r.ts, False, att)
+        rid, ts = con.execute("SELECT id, ts FROM feedback WHERE request_id = ?", (r.request_id,)).fetchone()
+        row = con.execute(
+            "SELECT impression_id, rank, arm, team, how FROM ab_attributions WHERE feedback_id = ?", (rid,)
+        ).fetchone()
+        return Stored(int(rid), float(ts), True, Attribution(*row) if row else None)
 
     # ------------------------------------------------------------------ reads
     def for_user(self, user_id: str) -> list[tuple[str, str, float | None]]:
@@ -223,12 +302,26 @@ class FeedbackStore:
             out.setdefault(arm, {})[event] = int(n)
         return out
 
-    def impressions_by_arm(self) -> dict[str, dict[str, int]]:
-        rows = self._reader().execute("SELECT arm, source, n FROM impressions").fetchall()
-        out: dict[str, dict[str, int]] = {}
-        for arm, source, n in rows:
-            out.setdefault(arm, {})[source] = int(n)
-        return out
+    # ------------------------------------------------------------------ experiment log reads
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on this process's reader connection (the experiment report's SQL)."""
+        return self._reader().execute(sql, params).fetchall()
+
+    def update_running_p(self, experiment: str, p_value: float) -> float:
+        """Store ``min(previous, p_value)`` for ``experiment`` and return it (the always-valid p-value is
+        the running minimum over looks). A short write on its own connection: rare (admin reads)."""
+        con = self._connect()
+        try:
+            con.execute(
+                "INSERT INTO ab_state (experiment, min_p, looks, updated) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT(experiment) DO UPDATE SET min_p = MIN(min_p, excluded.min_p), "
+                "looks = looks + 1, updated = excluded.updated",
+                (experiment, float(p_value), time.time()),
+            )
+            (p,) = con.execute("SELECT min_p FROM ab_state WHERE experiment = ?", (experiment,)).fetchone()
+        finally:
+            con.close()
+        return float(p)
 
     def close(self) -> None:
         if self._closed:

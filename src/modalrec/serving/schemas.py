@@ -23,7 +23,10 @@ class Item(BaseModel):
 
 class RecommendResponse(BaseModel):
     user_id: str
-    arm: str = Field(description="A/B arm that served the request ('a' without an A/B test)")
+    arm: str = Field(
+        description="A/B arm that served the request ('a' without an A/B test, 'interleaved' when the "
+        "list interleaves both arms)"
+    )
     model: str
     source: Literal["model", "model+feedback", "feedback", "popularity"] = Field(
         description="model: the user's stored vector/history; +feedback: folded in live feedback; "
@@ -32,6 +35,10 @@ class RecommendResponse(BaseModel):
     fallback: bool
     known_user: bool
     feedback_events: int
+    impression_id: str = Field(
+        description="id of this list as shown; POST /feedback may name it (with the rank clicked) so the "
+        "event is attributed to this list"
+    )
     items: list[Item]
 
 
@@ -68,6 +75,14 @@ class FeedbackIn(BaseModel):
         max_length=128,
         description="idempotency key: a retry with the same id is stored once",
     )
+    impression_id: str | None = Field(
+        default=None,
+        pattern=r"^[0-9a-f]{32}$",
+        description="the impression_id of the /recommend answer that showed the item",
+    )
+    rank: int | None = Field(
+        default=None, ge=1, le=10_000, description="1-based position of the item in that answer"
+    )
 
     @field_validator("value")
     @classmethod
@@ -77,12 +92,21 @@ class FeedbackIn(BaseModel):
         return v
 
 
+class AttributionOut(BaseModel):
+    impression_id: str | None = Field(description="the impression credited (None: unattributed)")
+    rank: int | None = None
+    arm: str | None = None
+    team: str | None = Field(default=None, description="interleaving: the arm whose list gave the item")
+    how: str = Field(description="named | window | unattributed: <reason>")
+
+
 class FeedbackOut(BaseModel):
     id: int
     stored: bool = True
     duplicate: bool
     arm: str
     ts: float
+    attribution: AttributionOut | None = None
 
 
 class ReloadIn(BaseModel):

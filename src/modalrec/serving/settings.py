@@ -115,11 +115,31 @@ class LimitsConfig(_Strict):
 
 
 class ABConfig(_Strict):
+    """An online experiment between run a and ``run_b`` (docs/serving.md, "A/B tests and interleaving")."""
+
     run_b: str | None = None
+    #: "ab": each user is served by one arm (split by a salted hash of the user id);
+    #: "interleave": every user gets a team-draft interleaving of both arms' lists.
+    mode: Literal["ab", "interleave"] = "ab"
     share_b: float = Field(default=0.5, ge=0.0, le=1.0)
     salt: str = "ab-1"
-    #: Significance level of the two-proportion z-test reported at /admin/ab.
+    #: Significance level of the tests reported at /admin/ab (the always-valid one decides).
     alpha: float = Field(default=0.05, gt=0, lt=1)
+    #: Primary A/B metric: share of lists with a positive event ("ctr"), positive events per list, per user.
+    metric: Literal["ctr", "positive_per_impression", "positive_per_user"] = "ctr"
+    #: mSPRT mixing standard deviation relative to the pooled metric (the size of effect it finds fastest).
+    tau: float = Field(default=0.1, gt=0)
+    #: Users per arm before the sequential test may answer (its variance is estimated).
+    min_users: int = Field(default=100, ge=2)
+    #: Always-valid sample-ratio-mismatch test level, and the concentration of its beta mixture.
+    srm_alpha: float = Field(default=0.01, gt=0, lt=1)
+    srm_concentration: float = Field(default=200.0, gt=0)
+    #: Power for the minimum detectable effect shown at /admin/ab.
+    power: float = Field(default=0.8, gt=0, lt=1)
+    #: Feedback within this many seconds of an impression that showed the item is attributed to it.
+    attribution_window_s: float = Field(default=1800.0, gt=0)
+    #: Events that count as positive (None: every event with a positive weight except view and rating).
+    positive_events: list[str] | None = None
 
 
 class HealthConfig(_Strict):

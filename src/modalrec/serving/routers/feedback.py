@@ -1,13 +1,16 @@
-"""``POST /feedback`` (write scope): one event, answered only after it is committed to SQLite."""
+"""``POST /feedback`` (write scope): one event, answered only after it is committed to SQLite, with the
+impression it was attributed to (:mod:`modalrec.serving.experiments`)."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
 from fastapi import APIRouter
 
+from modalrec.serving import experiments
 from modalrec.serving.auth import mask_user_id
 from modalrec.serving.deps import State, write_auth
 from modalrec.serving.errors import ApiError
@@ -30,7 +33,17 @@ async def feedback(state: State, body: FeedbackIn, key_name: str | None = write_
         raise ApiError(422, "unknown_event", f"event must be one of: {', '.join(sorted(weights))}")
     if body.event == "rating" and body.value is None:
         raise ApiError(422, "invalid_request", "a rating event needs a value")
-    row = FeedbackRow(body.user_id, body.item_id, body.event, body.value, arm, request_id=body.request_id)
+    row = FeedbackRow(
+        body.user_id,
+        body.item_id,
+        body.event,
+        body.value,
+        arm,
+        request_id=body.request_id,
+        impression_id=body.impression_id,
+        rank=body.rank,
+        experiment=experiments.current(state.cfg.ab, state.engines)[0],
+    )
     try:
         stored = (await asyncio.wrap_future(state.store.submit([row])))[0]
     except Exception as e:  # the write failed: tell the client it was NOT stored
@@ -47,4 +60,11 @@ async def feedback(state: State, body: FeedbackIn, key_name: str | None = write_
         mask_user_id(body.user_id, state.cfg.auth.log_salt),
         key_name,
     )
-    return {"id": stored.id, "duplicate": stored.duplicate, "arm": arm, "ts": stored.ts}
+    att = stored.attribution
+    return {
+        "id": stored.id,
+        "duplicate": stored.duplicate,
+        "arm": arm,
+        "ts": stored.ts,
+        "attribution": dataclasses.asdict(att) if att is not None else None,
+    }

@@ -64,8 +64,12 @@ class BuildOptions:
 BUILD_OPTION_NAMES = tuple(BuildOptions.__dataclass_fields__)
 
 
-def natural_order(ids: list[str] | np.ndarray) -> np.ndarray:
+def natural_order(ids: list[str] | np.ndarray | pl.Series) -> np.ndarray:
     """Permutation that sorts ids naturally: all-integer ids numerically, else digit runs as numbers.
+
+    Ties (e.g. "u01" and "u1", or repeated ids) keep input order. Ids of the common shape "prefix +
+    number" (``u0000012``, ``item7``) take a vectorised path with the same result; others sort with
+    a Python key (fine for thousands of ids, slow for millions).
 
     >>> ids = ["10", "9", "100"]
     >>> [ids[i] for i in natural_order(ids)]
@@ -74,16 +78,39 @@ def natural_order(ids: list[str] | np.ndarray) -> np.ndarray:
     >>> [ids[i] for i in natural_order(ids)]
     ['a', 'b', 'item2', 'item10']
     """
-    s = pl.Series(list(ids), dtype=pl.Utf8)
+    s = ids.cast(pl.Utf8) if isinstance(ids, pl.Series) else pl.Series(list(ids), dtype=pl.Utf8)
     as_int = s.cast(pl.Int64, strict=False)
     if len(s) and as_int.null_count() == 0:
         return np.lexsort((np.asarray(s.to_list(), dtype=str), as_int.to_numpy()))
+    keys = _prefix_number_keys(s)
+    if keys is not None:
+        prefix_rank, number = keys
+        return np.lexsort((number, prefix_rank))  # stable: ties keep input order, as sorted() does
     split = re.compile(r"(\d+)")
+    ids = s.to_list()
 
     def key(v: str) -> tuple[tuple[int, int | str], ...]:
         return tuple((0, int(p)) if p.isdecimal() else (1, p) for p in split.split(v) if p)
 
     return np.asarray(sorted(range(len(ids)), key=lambda k: key(str(ids[k]))), dtype=np.int64)
+
+
+def _prefix_number_keys(s: pl.Series) -> tuple[np.ndarray, np.ndarray] | None:
+    """(rank of the prefix, number) for ids that are a digit-free prefix + 1..18 ASCII digits, else None.
+
+    Why it equals the Python key of :func:`natural_order`: such an id splits into ``(1, prefix),
+    (0, number)`` (or just ``(0, number)`` without a prefix, which sorts first, as the empty prefix
+    does here); prefixes compare as Python strings (code points), then numbers numerically.
+    """
+    if not len(s) or s.null_count():
+        return None
+    parts = s.str.extract_groups(r"^(\D*)([0-9]{1,18})$")
+    prefix, digits = parts.struct.field("1"), parts.struct.field("2")
+    if prefix.null_count():
+        return None
+    uniq = sorted(prefix.unique().to_list())
+    rank = prefix.replace_strict(uniq, list(range(len(uniq))), return_dtype=pl.Int64).to_numpy()
+    return rank, digits.cast(pl.Int64).to_numpy()
 
 
 def _examples(values: list[str]) -> list[str]:
@@ -92,10 +119,37 @@ def _examples(values: list[str]) -> list[str]:
 
 def _as_canonical_ints(values: pl.Series) -> np.ndarray | None:
     """int64 values when every string is a canonical integer ("12", not "012" or "1.0"), else None."""
+    if len(values) > 1 and _as_canonical_ints(values.head(1)) is None:
+        return None  # the first id already says no: skip the parse of millions of strings
     ints = values.str.to_integer(strict=False)
     if ints.null_count() or not bool((ints.cast(pl.Utf8) == values).all()):
         return None
     return ints.to_numpy().astype(np.int64)
+
+
+def _distinct(values: pl.Series) -> tuple[pl.Series, np.ndarray]:
+    """(distinct values in byte order, index of each value in them).
+
+    Why not a join or ``rank`` on the strings: on millions of rows with a skewed id distribution
+    (a few very popular items) polars' string rank takes minutes and a join several seconds, while
+    ranking the 64-bit hashes takes about one. Hash collisions are checked for (every row must equal
+    its group's representative); on one, the exact join path is used instead.
+    """
+    if not len(values):
+        return values.clear(), np.zeros(0, dtype=np.int64)
+    group = values.hash(seed=0).rank("dense").to_numpy().astype(np.int64) - 1
+    representative = np.empty(int(group.max()) + 1, dtype=np.int64)
+    representative[group] = np.arange(len(values))  # any row of a group holds the same string
+    distinct = values.gather(representative)
+    if not bool((distinct.gather(group) == values).all()):  # pragma: no cover - a 64-bit collision
+        distinct = values.unique()
+        mapping = pl.DataFrame({"v": distinct, "g": np.arange(len(distinct))})
+        joined = values.rename("v").to_frame().join(mapping, on="v", how="left", maintain_order="left")
+        group = joined["g"].to_numpy().astype(np.int64)
+    by_bytes = distinct.arg_sort().to_numpy()
+    position = np.empty(len(by_bytes), dtype=np.int64)
+    position[by_bytes] = np.arange(len(by_bytes))
+    return distinct.gather(by_bytes), position[group]
 
 
 def _encode(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -104,9 +158,11 @@ def _encode(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
     if ints is not None:
         uniq, codes = np.unique(ints, return_inverse=True)
         return uniq.astype(str), codes.astype(np.int64).ravel()
-    universe = values.unique().to_numpy().astype(str)
-    universe = universe[natural_order(universe)]
-    return universe, _codes(values, universe)
+    distinct, rank = _distinct(values)
+    order = natural_order(distinct)
+    position = np.empty(len(order), dtype=np.int64)
+    position[order] = np.arange(len(order))
+    return distinct.to_numpy().astype(str)[order], position[rank]
 
 
 def _codes(values: pl.Series, universe: np.ndarray) -> np.ndarray:
@@ -116,11 +172,12 @@ def _codes(values: pl.Series, universe: np.ndarray) -> np.ndarray:
         uni_ints = _as_canonical_ints(pl.Series(universe.tolist(), dtype=pl.Utf8))
         if uni_ints is not None and bool(np.all(np.diff(uni_ints) > 0)):
             return np.searchsorted(uni_ints, ints).astype(np.int64)
+    distinct, rank = _distinct(values)
     mapping = pl.DataFrame(
         {"v": pl.Series(universe.tolist(), dtype=pl.Utf8), "code": np.arange(len(universe))}
     )
-    joined = values.rename("v").to_frame().join(mapping, on="v", how="left", maintain_order="left")
-    return joined["code"].to_numpy().astype(np.int64)
+    joined = distinct.rename("v").to_frame().join(mapping, on="v", how="left", maintain_order="left")
+    return joined["code"].to_numpy().astype(np.int64)[rank]
 
 
 def _stable_order(*keys: np.ndarray) -> np.ndarray:

@@ -4,18 +4,35 @@ Why: scoring, persistence and BPR training are the same for every latent-factor 
 only says how to compute the final user and item vectors from its parameters (``propagate``).
 The one BPR epoch loop (:meth:`EmbeddingRecommender.train_bpr`) serves every such model; content
 models pass a sampler with warm-only negatives and use the per-epoch hooks, nothing else changes.
+
+Graph models (:class:`GraphTrainingParams`) choose how often the whole graph is propagated:
+
+* ``propagation="per_batch"``: one propagation (forward and backward over every edge) per mini-batch,
+  the original exact path. An epoch costs (interactions / batch_size) x (graph size): quadratic.
+* ``propagation="shared"``: the epoch's mini-batches are split into ``steps_per_epoch`` groups; each
+  group shares one propagation. Its mini-batch losses (each exactly the per-batch loss: same negatives,
+  same in-batch terms) are taken against the propagated vectors detached as leaves, their gradients
+  gathered as sparse rows and summed, pushed back through the graph once, and one Adam step follows:
+  gradient accumulation over the group, i.e. the exact gradient of the group's mean loss. An epoch costs
+  ``steps_per_epoch`` propagations plus work proportional to the interactions: linear. Why sparse rows:
+  indexing a table in autograd writes a dense table-sized gradient per mini-batch, which would make the
+  accumulation quadratic again. With ``steps_per_epoch`` >= the number of mini-batches every group is
+  one mini-batch and the two paths give the same parameters (a test checks it).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from pydantic import Field
 from torch import nn
+from torch.nn import functional as F
 from typing_extensions import TypeVar
 
 from modalrec.core.params import Params
@@ -51,8 +68,57 @@ class EmbeddingParams(Params):
     threads: int = Field(1, ge=0, description="torch intra-op threads while training (0 = torch's setting)")
 
 
+class GraphTrainingParams(EmbeddingParams):
+    """Settings of models that propagate over the whole graph: how many mini-batches share a propagation."""
+
+    propagation: Literal["shared", "per_batch"] = Field(
+        "per_batch",
+        description="shared: one graph propagation per group of mini-batches, steps_per_epoch groups "
+        "(epoch linear in the data); per_batch: one per mini-batch (the original exact path, quadratic)",
+    )
+    steps_per_epoch: int = Field(
+        8, ge=1, description="shared propagation: optimiser steps (= graph propagations) per epoch"
+    )
+
+
 #: The hyperparameter class of an embedding model.
 EP = TypeVar("EP", bound=EmbeddingParams, default=EmbeddingParams)
+
+
+#: One mini-batch of BPR triplets: users, positive items, negative items.
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class TrainingRun:
+    """What one training run carries from epoch to epoch: the optimiser and the triplet source."""
+
+    opt: torch.optim.Optimizer
+    triplets: BPRSampler
+
+
+class _GradSum:
+    """Sum of a group's mini-batch gradients per target tensor, in one buffer per target.
+
+    Sparse row gradients (from :meth:`EmbeddingRecommender.rows`) are added in place with
+    ``index_add_``, so a mini-batch costs its own rows, not the table's size.
+    """
+
+    def __init__(self, targets: list[torch.Tensor]) -> None:
+        self.targets = targets
+        self.sums: list[torch.Tensor | None] = [None] * len(targets)
+
+    def add(self, grads: tuple[torch.Tensor | None, ...]) -> None:
+        for k, g in enumerate(grads):
+            if g is None:
+                continue
+            acc = self.sums[k]
+            if acc is None:
+                acc = self.sums[k] = torch.zeros_like(self.targets[k])
+            if g.is_sparse:
+                acc.index_add_(0, g._indices()[0], g._values())
+            else:
+                acc += g
 
 
 class EmbeddingRecommender(Recommender[EP]):
@@ -74,6 +140,8 @@ class EmbeddingRecommender(Recommender[EP]):
     _final: tuple[torch.Tensor, torch.Tensor] | None = None
     #: vectors propagated once per epoch for validation during training
     _cache: tuple[torch.Tensor, torch.Tensor] | None = None
+    #: True inside a shared-propagation step: :meth:`rows` returns sparse row gradients
+    _sparse_rows: bool = False
 
     def build(self, dataset: Dataset) -> nn.Module:
         raise NotImplementedError
@@ -81,13 +149,36 @@ class EmbeddingRecommender(Recommender[EP]):
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def rows(self, table: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """``table[idx]``; inside a shared-propagation step the gradient comes back as sparse rows
+        (a dense table-sized gradient per mini-batch would make the step cost grow with the graph)."""
+        if self._sparse_rows:
+            return F.embedding(idx, table, sparse=True)
+        return table[idx]
+
     def batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """BPR loss + L2 on the batch's input (ego) embeddings, LightGCN/MMRec style."""
+        """Loss of one mini-batch on a fresh propagation (the per-batch path)."""
         u_all, i_all = self.propagate()
-        u, p, n = u_all[users], i_all[pos], i_all[neg]
+        return self.propagated_loss(u_all, i_all, users, pos, neg)
+
+    def propagated_loss(
+        self,
+        u_all: torch.Tensor,
+        i_all: torch.Tensor,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+    ) -> torch.Tensor:
+        """BPR loss + L2 on the batch's input (ego) embeddings, LightGCN/MMRec style, given the
+        propagated vectors (every gather through :meth:`rows`, so a shared step can reuse them)."""
+        u, p, n = self.rows(u_all, users), self.rows(i_all, pos), self.rows(i_all, neg)
         loss = bpr_loss((u * p).sum(1), (u * n).sum(1))
         ego_u, ego_i = self.net.user.weight, self.net.item.weight
-        reg = (ego_u[users].pow(2).sum() + ego_i[pos].pow(2).sum() + ego_i[neg].pow(2).sum()) / 2
+        reg = (
+            self.rows(ego_u, users).pow(2).sum()
+            + self.rows(ego_i, pos).pow(2).sum()
+            + self.rows(ego_i, neg).pow(2).sum()
+        ) / 2
         return loss + self.hp.reg * reg / len(users)
 
     def start_epoch(self, epoch: int) -> None:
@@ -109,20 +200,24 @@ class EmbeddingRecommender(Recommender[EP]):
     def _train(self, dataset: Dataset, *, progress: bool) -> None:
         self.train_bpr(dataset, progress=progress)
 
-    def train_bpr(self, dataset: Dataset, *, progress: bool, sampler: SamplerFactory = BPRSampler) -> None:
-        """The BPR training loop of every embedding model: seed, build, Adam, epochs of ``sampler``
-        triplets with early stopping on validation (best state restored), then the final vectors."""
+    def start_training(self, dataset: Dataset, sampler: SamplerFactory = BPRSampler) -> TrainingRun:
+        """Seed, build the network, its Adam optimiser and the triplet source of one training run."""
         rng = seed_everything(self.hp.seed)
         self.net = self.build(dataset)
         self._rng = rng
         opt = torch.optim.Adam(self.net.parameters(), lr=self.hp.lr)
-        triplets = sampler(dataset.train, rng)
         self._cache = None
         self._final = None
+        return TrainingRun(opt, sampler(dataset.train, rng))
+
+    def train_bpr(self, dataset: Dataset, *, progress: bool, sampler: SamplerFactory = BPRSampler) -> None:
+        """The BPR training loop of every embedding model: seed, build, Adam, epochs of ``sampler``
+        triplets with early stopping on validation (best state restored), then the final vectors."""
+        run = self.start_training(dataset, sampler)
         train_with_early_stopping(
             self,
             dataset,
-            run_epoch=lambda epoch: self._bpr_epoch(epoch, opt, triplets),
+            run_epoch=lambda epoch: self.train_epoch(run, epoch),
             get_state=self._net_state,
             set_state=self.net.load_state_dict,
             epochs=self.hp.epochs,
@@ -134,21 +229,77 @@ class EmbeddingRecommender(Recommender[EP]):
         self.end_training()
         self._finalise()
 
-    def _bpr_epoch(self, epoch: int, opt: torch.optim.Optimizer, triplets: BPRSampler) -> float:
-        """One pass over the training interactions; returns the mean loss per triplet."""
+    def train_epoch(self, run: TrainingRun, epoch: int, *, max_steps: int | None = None) -> float:
+        """One pass over the training interactions; returns the mean loss per triplet.
+
+        ``max_steps`` stops after that many optimiser steps (benchmarks time the quadratic per-batch
+        path on a few steps of a large epoch instead of hours).
+        """
         self.start_epoch(epoch)
         self.net.train()
         self._cache = None
         total, n = 0.0, 0
-        for u, p, neg in triplets.epoch(self.hp.batch_size):
-            opt.zero_grad(set_to_none=True)
-            loss = self.batch_loss(u, p, neg)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(u)
-            n += len(u)
+        shared = self.shares_propagation()
+        for group in self.step_groups(run.triplets.epoch(self.hp.batch_size))[:max_steps]:
+            if shared:
+                total += self._shared_step(run.opt, group)
+            else:
+                (u, p, neg) = group[0]
+                run.opt.zero_grad(set_to_none=True)
+                loss = self.batch_loss(u, p, neg)
+                loss.backward()
+                run.opt.step()
+                total += float(loss.detach()) * len(u)
+            n += sum(len(b[0]) for b in group)
         self.net.eval()
         return total / max(n, 1)
+
+    def shares_propagation(self) -> bool:
+        """True when mini-batches share graph propagations (``propagation="shared"``)."""
+        return isinstance(self.hp, GraphTrainingParams) and self.hp.propagation == "shared"
+
+    def step_groups(self, batches: list[Batch]) -> list[list[Batch]]:
+        """The epoch's mini-batches grouped by optimiser step: one each on the per-batch path, else
+        ``steps_per_epoch`` groups of consecutive mini-batches (fewer if the epoch has fewer batches).
+
+        >>> m = EmbeddingRecommender.__new__(EmbeddingRecommender)
+        >>> m.hp = GraphTrainingParams(steps_per_epoch=2)
+        >>> [len(g) for g in m.step_groups([None] * 5)]  # type: ignore[list-item]
+        [2, 3]
+        """
+        if not self.shares_propagation():
+            return [[b] for b in batches]
+        k = min(self.hp.steps_per_epoch, len(batches))  # type: ignore[attr-defined]
+        cuts = np.linspace(0, len(batches), k + 1).round().astype(int)
+        return [batches[a:b] for a, b in itertools.pairwise(cuts.tolist())]
+
+    def _shared_step(self, opt: torch.optim.Optimizer, group: list[Batch]) -> float:
+        """One Adam step on a group of mini-batches that share one propagation (module docstring):
+        the exact gradient of the group's mean loss. Returns the summed loss (mean x triplets)."""
+        opt.zero_grad(set_to_none=True)
+        u_all, i_all = self.propagate()
+        leaves = [u_all.detach().requires_grad_(), i_all.detach().requires_grad_()]
+        params = [q for q in self.net.parameters() if q.requires_grad]
+        grads = _GradSum([*leaves, *params])
+        n_total = sum(len(b[0]) for b in group)
+        total = 0.0
+        self._sparse_rows = True
+        try:
+            for users, pos, neg in group:
+                loss = self.propagated_loss(leaves[0], leaves[1], users, pos, neg) * (len(users) / n_total)
+                grads.add(torch.autograd.grad(loss, grads.targets, allow_unused=True))
+                total += float(loss.detach()) * n_total
+        finally:
+            self._sparse_rows = False
+        summed = grads.sums
+        outputs = [(o, g) for o, g in zip((u_all, i_all), summed[:2], strict=True) if g is not None]
+        if outputs and any(o.requires_grad for o, _ in outputs):
+            torch.autograd.backward([o for o, _ in outputs], [g for _, g in outputs])
+        for q, g in zip(params, summed[2:], strict=True):
+            if g is not None:
+                q.grad = g if q.grad is None else q.grad + g
+        opt.step()
+        return total
 
     def _net_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.net.state_dict().items()}

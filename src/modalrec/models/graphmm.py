@@ -27,7 +27,10 @@ Options, all off or at FREEDOM's choice by default so that ablations are one swi
   large catalogues; content neighbours teach the model what, beyond content, made the user choose.
 
 Speed: every sparse product goes through ``lightgcn.spmm`` (scipy CSR, constant graph, CSR
-backward); train with ``threads=1`` on a shared machine.
+backward); train with ``threads=1`` on a shared machine. Scale: ``propagation="shared"`` (the default,
+see :mod:`modalrec.models.embedding`) lets ``batch_size`` mini-batches share one propagation, so an
+epoch is linear in the interactions; every loss below gathers through ``self.rows`` and takes the
+propagated vectors as arguments (:meth:`GraphMM.propagated_loss`) so a shared step can reuse them.
 """
 
 from __future__ import annotations
@@ -51,8 +54,8 @@ from modalrec.models.content import (
     prepared_features,
     warm_items,
 )
-from modalrec.models.embedding import EmbeddingParams, EmbeddingRecommender, bpr_loss
-from modalrec.models.lightgcn import lightgcn_propagate, normalised_blocks, spmm
+from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams, bpr_loss
+from modalrec.models.lightgcn import lightgcn_propagate, normalised_blocks, resolve_workers, spmm
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -130,7 +133,7 @@ def _neighbour_table(graphs: list[Any], n_items: int) -> np.ndarray:
     return np.concatenate(blocks, 1) if blocks else np.zeros((n_items, 0), dtype=np.int64)
 
 
-class GraphMMParams(EmbeddingParams):
+class GraphMMParams(GraphTrainingParams):
     """GraphMM: LightGCN's settings, the item-item graphs, and the optional objectives (all off by default)."""
 
     modalities: list[str] | str | None = Field(
@@ -227,14 +230,15 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
         net = self.net
         ego = self.item_ego()
-        u, i = lightgcn_propagate(self._r, self._r_t, net.user.weight, ego, self.hp.n_layers)
+        workers = resolve_workers(self.hp.threads)
+        u, i = lightgcn_propagate(self._r, self._r_t, net.user.weight, ego, self.hp.n_layers, workers)
         if self._graphs:
             w = torch.softmax(net.graph_logits, 0)
             h = torch.zeros_like(i)
             for k, m in enumerate(self._graphs):
                 x = ego
                 for _ in range(self.hp.ii_layers):
-                    x = spmm(self._ii[m], self._ii_t[m], x)
+                    x = spmm(self._ii[m], self._ii_t[m], x, workers)
                 h = h + w[k] * x
             i = i + h
         if self.hp.loss == "softmax":
@@ -243,17 +247,28 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
         return u, i
 
     # ------------------------------------------------------------------ losses
-    def batch_loss(self, users: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+    def propagated_loss(
+        self,
+        u_all: torch.Tensor,
+        i_all: torch.Tensor,
+        users: torch.Tensor,
+        pos: torch.Tensor,
+        neg: torch.Tensor,
+    ) -> torch.Tensor:
+        """The mini-batch's loss given the propagated vectors: main loss, L2 on ego rows, options."""
         net = self.net
-        u_all, i_all = self.propagate()
-        u, p = u_all[users], i_all[pos]
+        u, p = self.rows(u_all, users), self.rows(i_all, pos)
         n_b = len(users)
         if self.hp.loss == "softmax":
             loss = self._softmax_loss(u, p, i_all, pos, users)
         else:
-            loss = bpr_loss((u * p).sum(1), (u * i_all[neg]).sum(1))
+            loss = bpr_loss((u * p).sum(1), (u * self.rows(i_all, neg)).sum(1))
         ego_i = net.item.weight
-        reg = (net.user.weight[users].pow(2).sum() + ego_i[pos].pow(2).sum() + ego_i[neg].pow(2).sum()) / 2
+        reg = (
+            self.rows(net.user.weight, users).pow(2).sum()
+            + self.rows(ego_i, pos).pow(2).sum()
+            + self.rows(ego_i, neg).pow(2).sum()
+        ) / 2
         loss = loss + self.hp.reg * reg / n_b
         if not self._mods:
             return loss
@@ -268,9 +283,10 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
         uniq, first = np.unique(pos.numpy(), return_index=True)
         idx = torch.as_tensor(first)
         if self.hp.ssl_weight:
-            loss = self._add_cross_view_ssl(loss, i_all[torch.as_tensor(uniq)], z, pres, idx)
+            loss = self._add_cross_view_ssl(loss, self.rows(i_all, torch.as_tensor(uniq)), z, pres, idx)
         if self.hp.mfm_weight:
-            loss = loss + self.hp.mfm_weight * self._mfm_loss(z, pres, idx, i_all[torch.as_tensor(uniq)])
+            cf = self.rows(i_all, torch.as_tensor(uniq))
+            loss = loss + self.hp.mfm_weight * self._mfm_loss(z, pres, idx, cf)
         return loss
 
     def _add_content_bpr(
@@ -315,7 +331,7 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
         negs = torch.as_tensor(self._warm_idx[self._rng.integers(0, len(self._warm_idx), size=n_neg)])
         un = F.normalize(u, dim=1)
         pn = F.normalize(p, dim=1)
-        nn_ = F.normalize(i_all[negs], dim=1)
+        nn_ = F.normalize(self.rows(i_all, negs), dim=1)
         tau = self.hp.temperature
         pos_logit = (un * pn).sum(1, keepdim=True) / tau
         neg_logit = un @ nn_.T / tau
@@ -326,7 +342,7 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
         if n_hard and self._neighbours.shape[1]:
             hard, ok = self._hard_negatives(users.numpy(), pos.numpy(), n_hard)
             h = torch.as_tensor(hard)
-            hn = F.normalize(i_all[h.reshape(-1)], dim=1).reshape(len(u), n_hard, -1)
+            hn = F.normalize(self.rows(i_all, h.reshape(-1)), dim=1).reshape(len(u), n_hard, -1)
             hard_logit = (un[:, None, :] * hn).sum(-1) / tau
             parts.append(hard_logit.masked_fill(~torch.as_tensor(ok), float("-inf")))
         logits = torch.cat(parts, 1)

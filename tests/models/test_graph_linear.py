@@ -1,0 +1,110 @@
+"""Shared graph propagation (issue 15 item 3): the linear-time path keeps the maths of the exact one.
+
+Rules checked: with one mini-batch per group the shared path gives the per-batch path's parameters;
+one group of everything gives the full-batch gradient step; splitting sparse products over threads
+changes no bit; the groups cover every mini-batch once, in order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from modalrec.data.dataset import Dataset
+from modalrec.evaluation import evaluate
+from modalrec.models import create
+from modalrec.models import lightgcn as lightgcn_module
+from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams
+from modalrec.models.lightgcn import csr_matmul
+
+FAST = {"epochs": 2, "lr": 0.01, "dim": 8, "batch_size": 128, "patience": 5}
+
+
+def _fit(ds: Dataset, name: str, **params: object) -> EmbeddingRecommender:
+    model = create(name, **{**FAST, **params})
+    assert isinstance(model, EmbeddingRecommender)
+    return model.fit(ds, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "opts"),
+    [
+        ("lightgcn", {}),
+        ("graphmm", {"modalities": [], "loss": "softmax", "n_negatives": 16}),
+        ("graphmm", {"edge_keep": 0.8, "content_bpr": 0.1, "ssl_weight": 0.1, "mfm_weight": 0.1}),
+        ("graphmm", {"loss": "softmax", "n_negatives": 16, "hard_negatives": 2, "content_residual": True}),
+    ],
+)
+def test_one_batch_per_group_equals_per_batch(featured: Dataset, name: str, opts: dict) -> None:
+    exact = _fit(featured, name, propagation="per_batch", **opts)
+    shared = _fit(featured, name, propagation="shared", steps_per_epoch=10_000, **opts)
+    np.testing.assert_allclose(shared.item_vectors, exact.item_vectors, atol=2e-5)
+    np.testing.assert_allclose(shared.user_vectors, exact.user_vectors, atol=2e-5)
+    np.testing.assert_allclose(shared.meta["train_loss"], exact.meta["train_loss"], rtol=1e-5)
+
+
+def test_one_group_is_the_full_batch_step(clustered: Dataset) -> None:
+    # BPR + L2 are sums over triplets, and the sampler draws the same triplets whatever the batch size,
+    # so one shared group of small mini-batches is one full-batch step of the per-batch path.
+    n = clustered.train.nnz
+    full = _fit(clustered, "lightgcn", propagation="per_batch", batch_size=n, epochs=3)
+    grouped = _fit(clustered, "lightgcn", propagation="shared", steps_per_epoch=1, batch_size=64, epochs=3)
+    np.testing.assert_allclose(grouped.item_vectors, full.item_vectors, atol=2e-5)
+    np.testing.assert_allclose(grouped.meta["train_loss"], full.meta["train_loss"], rtol=1e-5)
+
+
+def test_shared_path_takes_steps_per_epoch_propagations(clustered: Dataset, monkeypatch) -> None:
+    calls = []
+    original = lightgcn_module.lightgcn_propagate
+
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(lightgcn_module, "lightgcn_propagate", counting)
+    model = create("lightgcn", **{**FAST, "epochs": 1, "propagation": "shared", "steps_per_epoch": 3})
+    model.fit(clustered, progress=False)
+    n_batches = -(-clustered.train.nnz // FAST["batch_size"])
+    assert n_batches > 3
+    # 3 training propagations + 1 for validation + 1 for the final vectors.
+    assert len(calls) == 3 + 2
+
+
+def test_shared_training_learns(clustered: Dataset) -> None:
+    model = _fit(clustered, "lightgcn", propagation="shared", steps_per_epoch=2, epochs=30, lr=0.05)
+    pop = create("popularity").fit(clustered, progress=False)
+    ours = evaluate(model, clustered, "test", ks=(10,)).metrics["recall@10"]
+    assert ours > evaluate(pop, clustered, "test", ks=(10,)).metrics["recall@10"] + 0.05
+
+
+def test_step_groups_cover_every_batch_once_in_order() -> None:
+    model = EmbeddingRecommender.__new__(EmbeddingRecommender)
+    for steps in (1, 3, 7, 50):
+        model.hp = GraphTrainingParams(steps_per_epoch=steps)
+        for n in (1, 5, 7, 23):
+            groups = model.step_groups(list(range(n)))  # type: ignore[arg-type]
+            assert [b for g in groups for b in g] == list(range(n))
+            assert len(groups) == min(steps, n) and all(groups)
+            assert max(map(len, groups)) - min(map(len, groups)) <= 1
+    model.hp = GraphTrainingParams(propagation="per_batch", steps_per_epoch=2)
+    assert model.step_groups(list(range(4))) == [[0], [1], [2], [3]]  # type: ignore[arg-type]
+
+
+def test_row_split_product_is_bit_identical() -> None:
+    a = sp.random(3000, 500, density=0.01, random_state=2, format="csr", dtype=np.float32)
+    x = np.random.default_rng(1).standard_normal((500, 16)).astype(np.float32)
+    for workers in (2, 3, 5):
+        assert np.array_equal(csr_matmul(a, x, workers, min_nnz=0), a @ x)
+    empty_rows = sp.csr_matrix((10, 5), dtype=np.float32)
+    assert np.array_equal(csr_matmul(empty_rows, x[:5], 4, min_nnz=0), np.zeros((10, 16), np.float32))
+
+
+def test_two_threads_train_the_same_model(clustered: Dataset, monkeypatch) -> None:
+    monkeypatch.setattr(lightgcn_module, "PARALLEL_MIN_NNZ", 0)
+    one = _fit(clustered, "lightgcn", propagation="shared", steps_per_epoch=3, threads=1)
+    previous = torch.get_num_threads()
+    two = _fit(clustered, "lightgcn", propagation="shared", steps_per_epoch=3, threads=2)
+    assert torch.get_num_threads() == previous
+    np.testing.assert_allclose(two.item_vectors, one.item_vectors, atol=1e-5)

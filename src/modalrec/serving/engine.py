@@ -14,6 +14,7 @@ and rescored; for models with neither (e.g. popularity) feedback only removes th
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,49 +38,153 @@ def _l2(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+class IdIndex:
+    """String id -> dense index, answered by binary search over the sorted ids (a read-only mapping).
+
+    Why not a dict: a dict of 5 million Python strings takes seconds to build and half a gigabyte
+    in every server worker, while the ids are already held as one numpy array; ids that are sorted
+    (synthetic and most exported catalogues) need no extra copy at all, others one argsort.
+
+    >>> ix = IdIndex(np.array(["b", "a", "c"]))
+    >>> ix["c"], ix.get("a"), ix.get("zz"), "b" in ix, len(ix)
+    (2, 1, None, True, 3)
+    """
+
+    def __init__(self, ids: np.ndarray) -> None:
+        self.ids = np.asarray(ids).astype(str, copy=False)
+        n = len(self.ids)
+        if n < 2 or bool(np.all(self.ids[1:] > self.ids[:-1])):
+            self.order: np.ndarray | None = None
+            self.sorted = self.ids
+        else:
+            self.order = np.argsort(self.ids, kind="stable")
+            self.sorted = self.ids[self.order]
+
+    def get(self, key: str, default: int | None = None) -> int | None:
+        if not isinstance(key, str):
+            return default
+        j = int(np.searchsorted(self.sorted, key))
+        if j >= len(self.sorted) or self.sorted[j] != key:
+            return default
+        return j if self.order is None else int(self.order[j])
+
+    def __getitem__(self, key: str) -> int:
+        i = self.get(key)
+        if i is None:
+            raise KeyError(key)
+        return i
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and self.get(key) is not None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def model_vectors(model: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(user vectors, item vectors) of a model that scores by their inner product, else None.
+
+    Embedding models store ``user_vectors``/``item_vectors``; ALS stores ``user_factors``/
+    ``item_factors`` (its score is the same plain inner product), so it is served from the index too.
+    """
+    state = getattr(model, "_state", None) or {}
+    for u_key, i_key in (("user_vectors", "item_vectors"), ("user_factors", "item_factors")):
+        if u_key in state and i_key in state:
+            return np.asarray(state[u_key]), np.asarray(state[i_key])
+    return None
+
+
 class Engine:
-    """Serving view of a run directory (loaded and verified with :func:`modalrec.workflows.rundir.load_run`)."""
+    """Serving view of a run directory (loaded and verified with :func:`modalrec.workflows.rundir.load_run`).
+
+    ``index_cache``: folder where built HNSW indexes are kept between starts (the server passes
+    ``state_dir/index-cache``); None builds every time.
+    """
 
     def __init__(
-        self, run_dir: str | Path, cfg: ServeConfig, *, encode_text: TextEncoderFn | None = None
+        self,
+        run_dir: str | Path,
+        cfg: ServeConfig,
+        *,
+        encode_text: TextEncoderFn | None = None,
+        index_cache: str | Path | None = None,
     ) -> None:
         t0 = time.perf_counter()
         self.cfg = cfg
+        self.index_cache = Path(index_cache) if index_cache is not None else None
+        self.timings: dict[str, float] = {}
         self.run = load_run(run_dir, verify=True)
         self.path = Path(run_dir).resolve()
-        ds = self.run.dataset
         self.model = self.run.model
         self.model_name = str(self.model.name)
+        self.timings["load_run_s"] = time.perf_counter() - t0
+        self._init_catalogue(self.run.dataset)
+        self._init_vectors()
+        self._init_galleries(self.run.dataset, encode_text)
+        t = time.perf_counter()
+        # --- training score distribution (for drift alerts): top-1 model score of sampled users
+        self.score_stats = self._score_stats()
+        self.timings["score_stats_s"] = time.perf_counter() - t
+        self.load_seconds = time.perf_counter() - t0
+        log.info(
+            "loaded run %s (%s, %d users x %d items) in %.2fs (%s); index %s",
+            self.path,
+            self.model_name,
+            len(self.user_ids),
+            len(self.item_ids),
+            self.load_seconds,
+            ", ".join(f"{k} {v:.2f}" for k, v in self.timings.items()),
+            self.rec_index.report if self.rec_index else "none (model has no item vectors)",
+        )
+
+    def _init_catalogue(self, ds: Any) -> None:
+        """Id maps, the seen/train matrices, popularity and the item table's display columns."""
+        t = time.perf_counter()
         self.item_ids = np.asarray(ds.item_ids).astype(str)
         self.user_ids = np.asarray(ds.user_ids).astype(str)
-        self.item_pos = {s: i for i, s in enumerate(self.item_ids.tolist())}
-        self.user_pos = {s: i for i, s in enumerate(self.user_ids.tolist())}
+        self.item_pos = IdIndex(self.item_ids)
+        self.user_pos = IdIndex(self.user_ids)
         self.seen = seen_matrix(ds)
         self.train = ds.train.tocsr()
         pop = np.asarray(ds.item_popularity(), dtype=np.float64)
         self.popular = np.argsort(-pop, kind="stable")
         self.popularity = pop
         self.items = ds.items if ds.items is not None else pl.DataFrame({"item_id": self.item_ids})
-        self._item_rows: list[dict[str, Any]] = self.items.to_dicts()
         self.title_col = next((c for c in ("title", "name") if c in self.items.columns), None)
         self.media_cols = {m: c for m, c in ds.media_columns.items() if c in self.items.columns}
         for m in MEDIA_KINDS:
             if m not in self.media_cols and m in self.items.columns:
                 self.media_cols[m] = m
-        # --- vectors
+        # Columns a list answer reads for every item, as Python lists (O(1) per item, no row dicts).
+        self._columns: dict[str, list[Any]] = {
+            c: self.items[c].to_list() for c in {self.title_col, *self.media_cols.values()} if c is not None
+        }
+        self.timings["catalogue_s"] = time.perf_counter() - t
+
+    def _init_vectors(self) -> None:
+        """Dot-product models: the recommendation index (built or read from the index cache).
+        The cosine index of similar items is built on first use (see :meth:`similar`)."""
+        t = time.perf_counter()
         self.V: np.ndarray | None = None
         self.U: np.ndarray | None = None
-        if "item_vectors" in getattr(self.model, "_state", {}):
-            self.V = np.ascontiguousarray(self.model.item_vectors, dtype=np.float32)
-            self.U = np.ascontiguousarray(self.model.user_vectors, dtype=np.float32)
+        vecs = model_vectors(self.model)
+        if vecs is not None:
+            self.U = np.ascontiguousarray(vecs[0], dtype=np.float32)
+            self.V = np.ascontiguousarray(vecs[1], dtype=np.float32)
             self.mean_user_norm = float(np.linalg.norm(self.U, axis=1).mean())
         self.knn_sim = getattr(self.model, "_sim", None)
         self.rec_index: VectorIndex | None = None
-        self.sim_index: VectorIndex | None = None
+        self._sim_index: VectorIndex | None = None
+        self._sim_lock = threading.Lock()
+        self._sim_thread: threading.Thread | None = None
+        self._unit_V: np.ndarray | None = None
         if self.V is not None:
-            self.rec_index = VectorIndex(self.V, cfg.index, queries=self.U)
-            self.sim_index = VectorIndex(self.V, cfg.index, normalize=True)
-        # --- modality galleries (aligned views when the run has them, else raw features), cosine
+            self.rec_index = VectorIndex(self.V, self.cfg.index, queries=self.U, cache_dir=self.index_cache)
+        self.timings["index_s"] = time.perf_counter() - t
+
+    def _init_galleries(self, ds: Any, encode_text: TextEncoderFn | None) -> None:
+        """Modality galleries (aligned views when the run has them, else raw features), cosine."""
+        t = time.perf_counter()
         self.galleries: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self.search_index = None
         align_dir = self.path / "align" / "aligned"
@@ -94,18 +199,12 @@ class Engine:
                 mask = ds.feature_masks.get(m, np.ones(len(f), bool)).astype(bool)
                 self.galleries[m] = (_l2(np.asarray(f, dtype=np.float32)), mask)
         self.encode_text = encode_text
-        # --- training score distribution (for drift alerts): top-1 model score of sampled users
-        self.score_stats = self._score_stats()
-        self.load_seconds = time.perf_counter() - t0
-        log.info(
-            "loaded run %s (%s, %d users x %d items) in %.2fs; index %s",
-            self.path,
-            self.model_name,
-            len(self.user_ids),
-            len(self.item_ids),
-            self.load_seconds,
-            self.rec_index.report if self.rec_index else "none (model has no item vectors)",
-        )
+        self.timings["galleries_s"] = time.perf_counter() - t
+
+    @property
+    def sim_index(self) -> VectorIndex | None:
+        """The cosine index over item vectors once built (None before the first /similar)."""
+        return self._sim_index
 
     # ------------------------------------------------------------------ info
     def info(self) -> dict[str, Any]:
@@ -118,10 +217,11 @@ class Engine:
             "modalities": self.modalities(),
             "search": self.search_available(),
             "load_seconds": round(self.load_seconds, 3),
+            "load_timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
 
     def modalities(self) -> list[str]:
-        mods = ["fused"] if (self.sim_index is not None or self.knn_sim is not None) else []
+        mods = ["fused"] if (self.V is not None or self.knn_sim is not None) else []
         return mods + [m for m in self.galleries if m not in mods]
 
     def search_available(self) -> bool:
@@ -154,21 +254,20 @@ class Engine:
     def title(self, i: int) -> str | None:
         if self.title_col is None:
             return None
-        v = self._item_rows[i].get(self.title_col)
+        v = self._columns[self.title_col][i]
         return None if v is None else str(v)
 
     def has_media(self, i: int, kind: str = "image") -> bool:
         col = self.media_cols.get(kind)
         if col is None:
             return False
-        v = self._item_rows[i].get(col)
-        return bool(v)
+        return bool(self._columns[col][i])
 
     def media_ref(self, i: int, kind: str = "image") -> str | None:
         col = self.media_cols.get(kind)
         if col is None:
             return None
-        v = self._item_rows[i].get(col)
+        v = self._columns[col][i]
         return str(v) if v else None
 
     def item_brief(self, i: int, score: float | None = None) -> dict[str, Any]:
@@ -180,7 +279,7 @@ class Engine:
         return out
 
     def item_detail(self, i: int) -> dict[str, Any]:
-        row = self._item_rows[i]
+        row = self.items.row(i, named=True)
         media = set(self.media_cols.values())
         fields = {
             k: v
@@ -254,14 +353,19 @@ class Engine:
                 keep = ids[0] >= 0
                 return ids[0][keep], scores[0][keep], source
         elif self.knn_sim is not None:
-            hist = np.zeros(len(self.item_ids), dtype=np.float32)
-            if u is not None:
-                hist[self.train.indices[self.train.indptr[u] : self.train.indptr[u + 1]]] = 1.0
+            rows = (
+                self.train.indices[self.train.indptr[u] : self.train.indptr[u + 1]] if u is not None else []
+            )
+            idx = np.concatenate([np.asarray(rows, dtype=np.int64), fb_items if has_fb else fb_items[:0]])
+            w = np.concatenate([np.ones(len(rows), np.float32), fb_w if has_fb else fb_w[:0]])
             if has_fb:
-                np.add.at(hist, fb_items, fb_w)
                 source = "model+feedback" if u is not None else "feedback"
+            items, inv = np.unique(idx, return_inverse=True)
+            hist = np.bincount(inv, weights=w, minlength=len(items)).astype(np.float32)
             if np.any(hist != 0):
-                s = np.asarray(self.knn_sim.T @ hist, dtype=np.float32).ravel()
+                # history @ sim from the history's rows only: cost grows with the history, not
+                # with the whole item x item matrix (20M entries at 200k items and k = 100)
+                s = np.asarray(self.knn_sim[items].T @ hist, dtype=np.float32).ravel()
                 return self._top(s, k, excl, source)
             source = "popularity"
         elif u is not None:
@@ -288,9 +392,8 @@ class Engine:
     def similar(self, item_id: str, k: int, modality: str) -> list[tuple[int, float]]:
         i = self.item_index(item_id)
         if modality == "fused" and "fused" not in self.galleries:
-            if self.sim_index is not None and self.V is not None:
-                ids, s = self.sim_index.search(self.V[i][None, :], k, exclude=[np.array([i])])
-                return [(int(a), float(b)) for a, b in zip(ids[0], s[0], strict=True) if a >= 0]
+            if self.V is not None:
+                return self._similar_vectors(i, k)
             if isinstance(self.knn_sim, np.ndarray):  # dense item-item weights (EASE)
                 ids, scores, _ = self._top(self.knn_sim[i], k, np.array([i]), "")
                 return list(zip(ids.tolist(), scores.tolist(), strict=True))
@@ -309,6 +412,35 @@ class Engine:
         s = np.where(mask, s, -np.inf)
         ids, scores, _ = self._top(s, k, np.array([i]), "")
         return list(zip(ids.tolist(), scores.tolist(), strict=True))
+
+    def _similar_vectors(self, i: int, k: int) -> list[tuple[int, float]]:
+        """Cosine neighbours of item ``i`` in the model's item space.
+
+        The cosine index is not built at start-up (it would double an HNSW build that the
+        recommendations need first): the first call starts building it in a background thread
+        (or reads it from the index cache) and, until it is ready, answers with an exact scan of
+        the unit-length item vectors (a few milliseconds at 200k items).
+        """
+        assert self.V is not None
+        if self._sim_index is not None:
+            ids, s = self._sim_index.search(self.V[i][None, :], k, exclude=[np.array([i])])
+            return [(int(a), float(b)) for a, b in zip(ids[0], s[0], strict=True) if a >= 0]
+        with self._sim_lock:
+            if self._unit_V is None:
+                self._unit_V = _l2(self.V)
+            if self._sim_thread is None:
+                self._sim_thread = threading.Thread(target=self._build_sim_index, daemon=True)
+                self._sim_thread.start()
+        unit = self._unit_V
+        ids, scores, _ = self._top(unit @ unit[i], k, np.array([i]), "")
+        return list(zip(ids.tolist(), scores.tolist(), strict=True))
+
+    def _build_sim_index(self) -> None:
+        assert self.V is not None
+        try:
+            self._sim_index = VectorIndex(self.V, self.cfg.index, normalize=True, cache_dir=self.index_cache)
+        except Exception:  # the exact scan keeps answering; the failure is logged, not raised
+            log.exception("building the similar-items index failed; /similar keeps the exact scan")
 
     def search(self, query: str, k: int, modality: str) -> list[tuple[int, float]]:
         if not self.search_available():

@@ -22,8 +22,14 @@ a run's test split.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import faiss
@@ -68,6 +74,7 @@ class VectorIndex:
         normalize: bool = False,
         measure: bool = True,
         progress: bool = False,
+        cache_dir: str | Path | None = None,
     ) -> None:
         self.cfg = cfg or IndexConfig()
         v = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -87,10 +94,11 @@ class VectorIndex:
             stored = np.ascontiguousarray((v - self.mean) @ self.proj, dtype=np.float32)
         d = stored.shape[1]
         t0 = time.perf_counter()
-        self.index = self._build(stored, d)
+        self.index, self.cache = self._build_or_load(stored, d, cache_dir)
         self.build_seconds = time.perf_counter() - t0
         self.report: dict[str, Any] = {
             "kind": self.kind,
+            "cache": self.cache,
             "items": self.n,
             "dim": self.dim,
             "stored_dim": d,
@@ -103,6 +111,52 @@ class VectorIndex:
             self.report.update(self.measure_recall(queries))
         if self.compressed:
             self.vectors = None  # type: ignore[assignment]  # the index is all that is kept
+
+    def _build_or_load(self, x: np.ndarray, d: int, cache_dir: str | Path | None) -> tuple[Any, str]:
+        """The index from ``cache_dir`` when one was built from the same vectors and settings, else
+        built now (and stored there). How it was obtained: ``"none"``, ``"built"`` or ``"loaded"``.
+
+        Why a cache: an HNSW graph over 200k items takes about a minute to build and a million items
+        several minutes, while reading it back takes a second; a restart or a second worker serving
+        the same run should not pay again. The file is keyed by a hash of the stored vectors and
+        every index setting, written under a temporary name and renamed; a lock file makes a second
+        worker wait for the first one's build and then read it instead of building its own.
+        """
+        if cache_dir is None or self.kind == "exact":
+            return self._build_all_cores(x, d), "none"
+        cache = Path(cache_dir)
+        cache.mkdir(parents=True, exist_ok=True)
+        key = hashlib.sha256(x.tobytes())
+        settings = self.cfg.model_dump(exclude={"ef_search", "recall_queries"})  # set after loading
+        key.update(json.dumps([self.kind, self.normalize, settings], sort_keys=True).encode())
+        path = cache / f"{self.kind}-{key.hexdigest()[:32]}.faiss"
+        with open(path.with_suffix(".lock"), "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                if path.exists():
+                    with contextlib.suppress(RuntimeError):  # unreadable file: rebuild it
+                        index: Any = faiss.read_index(str(path))
+                        if index.ntotal == len(x) and index.d == d:
+                            if self.kind == "hnsw":
+                                index.hnsw.efSearch = self.cfg.ef_search
+                            return index, "loaded"
+                index = self._build_all_cores(x, d)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                faiss.write_index(index, str(tmp))
+                os.replace(tmp, path)
+                return index, "built"
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _build_all_cores(self, x: np.ndarray, d: int) -> Any:
+        """Build with every core: a server pins its workers to one compute thread for serving, but
+        the one-off build is the start-up's critical path (faiss adds HNSW points in parallel)."""
+        before = faiss.omp_get_max_threads()
+        faiss.omp_set_num_threads(max(os.cpu_count() or 1, before))
+        try:
+            return self._build(x, d)
+        finally:
+            faiss.omp_set_num_threads(before)
 
     def _build(self, x: np.ndarray, d: int) -> Any:
         c = self.cfg
@@ -162,9 +216,7 @@ class VectorIndex:
         if self.kind == "hnsw" and fetch * 4 > self.n:
             # A graph walk asked for a large share of the catalogue is no faster than a scan and
             # misses items: rank every stored vector exactly instead.
-            s_all = self._stored() @ qt.T
-            found = np.argsort(-s_all, axis=0, kind="stable")[:fetch].T
-            dist = np.take_along_axis(s_all.T, found, axis=1)
+            found, dist = self._scan(qt, fetch)
         else:
             dist, found = self.index.search(qt, fetch)
         offset = self._offset(q)
@@ -188,6 +240,20 @@ class VectorIndex:
             out_i[r, :m] = cand[:m]
             out_s[r, :m] = sc[:m] + offset[r]
         return out_i, out_s
+
+    def _scan(self, qt: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-``fetch`` over every stored vector, in query chunks: the score block is
+        items x chunk, never items x all queries (a users x items matrix for a batch of users)."""
+        stored = self._stored()
+        step = max(1, (1 << 25) // max(self.n, 1))  # about 128 MB of float32 scores per chunk
+        found = np.empty((len(qt), fetch), dtype=np.int64)
+        dist = np.empty((len(qt), fetch), dtype=np.float32)
+        for a in range(0, len(qt), step):
+            s_all = stored @ qt[a : a + step].T
+            top = np.argsort(-s_all, axis=0, kind="stable")[:fetch].T
+            found[a : a + step] = top
+            dist[a : a + step] = np.take_along_axis(s_all.T, top, axis=1)
+        return found, dist
 
     def _offset(self, q: np.ndarray) -> np.ndarray:
         """PCA centres items; ``u . mean`` added back makes the scores estimates of ``u . i``."""

@@ -134,17 +134,20 @@ def run_child(cmd: list[str], *, env: dict[str, str], timeout: float, nice: int)
         "returncode": p.returncode,
     }
     result: dict[str, Any] = {}
-    if out:
+    for line in reversed(out):  # the last JSON line: the result, or what a killed step got to
         with contextlib.suppress(ValueError):
-            result = json.loads(out[-1])
+            result = json.loads(line)
+            break
+    status = result.pop("status", "ok")
     if timed_out:
         rec["status"] = "timeout"
-        rec["message"] = f"killed after {timeout:.0f} s"
+        done = " (fit finished, evaluation did not)" if status == "partial" else ""
+        rec["message"] = f"killed after {timeout:.0f} s{done}"
     elif p.returncode != 0:
         rec["status"] = "failed"
         rec["message"] = "\n".join(err[-6:])[-1500:]
     else:
-        rec["status"] = result.pop("status", "ok")
+        rec["status"] = status
     rec.update(result)
     return rec
 
@@ -416,12 +419,14 @@ def registered_models(env: dict[str, str]) -> set[str]:
     return set(r.stdout.split())
 
 
-def run_size(size: str, label: str, src: Path | None, nice: int, only: set[str] | None) -> None:
+def run_size(
+    size: str, label: str, src: Path | None, nice: int, only: set[str] | None, timeout_s: float | None = None
+) -> None:
     plan = tomllib.loads(PLAN.read_text())
     sz = plan["sizes"][size]
     env = child_env(src)
     rec = Recorder(label, size, src, nice)
-    timeout = float(sz["step_timeout_s"])
+    timeout = float(timeout_s or sz["step_timeout_s"])
     work = Path(plan["data_root"]) / label / size
     work.mkdir(parents=True, exist_ok=True)
     data = synth(size, plan, rec, env, timeout)
@@ -441,6 +446,8 @@ def run_size(size: str, label: str, src: Path | None, nice: int, only: set[str] 
         cfg = work / "engine.toml"
         cfg.write_text(f'state_dir = "{work / "engine-state"}"\ntext_encoder = "none"\n')
         spec = {"step": "engine", "run_dir": str(run_dir), "config": str(cfg)}
+        if src is None:  # the index cache came with the serving fixes; the snapshot has none
+            spec["index_cache"] = str(work / "engine-state" / "index-cache")
         rec.put("engine", step(spec, rec, env, timeout))
         rec.put("serve", serve_http(run_dir, work, plan, rec, env))
     render(JSON_OUT, RESULTS)
@@ -455,6 +462,7 @@ def main() -> None:
         "--nice", type=int, default=0, help="niceness of every step (10 while others use the CPU)"
     )
     ap.add_argument("--only", help="comma-separated steps or models (load, als, converge:als, serve, ...)")
+    ap.add_argument("--timeout", type=float, help="per-step time limit in s (default: the plan's)")
     ap.add_argument("--render", action="store_true", help="only rewrite scale.md and the plot")
     ap.add_argument("--plan", type=Path, help="another plan (harness dry runs; results go next to it)")
     a = ap.parse_args()
@@ -465,7 +473,8 @@ def main() -> None:
     if a.render or a.size is None:
         render()
         return
-    run_size(a.size, a.label, a.src, a.nice, set(a.only.split(",")) if a.only else None)
+    only = set(a.only.split(",")) if a.only else None
+    run_size(a.size, a.label, a.src, a.nice, only, a.timeout)
 
 
 if __name__ == "__main__":

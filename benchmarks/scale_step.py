@@ -80,19 +80,19 @@ def step_fit(spec: dict[str, Any]) -> dict[str, Any]:
         out.update(status="refused", message=f"{type(e).__name__}: {e}")
         return out
     out.update(_fit_meta(model))
+    if spec.get("run_dir"):  # written before the evaluation, so serving can run if evaluation times out
+        from modalrec.workflows.pipeline import write_run
+
+        t0 = time.perf_counter()
+        write_run(ds, model, spec["run_dir"], config={"scale": spec}, metrics={}, overwrite=True)
+        out["write_run_s"] = round(time.perf_counter() - t0, 3)
+    print(json.dumps({**out, "status": "partial"}, default=str), flush=True)  # kept if evaluation times out
     if spec.get("evaluate", True):
         t0 = time.perf_counter()
         res = evaluate(model, ds, spec.get("split", "test"), ks=tuple(spec.get("ks", (10, 20, 50))))
         out["eval_s"] = round(time.perf_counter() - t0, 3)
         out["eval_users"] = int(res.n_users)
         out["metrics"] = {k: round(float(v), 5) for k, v in res.metrics.items()}
-    if spec.get("run_dir"):
-        from modalrec.workflows.pipeline import write_run
-
-        t0 = time.perf_counter()
-        metrics = {"test": {"metrics": out.get("metrics", {}), "n_users": out.get("eval_users")}}
-        write_run(ds, model, spec["run_dir"], config={"scale": spec}, metrics=metrics, overwrite=True)
-        out["write_run_s"] = round(time.perf_counter() - t0, 3)
     return out
 
 
@@ -102,8 +102,9 @@ def step_engine(spec: dict[str, Any]) -> dict[str, Any]:
     from modalrec.serving.settings import load_serve_config
 
     cfg = load_serve_config(spec.get("config"))
+    kwargs = {"index_cache": spec["index_cache"]} if spec.get("index_cache") else {}
     t0 = time.perf_counter()
-    eng = Engine(spec["run_dir"], cfg)
+    eng = Engine(spec["run_dir"], cfg, **kwargs)
     secs = time.perf_counter() - t0
     rec = eng.rec_index.report if eng.rec_index is not None else None
     t0 = time.perf_counter()
@@ -111,7 +112,12 @@ def step_engine(spec: dict[str, Any]) -> dict[str, Any]:
     for u in range(n):
         eng.recommend_index(u, [], 10, exclude_seen=True)
     per_q = (time.perf_counter() - t0) / max(n, 1)
-    return {"engine_s": round(secs, 3), "index": rec, "recommend_ms_in_process": round(per_q * 1000, 3)}
+    return {
+        "engine_s": round(secs, 3),
+        "timings": getattr(eng, "timings", None),
+        "index": rec,
+        "recommend_ms_in_process": round(per_q * 1000, 3),
+    }
 
 
 STEPS = {"load": step_load, "fit": step_fit, "engine": step_engine}

@@ -159,6 +159,23 @@ def load_results() -> dict[str, Any]:
     return {"benchmark": "scale (issue 15 item 2)", "runs": {}}
 
 
+@contextlib.contextmanager
+def results_lock() -> Any:
+    """Two sizes may run at once (e.g. L under load while S finishes): one writer at a time."""
+    import fcntl
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(Path(PLAN_LOCK_DIR) / "scale-results.lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+PLAN_LOCK_DIR = "/tmp"
+
+
 def save_results(res: dict[str, Any]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     tmp = JSON_OUT.with_suffix(".json.tmp")
@@ -171,6 +188,11 @@ class Recorder:
 
     def __init__(self, label: str, size: str, src: Path | None, nice: int) -> None:
         self.label, self.size, self.src, self.nice = label, size, src, nice
+        with results_lock():
+            self._start()
+
+    def _start(self) -> None:
+        label, size, nice = self.label, self.size, self.nice
         res = load_results()
         run = res["runs"].setdefault(label, {}).setdefault(size, {"steps": {}})
         run.update(
@@ -185,11 +207,12 @@ class Recorder:
 
     def put(self, name: str, rec: dict[str, Any]) -> None:
         rec = {"finished": now(), **code_state(self.src), **rec}
-        res = load_results()
-        run = res["runs"].setdefault(self.label, {}).setdefault(self.size, {"steps": {}})
-        run["steps"][name] = rec
-        run["updated"] = now()
-        save_results(res)
+        with results_lock():
+            res = load_results()
+            run = res["runs"].setdefault(self.label, {}).setdefault(self.size, {"steps": {}})
+            run["steps"][name] = rec
+            run["updated"] = now()
+            save_results(res)
         short = {
             k: rec.get(k) for k in ("status", "wall_s", "peak_rss_mb", "fit_s", "eval_s", "loadavg_after")
         }
@@ -241,8 +264,10 @@ def model_specs(size: str, plan: dict[str, Any], registered: set[str]) -> list[t
     for m in models:
         params = dict(plan["params"].get(m, {}))
         spec: dict[str, Any] = {"step": "fit", "model": m, "params": params}
+        if not sz.get("evaluate", True):
+            spec["evaluate"] = False
         if m in pe["epochs"]:
-            e = int(pe["epochs"][m])
+            e = int(sz.get("epochs", {}).get(m, pe["epochs"][m]))
             params.update(epochs=e, eval_every=e, patience=e)
             spec.update(valid_sample=pe["valid_sample"], valid_sample_seed=pe["valid_sample_seed"])
         rows.append((f"fit:{m}", spec))
@@ -368,7 +393,10 @@ def serve_http(
     import shutil
     import threading
 
-    sv = plan["serving"]
+    sv = {
+        **plan["serving"],
+        "workers": plan["sizes"][rec.size].get("serving_workers", plan["serving"]["workers"]),
+    }
     state = work / "serve-state"
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
@@ -442,13 +470,14 @@ def run_size(
         if name == f"fit:{sz['serve_model']}":
             spec["run_dir"] = str(run_dir)
         rec.put(name, step(spec, rec, env, timeout))
-    if want("serve") and (run_dir / "manifest.json").exists():
+    if want("serve") and (run_dir / "manifest.json").exists() and sz.get("engine_step", True):
         cfg = work / "engine.toml"
         cfg.write_text(f'state_dir = "{work / "engine-state"}"\ntext_encoder = "none"\n')
         spec = {"step": "engine", "run_dir": str(run_dir), "config": str(cfg)}
         if src is None:  # the index cache came with the serving fixes; the snapshot has none
             spec["index_cache"] = str(work / "engine-state" / "index-cache")
         rec.put("engine", step(spec, rec, env, timeout))
+    if want("serve") and (run_dir / "manifest.json").exists():
         rec.put("serve", serve_http(run_dir, work, plan, rec, env))
     render(JSON_OUT, RESULTS)
 

@@ -3,11 +3,12 @@
 Importing this package registers every built-in model, so ``create("lightgcn", dim=64)`` works.
 """
 
-from modalrec.models import als, blend, bprmf, ease, fusion, itemknn, lightgcn, popularity  # noqa: F401  (registration)
+from modalrec.models import als, blend, bprmf, coldstart, ease, fusion, itemknn, lightgcn, popularity  # noqa: F401  (registration)
 from modalrec.models.als import ALS
 from modalrec.models.base import REGISTRY, Recommender, create, register
 from modalrec.models.blend import Blend
 from modalrec.models.bprmf import BPRMF
+from modalrec.models.coldstart import ColdStart
 from modalrec.models.ease import EASE, ContentEASE
 from modalrec.models.fusion import FusionRecommender
 from modalrec.models.graphmm import GraphMM
@@ -23,6 +24,7 @@ __all__ = [
     "REGISTRY",
     "VBPR",
     "Blend",
+    "ColdStart",
     "ContentEASE",
     "FusionRecommender",
     "GraphMM",

@@ -91,6 +91,17 @@ FAST_PARAMS: dict[str, dict[str, Any]] = {
     "vbpr": {**_TRAINED, "content_dim": 8},
     "graphmm": {**_TRAINED, "knn_k": 5, "cf_knn_k": 5, "content_bpr": 0.1, "ssl_weight": 0.1},
     "fusion": dict(_TRAINED),
+    "coldstart": {
+        "dim": 8,
+        "hidden": 16,
+        "max_steps": 20,
+        "eval_every": 5,
+        "patience": 2,
+        "seeds": 2,
+        "collaborative": {"model": "itemknn", "params": {"k": 10}},
+        "blend_steps": 3,
+        "threads": 1,
+    },
     "blend": {
         "members": [
             {"model": "itemknn", "params": {"k": 10}},

@@ -469,7 +469,15 @@ def run_size(
         spec = {**base, **spec}
         if name == f"fit:{sz['serve_model']}":
             spec["run_dir"] = str(run_dir)
+        elif name.startswith("fit:") and name[4:] in sz.get("engine_models", []):
+            spec["run_dir"] = str(work / f"run-{name[4:]}")
         rec.put(name, step(spec, rec, env, timeout))
+    for m in sz.get("engine_models", []):
+        if want(f"engine:{m}") and (work / f"run-{m}" / "manifest.json").exists():
+            cfg = work / "engine.toml"
+            cfg.write_text(f'state_dir = "{work / "engine-state"}"\ntext_encoder = "none"\n')
+            spec = {"step": "engine", "run_dir": str(work / f"run-{m}"), "config": str(cfg)}
+            rec.put(f"engine:{m}", step(spec, rec, env, timeout))
     if want("serve") and (run_dir / "manifest.json").exists() and sz.get("engine_step", True):
         cfg = work / "engine.toml"
         cfg.write_text(f'state_dir = "{work / "engine-state"}"\ntext_encoder = "none"\n')

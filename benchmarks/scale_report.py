@@ -73,7 +73,7 @@ def step_table(run: dict[str, Any]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in run.get("steps", {}).items():
-        if name in ("serve", "engine"):
+        if name == "serve" or name.startswith("engine"):
             continue
         ev = f"{fmt(r.get('eval_s'))} ({r.get('eval_users', '-')})" if r.get("eval_s") is not None else "-"
         note = r.get("message", "")
@@ -94,6 +94,33 @@ def step_table(run: dict[str, Any]) -> list[str]:
                 dirty,
             )
         )
+    return rows
+
+
+def engine_rows(res: dict[str, Any]) -> list[str]:
+    """Serving start-up per model: one in-process Engine on the model's run directory."""
+    rows = [
+        "| label | size | model | start-up s | load run / catalogue / index / score stats s | index "
+        "| recall@10 | recommend ms (in process, mean of 1,000 users) | peak MB | load 1-min |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, runs in res.get("runs", {}).items():
+        for size in SIZES:
+            for name, r in runs.get(size, {}).get("steps", {}).items():
+                if not name.startswith("engine"):
+                    continue
+                model = name.split(":", 1)[1] if ":" in name else runs[size].get("serve_model", "als")
+                t = r.get("timings") or {}
+                parts = " / ".join(
+                    fmt(t.get(k)) for k in ("load_run_s", "catalogue_s", "index_s", "score_stats_s")
+                )
+                idx = r.get("index") or {}
+                kind = f"{idx.get('kind', 'none')}" + (f" ({idx['cache']})" if idx.get("cache") else "")
+                rows.append(
+                    f"| {label} | {size} | {model} | {fmt(r.get('engine_s'))} ({r.get('status')}) | {parts} | "
+                    f"{kind} | {fmt(idx.get('recall_at_10'), 3)} | {fmt(r.get('recommend_ms_in_process'), 2)} | "
+                    f"{fmt(r.get('peak_rss_mb'), 0)} | {_la(r)} |"
+                )
     return rows
 
 
@@ -243,4 +270,6 @@ def render(json_path: Path | None = None, out_dir: Path | None = None) -> None:
         lines += [f"![{label} cost against size]({png.name})", ""]
     lines += ["## Serving (`modalrec serve RUN --workers 2`, HNSW index, open-loop GET /recommend)", ""]
     lines += [*serve_rows(res), ""]
+    lines += ["## Serving start-up per model (in-process `Engine`, no index cache unless named)", ""]
+    lines += [*engine_rows(res), ""]
     (out_dir / "scale.md").write_text("\n".join(lines) + "\n")

@@ -94,8 +94,11 @@ def fit_dataset(
 
 
 def fit(config: RunConfig, out: str | Path, *, overwrite: bool = False, progress: bool = True) -> Run:
-    """Load data, fit the configured model, evaluate it and write the run directory ``out``."""
-    ds = load_dataset(config)
+    """Load data (encoding the ``[encode]`` modalities, cached), fit the configured model, evaluate it
+    and write the run directory ``out``."""
+    from modalrec.workflows.tuning import load_with_features
+
+    ds = load_with_features(config)
     return fit_dataset(
         ds,
         config.model.name,

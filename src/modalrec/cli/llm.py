@@ -1,4 +1,4 @@
-"""CLI commands of the LLM layer: ``modalrec explain``, ``modalrec describe`` and ``evaluate --rerank llm``.
+"""CLI commands of the LLM layer: ``explain``, ``describe``, ``llm-tune``, ``llm-serve``, ``evaluate --rerank llm``.
 
 Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli.app` imports this module. transformers and
 torch are imported inside the commands (through :mod:`modalrec.workflows.llm_runs`), so ``modalrec --help``
@@ -120,15 +120,19 @@ def evaluate_rerank(
     max_users: int | None = 200,
     valid_users: int = 200,
 ) -> None:
-    """``modalrec evaluate RUN_DIR --rerank llm``: the model alone and re-ranked, on the same users."""
-    from modalrec.llm.rerank import rerank_evaluate
+    """``modalrec evaluate RUN_DIR --rerank llm``: the model alone and re-ranked, on the same users.
+
+    Uses the run's fine-tuned re-ranker when ``modalrec llm-tune`` made one, and the ``[llm]``
+    config's backend (``RUN_DIR/llm.toml`` or ``$MODALREC_LLM_CONFIG``).
+    """
+    from modalrec.workflows.llm_runs import rerank_run
 
     if reranker not in RERANKERS:
         raise ConfigError(f"unknown re-ranker {reranker!r}; expected one of {', '.join(RERANKERS)}")
-    res = rerank_evaluate(
-        run.model,
-        run.dataset,
+    res = rerank_run(
+        run.path,
         split,
+        run=run,
         n_candidates=n_candidates,
         max_users=max_users,
         valid_users=valid_users,
@@ -149,3 +153,95 @@ def evaluate_rerank(
         f"total {res.seconds:.0f} s",
         highlight=False,
     )
+
+
+def _parse_sets(values: list[str] | None) -> dict[str, object]:
+    """``key=value`` options as a dict, values parsed as TOML scalars/lists (``rank=16``, ``targets=["q_proj"]``)."""
+    import tomllib
+
+    out: dict[str, object] = {}
+    for v in values or []:
+        key, sep, raw = v.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {v!r}: expected key=value")
+        try:
+            out[key.strip()] = tomllib.loads(f"x = {raw}")["x"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
+
+
+@app.command("llm-tune")
+@user_errors
+def llm_tune(
+    run_dir: Annotated[Path, typer.Argument(help="run directory written by `modalrec fit`")],
+    minutes: Annotated[
+        float, typer.Option(help="training time budget (early stopping may end sooner)", min=0.1)
+    ] = 40.0,
+    sets: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="LoRA training option key=value (rank, lr, negatives, ...; see modalrec.llm.tune.TuneParams)",
+        ),
+    ] = None,
+    llm_config: Annotated[
+        Path | None, typer.Option(help="[llm] config file (default RUN_DIR/llm.toml)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress lines")] = False,
+) -> None:
+    """Fine-tune the LLM re-ranker (LoRA) on the run's training interactions into RUN_DIR/llm/reranker.
+
+    Early-stopped on validation users; `modalrec evaluate RUN_DIR --rerank llm` then uses it.
+    """
+    from modalrec.workflows.llm_runs import tune_run, tuned_dir
+
+    def show(point: dict[str, object]) -> None:
+        if not quiet:
+            v = point["valid_ndcg@10"]
+            assert isinstance(v, dict)
+            console.print(
+                f"{point['minutes']} min, {point['examples']} examples: train loss {point['train_loss']}, "
+                f"valid NDCG@10 LLM alone {v['sum']:.4f} (base order {v['base']:.4f})",
+                highlight=False,
+            )
+
+    res = tune_run(
+        run_dir, params={"max_minutes": minutes, **_parse_sets(sets)}, llm_config=llm_config, progress=show
+    )
+    console.print(
+        f"stopped: {res.stopped}; best at {res.best['examples']} examples; chosen on "
+        f"{res.selection.get('n_users')} other validation users: LLM score {res.score!r}, blend weight "
+        f"{res.weight:g}; saved to {tuned_dir(run_dir)}",
+        highlight=False,
+    )
+
+
+@app.command("llm-serve")
+@user_errors
+def llm_serve(
+    model: Annotated[
+        str, typer.Option(help="packaged name, local model directory or .gguf file")
+    ] = "smollm2-135m",
+    adapter: Annotated[
+        Path | None, typer.Option(help="LoRA adapters to merge (e.g. RUN_DIR/llm/reranker)")
+    ] = None,
+    host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8011,
+    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="torch threads", min=1)] = None,
+) -> None:
+    """Serve a local LLM over an OpenAI-compatible API (/v1/completions with logprobs, /v1/chat/completions).
+
+    Point other processes at it with `[llm] backend = "http"`, `url = "http://HOST:PORT/v1"`.
+    """
+    from modalrec.llm.loading import load_llm
+    from modalrec.llm.server import serve
+
+    llm = load_llm(model, threads=threads, dtype=dtype)
+    if adapter is not None:
+        from modalrec.llm.tune import load_tuned
+
+        llm, _ = load_tuned(llm, adapter)
+    console.print(f"serving {llm.name} on http://{host}:{port}/v1", highlight=False)
+    serve(llm, host=host, port=port)

@@ -20,10 +20,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from modalrec.llm.domain import ItemDomain, plural_of
 from modalrec.llm.text import ItemText, strip_year
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
+    from modalrec.llm.backend import Backend
     from modalrec.llm.loading import LLM
     from modalrec.models.base import Recommender
 
@@ -235,14 +237,19 @@ def evidence_for(
 
 
 def template_text(
-    item_title: str, evidence: list[Evidence], shares: Mapping[str, float], genres: list[str]
+    item_title: str,
+    evidence: list[Evidence],
+    shares: Mapping[str, float],
+    genres: list[str],
+    domain: ItemDomain | None = None,
 ) -> str:
     """The fallback reason: built only from the evidence, so it is grounded by construction.
 
     >>> ev = [Evidence("1", "Toy Story (1995)", 0.8, {}, ["Comedy"])]
-    >>> template_text("Babe (1995)", ev, {"collaborative": 0.7, "text": 0.3}, ["Comedy"])
+    >>> template_text("Babe (1995)", ev, {"collaborative": 0.7, "text": 0.3}, ["Comedy"], ItemDomain("movie", ("genres",)))
     'Recommended Babe (1995) because you liked Toy Story (1995) (mostly collaborative similarity; shared genres: Comedy).'
     """
+    attribute = (domain or ItemDomain()).attribute
     if not evidence:
         return f"Recommended {item_title}: it is popular with users like you (no history to compare with)."
     names = [e.title for e in evidence]
@@ -252,7 +259,7 @@ def template_text(
         top = max(shares, key=lambda m: shares[m])
         extra.append(f"mostly {top} similarity")
     if genres:
-        extra.append("shared genres: " + ", ".join(genres))
+        extra.append(f"shared {attribute}: " + ", ".join(genres))
     tail = f" ({'; '.join(extra)})" if extra else ""
     return f"Recommended {item_title} because you liked {liked}{tail}."
 
@@ -280,19 +287,106 @@ def llm_phraser(llm: LLM, *, max_new_tokens: int = 60) -> Callable[[str], str]:
 
 
 def explanation_prompt(
-    item_title: str, evidence: list[Evidence], shares: Mapping[str, float], genres: list[str]
+    item_title: str,
+    evidence: list[Evidence],
+    shares: Mapping[str, float],
+    genres: list[str],
+    domain: ItemDomain | None = None,
 ) -> str:
-    """The instruction given to the LLM: the facts, and the rule to name only those titles."""
+    """The instruction given to the LLM: the facts, and the rule to name only those titles.
+
+    The items are called what the catalogue calls them (``domain.noun``; "item" by default), and
+    the shared attributes are named after the catalogue's describing field, if it has one.
+
+    >>> "movie" in explanation_prompt("Wall clock", [], {}, [])
+    False
+    """
+    d = domain or ItemDomain()
     liked = "; ".join(e.title for e in evidence)
     top = max(shares, key=lambda m: shares[m]) if shares else "collaborative"
-    g = ", ".join(genres) if genres else "none"
+    facts = f"Strongest signal: {top} similarity."
+    if d.fields:
+        facts = f"Shared {d.attribute}: {', '.join(genres) if genres else 'none'}. {facts}"
     return (
-        f"A user liked these movies: {liked}.\n"
+        f"A user liked these {d.plural}: {liked}.\n"
         f"We recommend: {item_title}.\n"
-        f"Shared genres: {g}. Strongest signal: {top} similarity.\n"
-        "In one short sentence, tell the user why they may like the recommended movie. "
-        "Only mention the movies named above."
+        f"{facts}\n"
+        f"In one short sentence, tell the user why they may like the recommended {d.noun}. "
+        f"Only mention the {d.plural} named above."
     )
+
+
+#: nouns of other domains: an explanation may use none of them except the catalogue's own
+DOMAIN_NOUNS = (
+    "movie",
+    "film",
+    "product",
+    "video",
+    "song",
+    "book",
+    "track",
+    "game",
+    "episode",
+    "show",
+    "item",
+)
+
+
+def foreign_nouns(text: str, domain: ItemDomain) -> list[str]:
+    """Nouns of another domain used in ``text`` (the catalogue's own noun and "item" are allowed).
+
+    >>> foreign_nouns("You liked the movie Heat.", ItemDomain("clock"))
+    ['movie']
+    >>> foreign_nouns("Two clocks you liked; an item like them.", ItemDomain("clock"))
+    []
+    """
+    own = {domain.noun.lower(), domain.plural.lower(), "item", "items"}
+    found = []
+    for n in DOMAIN_NOUNS:
+        for form in (n, plural_of(n)):
+            if form not in own and re.search(rf"(?<![\w-]){form}(?![\w-])", text, re.IGNORECASE):
+                found.append(form)
+    return sorted(set(found))
+
+
+def attribute_clause(genres: list[str], shares: Mapping[str, float], domain: ItemDomain) -> str:
+    """What the item shares with the evidence, in words: its shared attributes, else the top modality.
+
+    >>> attribute_clause(["Comedy"], {"text": 0.6}, ItemDomain("movie", ("genres",)))
+    'shared genres: Comedy'
+    >>> attribute_clause([], {"collaborative": 0.2, "image": 0.8}, ItemDomain("clock"))
+    'mostly image similarity'
+    """
+    if genres:
+        return f"shared {domain.attribute}: " + ", ".join(genres)
+    top = max(shares, key=lambda m: shares[m]) if shares and max(shares.values()) > 0 else "collaborative"
+    return f"mostly {top} similarity"
+
+
+def states_attribute(text: str, genres: list[str], shares: Mapping[str, float]) -> bool:
+    """True when ``text`` names a shared attribute or a modality's similarity."""
+    low = text.lower()
+    if any(g.lower() in low for g in genres):
+        return True
+    return "similar" in low and any(m.lower() in low for m in shares)
+
+
+def check_explanation(exp: Explanation, history: list[int], texts: ItemText) -> dict[str, Any]:
+    """The checker of an explanation: grounded, the catalogue's noun only, a shared attribute stated.
+
+    Independent of how ``exp`` was made: it re-reads ``exp.text`` against the catalogue titles.
+    ``history`` holds the user's item indices (train + valid); the recommended item is allowed too.
+    """
+    item = texts.item_ids.index(exp.item_id)
+    outside = check_grounding(exp.text, [*history, item], TitleIndex(texts.titles))
+    foreign = foreign_nouns(exp.text, texts.domain)
+    attribute = states_attribute(exp.text, exp.shared_genres, exp.modality_weights)
+    return {
+        "names_outside_history": outside,
+        "foreign_nouns": foreign,
+        "states_shared_attribute": attribute,
+        "passes": not outside and not foreign and attribute,
+    }
 
 
 def _resolve_index(dataset: Dataset, value: int | str, kind: str) -> int:
@@ -310,12 +404,13 @@ def explain(
     user: int | str,
     item: int | str,
     *,
-    llm: LLM | None = None,
+    llm: LLM | Backend | None = None,
     item_vectors: Mapping[str, np.ndarray] | None = None,
     fusion_weights: Mapping[str, float] | None = None,
     k: int = 3,
     use_llm: bool = True,
     phrase: Callable[[str], str] | None = None,
+    domain: ItemDomain | None = None,
 ) -> Explanation:
     """Explain why ``item`` suits ``user``: evidence from history and content, phrased by the LLM.
 
@@ -324,14 +419,18 @@ def explain(
         model: optional; when given, the item's rank for the user (training items excluded) is reported.
         item_vectors: per-modality item vectors (default ``dataset.features``), e.g. aligned views.
         fusion_weights: per-modality fusion weights (e.g. a WeightedSum fusion's learned weights).
+        llm: a loaded in-process LLM or any :class:`~modalrec.llm.backend.Backend` (an HTTP
+            server); default: the packaged model in process.
         use_llm: ``False`` gives the template only (no model load).
         phrase: custom ``prompt -> text`` function instead of the LLM (e.g. a larger local model).
+        domain: what the items are called and which fields describe them (default: the data set's,
+            see :func:`modalrec.llm.domain.domain_of`).
 
     The returned text names only the item and the user's history items (see :func:`ground`).
     """
     u = _resolve_index(dataset, user, "user")
     i = _resolve_index(dataset, item, "item")
-    texts = ItemText(dataset)
+    texts = ItemText(dataset, domain)
     evidence, shares, _ = evidence_for(
         dataset, u, i, item_vectors=item_vectors, fusion_weights=fusion_weights, k=k, texts=texts
     )
@@ -344,19 +443,24 @@ def explain(
         s = model.score(np.array([u]))[0].astype(np.float64)
         s[dataset.train.indices[dataset.train.indptr[u] : dataset.train.indptr[u + 1]]] = -np.inf
         rank = int((s > s[i]).sum()) + 1
-    template = template_text(title, evidence, shares, genres)
+    template = template_text(title, evidence, shares, genres, texts.domain)
     text, source, raw = template, "template", None
     rejected: list[str] = []
     if use_llm and evidence:
         if phrase is None:
-            from modalrec.llm.loading import load_llm
+            from modalrec.llm.backend import as_backend
 
-            phrase = llm_phraser(llm or load_llm())
-        raw = phrase(explanation_prompt(title, evidence, shares, genres))
+            phrase = as_backend(llm).generate
+        raw = phrase(explanation_prompt(title, evidence, shares, genres, texts.domain))
         index = TitleIndex(texts.titles)
         kept, rejected = ground(raw, [*history, i], index)
+        foreign = foreign_nouns(kept, texts.domain)
+        if foreign:  # the model named another domain ("movie" for clocks): not an explanation of this one
+            kept, rejected = "", [*rejected, *foreign]
         if kept and len(kept.split()) >= 4:
             text, source = kept, ("llm-stripped" if rejected else "llm")
+            if not states_attribute(text, genres, shares):
+                text = f"{text.rstrip('.')} ({attribute_clause(genres, shares, texts.domain)})."
     final_bad = check_grounding(text, [*history, i], TitleIndex(texts.titles))
     return Explanation(
         user_id=str(dataset.user_ids[u]),

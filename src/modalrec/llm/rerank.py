@@ -23,9 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from modalrec.core.errors import ConfigError
 from modalrec.evaluation.metrics import hit_matrix, mean_metrics, per_user_metrics
 from modalrec.evaluation.protocol import DEFAULT_KS, EvalResult
-from modalrec.llm.scoring import continuation_logprobs
+from modalrec.llm.backend import Backend, LocalBackend, as_backend
+from modalrec.llm.domain import ItemDomain, domain_of
 from modalrec.llm.text import ItemText
 
 if TYPE_CHECKING:
@@ -105,8 +107,11 @@ class LLMReranker:
         prompt: ``"list"`` (a plain-text list to continue) or ``"chat"`` (the model's chat format).
         max_history: at most this many history items in the prompt (a seeded random subset: the
             Dataset keeps no timestamps, and a fixed subset keeps the prompt, hence the cost, bounded).
-        genres: include genres in item texts.
-        noun: what the items are called in the prompt ("movie", "product", ...).
+        genres: include the describing attributes (genres, category, ...) in item texts.
+        noun: what the items are called in the prompt (default: the data set's noun, see
+            :func:`modalrec.llm.domain.domain_of`; "item" for a catalogue that names none).
+        domain: the catalogue's :class:`~modalrec.llm.domain.ItemDomain` (noun, describing fields);
+            default: :func:`~modalrec.llm.domain.domain_of` the data set.
         seed: seeds the history subset.
         projector, item_vectors: items as soft tokens for items **without text**: such an item
             (no title in the catalogue) is written into prompts and scored as the text the LLM
@@ -117,33 +122,38 @@ class LLMReranker:
     def __init__(
         self,
         dataset: Dataset,
-        llm: LLM | None = None,
+        llm: LLM | Backend | None = None,
         *,
         prompt: str = "list",
         max_history: int = 10,
         genres: bool = True,
-        noun: str = "movie",
+        noun: str | None = None,
         seed: int = 0,
         projector: ItemProjector | None = None,
         item_vectors: np.ndarray | None = None,
+        domain: ItemDomain | None = None,
     ) -> None:
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt form {prompt!r}; expected one of {PROMPTS}")
-        if llm is None:
-            from modalrec.llm.loading import load_llm
-
-            llm = load_llm()
-        self.llm = llm
+        self.backend = as_backend(llm)
+        # the in-process model, when there is one (chat templates, soft tokens and fine-tuning need it)
+        self.llm: LLM | None = self.backend.llm if isinstance(self.backend, LocalBackend) else None
+        if self.llm is None and (prompt == "chat" or projector is not None):
+            raise ConfigError(
+                "the 'chat' prompt form and items as soft tokens need the in-process LLM backend"
+            )
         self.dataset = dataset
-        self.texts = ItemText(dataset)
+        domain = domain or domain_of(dataset)
+        if noun:
+            domain = replace(domain, noun=noun, plural_noun=None)
+        self.domain = domain
+        self.texts = ItemText(dataset, domain)
         self.prompt = prompt
         self.max_history = int(max_history)
         self.genres = genres
-        self.noun = noun
+        self.noun = domain.noun
         self.seed = int(seed)
-        self._cand_ids: dict[int, list[int]] = {}
         self._prior: dict[int, tuple[float, int]] = {}
-        self._prior_prompt: list[int] | None = None
         if (projector is None) != (item_vectors is None):
             raise ValueError("give both projector and item_vectors, or neither")
         if item_vectors is not None and len(item_vectors) != self.texts.n_items:
@@ -151,10 +161,14 @@ class LLMReranker:
         self.projector = projector
         self.item_vectors = item_vectors
         self._soft_text: dict[int, str] = {}
-        nl = llm.encode("\n")
-        self._end = nl if prompt == "list" else llm.encode("<|im_end|>")
-        if prompt == "chat" and len(self._end) != 1:
-            self._end = nl
+        self._end = "\n"
+        if prompt == "chat" and self.llm is not None and len(self.llm.encode("<|im_end|>")) == 1:
+            self._end = "<|im_end|>"
+
+    def local_llm(self) -> LLM:
+        if self.llm is None:
+            raise ConfigError("this operation needs the in-process LLM backend")
+        return self.llm
 
     # ------------------------------------------------------------------ text -> token ids
     def item_text(self, item: int) -> str:
@@ -169,7 +183,7 @@ class LLMReranker:
             else:
                 from modalrec.llm.projector import describe
 
-                text = describe(self.llm, self.projector, v, max_new_tokens=24)[0]
+                text = describe(self.local_llm(), self.projector, v, max_new_tokens=24)[0]
                 self._soft_text[item] = " ".join(text.split()) or self.texts.short(item, genres=self.genres)
         return self._soft_text[item]
 
@@ -184,29 +198,30 @@ class LLMReranker:
     def prompt_text(self, history: Sequence[int]) -> str:
         """The prompt for a history (item indices); the candidate text is appended to it."""
         lines = "".join(f"- {self.item_text(int(i))}\n" for i in history)
-        n = self.noun
+        n, ns = self.domain.noun, self.domain.plural
         if self.prompt == "list":
-            head = f"A list of {n}s that a user liked:\n{lines}" if len(history) else ""
+            head = f"A list of {ns} that a user liked:\n{lines}" if len(history) else ""
             return f"{head}Another {n} this user liked:"
         ask = (
-            f"I liked these {n}s:\n{lines}Recommend one more {n} I will like."
+            f"I liked these {ns}:\n{lines}Recommend one more {n} I will like."
             if len(history)
             else f"Recommend a {n}."
         )
-        return self.llm.chat(ask)
+        return self.local_llm().chat(ask)
+
+    def candidate_text(self, item: int) -> str:
+        """The continuation scored for ``item``: its text and the end of a list line (or chat turn)."""
+        lead = " " if self.prompt == "list" else ""
+        return f"{lead}{self.item_text(int(item))}{self._end}"
 
     def prompt_ids(self, history: Sequence[int]) -> list[int]:
-        return self.llm.encode(self.prompt_text(history))
+        """Token ids of the prompt (in-process backend only; fine-tuning needs them)."""
+        return self.local_llm().encode(self.prompt_text(history))
 
     def candidate_ids(self, item: int) -> list[int]:
-        item = int(item)
-        ids = self._cand_ids.get(item)
-        if ids is None:
-            text = self.item_text(item)
-            lead = " " if self.prompt == "list" else ""
-            ids = self.llm.encode(lead + text) + self._end
-            self._cand_ids[item] = ids
-        return ids
+        """Token ids of :meth:`candidate_text` (in-process backend only; cached)."""
+        assert isinstance(self.backend, LocalBackend)
+        return self.backend.encode(self.candidate_text(item))
 
     # ------------------------------------------------------------------ scores
     def prior(self, items: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -217,9 +232,7 @@ class LLMReranker:
         items = [int(i) for i in items]
         todo = [i for i in dict.fromkeys(items) if i not in self._prior]
         if todo:
-            if self._prior_prompt is None:
-                self._prior_prompt = self.prompt_ids([])
-            s = continuation_logprobs(self.llm, self._prior_prompt, [self.candidate_ids(i) for i in todo])
+            s = self.backend.score(self.prompt_text([]), [self.candidate_text(i) for i in todo])
             for i, lp, n in zip(todo, s.logprob, s.n_tokens, strict=True):
                 self._prior[i] = (float(lp), int(n))
         lp = np.array([self._prior[i][0] for i in items], dtype=np.float64)
@@ -235,9 +248,7 @@ class LLMReranker:
         its cached prior).
         """
         cands = [int(c) for c in candidates]
-        s = continuation_logprobs(
-            self.llm, self.prompt_ids(list(history)), [self.candidate_ids(c) for c in cands]
-        )
+        s = self.backend.score(self.prompt_text(list(history)), [self.candidate_text(c) for c in cands])
         prior_lp, _ = self.prior(cands)
         n = np.maximum(s.n_tokens, 1)
         return {
@@ -401,7 +412,7 @@ def rerank_evaluate(
     dataset: Dataset,
     split: str = "test",
     *,
-    llm: LLM | None = None,
+    llm: LLM | Backend | None = None,
     n_candidates: int = 20,
     ks: tuple[int, ...] = DEFAULT_KS,
     users: np.ndarray | None = None,
@@ -415,9 +426,11 @@ def rerank_evaluate(
     seed: int = 0,
     keep_per_user: bool = False,
     progress: bool = True,
-    noun: str = "movie",
+    noun: str | None = None,
     projector: ItemProjector | None = None,
     item_vectors: np.ndarray | None = None,
+    domain: ItemDomain | None = None,
+    reranker: LLMReranker | None = None,
 ) -> RerankResult:
     """Evaluate ``model`` with and without LLM re-ranking of its top ``n_candidates``.
 
@@ -433,6 +446,9 @@ def rerank_evaluate(
             weight (ignored when both ``weight`` and ``score`` are given).
         weight, score: fix the blend instead of choosing it on validation.
         projector, item_vectors: soft tokens for items without text (see :class:`LLMReranker`).
+        noun, domain: how prompts name the items (default: the data set's, see :class:`LLMReranker`).
+        reranker: a ready re-ranker (e.g. with a fine-tuned model); the arguments that build one
+            (``llm``, ``prompt``, ``max_history``, ...) are then ignored.
 
     Returns:
         :class:`RerankResult` with the re-ranked metrics, ``.base`` (the model alone on the same
@@ -441,7 +457,7 @@ def rerank_evaluate(
     if split not in ("valid", "test"):
         raise ValueError("rerank_evaluate needs split 'valid' or 'test'")
     t_start = time.perf_counter()
-    reranker = LLMReranker(
+    reranker = reranker or LLMReranker(
         dataset,
         llm,
         prompt=prompt,
@@ -450,6 +466,7 @@ def rerank_evaluate(
         noun=noun,
         projector=projector,
         item_vectors=item_vectors,
+        domain=domain,
     )
     validation: dict[str, Any] = {}
     if weight is None or score is None:

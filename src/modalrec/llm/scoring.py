@@ -87,6 +87,37 @@ def continuation_logprobs(
     return ContinuationScores(out_lp, out_n)
 
 
+def differentiable_logprobs(llm: LLM, prompt_ids: list[int], continuations: list[list[int]]) -> Any:
+    """Summed ``log p(continuation | prompt)`` per continuation as a float64 torch tensor with gradients.
+
+    The same computation as :func:`continuation_logprobs` (prompt once, its key/value cache
+    repeated for the batch) but outside ``inference_mode`` and in one batch, so that a loss on the
+    scores can be backpropagated into the model (LoRA training of the re-ranker).
+    """
+    import torch
+
+    if not prompt_ids or not continuations or any(not c for c in continuations):
+        raise ValueError("a non-empty prompt and non-empty continuations are needed")
+    model = llm.model
+    split = _decoder_and_head(model)
+    prompt = torch.tensor([prompt_ids], dtype=torch.long)
+    if split is not None:
+        first = split[0](input_ids=prompt, use_cache=True)
+        first_logits = split[1](first.last_hidden_state[0, -1])
+    else:
+        first = model(input_ids=prompt, use_cache=True)
+        first_logits = first.logits[0, -1]
+    first_lp = torch.log_softmax(first_logits.float(), dim=-1)
+    cache = _output_cache(first)
+    ids, mask = pad_right(continuations, int(llm.tokenizer.pad_token_id or 0))
+    if len(continuations) > 1:
+        cache.batch_repeat_interleave(len(continuations))  # type: ignore[attr-defined]
+    lp = first_lp[ids[:, 0]].double()
+    if ids.shape[1] > 1:
+        lp = lp + continued_logprobs(model, cache, ids, mask, len(prompt_ids))
+    return lp
+
+
 def continued_logprobs(model: Any, cache: Any, ids: Any, mask: Any, prefix_len: int) -> Any:
     """Summed ``log p(ids[b, t] | prefix, ids[b, :t])`` over t >= 1 and real tokens, float64 ``[B]``.
 

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING
 
 import polars as pl
 
+from modalrec.llm.domain import ItemDomain, domain_of
+
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
 
@@ -71,22 +73,33 @@ def _column(dataset: Dataset, names: tuple[str, ...]) -> list[str] | None:
 
 
 class ItemText:
-    """Titles, genres and overviews of a catalogue, computed once (the re-ranker asks per user).
+    """Titles, describing attributes and overviews of a catalogue, computed once (the re-ranker asks per user).
 
-    Falls back to the first text field as the "title" and to item ids where a catalogue has no text.
+    Which column is the title and which columns describe an item come from ``domain`` (default:
+    :func:`~modalrec.llm.domain.domain_of` the data set). Falls back to the first text field as the
+    "title" and to item ids where a catalogue has no text. ``genres`` holds the describing
+    attributes (the values of ``domain.fields``), whatever the catalogue calls them.
     """
 
-    def __init__(self, dataset: Dataset) -> None:
-        titles = _column(dataset, ("title", "name"))
+    def __init__(self, dataset: Dataset, domain: ItemDomain | None = None) -> None:
+        self.domain = domain or domain_of(dataset)
+        titles = _column(dataset, (self.domain.title,) if self.domain.title else ("title", "name"))
         if titles is None and dataset.text_fields:
             titles = _column(dataset, (dataset.text_fields[0],))
         ids = [str(i) for i in dataset.item_ids]
+        self.item_ids: list[str] = ids
         raw = titles if titles is not None else ["" for _ in ids]
         self.titles: list[str] = [natural_title(t) if t else "" for t in raw]
         self.has_text: list[bool] = [bool(t) for t in self.titles]
-        self.titles = [t if t else f"item {i}" for t, i in zip(self.titles, ids, strict=True)]
-        g = _column(dataset, ("genres", "genre", "categories", "category"))
-        self.genres: list[list[str]] = [split_genres(v) for v in g] if g is not None else [[] for _ in ids]
+        self.titles = [t if t else f"{self.domain.noun} {i}" for t, i in zip(self.titles, ids, strict=True)]
+        self.genres: list[list[str]] = [[] for _ in ids]
+        for f in self.domain.fields:
+            col = _column(dataset, (f,))
+            if col is not None:
+                self.genres = [
+                    [*g, *(x for x in split_genres(v) if x not in g)]
+                    for g, v in zip(self.genres, col, strict=True)
+                ]
         ov = _column(dataset, ("overview", "description", "plot"))
         self.overviews: list[str] = ov if ov is not None else ["" for _ in ids]
         self.n_items = len(ids)
@@ -99,10 +112,10 @@ class ItemText:
         return t
 
     def target(self, i: int) -> str:
-        """The text the item projector learns to produce: genres first, then the title.
+        """The text the item projector learns to produce: the attributes first, then the title.
 
-        Genres come first because they are what an image vector can predict; the title is then
-        generated conditioned on them.
+        Attributes (genres) come first because they are what an image vector can predict; the
+        title is then generated conditioned on them.
         """
         g = ", ".join(self.genres[i]) if self.genres[i] else "unknown"
-        return f"Genres: {g}. Title: {self.titles[i]}"
+        return f"{self.domain.attribute.capitalize() if self.domain.fields else 'Genres'}: {g}. Title: {self.titles[i]}"

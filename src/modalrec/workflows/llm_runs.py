@@ -6,9 +6,14 @@ users should call the same functions, and these functions are where run-director
 is kept). The LLM functions themselves (:mod:`modalrec.llm.explain`, ``projector``, ``rerank``) know
 nothing about run directories.
 
-An item projector trained for a run is stored in ``RUN_DIR/llm/projector-<modality>.safetensors``.
-The run's manifest does not list it (it is added after ``modalrec fit``), so the run's checksums
-stay valid.
+An item projector trained for a run is stored in ``RUN_DIR/llm/projector-<modality>.safetensors``,
+a fine-tuned re-ranker (``modalrec llm-tune``) in ``RUN_DIR/llm/reranker/`` (LoRA adapters + the
+training curve and the blend chosen on validation). The run's manifest lists neither (they are added
+after ``modalrec fit``), so the run's checksums stay valid.
+
+Which model answers (in process or an HTTP server) and what the items are called come from the
+``[llm]`` config (:func:`modalrec.llm.config.read_llm_config`: ``--llm-config``, ``RUN_DIR/llm.toml``
+or ``$MODALREC_LLM_CONFIG``).
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from modalrec.llm.text import ItemText
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
+    from modalrec.llm.backend import Backend
     from modalrec.llm.explain import Explanation
     from modalrec.llm.loading import LLM
     from modalrec.llm.projector import ItemProjector
     from modalrec.llm.rerank import RerankResult
+    from modalrec.llm.tune import TuneResult
     from modalrec.workflows.rundir import Run
 
 
@@ -54,13 +61,21 @@ def explain_run(
     *,
     use_llm: bool = True,
     k: int = 3,
-    llm: LLM | None = None,
+    llm: LLM | Backend | None = None,
+    llm_config: str | Path | None = None,
 ) -> Explanation:
-    """:func:`modalrec.llm.explain` for external ids of a run (its features and fusion weights)."""
+    """:func:`modalrec.llm.explain` for external ids of a run (its features and fusion weights).
+
+    The model (``llm``, else the ``[llm]`` config's backend) and the item noun come from the config.
+    """
+    from modalrec.llm.config import read_llm_config
     from modalrec.llm.explain import explain
     from modalrec.workflows.rundir import load_run
 
     run = load_run(run_dir)
+    cfg = read_llm_config(llm_config, run_dir)
+    if llm is None and use_llm:
+        llm = cfg.backend_instance()
     return explain(
         run.dataset,
         run.model,
@@ -71,6 +86,7 @@ def explain_run(
         fusion_weights=evidence_weights(run),
         k=k,
         use_llm=use_llm,
+        domain=cfg.domain(run.dataset),
     )
 
 
@@ -242,6 +258,11 @@ def describe_run(
     }
 
 
+def tuned_dir(run_dir: str | Path) -> Path:
+    """Where ``modalrec llm-tune`` keeps a run's fine-tuned re-ranker."""
+    return Path(run_dir) / "llm" / "reranker"
+
+
 def rerank_run(
     run_dir: str | Path,
     split: str = "test",
@@ -249,23 +270,84 @@ def rerank_run(
     n_candidates: int = 20,
     max_users: int | None = 200,
     valid_users: int = 200,
-    llm: LLM | None = None,
+    llm: LLM | Backend | None = None,
     seed: int = 0,
     progress: bool = True,
+    llm_config: str | Path | None = None,
+    run: Run | None = None,
 ) -> RerankResult:
-    """:func:`modalrec.llm.rerank_evaluate` on a run's model and split (blend chosen on validation)."""
-    from modalrec.llm.rerank import rerank_evaluate
+    """:func:`modalrec.llm.rerank_evaluate` on a run's model and split.
+
+    With a fine-tuned re-ranker in the run (``modalrec llm-tune``) and the in-process backend, its
+    adapters are merged into the LLM and the LLM score and blend weight it chose on validation are
+    used; otherwise the blend is chosen on ``valid_users`` validation users here.
+    """
+    from modalrec.llm.backend import Backend, LocalBackend
+    from modalrec.llm.config import read_llm_config
+    from modalrec.llm.rerank import LLMReranker, rerank_evaluate
+    from modalrec.llm.tune import has_tuned, load_tuned
     from modalrec.workflows.rundir import load_run
 
-    run = load_run(run_dir)
+    run = run or load_run(run_dir)
+    cfg = read_llm_config(llm_config, run_dir)
+    backend = llm if llm is not None else cfg.backend_instance()
+    score: str | None = None
+    weight: float | None = None
+    tuned = tuned_dir(run_dir)
+    # the in-process model, if any: a fine-tuned re-ranker is merged into it
+    local = backend.llm if isinstance(backend, LocalBackend) else None
+    if not isinstance(backend, Backend):
+        local = backend
+    if local is not None and has_tuned(tuned):
+        merged, info = load_tuned(local, tuned)
+        backend, score, weight = merged, str(info["llm_score"]), float(info["blend_weight"])
+        max_history = int(info.get("params", {}).get("max_history", 10))
+    else:
+        max_history = 10
+    reranker = LLMReranker(
+        run.dataset, backend, max_history=max_history, seed=seed, domain=cfg.domain(run.dataset)
+    )
     return rerank_evaluate(
         run.model,
         run.dataset,
         split,
-        llm=llm,
+        reranker=reranker,
         n_candidates=n_candidates,
         max_users=max_users,
         valid_users=valid_users,
+        weight=weight,
+        score=score,
         seed=seed,
         progress=progress,
     )
+
+
+def tune_run(
+    run_dir: str | Path,
+    *,
+    params: dict[str, Any] | None = None,
+    llm_config: str | Path | None = None,
+    progress: Any = None,
+) -> TuneResult:
+    """Fine-tune the re-ranker's LLM (LoRA) for a run and store it in :func:`tuned_dir`.
+
+    Training uses the run's training interactions only; early stopping and the blend choice use
+    two disjoint sets of its validation users (see :mod:`modalrec.llm.tune`).
+    """
+    from modalrec.llm.config import read_llm_config
+    from modalrec.llm.loading import load_llm
+    from modalrec.llm.tune import TuneParams, save_tuned, tune_reranker
+    from modalrec.workflows.rundir import load_run
+
+    cfg = read_llm_config(llm_config, run_dir)
+    if cfg.backend != "local":
+        raise ConfigError(
+            'llm-tune trains the model in this process: use [llm] backend = "local" (then serve the '
+            "tuned model with `modalrec llm-serve --adapter RUN_DIR/llm/reranker`)"
+        )
+    p = TuneParams.build("llm-tune", "lora", params or {})
+    run = load_run(run_dir)
+    llm = load_llm(cfg.model, threads=cfg.threads, dtype=cfg.dtype)
+    res = tune_reranker(llm, run.model, run.dataset, p, domain=cfg.domain(run.dataset), progress=progress)
+    save_tuned(res, tuned_dir(run_dir), extra={"base_model": run.model.name, "run": str(run_dir)})
+    return res

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serving_helpers import THEMES, LiveServer
@@ -93,5 +94,82 @@ def test_page_shows_api_errors(runs, tmp_path: Path) -> None:
             drv.refresh()  # the key is kept in localStorage
             assert wait_for(drv, "return document.body.dataset.ready") == "1"
             assert len(cards(drv, "recs")) == 12
+        finally:
+            drv.quit()
+
+
+def _ab_page(srv: LiveServer) -> tuple[Any, dict]:
+    """Open the page, enter the admin key, show the experiment; returns the driver and /admin/ab."""
+    from selenium.webdriver.common.by import By
+    from serving_helpers import KEYS
+
+    assert PATHS is not None
+    drv = headless_chromium(*PATHS)
+    drv.get(srv.url + "/")
+    assert wait_for(drv, "return document.body.dataset.ready") == "1"
+    drv.find_element(By.ID, "apikey").send_keys(KEYS["admin"])
+    drv.find_element(By.ID, "ab-load").click()
+    assert wait_for(drv, "return document.getElementById('ab').dataset.loaded") == "1"
+    report = srv.client.get("/admin/ab", headers=srv.auth("admin")).json()
+    return drv, report
+
+
+def _cells(drv: Any, key: str) -> list[str]:
+    return drv.execute_script(
+        "const r = document.querySelector('#ab tr[data-key=\"' + arguments[0] + '\"]');"
+        "return r ? [...r.cells].map(c => c.textContent) : null;",
+        key,
+    )
+
+
+def test_admin_view_shows_the_experiment(runs, tmp_path: Path) -> None:
+    """The page's experiment panel shows /admin/ab: per-arm metrics, the answering test and guardrails."""
+    from serving_helpers import serve_config
+
+    from modalrec.serving.app import create_app
+
+    cfg = serve_config(tmp_path, text_encoder="none", ab={"run_b": str(runs["knn"]), "min_users": 5})
+    with LiveServer(create_app(runs["bpr"], cfg)) as srv:
+        for n in range(40):
+            r = srv.client.get(f"/recommend/u{n}").json()
+            if r["arm"] == "b" or n % 3 == 0:
+                body = {"user_id": f"u{n}", "item_id": r["items"][0]["item_id"], "event": "click"}
+                body["impression_id"] = r["impression_id"]
+                assert srv.client.post("/feedback", json=body, headers=srv.auth("writer")).status_code == 200
+        drv, rep = _ab_page(srv)
+        try:
+            for arm in ("a", "b"):
+                row = _cells(drv, arm)
+                a = rep["arms"][arm]
+                assert row[:4] == [arm, rep["runs"][arm]["model"], str(a["users"]), str(a["impressions"])]
+                assert float(row[4].split(" ± ")[0]) == pytest.approx(a["ctr"]["mean"], rel=1e-3)
+            answer = drv.find_element("id", "ab-answer").text
+            assert rep["answer"]["test"] in answer and rep["answer"]["why"][:40] in answer
+            assert _cells(drv, "sample-ratio mismatch") is not None
+            seq = _cells(drv, f"sequential ({rep['test']['sequential']['method']})")
+            assert seq is not None and "Λ" in seq[1]
+            assert not severe_console_errors(drv)
+        finally:
+            drv.quit()
+
+
+def test_admin_view_interleaving(runs, tmp_path: Path) -> None:
+    from serving_helpers import serve_config
+
+    from modalrec.serving.app import create_app
+
+    ab = {"run_b": str(runs["pop"]), "mode": "interleave", "min_users": 5}
+    with LiveServer(create_app(runs["bpr"], serve_config(tmp_path, text_encoder="none", ab=ab))) as srv:
+        for n in range(12):
+            r = srv.client.get(f"/recommend/u{n}").json()
+            body = {"user_id": f"u{n}", "item_id": r["items"][1]["item_id"], "event": "click"}
+            assert srv.client.post("/feedback", json=body, headers=srv.auth("writer")).status_code == 200
+        drv, rep = _ab_page(srv)
+        try:
+            t = rep["test"]
+            assert _cells(drv, "clicks credited a · b")[1] == f"{t['credit_a']} · {t['credit_b']}"
+            assert _cells(drv, "user wins a · b · ties")[1] == f"{t['wins_a']} · {t['wins_b']} · {t['ties']}"
+            assert "interleaving" in drv.find_element("id", "ab-answer").text
+            assert not severe_console_errors(drv)
         finally:
             drv.quit()

@@ -93,12 +93,104 @@ async function search(ev) {
   } catch (e) { showError($("results"), e); }
 }
 
+// ---- experiment report (GET /admin/ab, admin key) ----
+function fmt(x, digits = 4) {
+  if (x === null || x === undefined) return "–";
+  if (typeof x === "number") return Number.isInteger(x) ? String(x) : x.toPrecision(digits);
+  return String(x);
+}
+
+function est(m) {
+  return m && m.mean !== null ? fmt(m.mean) + " ± " + fmt(m.se, 2) : "–";
+}
+
+function table(head, rows) {
+  const t = document.createElement("table");
+  const tr = t.createTHead().insertRow();
+  head.forEach((h) => { const th = document.createElement("th"); th.textContent = h; tr.appendChild(th); });
+  const body = t.createTBody();
+  rows.forEach((r) => {
+    const row = body.insertRow();
+    row.dataset.key = r[0];
+    r.forEach((c) => { row.insertCell().textContent = c; });
+  });
+  return t;
+}
+
+function answerBox(ans) {
+  const div = document.createElement("div");
+  div.id = "ab-answer";
+  div.className = "answer" + (ans && ans.significant ? " sig" : "") + (ans && ans.test === "sample-ratio mismatch" ? " warn" : "");
+  if (!ans) { div.textContent = "No experiment: one arm is served."; return div; }
+  const verdict = ans.significant ? "significant, winner: arm " + ans.winner : "no significant difference";
+  div.textContent = "Answered by: " + ans.test + " · " + verdict +
+    (ans.p_value !== undefined ? " · always-valid p = " + fmt(ans.p_value, 3) : "") + ". Why: " + ans.why;
+  return div;
+}
+
+function abArms(r) {
+  const rows = Object.entries(r.arms).map(([arm, a]) => [
+    arm, r.runs[arm] ? r.runs[arm].model : "–", a.users, a.impressions, est(a.ctr),
+    est(a.positive_per_impression), est(a.positive_per_user), est(a.mrr_of_clicks),
+  ]);
+  return table(["arm", "model", "users", "lists", "CTR", "positives / list", "positives / user", "MRR of clicks"], rows);
+}
+
+function abTests(t) {
+  const s = t.srm, f = t.fixed_horizon, q = t.sequential;
+  return table(["check", "value"], [
+    ["sequential (" + q.method + ")", "Λ = " + fmt(q.lambda, 3) + " · p = " + fmt(q.p_value, 3)],
+    ["fixed-horizon z (valid at a planned n only)", "Δ = " + fmt(f.difference) + " · p = " + fmt(f.p_value, 3)],
+    ["sample-ratio mismatch", "share b " + fmt(s.observed_share_b, 3) + " vs " + fmt(s.expected_share_b, 3) + (s.flagged ? " · FLAGGED" : " · ok")],
+    ["minimum detectable effect (" + t.metric + ")", fmt(t.mde.absolute, 3) + " (" + fmt(t.mde.relative_to_a === null ? null : 100 * t.mde.relative_to_a, 3) + "% of arm a)"],
+  ]);
+}
+
+function ilTests(t) {
+  return table(["interleaving", "value"], [
+    ["users · lists", t.users + " · " + t.impressions],
+    ["clicks credited a · b", t.credit_a + " · " + t.credit_b],
+    ["user wins a · b · ties", t.wins_a + " · " + t.wins_b + " · " + t.ties],
+    ["binomial test (valid at a planned n only)", "p = " + fmt(t.binomial_p_value, 3)],
+    ["sequential (" + t.sequential.method + ")", "p = " + fmt(t.sequential.p_value, 3)],
+  ]);
+}
+
+function guardrailTable(g) {
+  const rows = Object.entries(g).map(([arm, x]) => [
+    arm, x.requests, fmt(x.latency_p99_ms, 3), fmt(100 * x.fallback_share, 3) + "%", fmt(100 * x.error_share, 3) + "%",
+  ]);
+  return table(["arm", "lists", "latency p99 (ms)", "fallback", "errors"], rows);
+}
+
+async function showAb() {
+  const el = $("ab");
+  try {
+    const r = await api("/admin/ab");
+    const head = document.createElement("p");
+    head.className = "muted";
+    const unatt = Object.values(r.unattributed_events).reduce((a, b) => a + b, 0);
+    head.textContent = "experiment " + r.experiment + " · mode " + r.mode + " · metric " + r.metric +
+      " · alpha " + r.alpha + " · unattributed events " + unatt;
+    const parts = [head, answerBox(r.answer)];
+    if (r.mode === "interleave" && r.test) parts.push(ilTests(r.test));
+    else {
+      parts.push(abArms(r));
+      if (r.test) parts.push(abTests(r.test));
+    }
+    parts.push(guardrailTable(r.guardrails));
+    el.replaceChildren(...parts);
+    el.dataset.loaded = "1";
+  } catch (e) { showError(el, e); el.dataset.loaded = "error"; }
+}
+
 async function init() {
   $("apikey").value = localStorage.getItem("modalrec-key") || "";
   $("apikey").addEventListener("change", () => localStorage.setItem("modalrec-key", $("apikey").value));
   $("go").addEventListener("click", recommend);
   $("user").addEventListener("change", () => { $("user-free").value = ""; recommend(); });
   $("search-form").addEventListener("submit", search);
+  $("ab-load").addEventListener("click", showAb);
   try {
     const h = await api("/health");
     const a = h.arms.a;

@@ -89,8 +89,8 @@ def test_peeking_at_the_fixed_test_inflates_errors_but_the_sequential_test_does_
     rng = np.random.default_rng(3)
     plan = AnalysisPlan(min_users=50)
     seq = fixed = 0
-    for _ in range(60):
-        n = 1000
+    for _ in range(40):
+        n = 800
         imps = rng.geometric(1 / 3, n).astype(float)
         hits = rng.binomial(imps.astype(int), rng.beta(2, 8, n)).astype(float)
         arm = rng.random(n) < 0.5
@@ -107,7 +107,7 @@ def test_peeking_at_the_fixed_test_inflates_errors_but_the_sequential_test_does_
             s_hit |= res["decision"]["significant"]
             f_hit |= res["fixed_horizon"]["p_value"] < 0.05
         seq, fixed = seq + s_hit, fixed + f_hit
-    assert seq / 60 <= 0.05 and fixed / 60 > 0.1
+    assert seq / 40 <= 0.05 and fixed / 40 > 0.1
 
 
 def test_msprt_finds_a_real_difference_and_names_the_winner() -> None:
@@ -138,14 +138,18 @@ def test_too_few_users_and_srm_stop_the_test() -> None:
 
 def test_srm_flags_45_55_within_2000_users_and_rarely_alarms_at_50_50() -> None:
     rng = np.random.default_rng(5)
-    flagged = {0.5: 0, 0.55: 0}
-    for true, _ in [(t, r) for t in flagged for r in range(100)]:
-        b = np.cumsum(rng.random(2000) < true)
-        for n in range(50, 2001, 50):
-            if srm_check(n - int(b[n - 1]), int(b[n - 1]), 0.5, 0.01)["flagged"]:
-                flagged[true] += 1
-                break
+    looks = np.arange(50, 2001, 50)
+    flagged = {}
+    for true in (0.5, 0.55):
+        b = np.cumsum(rng.random((100, 2000)) < true, axis=1)[:, looks - 1]
+        log_bf = np.vectorize(lambda x, n: beta_binomial_log_bf(x, n, 0.5, 200.0))(b, looks)
+        flagged[true] = int((log_bf >= math.log(100)).any(axis=1).sum())
     assert flagged[0.5] <= 2 and flagged[0.55] >= 70
+    # srm_check flags exactly by that rule
+    for nb, n in ((1100, 2000), (1050, 2000), (560, 1000)):
+        want = beta_binomial_log_bf(nb, n, 0.5, 200.0) >= math.log(100)
+        assert srm_check(n - nb, nb, 0.5, 0.01, 200.0)["flagged"] == want
+    assert srm_check(900, 1100, 0.5, 0.01)["flagged"] and not srm_check(990, 1010, 0.5, 0.01)["flagged"]
 
 
 @PROPS

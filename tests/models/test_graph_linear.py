@@ -50,7 +50,15 @@ def test_one_group_is_the_full_batch_step(clustered: Dataset) -> None:
     # so one shared group of small mini-batches is one full-batch step of the per-batch path.
     n = clustered.train.nnz
     full = _fit(clustered, "lightgcn", propagation="per_batch", batch_size=n, epochs=3)
-    grouped = _fit(clustered, "lightgcn", propagation="shared", steps_per_epoch=1, batch_size=64, epochs=3)
+    grouped = _fit(
+        clustered,
+        "lightgcn",
+        propagation="shared",
+        steps_per_epoch=1,
+        batch_size=64,
+        epochs=3,
+        lr_scaling="none",
+    )
     np.testing.assert_allclose(grouped.item_vectors, full.item_vectors, atol=2e-5)
     np.testing.assert_allclose(grouped.meta["train_loss"], full.meta["train_loss"], rtol=1e-5)
 
@@ -82,7 +90,7 @@ def test_shared_training_learns(clustered: Dataset) -> None:
 def test_step_groups_cover_every_batch_once_in_order() -> None:
     model = EmbeddingRecommender.__new__(EmbeddingRecommender)
     for steps in (1, 3, 7, 50):
-        model.hp = GraphTrainingParams(steps_per_epoch=steps)
+        model.hp = GraphTrainingParams(propagation="shared", steps_per_epoch=steps)
         for n in (1, 5, 7, 23):
             groups = model.step_groups(list(range(n)))  # type: ignore[arg-type]
             assert [b for g in groups for b in g] == list(range(n))
@@ -108,3 +116,11 @@ def test_two_threads_train_the_same_model(clustered: Dataset, monkeypatch) -> No
     two = _fit(clustered, "lightgcn", propagation="shared", steps_per_epoch=3, threads=2)
     assert torch.get_num_threads() == previous
     np.testing.assert_allclose(two.item_vectors, one.item_vectors, atol=1e-5)
+
+
+def test_sqrt_lr_scaling_follows_the_group_size(clustered: Dataset) -> None:
+    n_batches = -(-clustered.train.nnz // 64)
+    model = _fit(clustered, "lightgcn", propagation="shared", steps_per_epoch=2, batch_size=64, epochs=1)
+    assert model.meta["effective_lr"] == pytest.approx(FAST["lr"] * np.sqrt(n_batches / 2))
+    exact = _fit(clustered, "lightgcn", propagation="per_batch", batch_size=64, epochs=1)
+    assert exact.meta["effective_lr"] == FAST["lr"]

@@ -18,6 +18,12 @@ Graph models (:class:`GraphTrainingParams`) choose how often the whole graph is 
   indexing a table in autograd writes a dense table-sized gradient per mini-batch, which would make the
   accumulation quadratic again. With ``steps_per_epoch`` >= the number of mini-batches every group is
   one mini-batch and the two paths give the same parameters (a test checks it).
+
+  A step over k mini-batches is one Adam step on a k-times larger batch: with ``lr_scaling="sqrt"``
+  the learning rate is multiplied by sqrt(k), the square-root scaling rule for adaptive optimisers
+  (Malladi et al., "On the SDEs and Scaling Rules for Adaptive Gradient Algorithms", NeurIPS 2022);
+  fewer, less noisy steps per epoch otherwise need proportionally more epochs (measured on TikTok:
+  benchmarks/results/graph_linear.md).
 """
 
 from __future__ import annotations
@@ -77,7 +83,11 @@ class GraphTrainingParams(EmbeddingParams):
         "(epoch linear in the data); per_batch: one per mini-batch (the original exact path, quadratic)",
     )
     steps_per_epoch: int = Field(
-        8, ge=1, description="shared propagation: optimiser steps (= graph propagations) per epoch"
+        16, ge=1, description="shared propagation: optimiser steps (= graph propagations) per epoch"
+    )
+    lr_scaling: Literal["sqrt", "none"] = Field(
+        "sqrt",
+        description="shared propagation: Adam learning rate x sqrt(mini-batches per step) (sqrt) or as given",
     )
 
 
@@ -205,10 +215,26 @@ class EmbeddingRecommender(Recommender[EP]):
         rng = seed_everything(self.hp.seed)
         self.net = self.build(dataset)
         self._rng = rng
-        opt = torch.optim.Adam(self.net.parameters(), lr=self.hp.lr)
+        lr = self.hp.lr * self.lr_factor(dataset.train.nnz)
+        self.meta["effective_lr"] = lr
+        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
         self._cache = None
         self._final = None
         return TrainingRun(opt, sampler(dataset.train, rng))
+
+    def lr_factor(self, n_triplets: int) -> float:
+        """sqrt(mini-batches per optimiser step) under shared propagation with ``lr_scaling="sqrt"``, else 1.
+
+        >>> m = EmbeddingRecommender.__new__(EmbeddingRecommender)
+        >>> m.hp = GraphTrainingParams(propagation="shared", steps_per_epoch=4, batch_size=10)
+        >>> m.lr_factor(160), m.lr_factor(30)
+        (2.0, 1.0)
+        """
+        hp = self.hp
+        if not self.shares_propagation() or hp.lr_scaling == "none":  # type: ignore[attr-defined]
+            return 1.0
+        n_batches = -(-n_triplets // hp.batch_size)
+        return float(np.sqrt(n_batches / max(1, min(hp.steps_per_epoch, n_batches))))  # type: ignore[attr-defined]
 
     def train_bpr(self, dataset: Dataset, *, progress: bool, sampler: SamplerFactory = BPRSampler) -> None:
         """The BPR training loop of every embedding model: seed, build, Adam, epochs of ``sampler``
@@ -263,7 +289,7 @@ class EmbeddingRecommender(Recommender[EP]):
         ``steps_per_epoch`` groups of consecutive mini-batches (fewer if the epoch has fewer batches).
 
         >>> m = EmbeddingRecommender.__new__(EmbeddingRecommender)
-        >>> m.hp = GraphTrainingParams(steps_per_epoch=2)
+        >>> m.hp = GraphTrainingParams(propagation="shared", steps_per_epoch=2)
         >>> [len(g) for g in m.step_groups([None] * 5)]  # type: ignore[list-item]
         [2, 3]
         """

@@ -1,0 +1,388 @@
+"""Graph models whose epoch is linear in the data (issue 15 item 3): quality and epoch time, old vs new.
+
+Old = ``propagation="per_batch"``: one whole-graph propagation per mini-batch of 2048 (the original
+path), so an epoch costs (interactions / 2048) x (graph size). New = ``propagation="shared"``:
+``steps_per_epoch`` groups of mini-batches share one propagation each (gradient accumulation with
+sparse row gradients, see ``modalrec.models.embedding``), so an epoch costs a fixed number of
+propagations plus work proportional to the interactions.
+
+Parts (the plan, ``benchmarks/plans/graph_linear.toml``, fixes rows, seeds and sizes; it is committed
+before the run and its commit is recorded):
+
+* ``quality``: ML-100K, TikTok, Amazon Baby; the new path trained with 3 seeds per planned row, scored
+  once on test after early stopping on validation; the old rows are the committed per-seed runs of
+  ``benchmarks/results/multimodal.json`` (same settings, per-batch path), plus a control re-run.
+* ``timing``: synthetic S and M catalogues (``modalrec synth``); one epoch of each model, new path at
+  1 and 2 threads, old path extrapolated from its first steps (hours per epoch at M).
+
+    python benchmarks/graph_linear.py --part timing --sizes S M --data-root /tmp/graph_linear
+    python benchmarks/graph_linear.py --part quality --only "tiktok/LightGCN"
+    python benchmarks/graph_linear.py --render
+Writes benchmarks/results/graph_linear.json and graph_linear.md (each part merges into the JSON).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from modalrec.core.io import atomic_write_json, atomic_write_text
+from modalrec.data import load
+from modalrec.data.dataset import Dataset
+from modalrec.evaluation import evaluate
+from modalrec.models import create
+
+HERE = Path(__file__).resolve().parent
+PLAN = HERE / "plans" / "graph_linear.toml"
+RESULTS = HERE / "results"
+OUT_JSON = RESULTS / "graph_linear.json"
+OUT_MD = RESULTS / "graph_linear.md"
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=HERE, capture_output=True, text=True).stdout.strip()
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def read_results() -> dict[str, Any]:
+    return json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+
+
+def merge(section: str, key: str, value: dict[str, Any]) -> None:
+    """Read-modify-write one entry under a file lock (parts run as separate processes at once)."""
+    with open(RESULTS / ".graph_linear.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = read_results()
+        results.setdefault(section, {})[key] = value
+        save(results)
+
+
+def save(results: dict[str, Any]) -> None:
+    results["plan_commit"] = git("log", "-1", "--format=%H", "--", str(PLAN))
+    results["machine"] = {
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+    }
+    atomic_write_json(OUT_JSON, results)
+    atomic_write_text(OUT_MD, markdown(results))
+
+
+# ---------------------------------------------------------------------------------------------- quality
+def load_benchmark(name: str) -> Dataset:
+    """The data sets exactly as benchmarks/multimodal.py loads them (ML-100K: no features needed here)."""
+    if name == "ml100k":
+        return load("ml100k", split=None, seed=2024)
+    return load(name)
+
+
+def fit_and_score(
+    ds: Dataset, model: str, params: dict[str, Any], seed: int, ks: list[int]
+) -> dict[str, Any]:
+    """Train with early stopping on validation, score once on test (multimodal.py's protocol)."""
+    m = create(model, **{**params, "seed": seed})
+    t0 = time.perf_counter()
+    m.fit(ds, progress=False)
+    fit_s = time.perf_counter() - t0
+    res = evaluate(m, ds, "test", ks=tuple(ks))
+    keys = [f"{k}@{n}" for k in ("recall", "ndcg", "precision") for n in ks]
+    return {
+        "seed": seed,
+        "test": {k: float(res.metrics[k]) for k in keys},
+        "fit_seconds": round(fit_s, 2),
+        "epochs_run": m.meta.get("epochs_run"),
+        "best_epoch": m.meta.get("best_epoch"),
+        "valid_recall@20": m.meta.get("best_valid_recall@20"),
+        "mean_epoch_seconds": m.meta.get("mean_epoch_seconds"),
+        "loadavg_end": loadavg(),
+    }
+
+
+def old_runs(source: Path, dataset: str, label: str) -> list[dict[str, Any]]:
+    data = json.loads(source.read_text())
+    rows = data["sections"][dataset]["rows"]
+    row = next(r for r in rows if r["label"] == label and r.get("runs"))
+    return row["runs"]
+
+
+def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], metric: str) -> dict[str, Any]:
+    """Means, stds and the plan's noise rule (two standard errors of the difference of means)."""
+    a = np.array([r["test"][metric] for r in old], dtype=np.float64)
+    b = np.array([r["test"][metric] for r in new], dtype=np.float64)
+    sa = float(a.std(ddof=1)) if len(a) > 1 else 0.0
+    sb = float(b.std(ddof=1)) if len(b) > 1 else 0.0
+    se = float(np.sqrt(sa**2 / len(a) + sb**2 / len(b)))
+    diff = float(b.mean() - a.mean())
+    return {
+        "old_mean": float(a.mean()),
+        "old_std": sa,
+        "new_mean": float(b.mean()),
+        "new_std": sb,
+        "diff": diff,
+        "two_se": 2 * se,
+        "within_noise": abs(diff) <= 2 * se,
+        "new_better_or_within": diff >= -2 * se,
+    }
+
+
+def run_quality(plan: dict[str, Any], only: list[str] | None) -> None:
+    q = plan["quality"]
+    source = HERE.parent / q["old_source"]
+    loaded: dict[str, Dataset] = {}
+    for row in q["rows"]:
+        key = f"{row['dataset']}/{row['label']}"
+        if only and key not in only:
+            continue
+        ds = loaded.setdefault(row["dataset"], load_benchmark(row["dataset"]))
+        params = {**row["params"], **q["new"]}
+        runs = []
+        for seed in q["seeds"]:
+            runs.append(fit_and_score(ds, row["model"], params, seed, q["ks"]))
+            print(key, "new", seed, runs[-1]["test"]["recall@20"], runs[-1]["best_epoch"], flush=True)
+        old = old_runs(source, row["dataset"], row["label"])
+        entry = {
+            "dataset": row["dataset"],
+            "model": row["model"],
+            "params_new": params,
+            "old_runs": old,
+            "new_runs": runs,
+            "compare": {m: compare(old, runs, m) for m in ("recall@20", "ndcg@20")},
+        }
+        merge("quality", key, entry)
+    for c in q.get("controls", []):
+        key = f"{c['dataset']}/{c['label']}"
+        if only and f"control:{key}" not in only:
+            continue
+        row = next(r for r in q["rows"] if r["dataset"] == c["dataset"] and r["label"] == c["label"])
+        ds = loaded.setdefault(row["dataset"], load_benchmark(row["dataset"]))
+        rerun = fit_and_score(
+            ds, row["model"], {**row["params"], "propagation": "per_batch"}, c["seed"], q["ks"]
+        )
+        committed = next(r for r in old_runs(source, c["dataset"], c["label"]) if r["seed"] == c["seed"])
+        control = {
+            "seed": c["seed"],
+            "rerun_test": rerun["test"],
+            "committed_test": committed["test"],
+            "identical": all(abs(rerun["test"][k] - committed["test"][k]) < 1e-12 for k in committed["test"]),
+        }
+        merge("controls", key, control)
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def synth_data(root: Path, size: str, spec: dict[str, int]) -> Path:
+    """The planned synthetic catalogue under ``root`` (generated once; never inside the repository)."""
+    out = root / size
+    if not (out / "dataset.toml").exists():
+        from modalrec.data.synth import make_synthetic
+
+        make_synthetic(
+            out,
+            n_users=spec["users"],
+            n_items=spec["items"],
+            n_interactions=spec["interactions"],
+            modalities={"image": 64},
+            seed=0,
+        )
+    return out / "dataset.toml"
+
+
+def time_epoch(
+    ds: Dataset, model: str, params: dict[str, Any], threads: int, max_steps: int | None
+) -> dict[str, Any]:
+    """Build the model and time one training epoch (or its first ``max_steps`` steps, extrapolated)."""
+    from modalrec.models.content import WarmSampler
+    from modalrec.models.training import BPRSampler
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        m = create(model, **{**params, "threads": threads})
+        t0 = time.perf_counter()
+        run = m.start_training(ds, WarmSampler if model == "graphmm" else BPRSampler)
+        build_s = time.perf_counter() - t0
+        n_batches = -(-ds.train.nnz // m.hp.batch_size)
+        n_steps = len(m.step_groups([None] * n_batches))  # type: ignore[list-item]
+        load0 = loadavg()
+        t0 = time.perf_counter()
+        loss = m.train_epoch(run, 1, max_steps=max_steps)
+        secs = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(previous)
+    done = min(max_steps, n_steps) if max_steps else n_steps
+    return {
+        "threads": threads,
+        "build_seconds": round(build_s, 2),
+        "steps_per_epoch": n_steps,
+        "steps_timed": done,
+        "timed_seconds": round(secs, 2),
+        "epoch_seconds": round(secs * n_steps / done, 2),
+        "extrapolated": done < n_steps,
+        "loss": loss,
+        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+        "loadavg_start": load0,
+        "loadavg_end": loadavg(),
+    }
+
+
+def run_timing(
+    plan: dict[str, Any], sizes: list[str], models: list[str], modes: list[str], root: Path
+) -> None:
+    t = plan["timing"]
+    for size in sizes:
+        path = synth_data(root, size, t["sizes"][size])
+        t0 = time.perf_counter()
+        ds = load(str(path))
+        load_s = time.perf_counter() - t0
+        for model in models:
+            for mode in modes:
+                base = {**t["params"], "propagation": "shared" if mode.startswith("new") else "per_batch"}
+                if mode == "old":
+                    r = time_epoch(ds, model, base, t["old_threads"], t["old_steps"][size])
+                else:
+                    r = time_epoch(ds, model, base, int(mode.split("-t")[1]), None)
+                r.update(
+                    {"size": size, "model": model, "mode": mode, "train_interactions": int(ds.train.nnz)}
+                )
+                r["load_seconds"] = round(load_s, 1)
+                print(json.dumps(r), flush=True)
+                merge("timing", f"{size}/{model}/{mode}", r)
+
+
+def slopes(timing: dict[str, Any]) -> dict[str, float]:
+    """log-log slope of epoch seconds against training interactions, S -> M, per model and mode."""
+    out = {}
+    for key, m in timing.items():
+        size, model, mode = key.split("/")
+        if size != "S" or f"M/{model}/{mode}" not in timing:
+            continue
+        big = timing[f"M/{model}/{mode}"]
+        x = np.log(big["train_interactions"] / m["train_interactions"])
+        out[f"{model}/{mode}"] = round(float(np.log(big["epoch_seconds"] / m["epoch_seconds"]) / x), 3)
+    return out
+
+
+# --------------------------------------------------------------------------------------------- markdown
+def quality_md(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "## Quality: new (shared propagation) vs old (per-batch propagation), 3 seeds",
+        "",
+        "Test metrics after early stopping on validation Recall@20; mean ± std over seeds 2024-2026. Old: the "
+        "committed per-seed runs of benchmarks/results/multimodal.json (per-batch path, same settings). Within "
+        "noise: |new - old| <= 2 standard errors of the difference of means.",
+        "",
+        "| data set / row | R@20 old | R@20 new | within noise | N@20 old | N@20 new | within noise "
+        "| best epoch old | best epoch new | s/epoch old | s/epoch new | fit s new |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, q in results.get("quality", {}).items():
+        r, n = q["compare"]["recall@20"], q["compare"]["ndcg@20"]
+
+        def mean(runs: list[dict[str, Any]], k: str) -> str:
+            v = [x[k] for x in runs if x.get(k) is not None]
+            return f"{np.mean(v):.1f}" if v else "-"
+
+        lines.append(
+            f"| {key} | {r['old_mean']:.4f} ± {r['old_std']:.4f} | {r['new_mean']:.4f} ± {r['new_std']:.4f} "
+            f"| {'yes' if r['within_noise'] else 'no'} ({r['diff']:+.4f}, 2SE {r['two_se']:.4f}) "
+            f"| {n['old_mean']:.4f} ± {n['old_std']:.4f} | {n['new_mean']:.4f} ± {n['new_std']:.4f} "
+            f"| {'yes' if n['within_noise'] else 'no'} ({n['diff']:+.4f}) "
+            f"| {mean(q['old_runs'], 'best_epoch')} | {mean(q['new_runs'], 'best_epoch')} "
+            f"| {mean(q['old_runs'], 'mean_epoch_seconds')} | {mean(q['new_runs'], 'mean_epoch_seconds')} "
+            f"| {mean(q['new_runs'], 'fit_seconds')} |"
+        )
+    for key, c in results.get("controls", {}).items():
+        lines += [
+            "",
+            f"Control {key} seed {c['seed']} (per-batch path re-run): identical to the committed "
+            f"run: **{c['identical']}** (R@20 {c['rerun_test']['recall@20']:.6f} vs "
+            f"{c['committed_test']['recall@20']:.6f}).",
+        ]
+    return lines
+
+
+def timing_md(results: dict[str, Any]) -> list[str]:
+    timing = results.get("timing", {})
+    lines = [
+        "## Epoch time on synthetic catalogues",
+        "",
+        "One training epoch (all training interactions, batch 2048). old = per-batch propagation, timed on "
+        "its first steps and extrapolated (marked *); new-tN = shared propagation with N threads. Load "
+        "average of the machine (shared with other jobs) at start and end of each epoch.",
+        "",
+        "| size | model | mode | train interactions | optimiser steps | epoch s | build s | peak RSS GB "
+        "| load (start → end) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in timing.values():
+        star = "*" if r["extrapolated"] else ""
+        lines.append(
+            f"| {r['size']} | {r['model']} | {r['mode']} | {r['train_interactions']:,} | {r['steps_per_epoch']} "
+            f"| {r['epoch_seconds']:.1f}{star} | {r['build_seconds']:.1f} | {r['peak_rss_gb']} "
+            f"| {r['loadavg_start'][0]} → {r['loadavg_end'][0]} |"
+        )
+    s = slopes(timing)
+    if s:
+        lines += [
+            "",
+            "Cost slope S -> M (log-log, epoch seconds vs training interactions): "
+            + ", ".join(f"{k} **{v}**" for k, v in s.items())
+            + ".",
+        ]
+    return lines
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results.get("machine", {})
+    head = [
+        "# Graph models with an epoch linear in the data (issue 15 item 3)",
+        "",
+        f"Plan: benchmarks/plans/graph_linear.toml at commit {results.get('plan_commit', '?')}. Machine: "
+        f"{m.get('platform')}, {m.get('cores')} cores, torch {m.get('torch')}.",
+        "",
+    ]
+    notes = results.get("notes", [])
+    return "\n".join(head + quality_md(results) + [""] + timing_md(results) + [""] + notes) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--part", choices=["quality", "timing"], default=None)
+    ap.add_argument("--only", nargs="*", default=None, help="quality rows 'dataset/label' (or control:...)")
+    ap.add_argument("--sizes", nargs="*", default=["S", "M"])
+    ap.add_argument("--models", nargs="*", default=None)
+    ap.add_argument("--modes", nargs="*", default=None, help="old, new-t1, new-t2")
+    ap.add_argument("--data-root", type=Path, default=Path("/tmp/graph_linear"))
+    ap.add_argument("--render", action="store_true", help="rewrite the Markdown from the JSON")
+    args = ap.parse_args(argv)
+    plan = tomllib.loads(PLAN.read_text())
+    if args.part == "quality":
+        run_quality(plan, args.only)
+    elif args.part == "timing":
+        t = plan["timing"]
+        modes = args.modes or ["old", *[f"new-t{n}" for n in t["new_threads"]]]
+        run_timing(plan, args.sizes, args.models or t["models"], modes, args.data_root)
+    if args.render or args.part is None:
+        save(read_results())
+
+
+if __name__ == "__main__":
+    main()

@@ -273,7 +273,12 @@ def model_specs(size: str, plan: dict[str, Any], registered: set[str]) -> list[t
         rows.append((f"fit:{m}", spec))
     for m in sz.get("converge", []):
         params = {**plan["params"].get(m, {}), **plan["converge"][m]}
-        rows.append((f"converge:{m}", {"step": "fit", "model": m, "params": params}))
+        spec = {"step": "fit", "model": m, "params": params}
+        if m in plan["converge"].get("valid_sample", {}):
+            spec.update(
+                valid_sample=plan["converge"]["valid_sample"][m], valid_sample_seed=pe["valid_sample_seed"]
+            )
+        rows.append((f"converge:{m}", spec))
     return rows
 
 

@@ -319,8 +319,8 @@ def team_draft(
     """Team-draft interleaving (Radlinski, Kurup, Joachims 2008): the team with fewer picks (a coin
     flip on ties) adds its highest-ranked item not yet shown; returns the list and each item's team.
 
-    >>> team_draft(["x", "y"], ["x", "z"], 3, np.random.default_rng(0))[0]
-    ['x', 'z', 'y']
+    >>> team_draft(["x", "y"], ["x", "z"], 3, np.random.default_rng(0))
+    (['x', 'y', 'z'], ['b', 'a', 'b'])
     """
     out: list[Any] = []
     teams: list[str] = []

@@ -16,6 +16,7 @@ per-user arrays and a report.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import json
 import math
@@ -190,11 +191,17 @@ class ExperimentStore(Protocol):
     def update_running_p(self, experiment: str, p_value: float) -> float: ...
 
 
-class SQLiteExperimentReads:
-    """The experiment report's reads in SQLite (per-user sums, guardrail rows, unattributed counts)."""
+class SQLiteExperimentReads(abc.ABC):
+    """The experiment report's reads in SQLite (per-user sums, guardrail rows, unattributed counts);
+    mixed into :class:`~modalrec.serving.feedback.FeedbackStore`, which owns the connections."""
+
+    @abc.abstractmethod
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection."""
 
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        raise NotImplementedError  # provided by FeedbackStore
+        """Rows of a read-only query on this thread's reader connection."""
+        return self._reader().execute(sql, params).fetchall()
 
     def ab_users(self, experiment: str, positive: list[str]) -> list[tuple[Any, ...]]:
         """Per (user, arm): impressions, impressions with a positive event, positive events, sum 1/rank,

@@ -40,7 +40,6 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from modalrec.serving.experiments import Attribution, Impression, SQLiteExperimentReads, attribute
 
@@ -303,10 +302,6 @@ class FeedbackStore(SQLiteExperimentReads):
         return out
 
     # ------------------------------------------------------------------ experiment log reads
-    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query on this process's reader connection (the experiment report's SQL)."""
-        return self._reader().execute(sql, params).fetchall()
-
     def update_running_p(self, experiment: str, p_value: float) -> float:
         """Store ``min(previous, p_value)`` for ``experiment`` and return it (the always-valid p-value is
         the running minimum over looks). A short write on its own connection: rare (admin reads)."""

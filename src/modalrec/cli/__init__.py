@@ -8,10 +8,10 @@ Nothing outside this package imports it (the layers contract in ``pyproject.toml
 # The import order is the order of the commands in ``modalrec --help``.
 # isort: off
 from modalrec.cli.app import app
-from modalrec.cli import data, run, components, align, llm, models, serving
+from modalrec.cli import data, run, components, align, llm, models, serving, items
 # isort: on
 
-__all__ = ["align", "app", "components", "data", "llm", "main", "models", "run", "serving"]
+__all__ = ["align", "app", "components", "data", "items", "llm", "main", "models", "run", "serving"]
 
 
 def main() -> None:

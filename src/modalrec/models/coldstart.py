@@ -432,12 +432,18 @@ class ColdStart(Recommender[ColdStartParams]):
             return tower
         assert self._cf is not None
         cf = self._cf._score(users).float()
-        # the collaborative z-score over warm items; items without training interactions (cold, or
-        # added after fit beyond the collaborative model's columns) get its mean, 0
+        # Both z-scores use the statistics of the warm items, so adding items later changes no old
+        # item's score. Items without training interactions (cold, or added after fit beyond the
+        # collaborative model's columns) get the collaborative mean, 0: the tower ranks them.
         wi = torch.from_numpy(np.flatnonzero(self._state["warm"]))
         z = torch.zeros_like(tower)
         z[:, wi] = standardise_rows(cf[:, wi])
-        return w * standardise_rows(tower) + (1 - w) * z
+        t = tower[:, wi]
+        sd = t.std(1, keepdim=True)
+        zt = torch.where(
+            sd > 1e-12, (tower - t.mean(1, keepdim=True)) / sd.clamp_min(1e-12), torch.zeros_like(tower)
+        )
+        return w * zt + (1 - w) * z
 
     # ------------------------------------------------------------------ new items
     def place_items(
@@ -465,6 +471,22 @@ class ColdStart(Recommender[ColdStartParams]):
         F = tower_features(self._state, full, mk, mods)
         d_in = sum(dims.values()) + len(mods)
         return tower_vectors(load_towers(self._state, d_in, self.hp), F)
+
+    def add_items(self, vectors: np.ndarray) -> None:
+        """Append items placed by :meth:`place_items` (indices ``n_items ..``): no training interactions,
+        so the tower alone ranks them (the collaborative z-score is 0) until the next fit."""
+        self._check_fitted()
+        V = np.asarray(vectors, np.float32)
+        if V.ndim != 2 or V.shape[1] != self.item_vectors.shape[1]:
+            raise DataError(f"new item vectors must be [n, {self.item_vectors.shape[1]}], got {V.shape}")
+        self._state["item_vectors"] = np.concatenate([self.item_vectors, V])
+        self._state["warm"] = np.concatenate([self._state["warm"], np.zeros(len(V), np.uint8)])
+        self.n_items += len(V)
+
+    @property
+    def modalities(self) -> list[str]:
+        """The feature modalities the tower reads (what a new item is encoded into)."""
+        return self._modalities
 
     @property
     def _modalities(self) -> list[str]:

@@ -22,16 +22,26 @@ METRICS = ("recall", "recall_capped", "ndcg", "precision", "map", "hit", "mrr")
 def hit_matrix(topk: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
     """Boolean [U, K]: ``topk[u, r]`` is a relevant item of user row ``u`` in ``truth`` [U, n_items].
 
+    Looked up in the sorted (row, item) keys of ``truth``: memory O(U x K + nnz), never a dense
+    U x n_items mask (which is 800 MB for 4096 users x 200k items).
+
     >>> t = sp.csr_matrix(np.array([[0, 1, 1, 0], [1, 0, 0, 0]], dtype=np.float32))
     >>> hit_matrix(np.array([[1, 0], [2, 0]]), t).tolist()
     [[True, False], [False, True]]
     """
     if topk.shape[0] != truth.shape[0]:
         raise ValueError(f"topk has {topk.shape[0]} rows but truth has {truth.shape[0]}")
-    dense = np.zeros(truth.shape, dtype=bool)
-    rows = np.repeat(np.arange(truth.shape[0]), np.diff(truth.indptr))
-    dense[rows, truth.indices] = True
-    return np.take_along_axis(dense, topk.astype(np.int64, copy=False), axis=1)
+    n_rows, n_items = truth.shape
+    top = topk.astype(np.int64, copy=False)
+    if top.size and (top.min() < 0 or top.max() >= n_items):
+        raise IndexError(f"topk holds item indices outside [0, {n_items})")
+    rows = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(truth.indptr))
+    keys = np.unique(rows * n_items + truth.indices.astype(np.int64))
+    query = np.arange(n_rows, dtype=np.int64)[:, None] * n_items + top
+    if not len(keys):
+        return np.zeros(top.shape, dtype=bool)
+    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
+    return keys[pos] == query
 
 
 def per_user_metrics(hits: np.ndarray, n_relevant: np.ndarray, ks: tuple[int, ...]) -> dict[str, np.ndarray]:

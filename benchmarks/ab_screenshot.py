@@ -8,7 +8,10 @@ section created; its impressions and attributions are what the panel shows).
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
+import time
 import tomllib
 from pathlib import Path
 
@@ -40,8 +43,10 @@ def main() -> None:
         k: plan[k] for k in ("alpha", "metric", "tau", "min_users", "srm_alpha", "srm_concentration", "power")
     }
     ab = {"run_b": str(a.runs / "popularity-served"), "mode": a.mode, "share_b": 0.5, **tests}
-    with Server(create_app(a.runs / "ease-served", serve_cfg(a.state, ab))) as srv:
-        drv = headless_chromium(*paths, width=1280, height=540)
+    work = Path(tempfile.mkdtemp(prefix="ab-shot-"))  # a copy: the page's own /recommend adds an impression
+    shutil.copytree(a.state, work, dirs_exist_ok=True)
+    with Server(create_app(a.runs / "ease-served", serve_cfg(work, ab))) as srv:
+        drv = headless_chromium(*paths, width=1280, height=760)
         try:
             drv.get(f"http://127.0.0.1:{srv.port}/")
             wait_for(drv, "return document.body.dataset.ready")
@@ -49,8 +54,10 @@ def main() -> None:
             drv.find_element(By.ID, "ab-load").click()
             assert wait_for(drv, "return document.getElementById('ab').dataset.loaded") == "1"
             drv.execute_script(
-                "document.querySelector('main').replaceChildren(document.getElementById('panel-ab'))"
+                "document.querySelector('main').replaceChildren(document.getElementById('panel-ab'));"
+                "document.activeElement.blur(); window.scrollTo(0, 0);"
             )
+            time.sleep(0.5)
             assert not severe_console_errors(drv)
             drv.save_screenshot(str(a.out))
         finally:

@@ -626,9 +626,10 @@ def markdown(res: dict[str, Any]) -> str:
 
 NOTES = [
     "Interleaving needed fewer users than the A/B split for both pairs (the plan's criterion), 1.8x and 3.6x "
-    "fewer here, far from the ~100x Netflix reported: in this click model a user's taste enters both arms' "
-    "lists alike, and the between-user variance that interleaving removes is smaller than in production "
-    "traffic. The ratio grows as the two rankers get closer (EASE vs LightGCN).",
+    "fewer here (this run), far from the ~100x Netflix reported. Not measured here, a likely reason: the simulated "
+    "users differ only through their test sets and session counts, so the between-user variance that "
+    "interleaving removes is smaller than in production traffic. The ratio grew as the two rankers got "
+    "closer (EASE vs LightGCN).",
     "The always-valid tests cost users: they may be read after every user, the fixed-horizon tests only once "
     "at a planned n. Both are reported; /admin/ab decides with the always-valid one.",
     "At very small n the fixed-horizon z-test with an estimated variance is anti-conservative (EASE vs LightGCN "

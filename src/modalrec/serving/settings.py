@@ -23,6 +23,7 @@ retraining, and the run directory must never hold secrets. Example ``serve.toml`
 
     [ab]
     run_b = "runs/candidate"           # second run directory (optional)
+    mode = "ab"                        # or "interleave" (team-draft of both lists for every user)
     share_b = 0.2                      # share of users (by hash of the user id) sent to arm b
 
     [health]

@@ -7,6 +7,7 @@ traceback, and the process exits with code 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -61,8 +62,21 @@ app = typer.Typer(
     add_completion=False,
     cls=LiteralHelpGroup,
 )
-console = Console()
-err_console = Console(stderr=True)
+#: Width of tables printed into a pipe or a file (CI logs, ``| tee``), where there is no terminal
+#: width to follow: rich's default of 80 columns cut encoder names and file paths ("minilm-l6-…").
+PIPE_WIDTH = 160
+
+
+def make_console(stderr: bool = False) -> Console:
+    """A console as wide as the terminal, or :data:`PIPE_WIDTH` columns outside one (``COLUMNS`` wins)."""
+    c = Console(stderr=stderr)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c = Console(stderr=stderr, width=PIPE_WIDTH)
+    return c
+
+
+console = make_console()
+err_console = make_console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

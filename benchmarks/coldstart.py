@@ -370,7 +370,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--scratch", type=Path, default=Path("/tmp/modalrec-coldstart-bench"))
+    ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the JSON")
     args = ap.parse_args()
+    if args.render:
+        R = json.loads((args.out / "coldstart.json").read_text())
+        atomic_write_text(args.out / "coldstart.md", markdown(R))
+        return
     import modalrec.data as mdata
     from modalrec.workflows.config import config_from_dict
     from modalrec.workflows.tuning import load_with_features
@@ -400,7 +405,9 @@ def main() -> None:
     R["itemknn_content"] = part_content_knn(plan, ds, warm, cold)
     R["warm"], l2 = part_warm(plan, ds, warm)
     R["coldstart_collaborative_l2"] = l2
+    atomic_write_json(args.scratch / "partial.json", R)
     R["coldstart"] = part_coldstart(plan, l2, args.scratch, warm)
+    atomic_write_json(args.scratch / "partial.json", R)
     R["summary"] = summarise(plan, R)
     R["seconds"] = round(time.perf_counter() - t0, 1)
     R["load_average_at_end"] = list(os.getloadavg())

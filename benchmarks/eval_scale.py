@@ -377,9 +377,8 @@ def main() -> None:
         return
     res = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
     if a.size:
-        res.setdefault("runs", {}).setdefault(a.label, {})[a.size] = measure(
-            a.size, a.label, a.steps.split(",")
-        )
+        steps = a.steps.split(",") if a.steps else tomllib.loads(PLAN.read_text())["steps"][a.size]
+        res.setdefault("runs", {}).setdefault(a.label, {})[a.size] = measure(a.size, a.label, steps)
         dirty = [
             ln.split(maxsplit=1)[-1]
             for ln in git(

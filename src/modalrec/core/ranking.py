@@ -16,6 +16,17 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from modalrec.core.memory import check_allocation, memory_budget
+
+#: Most users per chunk (the historical fixed chunk; small catalogues keep exactly this).
+MAX_CHUNK_USERS = 4096
+#: Scores per chunk aimed at when the catalogue is large: big enough for an efficient matrix
+#: product, small enough to stay far below the budget and to keep the chunk's rows in memory once.
+CHUNK_TARGET_BYTES = 256 * 1024**2
+#: float32 user x item arrays a chunk may hold at once: the scores, a model's intermediate (e.g. a
+#: bias added to a product) and the candidate-restricted copy.
+SCORE_COPIES = 3
+
 
 def chunks(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of ``range(n)`` of at most ``size`` elements.
@@ -25,6 +36,42 @@ def chunks(n: int, size: int) -> Iterator[slice]:
     """
     for start in range(0, n, size):
         yield slice(start, min(n, start + size))
+
+
+def plan_chunk_size(
+    n_candidates: int,
+    chunk_size: int | None = None,
+    *,
+    n_users: int | None = None,
+    max_users: int = MAX_CHUNK_USERS,
+) -> int:
+    """Users per scoring chunk, checked against (or sized from) the memory budget.
+
+    ``chunk_size=None`` sizes it: ``max_users`` users, fewer when their scores would pass
+    ``CHUNK_TARGET_BYTES`` or the budget. A given ``chunk_size`` is checked as is. Either way a
+    chunk that does not fit raises :class:`~modalrec.core.memory.MemoryBudgetError`.
+
+    >>> plan_chunk_size(1682), plan_chunk_size(200_000)
+    (4096, 335)
+    """
+    row_bytes = max(n_candidates, 1) * 4 * SCORE_COPIES
+    if chunk_size is None:
+        by_target = CHUNK_TARGET_BYTES // (max(n_candidates, 1) * 4)
+        chunk_size = max(1, min(max_users, by_target, memory_budget() // row_bytes))
+        if n_users is not None:
+            chunk_size = max(1, min(chunk_size, n_users))
+        alternative = (
+            "even one user's scores do not fit; rank fewer items (candidate_items=...) "
+            "or raise MODALREC_MEMORY_BUDGET"
+        )
+    else:
+        alternative = "pass a smaller chunk_size, or none to size chunks from the budget"
+    check_allocation(
+        chunk_size * row_bytes,
+        what=f"scoring {chunk_size} users x {n_candidates} items (float32, {SCORE_COPIES} copies)",
+        alternative=alternative,
+    )
+    return int(chunk_size)
 
 
 def topk_scores(scores: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:

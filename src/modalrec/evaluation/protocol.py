@@ -5,8 +5,9 @@ interacted with in training are masked, and at test time validation items are ma
 no relevant item in the evaluated split are skipped; the number of evaluated users is reported.
 
 Scale: scoring runs in user chunks so that the user x item score matrix is never materialised. The
-chunk is sized from the memory budget of :mod:`modalrec.core.memory` (at most 4096 users and
-``CHUNK_TARGET_BYTES`` of scores, so a 200k-item catalogue ranks about 330 users at a time) and a
+chunk is sized from the memory budget of :mod:`modalrec.core.memory` by
+:func:`~modalrec.core.ranking.plan_chunk_size` (at most 4096 users and ``CHUNK_TARGET_BYTES`` of
+scores, so a 200k-item catalogue ranks about 330 users at a time) and a
 chunk that cannot fit stops with a :class:`~modalrec.core.memory.MemoryBudgetError` naming its size.
 While one chunk is scored and ranked (torch, on every core), the metrics of the previous one are
 computed on a second thread. Nothing else grows with users x items: hits are looked up in the sparse
@@ -31,8 +32,15 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from modalrec.core.memory import check_allocation, memory_budget
-from modalrec.core.ranking import chunks, mask_rows, reuse_freed_memory
+from modalrec.core.ranking import (
+    CHUNK_TARGET_BYTES,
+    MAX_CHUNK_USERS,
+    SCORE_COPIES,
+    chunks,
+    mask_rows,
+    plan_chunk_size,
+    reuse_freed_memory,
+)
 from modalrec.evaluation.metrics import hit_matrix, mean_metrics, per_user_metrics
 
 if TYPE_CHECKING:
@@ -50,14 +58,6 @@ class Scorer(Protocol):
 
 
 DEFAULT_KS: tuple[int, ...] = (10, 20, 50)
-#: Most users per chunk (the historical fixed chunk; small catalogues keep exactly this).
-MAX_CHUNK_USERS = 4096
-#: Scores per chunk aimed at when the catalogue is large: big enough for an efficient matrix
-#: product, small enough to stay far below the budget and to keep the chunk's rows in memory once.
-CHUNK_TARGET_BYTES = 256 * 1024**2
-#: float32 user x item arrays a chunk may hold at once: the scores, a model's intermediate (e.g. a
-#: bias added to a product) and the candidate-restricted copy.
-SCORE_COPIES = 3
 CI_METHOD = "normal approximation over users, finite-population corrected"
 
 
@@ -104,36 +104,6 @@ class EvalResult:
 
     def __getitem__(self, key: str) -> float:
         return self.metrics[key]
-
-
-def plan_chunk_size(n_candidates: int, chunk_size: int | None = None, *, n_users: int | None = None) -> int:
-    """Users per scoring chunk, checked against (or sized from) the memory budget.
-
-    ``chunk_size=None`` sizes it: ``MAX_CHUNK_USERS`` users, fewer when their scores would pass
-    ``CHUNK_TARGET_BYTES`` or the budget. A given ``chunk_size`` is checked as is. Either way a
-    chunk that does not fit raises :class:`~modalrec.core.memory.MemoryBudgetError`.
-
-    >>> plan_chunk_size(1682), plan_chunk_size(200_000)
-    (4096, 335)
-    """
-    row_bytes = max(n_candidates, 1) * 4 * SCORE_COPIES
-    if chunk_size is None:
-        by_target = CHUNK_TARGET_BYTES // (max(n_candidates, 1) * 4)
-        chunk_size = max(1, min(MAX_CHUNK_USERS, by_target, memory_budget() // row_bytes))
-        if n_users is not None:
-            chunk_size = max(1, min(chunk_size, n_users))
-        alternative = (
-            "even one user's scores do not fit; rank fewer items (candidate_items=...) "
-            "or raise MODALREC_MEMORY_BUDGET"
-        )
-    else:
-        alternative = "pass a smaller chunk_size, or none to size chunks from the budget"
-    check_allocation(
-        chunk_size * row_bytes,
-        what=f"scoring {chunk_size} users x {n_candidates} items (float32, {SCORE_COPIES} copies)",
-        alternative=alternative,
-    )
-    return int(chunk_size)
 
 
 def sample_users(eligible: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -318,3 +288,19 @@ def _rank_all(
 def recall_at(model: Scorer, dataset: Dataset, split: str = "valid", k: int = 20) -> float:
     """Recall@k on a split; the early-stopping criterion of every trained model."""
     return evaluate(model, dataset, split, ks=(k,)).metrics[f"recall@{k}"]
+
+
+__all__ = [
+    "CHUNK_TARGET_BYTES",
+    "CI_METHOD",
+    "DEFAULT_KS",
+    "MAX_CHUNK_USERS",
+    "SCORE_COPIES",
+    "EvalResult",
+    "Scorer",
+    "confidence_intervals",
+    "evaluate",
+    "plan_chunk_size",
+    "recall_at",
+    "sample_users",
+]

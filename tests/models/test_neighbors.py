@@ -158,8 +158,9 @@ def test_neighbor_ease_is_ease_when_every_item_is_a_neighbour() -> None:
     x = sp.csr_matrix((rng.random((200, 30)) < 0.4).astype(np.float32))  # every pair co-occurs
     assert ((x.T @ x).toarray() > 0).all()
     co = cooccurrence_topk(x, 29)
-    b = neighbor_ease_weights(x, co, 7.0, max_union=16).toarray()
-    np.testing.assert_allclose(b, ease_weights((x.T @ x).toarray(), 7.0), atol=1e-6)
+    b, fixed = neighbor_ease_weights(co, 7.0, budget=2000)
+    assert fixed == 0
+    np.testing.assert_allclose(b.toarray(), ease_weights((x.T @ x).toarray(), 7.0), atol=1e-6)
 
 
 def test_neighbor_ease_model_scores_like_ease_with_all_neighbours() -> None:
@@ -189,3 +190,14 @@ def test_ease_refuses_over_the_memory_budget_naming_the_alternative(
 def test_ease_over_max_items_names_ease_knn() -> None:
     with pytest.raises(Exception, match=r"36 items need a dense 36\^2 inverse .*ease_knn"):
         create("ease", max_items=10).fit(make_check_dataset(), progress=False)
+
+
+def test_an_indefinite_sparsified_system_is_still_solved() -> None:
+    # every pair co-occurs, but with 10 of 24 neighbours most within-neighbourhood pairs are pruned
+    # away: every sparsified system is indefinite and goes through the diagonal-dominance fix
+    rng = np.random.default_rng(0)
+    x = sp.csr_matrix((rng.random((300, 25)) < 0.5).astype(np.float32))
+    b, fixed = neighbor_ease_weights(cooccurrence_topk(x, 10), 1.0)
+    assert fixed == 25
+    assert np.isfinite(b.data).all() and np.abs(b.data).max() < 1.0
+    assert (np.diff(b.tocsc().indptr) == 10).all()

@@ -23,9 +23,10 @@ refuses with a clear error instead of exhausting memory, and names the alternati
 
 Why :class:`NeighborEASE` (``ease_knn``): EASE's constrained solution is, column by column, a ridge
 regression of item ``j`` on all other items; restricting the regressors to ``j``'s top ``N``
-co-occurrence neighbours keeps the closed form (one exact ``N x N`` solve per item, no training loop)
-at ``O(n_items N)`` memory, so it runs past 20k items (200k items in minutes on two cores). With every
-item in every neighbourhood it *is* EASE (a test checks it).
+co-occurrence neighbours keeps the closed form (one ``N x N`` solve per item, no training loop) at
+``O(n_items N)`` memory, so it runs past 20k items. The Gram entries among the neighbours are read from
+the Gram sparsified to each item's top-``N`` list (pairs in neither list count as 0, as in SANSA,
+Spisak et al. 2023). With every item in every neighbourhood it *is* EASE (a test checks it).
 """
 
 from __future__ import annotations
@@ -188,18 +189,16 @@ class NeighborEASEParams(Params):
     shrink: float = Field(
         0.0, ge=0, description="cosine shrinkage used to pick the neighbours (damps rarely co-seen pairs)"
     )
-    max_union: int = Field(
-        2048, ge=16, description="largest exact Gram block per group of items (memory ~8 max_union^2 bytes)"
-    )
 
 
 @register
 class NeighborEASE(Recommender[NeighborEASEParams]):
     """EASE restricted to each item's top-N co-occurrence neighbours: sparse B, closed form, no dense inverse.
 
-    Why: EASE past 20k items. Column ``j`` of B is the exact ridge regression of item ``j`` on its ``N``
-    neighbours, ``B[S_j, j] = (X_S^T X_S + l2 I)^-1 X_S^T x_j`` (EASE is the case ``S_j`` = all other
-    items); B keeps ``N`` entries per column, so it stores and scores like ItemKNN's similarity.
+    Why: EASE past 20k items. Column ``j`` of B is the ridge regression of item ``j`` on its ``N``
+    neighbours, ``B[S_j, j] = (G_SS + l2 I)^-1 G_Sj`` with ``G`` the Gram matrix sparsified to the top-N
+    lists (EASE is the case ``S_j`` = all other items); B keeps ``N`` entries per column, so it stores
+    and scores like ItemKNN's similarity.
     """
 
     name = "ease_knn"
@@ -207,7 +206,9 @@ class NeighborEASE(Recommender[NeighborEASEParams]):
 
     def _fit(self, dataset: Dataset, *, progress: bool) -> None:
         co = cooccurrence_topk(dataset.train, self.hp.neighbors, self.hp.shrink)
-        b = neighbor_ease_weights(dataset.train, co, self.hp.l2, max_union=self.hp.max_union)
+        b, fixed = neighbor_ease_weights(co, self.hp.l2)
+        # items whose system the sparsified Gram left indefinite (solved with a raised diagonal)
+        self.meta["indefinite_systems"] = fixed
         self._set(dataset.train, b)
 
     def _set(self, train: sp.csr_matrix, b: sp.csr_matrix) -> None:

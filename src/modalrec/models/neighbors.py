@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 
 from modalrec.core.memory import check_allocation
 from modalrec.core.ranking import chunks
@@ -260,104 +261,95 @@ def feature_recall(x: np.ndarray, mask: np.ndarray, k: int, *, nprobe: int = 32,
     return hits / (len(queries) * k)
 
 
-def local_batches(neighbors: sp.csr_matrix, max_union: int) -> list[np.ndarray]:
-    """Group items so that each group's neighbour lists together name at most ``max_union`` items.
+def _batches(lens: np.ndarray, budget: int) -> list[slice]:
+    """Contiguous item ranges whose padded ``B x N x N`` systems hold about ``budget`` numbers each."""
+    width = max(int(lens.max(initial=0)), 1)
+    return list(chunks(len(lens), max(1, budget // (width * width))))
 
-    Items are visited in reverse Cuthill-McKee order of the (symmetrised) neighbour graph, which puts
-    items with overlapping neighbourhoods next to each other; a group grows until the union of its
-    members' neighbours would pass ``max_union``. Small unions are what keep the exact local Gram
-    blocks of :func:`neighbor_ease_weights` cheap.
+
+def _local_systems(
+    gram: sp.csr_matrix, degree: np.ndarray, l2: float, sl: slice
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The padded ridge systems ``(G_SS + l2 I) b = G_Sj`` of the items ``j`` in ``sl``.
+
+    Returns the matrices ``[B, N, N]``, right-hand sides ``[B, N]`` and the (batch row, slot) of every
+    real neighbour. ``G_SS[p, q]`` is read from the sparsified Gram: the top-``N`` row of neighbour
+    ``p`` (or of ``q``; a pair stored in either direction has its exact count, the Gram being
+    symmetric); a pair in neither item's top list counts as 0, as in SANSA's sparsified Gram. Padding
+    slots get a 1 on the diagonal and a 0 right-hand side, so their weight is 0.
     """
-    from scipy.sparse.csgraph import reverse_cuthill_mckee
+    n = gram.shape[1]
+    lo, hi = gram.indptr[sl.start], gram.indptr[sl.stop]
+    lens = np.diff(gram.indptr[sl.start : sl.stop + 1])
+    b_of = np.repeat(np.arange(len(lens)), lens)
+    p_of = np.arange(hi - lo) - np.repeat(np.cumsum(lens) - lens, lens)
+    nb = gram.indices[lo:hi].astype(np.int64)
+    width = max(int(lens.max(initial=0)), 1)
+    rhs = np.zeros((len(lens), width))
+    rhs[b_of, p_of] = gram.data[lo:hi]
+    # gather the neighbours' own rows, then find each of their columns among the query's neighbours
+    rl = np.diff(gram.indptr)[nb]
+    src = np.repeat(gram.indptr[nb], rl) + np.arange(rl.sum()) - np.repeat(np.cumsum(rl) - rl, rl)
+    eb, ep = np.repeat(b_of, rl), np.repeat(p_of, rl)
+    keys = b_of * n + nb  # ascending: batch rows in order, each row's neighbours sorted
+    query = eb * n + gram.indices[src]
+    loc = np.minimum(np.searchsorted(keys, query), max(len(keys) - 1, 0))
+    hit = keys[loc] == query
+    a = np.zeros((len(lens), width, width))
+    a[eb[hit], ep[hit], p_of[loc[hit]]] = gram.data[src[hit]]
+    a = np.where(a != 0, a, a.transpose(0, 2, 1))
+    diag = np.ones((len(lens), width))
+    diag[b_of, p_of] = degree[nb] + l2
+    idx = np.arange(width)
+    a[:, idx, idx] = diag
+    return a, rhs, b_of, p_of
 
-    pattern = (neighbors != 0).astype(np.int8)
-    order = reverse_cuthill_mckee((pattern + pattern.T).tocsr(), symmetric_mode=True)
-    groups: list[np.ndarray] = []
-    current: list[int] = []
-    union: set[int] = set()
-    indptr, indices = neighbors.indptr, neighbors.indices
-    for j in order.tolist():
-        row = indices[indptr[j] : indptr[j + 1]].tolist()
-        if not row:
-            continue
-        grown = union.union(row)
-        if current and len(grown) > max_union:
-            groups.append(np.array(current, dtype=np.int64))
-            current, grown = [], set(row)
-        current.append(j)
-        union = grown
-    if current:
-        groups.append(np.array(current, dtype=np.int64))
-    return groups
 
+def _spd_solve(a: np.ndarray, rhs: np.ndarray) -> tuple[np.ndarray, int]:
+    """Batched Cholesky solve; a system the sparsified Gram left indefinite gets its diagonal raised to
+    diagonal dominance (Gershgorin: then it is positive definite) and is solved again.
 
-def _solve_group(
-    xc: sp.csc_matrix, gram: sp.csr_matrix, degree: np.ndarray, l2: float, items: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact local EASE weights of the items of one group (see :func:`neighbor_ease_weights`).
-
-    One exact Gram block ``G_UU = X_U^T X_U`` over the union ``U`` of the group's neighbour lists
-    (a sparse product, densified at ``|U|^2``), from which each item's ``G_SS`` is read; one batched
-    solve. Padding slots get a 1 on the diagonal and a 0 right-hand side, so their weight is 0.
-    Returns the positions in ``gram.data`` of the items' entries and the weights for them.
+    Returns the solutions and how many systems needed the fix.
     """
-    starts, stops = gram.indptr[items], gram.indptr[items + 1]
-    lens = stops - starts
-    pos = np.concatenate([np.arange(a, b) for a, b in zip(starts, stops, strict=True)])
-    nb = gram.indices[pos].astype(np.int64)
-    union = np.unique(nb)
-    y = xc[:, union]
-    g_uu = (y.T @ y).toarray().astype(np.float64)
-    g_uu[np.diag_indices_from(g_uu)] = degree[union] + l2
-    b_of = np.repeat(np.arange(len(items)), lens)
-    p_of = np.arange(len(pos)) - np.repeat(np.cumsum(lens) - lens, lens)
-    width = int(lens.max())
-    slot = np.full((len(items), width), -1, dtype=np.int64)
-    slot[b_of, p_of] = np.searchsorted(union, nb)
-    pad = slot < 0
-    idx = np.where(pad, 0, slot)
-    a = g_uu[idx[:, :, None], idx[:, None, :]]
-    a[pad[:, :, None] | pad[:, None, :]] = 0.0
-    diag = np.arange(width)
-    a[:, diag, diag] = np.where(pad, 1.0, a[:, diag, diag])
-    rhs = np.zeros((len(items), width))
-    rhs[b_of, p_of] = gram.data[pos]
-    sol = np.linalg.solve(a, rhs[..., None])[..., 0]
-    return pos, sol[b_of, p_of]
+    at = torch.from_numpy(a)
+    chol, info = torch.linalg.cholesky_ex(at)
+    bad = info != 0
+    if bool(bad.any()):
+        fix = at[bad]
+        off = fix.abs().sum(-1) - torch.diagonal(fix, dim1=-2, dim2=-1).abs()
+        diag = torch.diagonal(fix, dim1=-2, dim2=-1)
+        fix = fix + torch.diag_embed(torch.clamp(off - diag, min=0.0) + 1e-6 * diag)
+        chol[bad] = torch.linalg.cholesky(fix)
+    sol = torch.cholesky_solve(torch.from_numpy(rhs)[..., None], chol)[..., 0]
+    return sol.numpy(), int(bad.sum())
 
 
 def neighbor_ease_weights(
-    train: sp.spmatrix, co: Cooccurrence, l2: float, *, max_union: int = 2048
-) -> sp.csr_matrix:
+    co: Cooccurrence, l2: float, *, budget: int = 4_000_000
+) -> tuple[sp.csr_matrix, int]:
     """EASE restricted to each item's neighbours: ``B[S_j, j] = (G_SS + l2 I)^-1 G_Sj`` per item ``j``.
 
     Why this is EASE: EASE's constrained solution is, column by column, the ridge regression of item
     ``j``'s column on all *other* item columns (the zero-diagonal constraint just drops ``j``); here the
-    regressors are ``S_j``, ``j``'s top co-occurrence neighbours (the rows of ``co``), and ``G_SS`` is
-    the exact Gram of those columns. With every item a neighbour of every other the weights equal
-    EASE's (tests check it). Cost: one ``N x N`` solve per item (``N`` = neighbours), batched over
-    groups of items with overlapping neighbourhoods (:func:`local_batches`); memory ``O(n_items N)``
-    plus one ``max_union^2`` block per thread; never ``n_items^2``.
+    regressors are ``S_j``, ``j``'s top co-occurrence neighbours (the rows of ``co``), and ``G`` is the
+    Gram matrix sparsified to those top lists (in the spirit of SANSA, Spisak et al. 2023, which
+    sparsifies the Gram before its approximate inverse). With every item a neighbour of every other the
+    weights equal EASE's (tests check it). Cost: one ``N x N`` solve per item (``N`` = neighbours),
+    batched, plus ``N^2`` look-ups per item; memory ``O(n_items N)`` plus one batch; never ``n_items^2``.
 
-    Returns ``B`` as CSR (row: history item, column: scored item), so ``score(u) = x_u B``.
+    Returns ``B`` as CSR (row: history item, column: scored item), so ``score(u) = x_u B``, and the
+    number of items whose system needed the diagonal-dominance fix of :func:`_spd_solve`.
     """
     gram = co.gram.tocsr()
     gram.sort_indices()
-    width = int(np.diff(gram.indptr).max(initial=0))
-    max_union = max(max_union, width)
-    check_allocation(
-        8.0 * max_union * max_union * 3 * _threads(),
-        what=f"local EASE Gram blocks ({_threads()} x {max_union}^2 float64)",
-        alternative="lower max_union or the number of neighbours",
-    )
-    xc = sp.csc_matrix(train, dtype=np.float64)
     out = np.zeros(gram.nnz, dtype=np.float32)
-
-    def solve(items: np.ndarray) -> None:
-        pos, w = _solve_group(xc, gram, co.degree, l2, items)
-        out[pos] = w
-
-    with ThreadPoolExecutor(_threads()) as pool:
-        list(pool.map(solve, local_batches(gram, max_union)))
+    fixed = 0
+    for sl in _batches(np.diff(gram.indptr), budget):
+        if gram.indptr[sl.stop] == gram.indptr[sl.start]:
+            continue
+        a, rhs, b_of, p_of = _local_systems(gram, co.degree, l2, sl)
+        sol, n_fixed = _spd_solve(a, rhs)
+        out[gram.indptr[sl.start] : gram.indptr[sl.stop]] = sol[b_of, p_of]
+        fixed += n_fixed
     bt = sp.csr_matrix((out, gram.indices, gram.indptr), shape=gram.shape)
-    return bt.T.tocsr()
+    return bt.T.tocsr(), fixed

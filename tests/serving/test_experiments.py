@@ -121,11 +121,22 @@ def test_a_reload_starts_a_new_experiment(runs, tmp_path) -> None:
     cfg = serve_config(tmp_path, text_encoder="none", ab={"run_b": str(runs["pop"])})
     with LiveServer(create_app(runs["bpr"], cfg)) as srv:
         c, admin = srv.client, srv.auth("admin")
-        for n in range(10):
-            c.get(f"/recommend/u{n}")
+        shown = [c.get(f"/recommend/u{n}").json() for n in range(10)]
         first = c.get("/admin/ab", headers=admin).json()
         assert sum(a["impressions"] for a in first["arms"].values()) == 10
         assert c.post("/admin/reload", json={"run_dir_b": str(runs["knn"])}, headers=admin).status_code == 200
         second = c.get("/admin/ab", headers=admin).json()
         assert second["experiment"] != first["experiment"] and second["arms"] == {}
         assert np.isclose(second["share_b"], 0.5)
+        # a click on a list shown before the reload is credited to the experiment that showed it
+        old = shown[0]
+        post(srv, "u0", old["items"][0]["item_id"], impression_id=old["impression_id"])
+        arm = old["arm"]
+        assert c.get("/admin/ab", headers=admin).json()["arms"] == {}
+        assert srv.app.state.srv.store.query("SELECT experiment FROM ab_attributions") == [
+            (first["experiment"],)
+        ]
+    store = FeedbackStore(cfg.db_path)
+    again = [r for r in store.ab_users(first["experiment"], ["click"]) if r[0] == "u0"]
+    store.close()
+    assert again == [("u0", arm, 1, 1, 1, 1.0, 1)]

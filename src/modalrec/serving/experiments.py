@@ -84,6 +84,8 @@ class Attribution:
     arm: str | None
     team: str | None
     how: str
+    #: The experiment of the impression credited (an impression from before a reload keeps its own).
+    experiment: str | None = None
 
     @property
     def attributed(self) -> bool:
@@ -132,36 +134,37 @@ def positive_events(ab: ABConfig, weights: Mapping[str, float]) -> list[str]:
 
 
 def _match(imp: tuple[Any, ...], item_id: str) -> Attribution | None:
-    """The attribution to impression row ``(id, arm, items, teams)`` if it showed ``item_id``."""
-    iid, arm, items_json, teams_json = imp
+    """The attribution to impression row ``(id, arm, items, teams, experiment)`` if it showed ``item_id``."""
+    iid, arm, items_json, teams_json, experiment = imp
     items = json.loads(items_json)
     if item_id not in items:
         return None
     rank = items.index(item_id) + 1
     teams = json.loads(teams_json) if teams_json else None
-    return Attribution(iid, rank, arm, teams[rank - 1] if teams else None, "")
+    return Attribution(iid, rank, arm, teams[rank - 1] if teams else None, "", experiment)
 
 
 def attribute(con: sqlite3.Connection, r: FeedbackRow, window_s: float) -> Attribution:
     """Attribute one feedback row (inside the transaction that stores it); see the module docstring."""
     if r.impression_id is not None:
         imp = con.execute(
-            "SELECT id, arm, items, teams, user_id, ts FROM ab_impressions WHERE id = ?", (r.impression_id,)
+            "SELECT id, arm, items, teams, experiment, user_id, ts FROM ab_impressions WHERE id = ?",
+            (r.impression_id,),
         ).fetchone()
         if imp is None:
             return Attribution(None, None, None, None, "unattributed: unknown impression id")
-        if imp[4] != r.user_id:
+        if imp[5] != r.user_id:
             return Attribution(None, None, None, None, "unattributed: impression of another user")
-        if not 0 <= r.ts - imp[5] <= window_s:
+        if not 0 <= r.ts - imp[6] <= window_s:
             return Attribution(None, None, None, None, "unattributed: outside the attribution window")
-        att = _match(imp[:4], r.item_id)
+        att = _match(imp[:5], r.item_id)
         if att is None:
             return Attribution(None, None, None, None, "unattributed: item not in the named impression")
         # the impression's own order is the truth; a client rank that disagrees is reported, not used
         att.how = "named" if r.rank in (None, att.rank) else f"named (client rank {r.rank} corrected)"
         return att
     rows = con.execute(
-        "SELECT id, arm, items, teams FROM ab_impressions WHERE user_id = ? AND ts BETWEEN ? AND ? "
+        "SELECT id, arm, items, teams, experiment FROM ab_impressions WHERE user_id = ? AND ts BETWEEN ? AND ? "
         "AND error = 0 ORDER BY ts DESC LIMIT 200",
         (r.user_id, r.ts - window_s, r.ts),
     ).fetchall()

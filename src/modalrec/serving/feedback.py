@@ -263,7 +263,7 @@ class FeedbackStore(SQLiteExperimentReads):
                 (
                     fid,
                     att.impression_id,
-                    r.experiment,
+                    att.experiment or r.experiment,
                     r.user_id,
                     r.item_id,
                     r.event,
@@ -277,7 +277,8 @@ class FeedbackStore(SQLiteExperimentReads):
             return Stored(fid, r.ts, False, att)
         rid, ts = con.execute("SELECT id, ts FROM feedback WHERE request_id = ?", (r.request_id,)).fetchone()
         row = con.execute(
-            "SELECT impression_id, rank, arm, team, how FROM ab_attributions WHERE feedback_id = ?", (rid,)
+            "SELECT impression_id, rank, arm, team, how, experiment FROM ab_attributions WHERE feedback_id = ?",
+            (rid,),
         ).fetchone()
         return Stored(int(rid), float(ts), True, Attribution(*row) if row else None)
 

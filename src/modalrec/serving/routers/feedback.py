@@ -66,5 +66,7 @@ async def feedback(state: State, body: FeedbackIn, key_name: str | None = write_
         "duplicate": stored.duplicate,
         "arm": arm,
         "ts": stored.ts,
-        "attribution": dataclasses.asdict(att) if att is not None else None,
+        "attribution": None
+        if att is None
+        else {k: v for k, v in dataclasses.asdict(att).items() if k != "experiment"},
     }

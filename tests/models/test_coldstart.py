@@ -154,3 +154,14 @@ params = {{ dim = 8, hidden = 16, max_steps = 60, eval_every = 10, seeds = 1, th
     assert run.model.name == "coldstart" and sorted(run.dataset.features) == ["text"]
     metrics = (tmp_path / "run" / "metrics.json").read_text()
     assert "test_cold" in metrics
+
+
+def test_without_modalities_it_is_its_collaborative_model(cold_ds: Dataset) -> None:
+    """The report's "none (CF)" ablation (modalities = []) is the collaborative member alone."""
+    m = create("coldstart", modalities=[], collaborative={"model": "itemknn", "params": {"k": 10}}).fit(
+        cold_ds, progress=False
+    )
+    knn = create("itemknn", k=10).fit(cold_ds, progress=False)
+    np.testing.assert_allclose(m.score([0, 5, 9]), knn.score([0, 5, 9]))
+    with pytest.raises(DataError, match="needs a collaborative model"):
+        create("coldstart", modalities=[], collaborative=None).fit(cold_ds, progress=False)

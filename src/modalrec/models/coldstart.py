@@ -331,6 +331,9 @@ class ColdStart(Recommender[ColdStartParams]):
         return self
 
     def _fit(self, dataset: Dataset, *, progress: bool) -> None:
+        if self.hp.modalities == []:  # the "none (CF)" ablation: the collaborative model alone
+            self._fit_without_content(dataset, progress)
+            return
         mods = select_modalities(dataset, self.hp.modalities)
         if not mods:
             raise DataError(
@@ -354,6 +357,18 @@ class ColdStart(Recommender[ColdStartParams]):
         finally:
             torch.set_num_threads(previous)
         self._fit_collaborative(dataset, progress)
+
+    def _fit_without_content(self, dataset: Dataset, progress: bool) -> None:
+        """``modalities = []``: no tower, the collaborative member scores alone (blend weight 0)."""
+        if self.hp.collaborative is None:
+            raise DataError("coldstart with modalities = [] needs a collaborative model", field="modalities")
+        self._cf = self._make_cf().fit(dataset, progress=progress, validator=self._validator)
+        self.meta.update({"modalities": [], "input_dims": {}})
+        self.meta["collaborative"] = {"model": self.hp.collaborative["model"], "meta": self._cf.meta}
+        self._state = {
+            "warm": (np.diff(dataset.train.tocsc().indptr) > 0).astype(np.uint8),
+            "blend_weight": np.zeros(1, np.float64),
+        }
 
     def _fit_towers(self, F: np.ndarray, R: sp.csr_matrix, warm: np.ndarray) -> None:
         """Train ``seeds`` towers, validated by the tower validator (or on pseudo-cold warm items)."""
@@ -425,6 +440,9 @@ class ColdStart(Recommender[ColdStartParams]):
         return float(self._state["blend_weight"][0])
 
     def _score(self, users: np.ndarray) -> torch.Tensor:
+        if "item_vectors" not in self._state:  # no content (modalities = []): the collaborative model
+            assert self._cf is not None
+            return self._cf._score(users).float()
         U = torch.from_numpy(self._state["user_vectors"][users])
         tower = U @ torch.from_numpy(self._state["item_vectors"]).T
         w = 1.0 if self._tower_only or self._cf is None else self.blend_weight
@@ -456,6 +474,8 @@ class ColdStart(Recommender[ColdStartParams]):
         """
         self._check_fitted()
         mods, dims = self._modalities, self._input_dims
+        if not mods:
+            raise DataError("this coldstart model was fitted without content (modalities = [])")
         n = len(next(iter(views.values()))) if views else 0
         full, mk = {}, {}
         for m in mods:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +17,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
-from modalrec.core.memory import check_allocation, memory_budget
+from modalrec.core.memory import BUDGET_ENV, check_allocation, memory_budget
 
 #: Most users per chunk (the historical fixed chunk; small catalogues keep exactly this).
 MAX_CHUNK_USERS = 4096
@@ -38,6 +39,24 @@ def chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+#: Score arrays up to this size are not checked against the machine's available memory (reading it
+#: costs a fraction of a millisecond, too much per served request); a configured budget always applies.
+UNCHECKED_BYTES = 64 * 1024**2
+
+
+def _worth_checking(nbytes: float) -> bool:
+    return nbytes > UNCHECKED_BYTES or bool(os.environ.get(BUDGET_ENV))
+
+
+def check_scores_allocation(nbytes: float, *, what: str, alternative: str) -> None:
+    """:func:`~modalrec.core.memory.check_allocation` for user x item score arrays, skipped when small.
+
+    >>> check_scores_allocation(4 * 10 * 1682, what="10 users' scores", alternative="none needed")
+    """
+    if _worth_checking(nbytes):
+        check_allocation(nbytes, what=what, alternative=alternative)
+
+
 def plan_chunk_size(
     n_candidates: int,
     chunk_size: int | None = None,
@@ -57,16 +76,16 @@ def plan_chunk_size(
     row_bytes = max(n_candidates, 1) * 4 * SCORE_COPIES
     if chunk_size is None:
         by_target = CHUNK_TARGET_BYTES // (max(n_candidates, 1) * 4)
-        chunk_size = max(1, min(max_users, by_target, memory_budget() // row_bytes))
-        if n_users is not None:
-            chunk_size = max(1, min(chunk_size, n_users))
+        chunk_size = max(1, min(max_users, by_target, n_users if n_users is not None else max_users))
+        if _worth_checking(chunk_size * row_bytes):
+            chunk_size = max(1, min(chunk_size, memory_budget() // row_bytes))
         alternative = (
             "even one user's scores do not fit; rank fewer items (candidate_items=...) "
             "or raise MODALREC_MEMORY_BUDGET"
         )
     else:
         alternative = "pass a smaller chunk_size, or none to size chunks from the budget"
-    check_allocation(
+    check_scores_allocation(
         chunk_size * row_bytes,
         what=f"scoring {chunk_size} users x {n_candidates} items (float32, {SCORE_COPIES} copies)",
         alternative=alternative,

@@ -26,7 +26,7 @@ import torch
 
 from modalrec.core.errors import FitError
 from modalrec.core.persistence import Component, P
-from modalrec.core.ranking import chunks, mask_rows, topk_scores
+from modalrec.core.ranking import check_scores_allocation, chunks, mask_rows, plan_chunk_size, topk_scores
 from modalrec.core.registry import Registry
 
 if TYPE_CHECKING:
@@ -158,9 +158,19 @@ class Recommender(Component[P], ABC):
         return self.n_items > 0
 
     def score(self, users: np.ndarray | list[int]) -> np.ndarray:
-        """Scores of every item for each user, float32 [len(users), n_items]."""
+        """Scores of every item for each user, float32 [len(users), n_items].
+
+        The result grows with users x items, so it is checked against the memory budget first
+        (:func:`~modalrec.core.ranking.check_scores_allocation`); :meth:`recommend` ranks any number of
+        users in chunks instead.
+        """
         self._check_fitted()
         users = self._check_users(users)
+        check_scores_allocation(
+            2.0 * 4 * len(users) * self.n_items,  # the scores and one intermediate of the model
+            what=f"{type(self).__name__}.score() of {len(users)} users x {self.n_items} items (float32)",
+            alternative="use recommend() (top-k in chunks sized from the budget) or score fewer users per call",
+        )
         return self._score(users).detach().float().numpy()
 
     def recommend(
@@ -169,16 +179,19 @@ class Recommender(Component[P], ABC):
         k: int = 10,
         *,
         exclude: sp.csr_matrix | None = None,
-        chunk_size: int = 2048,
+        chunk_size: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item indices and scores for each user, skipping items in ``exclude`` rows.
 
         ``exclude`` is a users x items matrix (typically the training interactions); items with a
         non-zero entry are never recommended to that user. Users are scored in chunks so that the
-        full user x item matrix is never built.
+        full user x item matrix is never built: at most 2048 users, fewer for large catalogues so
+        that a chunk stays within the memory budget (:func:`~modalrec.core.ranking.plan_chunk_size`,
+        which refuses a given ``chunk_size`` that does not fit).
         """
         self._check_fitted()
         users = self._check_users(users)
+        chunk_size = plan_chunk_size(self.n_items, chunk_size, n_users=len(users), max_users=2048)
         out_idx = np.empty((len(users), min(k, self.n_items)), dtype=np.int64)
         out_val = np.empty(out_idx.shape, dtype=np.float32)
         with torch.inference_mode():

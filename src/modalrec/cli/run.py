@@ -48,8 +48,18 @@ def evaluate(
     rerank: Annotated[
         str | None, typer.Option(help="re-rank the top 20 with: llm (blend chosen on validation; 200 users)")
     ] = None,
+    sample_users: Annotated[
+        int | None,
+        typer.Option(
+            "--sample-users",
+            min=1,
+            help="evaluate a seeded uniform sample of this many users; each metric gets a 95% confidence "
+            "interval (normal approximation over users)",
+        ),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="seed of the user sample (--sample-users)")] = 0,
 ) -> None:
-    """Full-ranking metrics of a run on its stored split."""
+    """Full-ranking metrics of a run on its stored split (all users, or a seeded sample with CIs)."""
     from modalrec.evaluation.protocol import evaluate as run_eval
     from modalrec.workflows.rundir import load_run
 
@@ -62,11 +72,25 @@ def evaluate(
     cand = run.dataset.cold_items if cold else None
     if cold and cand is None:
         raise ModalrecError(f"{run_dir}: this run has no cold-start items")
-    res = run_eval(run.model, run.dataset, split, candidate_items=cand)
+    res = run_eval(run.model, run.dataset, split, candidate_items=cand, sample_users=sample_users, seed=seed)
     if as_json:
         print_json(res.as_dict())
-    else:
-        console.print(metrics_table(f"{split}: {res.n_users} users, {res.seconds:.2f} s", res.metrics))
+        return
+    who = (
+        f"{res.n_users} users"
+        if sample_users is None
+        else f"{res.n_users} of {res.population} users (seed {seed})"
+    )
+    console.print(metrics_table(f"{split}: {who}, {res.seconds:.2f} s", res.metrics))
+    if res.confidence:
+        ci = ", ".join(
+            f"{k} [{lo:.4f}, {hi:.4f}]"
+            for k, (lo, hi) in res.confidence.items()
+            if k.startswith(("recall@", "ndcg@"))
+        )
+        console.print(
+            f"{res.confidence_level:.0%} confidence intervals (normal approximation over users): {ci}"
+        )
 
 
 @app.command()

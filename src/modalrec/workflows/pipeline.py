@@ -32,7 +32,7 @@ def load_dataset(config: RunConfig) -> Dataset:
 
 
 def evaluate_both(
-    model: Recommender, ds: Dataset, ks: tuple[int, ...], chunk_size: int = 4096
+    model: Recommender, ds: Dataset, ks: tuple[int, ...], chunk_size: int | None = None
 ) -> dict[str, Any]:
     """Validation and test metrics (plus cold-item test metrics on a cold-start split)."""
     out: dict[str, Any] = {}
@@ -112,11 +112,20 @@ def fit(config: RunConfig, out: str | Path, *, overwrite: bool = False, progress
 
 
 def evaluate_run(
-    run: Run | str | Path, split: str = "test", ks: tuple[int, ...] = (10, 20, 50)
+    run: Run | str | Path,
+    split: str = "test",
+    ks: tuple[int, ...] = (10, 20, 50),
+    *,
+    sample_users: int | None = None,
+    seed: int = 0,
 ) -> EvalResult:
-    """Re-evaluate a saved run on its stored split (full ranking, seen items masked)."""
+    """Re-evaluate a saved run on its stored split (full ranking, seen items masked).
+
+    ``sample_users=n`` evaluates a seeded uniform sample of n users and reports a 95% confidence
+    interval per metric (``result.confidence``; see :mod:`modalrec.evaluation.protocol`).
+    """
     r = run if isinstance(run, Run) else load_run(run)
-    return evaluate(r.model, r.dataset, split, ks=ks)
+    return evaluate(r.model, r.dataset, split, ks=ks, sample_users=sample_users, seed=seed)
 
 
 def recommend_for_user(run: Run | str | Path, user_id: str, k: int = 10) -> list[dict[str, Any]]:

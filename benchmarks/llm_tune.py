@@ -140,13 +140,13 @@ def _md_curve(r: dict[str, Any]) -> list[str]:
     if not r.get("curve"):
         return [*out, "Not run.", ""]
     out += [
-        "| examples | minutes | train loss | valid NDCG@10 base order | LLM alone: sum | mean | pmi | pmi_mean |",
-        "|---|---|---|---|---|---|---|---|",
+        "| examples | minutes | train loss | valid NDCG@10 base order | LLM alone: sum | LLM alone: mean |",
+        "|---|---|---|---|---|---|",
     ]
     for p in r["curve"]:
         v = p["valid_ndcg@10"]
         out.append(
-            f"| {p['examples']} | {p['minutes']} | {_f(p['train_loss'])} | {_f(v['base'])} | {_f(v['sum'])} | {_f(v['mean'])} | {_f(v['pmi'])} | {_f(v['pmi_mean'])} |"
+            f"| {p['examples']} | {p['minutes']} | {_f(p['train_loss'])} | {_f(v['base'])} | {_f(v['sum'])} | {_f(v['mean'])} |"
         )
     t = r.get("tune")
     if t:
@@ -297,16 +297,21 @@ def section_tune(args: Any) -> None:
         "n_users": full.n_users,
         **{k: round(float(v), 5) for k, v in full.metrics.items()},
     }
-    r["curve"] = []
+    curve: list[dict[str, Any]] = []
 
     def point(p: dict[str, Any]) -> None:
         log(p)
-        r["curve"].append(p)
-        r["machine_during_tune"] = machine()
+        curve.append(p)
+        r.update(
+            {k: v for k, v in read_results().items() if k not in r},
+            curve=curve,
+            machine_during_tune=machine(),
+        )
         write_results(r)
 
     res = tune_reranker(llm, model, ds, tune_params(args), progress=point)
     save_tuned(res, CACHE / f"llm_tune_adapter_{args.base}", extra={"base_model": desc["name"]})
+    r.update({k: v for k, v in read_results().items() if k not in r})
     r["tune"] = {k: v for k, v in res.info().items() if k != "curve"}
     r["tune"]["adapter_dir"] = str(CACHE / f"llm_tune_adapter_{args.base}")
     r["machine_after_tune"] = machine()
@@ -326,8 +331,7 @@ def section_test(args: Any) -> None:
     import numpy as np
     import torch
 
-    from modalrec.evaluation.metrics import hit_matrix, per_user_metrics
-    from modalrec.llm.rerank import LLMReranker, rerank_order
+    from modalrec.llm.rerank import LLMReranker
 
     pl, _ = plan()
     threads = int(pl["tune"]["threads"])
@@ -341,47 +345,64 @@ def section_test(args: Any) -> None:
     seen, truth = ds.seen("test"), ds.target("test")
     top, vals = model.recommend(users, 20, exclude=seen)
     hh, mm = (int(x) for x in pl["test"]["deadline_utc"].split(":"))
-    r, secs, llm_rows = read_results(), [], []
+    secs: list[float] = []
+    llm_rows: list[Any] = []
     for i, u in enumerate(users):
         if time.gmtime().tm_hour * 60 + time.gmtime().tm_min >= hh * 60 + mm:
             log(f"deadline reached after {i} users")
             break
         t0 = time.perf_counter()
-        s = rr.score(rr.history_subset(int(u), seen.indices[seen.indptr[u] : seen.indptr[u + 1]]), top[i])
+        hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+        s = rr.score(rr.history_subset(int(u), hist), top[i], priors=score.startswith("pmi"))
         secs.append(time.perf_counter() - t0)
         llm_rows.append(s[score])
-        if (i + 1) % 25 == 0 or i + 1 == len(users):
-            n = len(llm_rows)
-            order = rerank_order(vals[:n].astype(np.float64), np.asarray(llm_rows), weight)
-            new = np.take_along_axis(top[:n], order, axis=1)
-            t = truth[users[:n]]
-            base_m = per_user_metrics(hit_matrix(top[:n], t), np.diff(t.indptr), (10, 20))
-            new_m = per_user_metrics(hit_matrix(new, t), np.diff(t.indptr), (10, 20))
-            r["test"] = {
-                "n_users": n,
-                "planned_users": len(users),
-                "llm_score": score,
-                "blend_weight": weight,
-                **{
-                    m: {"base": float(np.mean(base_m[m])), "reranked": float(np.mean(new_m[m]))}
-                    for m in ("ndcg@10", "recall@10", "ndcg@20")
-                },
-                "paired_bootstrap_ndcg@10": paired_bootstrap(base_m["ndcg@10"], new_m["ndcg@10"]),
-                "latency_s": {"threads": threads, **_lat(secs)},
-                "machine": machine(),
-            }
-            write_results(r)
-            log(f"{n} users: {r['test']['ndcg@10']} {r['test']['paired_bootstrap_ndcg@10']}")
-    lat_users = np.sort(users[: int(pl["latency"]["users"])])
-    r["latency"] = latency(
-        rr,
-        model,
-        ds,
-        lat_users[: max(1, min(len(lat_users), len(secs)))],
-        threads=int(pl["latency"]["threads"]),
-    )
+        if (i + 1) % 10 == 0:
+            write_test(users, top, vals, truth, llm_rows, secs, score, weight, threads)
+    write_test(users, top, vals, truth, llm_rows, secs, score, weight, threads)
+    log("test done")
+
+
+def write_test(
+    users: Any,
+    top: Any,
+    vals: Any,
+    truth: Any,
+    llm_rows: list[Any],
+    secs: list[float],
+    score: str,
+    weight: float,
+    threads: int,
+) -> None:
+    """Metrics of the first ``len(llm_rows)`` users (base vs re-ranked), merged into the results."""
+    import numpy as np
+
+    from modalrec.evaluation.metrics import hit_matrix, per_user_metrics
+    from modalrec.llm.rerank import rerank_order
+
+    n = len(llm_rows)
+    if n == 0:
+        return
+    order = rerank_order(vals[:n].astype(np.float64), np.asarray(llm_rows), weight)
+    new = np.take_along_axis(top[:n], order, axis=1)
+    t = truth[users[:n]]
+    base_m = per_user_metrics(hit_matrix(top[:n], t), np.diff(t.indptr), (10, 20))
+    new_m = per_user_metrics(hit_matrix(new, t), np.diff(t.indptr), (10, 20))
+    r = read_results()  # the side process may have written meanwhile
+    r["test"] = {
+        "n_users": n,
+        "planned_users": len(users),
+        "llm_score": score,
+        "blend_weight": weight,
+        **{
+            m: {"base": float(np.mean(base_m[m])), "reranked": float(np.mean(new_m[m]))}
+            for m in ("ndcg@10", "recall@10", "ndcg@20")
+        },
+        "paired_bootstrap_ndcg@10": paired_bootstrap(base_m["ndcg@10"], new_m["ndcg@10"]),
+        "latency_s": {"threads": threads, **_lat(secs)},
+        "machine": machine(),
+    }
     write_results(r)
-    log(r["latency"])
+    log(f"{n} users: {r['test']['ndcg@10']} {r['test']['paired_bootstrap_ndcg@10']}")
 
 
 def _lat(secs: Any) -> dict[str, Any]:
@@ -399,20 +420,18 @@ def _lat(secs: Any) -> dict[str, Any]:
 
 
 def latency(rr: Any, model: Any, ds: Any, users: Any, *, threads: int) -> dict[str, Any]:
-    """Seconds per user to score 20 candidates (prompt pass + one batched pass; priors cached)."""
-    import numpy as np
+    """Seconds per user to score 20 candidates (prompt pass + one batched pass; no pmi priors)."""
     import torch
 
     torch.set_num_threads(threads)
     seen = ds.seen("test")
     top, _ = model.recommend(users, 20, exclude=seen)
-    rr.prior(np.unique(top).tolist())
     secs = []
     load_before = machine()["load_avg"]
     for r, u in enumerate(users):
         hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
         t0 = time.perf_counter()
-        rr.score(rr.history_subset(int(u), hist), top[r])
+        rr.score(rr.history_subset(int(u), hist), top[r], priors=False)  # sum/mean scores
         secs.append(time.perf_counter() - t0)
     torch.set_num_threads(1)
     return {
@@ -457,15 +476,16 @@ def http_compare(args: Any) -> dict[str, Any]:
     pl, _ = plan()
     threads = int(pl["http"]["threads"])
     model, ds, _ = base_model(args)
-    adapter = CACHE / f"llm_tune_adapter_{args.base}"
-    llm, info = tuned_llm(args, threads=threads, dtype="float32")
-    hist_n = int(info["params"]["max_history"])
+    from modalrec.llm import load_llm
+
+    llm = load_llm(threads=threads, dtype="float32")
+    hist_n = int(pl["tune"]["max_history"])
     eligible = np.flatnonzero(np.diff(ds.target("test").indptr) > 0)
     users = np.sort(np.random.default_rng(1).choice(eligible, size=int(pl["test"]["users"]), replace=False))
     users = users[: int(pl["http"]["users"])]
     seen = ds.seen("test")
     top, _ = model.recommend(users, 20, exclude=seen)
-    proc = start_server(adapter, dtype="float32", threads=threads, port=8911)
+    proc = start_server(None, dtype="float32", threads=threads, port=8911)
     try:
         out: dict[str, Any] = {"users": len(users), "dtype": "float32", "threads": threads}
         local = LLMReranker(ds, llm, max_history=hist_n, seed=0)
@@ -510,7 +530,10 @@ def explain_check(args: Any) -> dict[str, Any]:
     seen = ds.seen("test")
     top, _ = model.recommend(users, 1, exclude=seen)
     rows, t0 = [], time.perf_counter()
+    hh, mm = (int(x) for x in pl["explain"]["deadline_utc"].split(":"))
     for r, u in enumerate(users):
+        if time.gmtime().tm_hour * 60 + time.gmtime().tm_min >= hh * 60 + mm:
+            break
         exp = explain(ds, None, int(u), int(top[r, 0]), llm=llm, domain=texts.domain)
         hist = [int(h) for h in seen.indices[seen.indptr[u] : seen.indptr[u + 1]]]
         rows.append(
@@ -522,9 +545,10 @@ def explain_check(args: Any) -> dict[str, Any]:
                 **check_explanation(exp, hist, texts),
             }
         )
-    n = len(rows)
+    n = max(len(rows), 1)
     return {
-        "users": n,
+        "users": len(rows),
+        "planned_users": len(users),
         "pass_share": sum(r["passes"] for r in rows) / n,
         "outside_history": sum(bool(r["names_outside_history"]) for r in rows),
         "foreign_noun": sum(bool(r["foreign_nouns"]) for r in rows),
@@ -538,15 +562,17 @@ def explain_check(args: Any) -> dict[str, Any]:
 
 def section_http(args: Any) -> None:
     """The HTTP backend against a real `modalrec llm-serve` process: same scores, and its overhead."""
+    res = http_compare(args)
     r = read_results()
-    r["http"] = http_compare(args)
+    r["http"] = res
     write_results(r)
     log(r["http"])
 
 
 def section_explain(args: Any) -> None:
-    r = read_results()
-    r["explain"] = explain_check(args)
+    res = explain_check(args)
+    r = read_results()  # re-read: another section may have written meanwhile
+    r["explain"] = res
     write_results(r)
     log({k: v for k, v in r["explain"].items() if k != "examples"})
 
@@ -555,7 +581,9 @@ def main(argv: list[str] | None = None) -> int:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--section", choices=["base", "tune", "test", "http", "explain", "render"], required=True)
+    ap.add_argument(
+        "--section", choices=["base", "tune", "test", "http", "explain", "side", "render"], required=True
+    )
     ap.add_argument("--base", choices=["ease", "blend"], default="ease")
     ap.add_argument("--minutes", type=float, default=None, help="override the plan's max_minutes")
     args = ap.parse_args(argv)

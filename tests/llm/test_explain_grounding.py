@@ -30,7 +30,7 @@ def test_ground_strips_only_offending_sentences() -> None:
 
 def _hallucinating(names: list[str]):
     def phrase(prompt: str) -> str:
-        assert "Only mention the movies named above" in prompt
+        assert "Only mention the items named above" in prompt  # the fixture names no noun
         return " ".join(f"If you liked {n}, you will like this." for n in names)
 
     return phrase

@@ -60,7 +60,7 @@ def test_bfloat16_scores_order_candidates_like_float32(llm, llm32) -> None:
 
 def test_llm_prefers_the_matching_taste(llm, movies) -> None:
     """Sanity check of the signal: after family films, a family film is likelier than an action film."""
-    rr = LLMReranker(movies, llm)
+    rr = LLMReranker(movies, llm, noun="movie")
     s = rr.score([0, 4, 6, 8], [10, 5])  # Pinocchio vs Die Hard after four animated films
     assert set(s) == {"sum", "mean", "pmi", "pmi_mean"}
     assert s["pmi"][0] > s["pmi"][1]

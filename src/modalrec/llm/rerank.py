@@ -240,16 +240,21 @@ class LLMReranker:
         return lp, n
 
     def score(
-        self, history: Sequence[int] | np.ndarray, candidates: Sequence[int] | np.ndarray
+        self,
+        history: Sequence[int] | np.ndarray,
+        candidates: Sequence[int] | np.ndarray,
+        *,
+        priors: bool = True,
     ) -> dict[str, np.ndarray]:
         """All LLM score variants (:data:`SCORES`) of ``candidates`` given ``history`` (item indices).
 
         One prompt pass + one batched continuation pass (plus, the first time an item is seen,
-        its cached prior).
+        its cached prior). ``priors=False`` skips the priors (the ``pmi`` variants are then NaN):
+        during fine-tuning the priors change with every update and only ``sum``/``mean`` are needed.
         """
         cands = [int(c) for c in candidates]
         s = self.backend.score(self.prompt_text(list(history)), [self.candidate_text(c) for c in cands])
-        prior_lp, _ = self.prior(cands)
+        prior_lp = self.prior(cands)[0] if priors else np.full(len(cands), np.nan)
         n = np.maximum(s.n_tokens, 1)
         return {
             "sum": s.logprob,
@@ -336,13 +341,15 @@ def score_users(
     kmax: int,
     progress: bool,
     label: str,
+    priors: bool = True,
 ) -> ScoredUsers:
     seen = dataset.seen(split)
     top, vals = model.recommend(users, max(kmax, n_candidates), exclude=seen)
     N = min(n_candidates, top.shape[1])
     llm = {s: np.zeros((len(users), N)) for s in SCORES}
     t_prior = time.perf_counter()
-    reranker.prior(np.unique(top[:, :N]).tolist())
+    if priors:
+        reranker.prior(np.unique(top[:, :N]).tolist())
     prior_seconds = time.perf_counter() - t_prior
     secs: list[float] = []
     iterator: Any = range(len(users))
@@ -354,7 +361,7 @@ def score_users(
         u = int(users[r])
         hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
         t0 = time.perf_counter()
-        s = reranker.score(reranker.history_subset(u, hist), top[r, :N])
+        s = reranker.score(reranker.history_subset(u, hist), top[r, :N], priors=priors)
         secs.append(time.perf_counter() - t0)
         for k in SCORES:
             llm[k][r] = s[k]
@@ -447,8 +454,7 @@ def rerank_evaluate(
         weight, score: fix the blend instead of choosing it on validation.
         projector, item_vectors: soft tokens for items without text (see :class:`LLMReranker`).
         noun, domain: how prompts name the items (default: the data set's, see :class:`LLMReranker`).
-        reranker: a ready re-ranker (e.g. with a fine-tuned model); the arguments that build one
-            (``llm``, ``prompt``, ``max_history``, ...) are then ignored.
+        reranker: a ready re-ranker (a fine-tuned model); ``llm``, ``prompt``, ... are then ignored.
 
     Returns:
         :class:`RerankResult` with the re-ranked metrics, ``.base`` (the model alone on the same

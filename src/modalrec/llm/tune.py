@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -49,6 +49,8 @@ if TYPE_CHECKING:
     from modalrec.models.base import Recommender
 
 ADAPTER_CONFIG = "adapter_config.json"
+ScoreName = Literal["sum", "mean", "pmi", "pmi_mean"]
+_ALL_SCORES: tuple[ScoreName, ...] = ("sum", "mean", "pmi", "pmi_mean")
 TUNE_INFO = "tune.json"
 
 
@@ -63,7 +65,9 @@ class TuneParams(Params):
         description="names of the linear layers that get adapters (attention projections)",
     )
     layers: int | None = Field(
-        None, ge=1, description="adapt only the last `layers` decoder layers (None = all; fewer = cheaper backward)"
+        None,
+        ge=1,
+        description="adapt only the last `layers` decoder layers (None = all; fewer = cheaper backward)",
     )
     lr: float = Field(3e-4, gt=0, description="AdamW learning rate of the adapters")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
@@ -80,6 +84,10 @@ class TuneParams(Params):
     valid_users: int = Field(100, ge=2, description="validation users for early stopping")
     select_users: int = Field(
         200, ge=2, description="other validation users that choose the LLM score and blend weight"
+    )
+    scores: list[ScoreName] = Field(
+        default_factory=lambda: list(_ALL_SCORES),
+        description="LLM score variants the blend may choose from (pmi ones cost one prior pass per item)",
     )
     seed: int = Field(0, description="seeds examples, user samples and adapter initialisation")
 
@@ -210,31 +218,40 @@ def example_loss(reranker: LLMReranker, history: Sequence[int], items: Sequence[
 def validation_point(
     reranker: LLMReranker, model: Recommender, dataset: Dataset, users: np.ndarray, n_candidates: int
 ) -> dict[str, float]:
-    """NDCG@10 on validation ``users`` of the base order and of each LLM score alone (weight 1)."""
+    """NDCG@10 on validation ``users`` of the base order and of the ``sum``/``mean`` LLM scores alone."""
     import torch
 
     reranker.local_llm().model.eval()
-    reranker._prior.clear()  # the priors belong to the weights they were computed with
-    with torch.inference_mode():
-        scored = score_users(reranker, model, dataset, "valid", users, n_candidates, 10, False, "")
+    with torch.inference_mode():  # no priors: only the sum/mean scores are compared during training
+        scored = score_users(
+            reranker, model, dataset, "valid", users, n_candidates, 10, False, "", priors=False
+        )
     out = {"base": float(np.nanmean(metrics_for(scored, dataset, "valid", (10,), None, 0.0)["ndcg@10"]))}
-    for s in SCORES:
+    for s in ("sum", "mean"):
         out[s] = float(np.nanmean(metrics_for(scored, dataset, "valid", (10,), s, 1.0)["ndcg@10"]))
     out["seconds_per_user"] = float(np.mean(scored.seconds)) if scored.seconds else 0.0
     return out
 
 
 def select_blend(
-    reranker: LLMReranker, model: Recommender, dataset: Dataset, users: np.ndarray, n_candidates: int
+    reranker: LLMReranker,
+    model: Recommender,
+    dataset: Dataset,
+    users: np.ndarray,
+    n_candidates: int,
+    scores: Sequence[str] = SCORES,
 ) -> tuple[str, float, dict[str, Any]]:
     """(LLM score, blend weight) best on the selection users (never the early-stopping ones)."""
     import torch
 
     reranker.local_llm().model.eval()
-    reranker._prior.clear()
+    reranker._prior.clear()  # priors of the untuned weights would be stale
+    pmi = any(s.startswith("pmi") for s in scores)
     with torch.inference_mode():
-        scored = score_users(reranker, model, dataset, "valid", users, n_candidates, 10, False, "")
-    score, weight, info = choose_blend(scored, dataset, "valid")
+        scored = score_users(
+            reranker, model, dataset, "valid", users, n_candidates, 10, False, "", priors=pmi
+        )
+    score, weight, info = choose_blend(scored, dataset, "valid", scores=scores)
     info["n_users"] = len(users)
     return score, weight, info
 
@@ -242,6 +259,15 @@ def select_blend(
 # ---------------------------------------------------------------------- training
 def _adapter_state(peft_model: Any) -> dict[str, Any]:
     return {k: v.detach().clone() for k, v in peft_model.named_parameters() if v.requires_grad}
+
+
+def _load_state(peft_model: Any, state: dict[str, Any]) -> None:
+    import torch
+
+    with torch.no_grad():
+        for k, v in peft_model.named_parameters():
+            if k in state:
+                v.copy_(state[k])
 
 
 def _train_steps(
@@ -301,12 +327,8 @@ def tune_reranker(
 
     def evaluate_point(seen: int, loss: float | None) -> dict[str, Any]:
         v = validation_point(rr, model, dataset, tune_users, p.n_candidates)
-        point = {
-            "examples": seen,
-            "minutes": round((time.perf_counter() - t0) / 60, 2),
-            "train_loss": loss,
-            "valid_ndcg@10": v,
-        }
+        minutes = round((time.perf_counter() - t0) / 60, 2)
+        point = {"examples": seen, "minutes": minutes, "train_loss": loss, "valid_ndcg@10": v}
         curve.append(point)
         if progress is not None:
             progress(point)
@@ -333,11 +355,8 @@ def tune_reranker(
             if time.perf_counter() - t0 > budget:
                 stopped = f"time budget ({p.max_minutes:g} min)"
                 break
-    with torch.no_grad():
-        for k, v in peft_model.named_parameters():
-            if k in best_state:
-                v.copy_(best_state[k])
-    score, weight, selection = select_blend(rr, model, dataset, select_users, p.n_candidates)
+    _load_state(peft_model, best_state)
+    score, weight, selection = select_blend(rr, model, dataset, select_users, p.n_candidates, p.scores)
     return TuneResult(
         llm=tuned,
         curve=curve,

@@ -208,7 +208,15 @@ def describe_run(
     from modalrec.llm.projector import ItemProjector, describe, genres_in, label_logprobs, name_labels
     from modalrec.workflows.rundir import load_run
 
-    llm = llm or load_llm()
+    if llm is None:
+        from modalrec.llm.config import read_llm_config
+
+        cfg = read_llm_config(None, run_dir)
+        if cfg.backend != "local":
+            raise ConfigError(
+                'describe feeds soft tokens (embeddings) to the model: it needs [llm] backend = "local"'
+            )
+        llm = load_llm(cfg.model, threads=cfg.threads, dtype=cfg.dtype)
     run = load_run(run_dir)
     ds = run.dataset
     i = ds.item_index(str(item))

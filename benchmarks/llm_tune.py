@@ -577,6 +577,12 @@ def section_explain(args: Any) -> None:
     log({k: v for k, v in r["explain"].items() if k != "examples"})
 
 
+def section_side(args: Any) -> None:
+    """Beside the training: the HTTP comparison, then explanations until the plan's deadline."""
+    section_http(args)
+    section_explain(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -596,6 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         "test": section_test,
         "http": section_http,
         "explain": section_explain,
+        "side": section_side,
     }[args.section](args)
     return 0
 

@@ -384,7 +384,10 @@ def stop_server(p: subprocess.Popen[bytes]) -> None:
 def loadgen(port: int, paths: Path, rate: float, duration: float, env: dict[str, str]) -> dict[str, Any]:
     cmd = [sys.executable, str(LOADGEN), "--port", str(port), "--paths", str(paths)]
     cmd += ["--rate", str(rate), "--duration", str(duration)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 120)
+    try:  # open loop: a server slower than the offered rate makes requests wait up to 5 s each
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=duration + 600)
+    except subprocess.TimeoutExpired:
+        return {"error": f"load generator still waiting for answers {duration + 600:.0f} s after the start"}
     try:
         return dict(json.loads(r.stdout.strip().splitlines()[-1]))
     except (ValueError, IndexError):
@@ -396,7 +399,6 @@ def serve_http(
 ) -> dict[str, Any]:
     """Cold start (fresh state dir), warm-up + measured open-loop load, stop; then a warm start."""
     import shutil
-    import threading
 
     sv = {
         **plan["serving"],
@@ -413,25 +415,10 @@ def serve_http(
     port = free_port()
     p, cold = start_server(run_dir, cfg, port, sv["workers"], env, work / "serve-cold.log", timeout)
     out["cold"] = cold
-    if cold.get("startup_first_worker_s") is not None:
-        peak = [0.0]
-        stop = threading.Event()
-
-        def sample() -> None:
-            while not stop.is_set():
-                peak[0] = max(peak[0], tree_rss_mb(p.pid))
-                time.sleep(0.5)
-
-        th = threading.Thread(target=sample, daemon=True)
-        th.start()
-        loadgen(port, paths, sv["rate"], sv["warmup_s"], env)
-        out["loadavg_before_load"] = loadavg()
-        out["load"] = loadgen(port, paths, sv["rate"], sv["duration_s"], env)
-        out["loadavg_after_load"] = loadavg()
-        stop.set()
-        th.join()
-        out["serving_peak_tree_rss_mb"] = round(peak[0], 1)
-    stop_server(p)
+    try:
+        _measure_load(p, port, paths, sv, env, out)
+    finally:
+        stop_server(p)
     port = free_port()
     p, warm = start_server(run_dir, cfg, port, sv["workers"], env, work / "serve-warm.log", timeout)
     out["warm"] = warm
@@ -443,6 +430,39 @@ def serve_http(
     out["startup_cold_s"] = cold.get("startup_all_workers_s")
     out["startup_warm_s"] = warm.get("startup_all_workers_s")
     return out
+
+
+def _measure_load(
+    p: subprocess.Popen[bytes],
+    port: int,
+    paths: Path,
+    sv: dict[str, Any],
+    env: dict[str, str],
+    out: dict[str, Any],
+) -> None:
+    """Warm-up, then the measured open-loop load while the server's memory is sampled."""
+    import threading
+
+    if out["cold"].get("startup_first_worker_s") is not None:
+        peak = [0.0]
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                peak[0] = max(peak[0], tree_rss_mb(p.pid))
+                time.sleep(0.5)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        try:
+            out["warmup"] = loadgen(port, paths, sv["rate"], sv["warmup_s"], env).get("latency")
+            out["loadavg_before_load"] = loadavg()
+            out["load"] = loadgen(port, paths, sv["rate"], sv["duration_s"], env)
+            out["loadavg_after_load"] = loadavg()
+        finally:
+            stop.set()
+            th.join()
+        out["serving_peak_tree_rss_mb"] = round(peak[0], 1)
 
 
 # --------------------------------------------------------------------------------------------- driver

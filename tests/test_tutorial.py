@@ -55,7 +55,10 @@ def test_blocks_are_found() -> None:
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="the tutorial queries the server with curl")
 def test_tutorial_runs_as_written(tmp_path: Path) -> None:
-    script = "set -euo pipefail\n" + "\n".join(tutorial_blocks())
+    # a failing step ends the script; the trap then stops a server it left running (which would
+    # otherwise hold the output pipe open until the timeout)
+    prefix = "set -euo pipefail\ntrap 'kill $(jobs -p) 2>/dev/null || true' EXIT\n"
+    script = prefix + "\n".join(tutorial_blocks())
     env = {
         **os.environ,
         "PORT": str(free_port()),
@@ -66,18 +69,18 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
         ["bash", "-c", script],
         cwd=tmp_path,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stdout=subprocess.PIPE,  # the answers of curl (and what the commands print)
+        stderr=subprocess.PIPE,  # the server's log, progress lines
         text=True,
         start_new_session=True,
     )
     try:
-        out, _ = proc.communicate(timeout=900)
+        out, err = proc.communicate(timeout=900)
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    assert proc.returncode == 0, out[-6000:]
+    assert proc.returncode == 0, out[-4000:] + err[-4000:]
     work = tmp_path / "tutorial"
     # what the guide promises at each step
     assert json.loads((work / "validation.json").read_text())["stats"]["dataset"]["items"] == 120

@@ -378,7 +378,10 @@ def main() -> None:
     res = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
     if a.size:
         steps = a.steps.split(",") if a.steps else tomllib.loads(PLAN.read_text())["steps"][a.size]
-        res.setdefault("runs", {}).setdefault(a.label, {})[a.size] = measure(a.size, a.label, steps)
+        measured = measure(a.size, a.label, steps)
+        # re-read: another size may have finished (and written) while this one ran
+        res = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
+        res.setdefault("runs", {}).setdefault(a.label, {})[a.size] = measured
         dirty = [
             ln.split(maxsplit=1)[-1]
             for ln in git(

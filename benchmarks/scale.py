@@ -266,6 +266,8 @@ def model_specs(size: str, plan: dict[str, Any], registered: set[str]) -> list[t
         spec: dict[str, Any] = {"step": "fit", "model": m, "params": params}
         if not sz.get("evaluate", True):
             spec["evaluate"] = False
+        elif "eval_full" in sz and m not in sz["eval_full"]:
+            spec["eval_sample"] = int(sz["eval_sample"])
         if m in pe["epochs"]:
             e = int(sz.get("epochs", {}).get(m, pe["epochs"][m]))
             params.update(epochs=e, eval_every=e, patience=e)

@@ -75,7 +75,12 @@ def step_table(run: dict[str, Any]) -> list[str]:
     for name, r in run.get("steps", {}).items():
         if name == "serve" or name.startswith("engine"):
             continue
-        ev = f"{fmt(r.get('eval_s'))} ({r.get('eval_users', '-')})" if r.get("eval_s") is not None else "-"
+        sampled = " sample" if r.get("eval_sampled") else ""
+        ev = (
+            f"{fmt(r.get('eval_s'))} ({r.get('eval_users', '-')}{sampled})"
+            if r.get("eval_s") is not None
+            else "-"
+        )
         note = r.get("message", "")
         status = r.get("status", "?") + (f": {note[:140]}" if note and r.get("status") != "ok" else "")
         dirty = " +dirty" if r.get("code_dirty") else ""
@@ -160,7 +165,7 @@ def series(runs: dict[str, Any]) -> dict[str, dict[str, dict[str, float]]]:
             c = fit_cost(r)
             if c is not None:
                 out["fit"].setdefault(m, {})[size] = c
-            if r.get("status") == "ok" and r.get("eval_s"):
+            if r.get("status") == "ok" and r.get("eval_s") and not r.get("eval_sampled"):
                 out["eval"].setdefault(m, {})[size] = float(r["eval_s"])
         ld = runs.get(size, {}).get("steps", {}).get("load")
         if ld and ld.get("status") == "ok":

@@ -89,10 +89,17 @@ def step_fit(spec: dict[str, Any]) -> dict[str, Any]:
     print(json.dumps({**out, "status": "partial"}, default=str), flush=True)  # kept if evaluation times out
     if spec.get("evaluate", True):
         t0 = time.perf_counter()
-        res = evaluate(model, ds, spec.get("split", "test"), ks=tuple(spec.get("ks", (10, 20, 50))))
+        ks = tuple(spec.get("ks", (10, 20, 50)))
+        sample = {"sample_users": int(spec["eval_sample"]), "seed": 0} if spec.get("eval_sample") else {}
+        res = evaluate(model, ds, spec.get("split", "test"), ks=ks, **sample)  # type: ignore[arg-type]
         out["eval_s"] = round(time.perf_counter() - t0, 3)
         out["eval_users"] = int(res.n_users)
+        out["eval_sampled"] = bool(sample)
         out["metrics"] = {k: round(float(v), 5) for k, v in res.metrics.items()}
+        if getattr(res, "confidence", None):
+            out["ci95"] = {
+                k: [round(float(a), 5), round(float(b), 5)] for k, (a, b) in res.confidence.items()
+            }
     return out
 
 

@@ -195,10 +195,12 @@ class Recorder:
         label, size, nice = self.label, self.size, self.nice
         res = load_results()
         run = res["runs"].setdefault(label, {}).setdefault(size, {"steps": {}})
+        inv = {**plan_commit(), "started": now(), "nice": nice, "argv": sys.argv[1:]}
+        run.setdefault("started", inv["started"])
+        run.setdefault("invocations", []).append(inv)
         run.update(
             {
-                **plan_commit(),
-                "started": now(),
+                "plan_commit": inv["plan_commit"],
                 "nice": nice,
                 "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
             }

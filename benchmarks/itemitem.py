@@ -371,13 +371,22 @@ def markdown(res: dict[str, Any]) -> str:
                     f"{r['n_users']} | {r['fit_seconds_chosen']} |"
                 )
             lines.append("")
+    if "quality_summary" in res:
+        lines += [
+            "## ease_knn vs EASE: chosen settings and test Recall@20 (summary lines of an interrupted run)",
+            "",
+        ]
+        lines += ["| data set | model | chosen on validation | test recall@20 |", "|---|---|---|---|"]
+        for ds, rows in res["quality_summary"].items():
+            lines += [f"| {ds} | {m} | {json.dumps(c)} | {r} |" for m, c, r in rows]
+        lines.append("")
     if "scale" in res:
         lines += [
             "## Fit time and peak memory at the synthetic sizes",
             "",
             "Each step in its own process; peak RSS includes the cached inputs (train matrix, image features),",
-            "listed separately. `old` rows at M (and the old kNN graph at S) run evenly spaced sampled blocks",
-            "and are extrapolated to all blocks (labelled).",
+            "listed separately. `old` rows run 8 evenly spaced blocks (of 2048 items / query rows) at both sizes",
+            "and are extrapolated to all blocks (labelled). CPU s = user + system seconds of the step's process.",
             "",
             "| size | step | wall s | CPU s | extrapolated wall s | peak RSS GB | inputs RSS GB | notes | load avg |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -407,6 +416,35 @@ def markdown(res: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def from_logs(logs: list[Path]) -> dict[str, Any]:
+    """Results from the lines runs print as they go (``S {...}``, ``ml100k {...}``): what finished."""
+    import platform
+
+    res: dict[str, Any] = {
+        "plan_commit": subprocess.run(
+            ["git", "log", "-1", "--format=%h", "--", str(PLAN)],
+            capture_output=True,
+            text=True,
+            cwd=PLAN.parent,
+        ).stdout.strip(),
+        "command": "python benchmarks/itemitem.py ... (interrupted at the 12:10 UTC CPU deadline; rebuilt with --from-logs)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+    }
+    for log in logs:
+        for line in log.read_text().splitlines():
+            head, _, body = line.partition(" ")
+            if not body.startswith(("{", "[")):
+                continue
+            value = json.loads(body)
+            if head in SYNTH:
+                res.setdefault("scale", {}).setdefault(head, {"steps": []})["steps"].append(value)
+            elif isinstance(value, dict):
+                res.setdefault("identity", {})[head] = value
+            else:
+                res.setdefault("quality_summary", {})[head] = value
+    return res
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["identity", "quality", "scale"])
@@ -415,11 +453,22 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root", type=Path, default=Path("/tmp/iiw"), help="where synthetic data is generated")
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--merge", nargs="+", type=Path, help="combine the JSON results of these --out folders")
+    ap.add_argument(
+        "--from-logs",
+        nargs="+",
+        type=Path,
+        help="rebuild results from the printed lines of interrupted runs (steps that never printed are listed as not run)",
+    )
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.step:
         print(json.dumps(step(args.step, args.dir)))
+        return
+    if args.from_logs:
+        res = from_logs(args.from_logs)
+        atomic_write_json(args.out / "itemitem.json", res)
+        atomic_write_text(args.out / "itemitem.md", markdown(res))
         return
     if args.merge:
         merged: dict[str, Any] = {}

@@ -218,13 +218,17 @@ def eval_step(
     return r
 
 
-def measure(size: str, label: str, steps: list[str]) -> dict[str, Any]:
+def measure(size: str, label: str, steps: list[str], sample_override: str | None = None) -> dict[str, Any]:
     plan = tomllib.loads(PLAN.read_text())
+    if sample_override:
+        plan["sample_users"] = [int(x) for x in sample_override.split(",")]
     data = ensure_data(plan, size)
     out: dict[str, Any] = {
         "size": size,
         "spec": plan["sizes"][size],
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "steps": steps,
+        "sample_users_override": sample_override,
     }
     if "validate" in steps:
         out["validate"] = run_measured(["modalrec", "validate", str(data)])
@@ -369,6 +373,7 @@ def main() -> None:
     ap.add_argument("--size", choices=["S", "M"])
     ap.add_argument("--label", default="after")
     ap.add_argument("--steps", help="comma-separated steps (default: the plan's [steps] for the size)")
+    ap.add_argument("--sample-users", help="override the plan's sample sizes (recorded in the results)")
     ap.add_argument("--render", action="store_true")
     ap.add_argument("--child")
     a = ap.parse_args()
@@ -378,7 +383,7 @@ def main() -> None:
     res = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
     if a.size:
         steps = a.steps.split(",") if a.steps else tomllib.loads(PLAN.read_text())["steps"][a.size]
-        measured = measure(a.size, a.label, steps)
+        measured = measure(a.size, a.label, steps, a.sample_users)
         # re-read: another size may have finished (and written) while this one ran
         res = json.loads(JSON_OUT.read_text()) if JSON_OUT.exists() else {}
         res.setdefault("runs", {}).setdefault(a.label, {})[a.size] = measured

@@ -141,7 +141,13 @@ def run_child(cmd: list[str], *, env: dict[str, str], timeout: float, nice: int)
     status = result.pop("status", "ok")
     if timed_out:
         rec["status"] = "timeout"
-        done = " (fit finished, evaluation did not)" if status == "partial" else ""
+        done = ""
+        if status == "partial":
+            done = (
+                " (fit finished, evaluation did not)"
+                if "fit_s" in result
+                else " (mid-fit; validation curve kept)"
+            )
         rec["message"] = f"killed after {timeout:.0f} s{done}"
     elif p.returncode != 0:
         rec["status"] = "failed"

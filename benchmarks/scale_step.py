@@ -72,10 +72,20 @@ def step_fit(spec: dict[str, Any]) -> dict[str, Any]:
     if spec.get("valid_sample"):
         validator = _sampled_validator(ds, int(spec["valid_sample"]), int(spec.get("valid_sample_seed", 0)))
     try:
+        from modalrec.models.training import validation_hook
+
         model = create(spec["model"], **spec.get("params", {}))
         t0 = time.perf_counter()
-        model.fit(ds, progress=False, validator=validator)
+        curve: list[list[float]] = []
+
+        def progress(epoch: int, value: float) -> None:  # a step killed mid-fit still says how far it got
+            curve.append([epoch, round(value, 5), round(time.perf_counter() - t0, 1)])
+            print(json.dumps({**out, "status": "partial", "valid_curve_epoch_recall_s": curve}), flush=True)
+
+        with validation_hook(progress):
+            model.fit(ds, progress=False, validator=validator)
         out["fit_s"] = round(time.perf_counter() - t0, 3)
+        out["valid_curve_epoch_recall_s"] = curve
     except (ModalrecError, MemoryError) as e:
         out.update(status="refused", message=f"{type(e).__name__}: {e}")
         return out

@@ -469,19 +469,56 @@ def _load_files(path: Path, opts: dict[str, Any]) -> Dataset:
     )
 
 
+def _encoded_rows(path: Path, arr: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rows and ids of a file written by ``modalrec encode`` (``item_ids.npy`` beside it), else None.
+
+    Why: ``modalrec encode`` writes its rows in the data set's item order (natural id order), not in
+    catalogue order; reading them by position would silently give items each other's vectors. Its
+    ``<modality>.mask.npy`` is honoured too: rows it marks missing become NaN, which the builder
+    zeroes and marks missing (instead of treating an all-zero placeholder row as a real vector).
+    """
+    ids_path = path.parent / "item_ids.npy"
+    if not ids_path.is_file():
+        return None
+    try:
+        row_ids = np.load(ids_path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise DataError(f"not a valid item id file: {e}", file=ids_path) from None
+    if row_ids.ndim != 1 or len(row_ids) != arr.shape[0]:
+        raise DataError(
+            f"holds {row_ids.shape} item ids but {path.name} has {arr.shape[0]} rows "
+            "(a folder written by modalrec encode has one id per row)",
+            file=ids_path,
+        )
+    mask_path = path.with_name(path.name.removesuffix(".npy") + ".mask.npy")
+    if mask_path.is_file():
+        mask = np.load(mask_path, allow_pickle=False).astype(bool)
+        if mask.shape != (arr.shape[0],):
+            raise DataError(f"mask shape {mask.shape} does not match {arr.shape[0]} rows", file=mask_path)
+        arr = arr.copy()
+        arr[~mask] = np.nan
+    return arr, row_ids.astype(str)
+
+
 def _feature_inputs(
     features: dict[str, Any], catalogue: Catalogue | None
 ) -> tuple[list[FeatureInput], list[str] | None]:
     """Read the ``features={modality: .npy}`` files; the item universe they define without a catalogue.
 
     Row r belongs to the r-th catalogue row, or, without a catalogue, to item id ``"r"`` (the MMRec
-    convention; the first feature file then defines the item list).
+    convention; the first feature file then defines the item list). A file written by ``modalrec
+    encode`` carries its own row ids (``item_ids.npy`` beside it) and those are used instead.
     """
     feats: list[FeatureInput] = []
     all_items: list[str] | None = None
     for modality, fpath in features.items():
         arr = load_feature_file(fpath)
-        if catalogue is not None:
+        encoded = _encoded_rows(Path(fpath), arr)
+        if encoded is not None:
+            arr, row_ids = encoded
+            if catalogue is None and all_items is None:
+                all_items = row_ids.tolist()
+        elif catalogue is not None:
             row_ids = catalogue.frame["item_id"].to_numpy().astype(str)
             if len(row_ids) != arr.shape[0]:
                 raise DataError(

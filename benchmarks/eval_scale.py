@@ -325,7 +325,7 @@ def _ci_cell(row: dict[str, Any]) -> Any:
 def _extrapolation(res: dict[str, Any]) -> str:
     """Linear extrapolation of the subset's evaluate() CPU seconds to every eligible user."""
     run = res.get("runs", [{}])[0]
-    if not run.get("n_users") or not run.get("cpu_seconds"):
+    if not run.get("n_users") or not run.get("cpu_seconds") or run["n_users"] >= res["eligible"]:
         return ""
     per_user = run["cpu_seconds"] / run["n_users"]
     total = per_user * res["eligible"]
@@ -349,10 +349,13 @@ def _rows(label: str, size: str, r: dict[str, Any]) -> list[str]:
         if step in ("before", "after_subset", "eval_full"):
             eval_s = runs[0].get("seconds")
             note = (
-                f"evaluate() {eval_s:.1f} s (load {res.get('load_seconds', 0):.1f} s)"
+                f"evaluate() {eval_s:.1f} s wall, {runs[0].get('cpu_seconds', 0):.1f} CPU s "
+                f"(load {res.get('load_seconds', 0):.1f} s)"
                 if eval_s
                 else f"failed: {s.get('stderr_tail', '')[-200:]}"
             )
+            if step in ("after_subset", "eval_full"):
+                note += _extrapolation(res)
         if step == "after_subset":
             note += (
                 "; metrics identical to before"

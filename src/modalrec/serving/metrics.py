@@ -170,21 +170,3 @@ class HealthMonitor:
                 self.metrics.alerts.labels(self.arm, name).inc()
         self.active = breaches
         return breaches
-
-
-def two_proportion_test(x_a: int, n_a: int, x_b: int, n_b: int) -> dict[str, Any]:
-    """Two-sided two-proportion z-test (pooled variance) of rate_b - rate_a.
-
-    >>> r = two_proportion_test(100, 1000, 150, 1000)
-    >>> round(r["z"], 3), r["p_value"] < 0.01
-    (3.381, True)
-    """
-    if n_a == 0 or n_b == 0:
-        return {"z": None, "p_value": None, "note": "an arm has no recommendations yet"}
-    pa, pb = x_a / n_a, x_b / n_b
-    pooled = (x_a + x_b) / (n_a + n_b)
-    se = math.sqrt(pooled * (1 - pooled) * (1 / n_a + 1 / n_b))
-    if se == 0:
-        return {"z": 0.0, "p_value": 1.0, "difference": pb - pa}
-    z = (pb - pa) / se
-    return {"z": z, "p_value": math.erfc(abs(z) / math.sqrt(2)), "difference": pb - pa}

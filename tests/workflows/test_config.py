@@ -159,3 +159,24 @@ def test_floats_keep_every_digit() -> None:
         p = Path(d) / "run.toml"
         p.write_text(to_toml(raw), encoding="utf-8")
         assert load_config(p).data.options == raw["data"]["options"]
+
+
+def test_readme_split_names_are_the_loaders(tmp_path: Path) -> None:
+    """Every split the README's config example lists loads (a wrong name there costs a user a ConfigError)."""
+    import re
+
+    from modalrec.data import load
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    line = next(x for x in readme.splitlines() if x.startswith('split = "random"'))
+    names = [n.strip() for n in line.split("#", 1)[1].split("|")]
+    assert len(names) >= 5
+    rows = ["user,item,timestamp,x_label"]
+    for u in range(12):
+        for k in range(10):
+            rows.append(f"u{u},i{(u * 3 + k) % 15},{100 * u + k},{0 if k < 8 else 1 + k % 2}")
+    (tmp_path / "r.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    for name in names:
+        assert re.fullmatch(r"[a-z_]+", name), name
+        ds = load(tmp_path / "r.csv", split=name)
+        assert ds.train.nnz > 0, name

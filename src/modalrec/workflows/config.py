@@ -9,7 +9,7 @@ Example ``ml100k_lightgcn.toml``::
 
     [data]
     name = "ml100k"          # a registered data set (ml100k, tiktok, baby) or a path
-    split = "random"         # random | temporal_user | temporal_global | leave_one_out | fixed | cold_start
+    split = "random"         # random | temporal | global_temporal | leave_one_out | fixed | cold_start
     seed = 2024
 
     [model]

@@ -176,7 +176,7 @@ def _parse_sets(values: list[str] | None) -> dict[str, object]:
 def llm_tune(
     run_dir: Annotated[Path, typer.Argument(help="run directory written by `modalrec fit`")],
     minutes: Annotated[
-        float, typer.Option(help="training time budget (early stopping may end sooner)", min=0.1)
+        float, typer.Option(help="training time budget (early stopping may end sooner)", min=0.01)
     ] = 40.0,
     sets: Annotated[
         list[str] | None,

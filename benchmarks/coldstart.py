@@ -397,6 +397,7 @@ def markdown(R: dict[str, Any]) -> str:
         f"- warm R@20 gap to the best warm row ({V['best_warm_row']}) {V['warm_gap']:+.4f}, allowed "
         f"{V['warm_allowed_gap']:.4f} (2 std over seeds): {'met' if V['warm_met'] else 'NOT met'}",
         "",
+        *(["## Notes", "", *[f"- {n}" for n in R.get("notes", [])], ""] if R.get("notes") else []),
         "Recall definition: hits / #relevant (modalrec default).",
         "",
     ]

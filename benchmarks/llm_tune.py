@@ -130,7 +130,13 @@ def markdown(r: dict[str, Any]) -> str:
         "the LLM re-ranks the base model's top 20. CPU shared with other jobs; every section ran under `nice -n 10` (load averages below)."
     )
     b = r.get("base_model", {})
-    out += ["", f"Base model: {b.get('name')} (full test: {r.get('base_full_test')})", ""]
+    if b:
+        out += ["", f"Base model: {b.get('name')} (full test: {r.get('base_full_test')})", ""]
+    else:
+        out += ["", "Base model: none fitted in a finished run (the plan's base: EASE, l2 200).", ""]
+    if r.get("attempts"):
+        out += ["## Runs that did not finish", ""]
+        out += [f"- {a}" for a in r["attempts"]] + [""]
     out += _md_curve(r) + _md_test(r) + _md_latency(r) + _md_http(r) + _md_explain(r)
     return "\n".join(out) + "\n"
 
@@ -592,9 +598,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--base", choices=["ease", "blend"], default="ease")
     ap.add_argument("--minutes", type=float, default=None, help="override the plan's max_minutes")
+    ap.add_argument("--note", action="append", default=[], help="render: record a run that did not finish")
     args = ap.parse_args(argv)
     if args.section == "render":
-        write_results(read_results())
+        r = read_results()
+        _, commit = plan()
+        r.setdefault("plan", "benchmarks/plans/llm_tune.toml")
+        r.setdefault("plan_commit", commit)
+        r["attempts"] = [*r.get("attempts", []), *args.note]
+        write_results(r)
         return 0
     {
         "base": section_base,

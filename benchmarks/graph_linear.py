@@ -144,7 +144,7 @@ def compare(old: list[dict[str, Any]], new: list[dict[str, Any]], metric: str) -
     }
 
 
-def run_quality(plan: dict[str, Any], only: list[str] | None) -> None:
+def run_quality(plan: dict[str, Any], only: list[str] | None, seeds: list[int] | None) -> None:
     q = plan["quality"]
     source = HERE.parent / q["old_source"]
     loaded: dict[str, Dataset] = {}
@@ -154,20 +154,28 @@ def run_quality(plan: dict[str, Any], only: list[str] | None) -> None:
             continue
         ds = loaded.setdefault(row["dataset"], load_benchmark(row["dataset"]))
         params = {**row["params"], **q["new"]}
-        runs = []
-        for seed in q["seeds"]:
+        old = old_runs(source, row["dataset"], row["label"])
+        runs: list[dict[str, Any]] = []
+        for seed in seeds or q["seeds"]:
             runs.append(fit_and_score(ds, row["model"], params, seed, q["ks"]))
             print(key, "new", seed, runs[-1]["test"]["recall@20"], runs[-1]["best_epoch"], flush=True)
-        old = old_runs(source, row["dataset"], row["label"])
-        entry = {
-            "dataset": row["dataset"],
-            "model": row["model"],
-            "params_new": params,
-            "old_runs": old,
-            "new_runs": runs,
-            "compare": {m: compare(old, runs, m) for m in ("recall@20", "ndcg@20")},
-        }
-        merge("quality", key, entry)
+            # After every seed (a stopped run keeps what it finished), merged by seed with the runs
+            # other processes already wrote for this row.
+            with open(RESULTS / ".graph_linear.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                results = read_results()
+                before = results.get("quality", {}).get(key, {}).get("new_runs", [])
+                done = {r["seed"]: r for r in [*before, *runs]}
+                merged = [done[k] for k in sorted(done)]
+                results.setdefault("quality", {})[key] = {
+                    "dataset": row["dataset"],
+                    "model": row["model"],
+                    "params_new": params,
+                    "old_runs": old,
+                    "new_runs": merged,
+                    "compare": {m: compare(old, merged, m) for m in ("recall@20", "ndcg@20")},
+                }
+                save(results)
     for c in q.get("controls", []):
         key = f"{c['dataset']}/{c['label']}"
         if only and f"control:{key}" not in only:
@@ -222,9 +230,9 @@ def time_epoch(
         n_batches = -(-ds.train.nnz // m.hp.batch_size)
         n_steps = len(m.step_groups([None] * n_batches))  # type: ignore[list-item]
         load0 = loadavg()
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         loss = m.train_epoch(run, 1, max_steps=max_steps)
-        secs = time.perf_counter() - t0
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     finally:
         torch.set_num_threads(previous)
     done = min(max_steps, n_steps) if max_steps else n_steps
@@ -235,6 +243,9 @@ def time_epoch(
         "steps_timed": done,
         "timed_seconds": round(secs, 2),
         "epoch_seconds": round(secs * n_steps / done, 2),
+        # CPU seconds of this process (all its threads): on a loaded machine, the wall time of an
+        # unloaded one-thread run is close to this, the wall time above is not.
+        "epoch_cpu_seconds": round(cpu * n_steps / done, 2),
         "extrapolated": done < n_steps,
         "loss": loss,
         "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
@@ -283,9 +294,9 @@ def slopes(timing: dict[str, Any]) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------- markdown
 def quality_md(results: dict[str, Any]) -> list[str]:
     lines = [
-        "## Quality: new (shared propagation) vs old (per-batch propagation), 3 seeds",
+        "## Quality: new (shared propagation) vs old (per-batch propagation)",
         "",
-        "Test metrics after early stopping on validation Recall@20; mean ± std over seeds 2024-2026. Old: the "
+        "Test metrics after early stopping on validation Recall@20; mean ± std over the n seeds run (of 2024-2026). Old: the "
         "committed per-seed runs of benchmarks/results/multimodal.json (per-batch path, same settings). Within "
         "noise: |new - old| <= 2 standard errors of the difference of means.",
         "",
@@ -301,7 +312,8 @@ def quality_md(results: dict[str, Any]) -> list[str]:
             return f"{np.mean(v):.1f}" if v else "-"
 
         lines.append(
-            f"| {key} | {r['old_mean']:.4f} ± {r['old_std']:.4f} | {r['new_mean']:.4f} ± {r['new_std']:.4f} "
+            f"| {key} | {r['old_mean']:.4f} ± {r['old_std']:.4f} (n={len(q['old_runs'])}) "
+            f"| {r['new_mean']:.4f} ± {r['new_std']:.4f} (n={len(q['new_runs'])}) "
             f"| {'yes' if r['within_noise'] else 'no'} ({r['diff']:+.4f}, 2SE {r['two_se']:.4f}) "
             f"| {n['old_mean']:.4f} ± {n['old_std']:.4f} | {n['new_mean']:.4f} ± {n['new_std']:.4f} "
             f"| {'yes' if n['within_noise'] else 'no'} ({n['diff']:+.4f}) "
@@ -359,27 +371,38 @@ def markdown(results: dict[str, Any]) -> str:
         f"{m.get('platform')}, {m.get('cores')} cores, torch {m.get('torch')}.",
         "",
     ]
-    notes = results.get("notes", [])
-    return "\n".join(head + quality_md(results) + [""] + timing_md(results) + [""] + notes) + "\n"
+    notes = [line for n in results.get("notes", []) for line in (n, "")]
+    return (
+        "\n".join(head + quality_md(results) + [""] + timing_md(results) + ["", "## Notes", ""] + notes)
+        + "\n"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--part", choices=["quality", "timing"], default=None)
     ap.add_argument("--only", nargs="*", default=None, help="quality rows 'dataset/label' (or control:...)")
+    ap.add_argument("--seeds", nargs="*", type=int, default=None, help="a subset of the plan's seeds")
     ap.add_argument("--sizes", nargs="*", default=["S", "M"])
     ap.add_argument("--models", nargs="*", default=None)
     ap.add_argument("--modes", nargs="*", default=None, help="old, new-t1, new-t2")
     ap.add_argument("--data-root", type=Path, default=Path("/tmp/graph_linear"))
     ap.add_argument("--render", action="store_true", help="rewrite the Markdown from the JSON")
+    ap.add_argument(
+        "--note", action="append", default=[], help="add a note (a Markdown paragraph) to the results"
+    )
     args = ap.parse_args(argv)
     plan = tomllib.loads(PLAN.read_text())
     if args.part == "quality":
-        run_quality(plan, args.only)
+        run_quality(plan, args.only, args.seeds)
     elif args.part == "timing":
         t = plan["timing"]
         modes = args.modes or ["old", *[f"new-t{n}" for n in t["new_threads"]]]
         run_timing(plan, args.sizes, args.models or t["models"], modes, args.data_root)
+    if args.note:
+        results = read_results()
+        results["notes"] = [*results.get("notes", []), *args.note]
+        save(results)
     if args.render or args.part is None:
         save(read_results())
 

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from modalrec.cli import app
 from modalrec.evaluation.protocol import evaluate
-from modalrec.llm.explain import TitleIndex, check_grounding, ground
+from modalrec.llm.explain import TitleIndex, attribute_clause, check_grounding, foreign_nouns, ground
 from modalrec.llm.text import ItemText
 from modalrec.models import create
 from modalrec.workflows.llm_runs import projector_splits
@@ -62,11 +62,18 @@ def test_explain_command_is_grounded(llm, run_dir, small_movies) -> None:
     assert phrased["evidence"] == template["evidence"]
     # The LLM's answer went through grounding: what was dropped, and which text and source resulted.
     kept, rejected = ground(phrased["llm_text"], allowed, index)
+    foreign = foreign_nouns(kept, ItemText(ds).domain)  # the fixture names no noun: "item" only
+    if foreign:
+        kept, rejected = "", [*rejected, *foreign]
     assert phrased["rejected"] == rejected
     if phrased["source"] == "template":
         assert phrased["text"] == template["text"] and len(kept.split()) < 4
-    else:
-        assert phrased["text"] == kept and phrased["source"] == ("llm-stripped" if rejected else "llm")
+    else:  # the kept sentences, plus what the items share when they do not say it
+        assert phrased["text"] in (
+            kept,
+            f"{kept.rstrip('.')} ({attribute_clause(phrased['shared_genres'], phrased['modality_weights'], ItemText(ds).domain)}).",
+        )
+        assert phrased["source"] == ("llm-stripped" if rejected else "llm")
     bad = runner.invoke(app, ["explain", str(run_dir), "--user", "nobody", "--item", item, "--no-llm"])
     assert bad.exit_code == 2 and "unknown user" in bad.output
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from modalrec.llm.explain import TitleIndex, check_grounding, explain, ground
+from modalrec.llm.explain import TitleIndex, attribute_clause, check_grounding, explain, ground
 from modalrec.llm.text import ItemText
 
 TITLES = ["Batman (1989)", "Batman Returns (1992)", "Toy Story (1995)", "The Godfather (1972)", "Heat (1995)"]
@@ -53,7 +53,9 @@ def test_explain_keeps_grounded_sentences(movies) -> None:
     ok = ItemText(movies).titles[hist[0]]
     exp = explain(movies, None, u, 10, phrase=_hallucinating([ok, "Die Hard"]))
     assert exp.source == "llm-stripped" and exp.grounded
-    assert exp.text == f"If you liked {ok}, you will like this."
+    # the grounded sentence, plus what the two items share (the sentence does not say it)
+    clause = attribute_clause(exp.shared_genres, exp.modality_weights, ItemText(movies).domain)
+    assert exp.text == f"If you liked {ok}, you will like this ({clause})."
     assert exp.rejected == ["Die Hard (1988)"]
 
 

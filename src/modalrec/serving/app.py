@@ -38,6 +38,7 @@ from fastapi import FastAPI
 
 from modalrec.serving.engine import TextEncoderFn
 from modalrec.serving.errors import install_error_handlers
+from modalrec.serving.feedback import GroupCommitStore
 from modalrec.serving.middleware import GuardMiddleware
 from modalrec.serving.routers import admin, feedback, items, ops, recommend, search, users, web
 from modalrec.serving.schemas import ERRORS
@@ -59,6 +60,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.store.close()
 
 
+def _shared_store(cfg: ServeConfig) -> GroupCommitStore | None:
+    """The PostgreSQL feedback store of ``[feedback] url`` (None: SQLite in the state dir). An unreachable
+    database raises ConfigError naming its address, so the server stops before it listens."""
+    if cfg.feedback.url is None:
+        return None
+    from modalrec.serving.feedback_pg import PostgresFeedbackStore
+
+    return PostgresFeedbackStore(cfg.feedback.url, attribution_window_s=cfg.ab.attribution_window_s)
+
+
 def create_app(
     run_dir: str | Path,
     config: ServeConfig | str | Path | None = None,
@@ -71,7 +82,16 @@ def create_app(
     keys: write endpoints answer 401). ``encode_text`` overrides the query encoder for ``/search``.
     """
     cfg = config if isinstance(config, ServeConfig) else load_serve_config(config)
-    state = ServerState(run_dir, cfg, encode_text)
+    shared = _shared_store(cfg)  # a PostgreSQL store is checked before the (slower) engine load
+    try:
+        state = ServerState(run_dir, cfg, encode_text)
+    except BaseException:
+        if shared is not None:
+            shared.close()
+        raise
+    if shared is not None:
+        state.store.close()
+        state.store = shared  # type: ignore[assignment]  # same interface (GroupCommitStore)
     state.store.attribution_window_s = cfg.ab.attribution_window_s
     app = FastAPI(
         title="modalrec",

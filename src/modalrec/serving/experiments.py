@@ -7,8 +7,10 @@ attributed to the impression it names, or else to the user's newest impression w
 ``[ab] attribution_window_s`` that showed the item; everything else is reported as unattributed.
 
 Storage sits behind :class:`ExperimentStore` (a handful of semantic reads and writes).
-:class:`~modalrec.serving.feedback.FeedbackStore` implements it on SQLite (this module's
-:class:`SQLiteExperimentReads` holds its SQL); a shared store (PostgreSQL) implements the same methods.
+:class:`~modalrec.serving.feedback.FeedbackStore` implements it on SQLite and
+:class:`~modalrec.serving.feedback_pg.PostgresFeedbackStore` on PostgreSQL; both use this module's
+SQL (:func:`attribute`, :class:`ExperimentReads`), written once in the dialect both accept with ``?``
+placeholders (the PostgreSQL store turns them into ``%s``).
 
 The statistics are :mod:`modalrec.serving.abstats` (pure); this module only turns stored rows into
 per-user arrays and a report.
@@ -22,7 +24,7 @@ import json
 import math
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -144,13 +146,19 @@ def _match(imp: tuple[Any, ...], item_id: str) -> Attribution | None:
     return Attribution(iid, rank, arm, teams[rank - 1] if teams else None, "", experiment)
 
 
-def attribute(con: sqlite3.Connection, r: FeedbackRow, window_s: float) -> Attribution:
-    """Attribute one feedback row (inside the transaction that stores it); see the module docstring."""
+#: Runs one query inside the caller's transaction and returns its rows (``?`` placeholders).
+Fetch = Callable[[str, tuple[Any, ...]], list[tuple[Any, ...]]]
+
+
+def attribute(fetch: Fetch, r: FeedbackRow, window_s: float) -> Attribution:
+    """Attribute one feedback row (inside the transaction that stores it); see the module docstring.
+    ``fetch`` runs a query on the writer's connection, so SQLite and PostgreSQL share this logic."""
     if r.impression_id is not None:
-        imp = con.execute(
+        found = fetch(
             "SELECT id, arm, items, teams, experiment, user_id, ts FROM ab_impressions WHERE id = ?",
             (r.impression_id,),
-        ).fetchone()
+        )
+        imp = found[0] if found else None
         if imp is None:
             return Attribution(None, None, None, None, "unattributed: unknown impression id")
         if imp[5] != r.user_id:
@@ -163,11 +171,11 @@ def attribute(con: sqlite3.Connection, r: FeedbackRow, window_s: float) -> Attri
         # the impression's own order is the truth; a client rank that disagrees is reported, not used
         att.how = "named" if r.rank in (None, att.rank) else f"named (client rank {r.rank} corrected)"
         return att
-    rows = con.execute(
+    rows = fetch(
         "SELECT id, arm, items, teams, experiment FROM ab_impressions WHERE user_id = ? AND ts BETWEEN ? AND ? "
         "AND error = 0 ORDER BY ts DESC LIMIT 200",
         (r.user_id, r.ts - window_s, r.ts),
-    ).fetchall()
+    )
     for imp in rows:
         att = _match(imp, r.item_id)
         if att is not None:
@@ -194,17 +202,14 @@ class ExperimentStore(Protocol):
     def update_running_p(self, experiment: str, p_value: float) -> float: ...
 
 
-class SQLiteExperimentReads(abc.ABC):
-    """The experiment report's reads in SQLite (per-user sums, guardrail rows, unattributed counts);
-    mixed into :class:`~modalrec.serving.feedback.FeedbackStore`, which owns the connections."""
+class ExperimentReads(abc.ABC):
+    """The experiment report's reads (per-user sums, guardrail rows, unattributed counts) in SQL that
+    SQLite and PostgreSQL both run (``CASE`` instead of summing booleans, a float cast before dividing);
+    mixed into both feedback stores, which own the connections and implement :meth:`query`."""
 
     @abc.abstractmethod
-    def _reader(self) -> sqlite3.Connection:
-        """This thread's read connection."""
-
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a read-only query on this thread's reader connection."""
-        return self._reader().execute(sql, params).fetchall()
+        """Rows of a read-only query (``?`` placeholders) on this thread's reader connection."""
 
     def ab_users(self, experiment: str, positive: list[str]) -> list[tuple[Any, ...]]:
         """Per (user, arm): impressions, impressions with a positive event, positive events, sum 1/rank,
@@ -212,10 +217,10 @@ class SQLiteExperimentReads(abc.ABC):
         marks = ",".join("?" * len(positive)) or "NULL"
         return self.query(
             f"""WITH att AS (
-                  SELECT impression_id, COUNT(*) AS pos, SUM(1.0 / rank) AS rr, COUNT(rank) AS ranked
+                  SELECT impression_id, COUNT(*) AS pos, SUM(CAST(1 AS DOUBLE PRECISION) / rank) AS rr, COUNT(rank) AS ranked
                   FROM ab_attributions WHERE experiment = ? AND impression_id IS NOT NULL
                   AND event IN ({marks}) GROUP BY impression_id)
-                SELECT i.user_id, i.arm, COUNT(*), SUM(COALESCE(att.pos, 0) > 0), SUM(COALESCE(att.pos, 0)),
+                SELECT i.user_id, i.arm, COUNT(*), SUM(CASE WHEN att.pos > 0 THEN 1 ELSE 0 END), SUM(COALESCE(att.pos, 0)),
                        SUM(COALESCE(att.rr, 0)), SUM(COALESCE(att.ranked, 0))
                 FROM ab_impressions i LEFT JOIN att ON att.impression_id = i.id
                 WHERE i.experiment = ? AND i.error = 0 AND i.arm != ?
@@ -228,7 +233,8 @@ class SQLiteExperimentReads(abc.ABC):
         marks = ",".join("?" * len(positive)) or "NULL"
         return self.query(
             f"""WITH att AS (
-                  SELECT impression_id, SUM(team = 'a') AS ca, SUM(team = 'b') AS cb
+                  SELECT impression_id, SUM(CASE WHEN team = 'a' THEN 1 ELSE 0 END) AS ca,
+                         SUM(CASE WHEN team = 'b' THEN 1 ELSE 0 END) AS cb
                   FROM ab_attributions WHERE experiment = ? AND impression_id IS NOT NULL
                   AND event IN ({marks}) GROUP BY impression_id)
                 SELECT i.user_id, COUNT(*), SUM(COALESCE(att.ca, 0)), SUM(COALESCE(att.cb, 0))
@@ -253,6 +259,18 @@ class SQLiteExperimentReads(abc.ABC):
             "AND impression_id IS NULL GROUP BY arm, how, event",
             (experiment,),
         )
+
+
+class SQLiteExperimentReads(ExperimentReads):
+    """:class:`ExperimentReads` on a per-thread SQLite connection (:class:`~modalrec.serving.feedback.FeedbackStore`)."""
+
+    @abc.abstractmethod
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's read connection."""
+
+    def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query on this thread's reader connection."""
+        return self._reader().execute(sql, params).fetchall()
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -12,6 +12,11 @@ every request and reflect it at once whichever worker received the POST.
 An optional client ``request_id`` makes a POST idempotent: a retried request returns the original
 row instead of writing a duplicate.
 
+The queue, the writer thread and the statements both dialects accept live in :class:`GroupCommitStore`;
+:class:`FeedbackStore` (SQLite, the default) and
+:class:`~modalrec.serving.feedback_pg.PostgresFeedbackStore` (``[feedback] url``, shared by many hosts)
+add only their connections, schema and the one insert whose syntax differs.
+
 Experiment log (issue 21; the interface is :class:`modalrec.serving.experiments.ExperimentStore`, which
 a PostgreSQL store can implement too): every ``/recommend`` answer is an impression row (id, user, arm,
 the items shown in order, interleaving teams, latency, error). Impressions are queued without waiting
@@ -32,6 +37,7 @@ user in the window that showed the item; otherwise it is stored as unattributed 
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import queue
 import sqlite3
@@ -40,8 +46,16 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from modalrec.serving.experiments import Attribution, Impression, SQLiteExperimentReads, attribute
+from modalrec.serving.experiments import (
+    Attribution,
+    ExperimentReads,
+    Fetch,
+    Impression,
+    SQLiteExperimentReads,
+    attribute,
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS feedback (
@@ -117,48 +131,69 @@ class Stored:
     attribution: Attribution | None = None
 
 
-class FeedbackStore(SQLiteExperimentReads):
-    """Durable feedback log plus the experiment log (impressions, attributions; :class:`ExperimentStore`)."""
+_Job = tuple[list[FeedbackRow], Future[list[Stored]]]
 
-    def __init__(
-        self,
-        path: str | Path,
-        *,
-        synchronous: str = "FULL",
-        batch: int = 512,
-        attribution_window_s: float = 1800.0,
-    ) -> None:
-        self.path = Path(path)
-        self.attribution_window_s = attribution_window_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.synchronous = synchronous
-        self.batch = batch
-        self._local = threading.local()
+IMPRESSION_INSERT = (
+    "INSERT INTO ab_impressions (id, experiment, user_id, arm, source, items, teams, latency_ms, error, ts) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+)
+ATTRIBUTION_INSERT = (
+    "INSERT INTO ab_attributions (feedback_id, impression_id, experiment, user_id, item_id, event, arm, "
+    "rank, team, how, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (feedback_id) DO NOTHING"
+)
+
+
+class GroupCommitStore(ExperimentReads):
+    """The group-committing writer shared by the SQLite and PostgreSQL stores (module docstring).
+
+    Subclasses open connections and run statements (``?`` placeholders); this class owns the queue, the
+    writer thread, the transaction's shape and the attribution of each new row."""
+
+    attribution_window_s: float
+    batch: int
+    #: Impressions kept for retry while commits fail (None: unbounded); the oldest are dropped past it.
+    max_pending: int | None = None
+
+    def _start_writer(self) -> None:
         self._queue: queue.Queue[tuple[list[FeedbackRow], Future[list[Stored]] | None] | None] = queue.Queue()
         self._pending: list[Impression] = []
         self._pending_lock = threading.Lock()
         self._last_flush = time.monotonic()
-        con = self._connect()
-        con.executescript(SCHEMA)
-        con.commit()
+        self._wcon: Any = None
         self._writer = threading.Thread(target=self._run, name="feedback-writer", daemon=True)
         self._closed = False
         self._writer.start()
 
-    # ------------------------------------------------------------------ connections
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        con.execute("PRAGMA journal_mode=WAL")
-        con.execute(f"PRAGMA synchronous={self.synchronous}")
-        con.execute("PRAGMA busy_timeout=30000")
+    # ------------------------------------------------------------------ dialect hooks
+    @abc.abstractmethod
+    def _open_writer(self) -> Any:
+        """A connection for the writer thread (no transaction open)."""
+
+    @abc.abstractmethod
+    def _sql(self, con: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """Run one statement in the open transaction; its rows ([] for a statement without any)."""
+
+    @abc.abstractmethod
+    def _sql_many(self, con: Any, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """Run one statement once per row in the open transaction."""
+
+    @abc.abstractmethod
+    def _begin(self, con: Any) -> None: ...
+
+    @abc.abstractmethod
+    def _end(self, con: Any, commit: bool) -> None:
+        """Commit (durable when it returns) or roll back (must not raise)."""
+
+    @abc.abstractmethod
+    def _new_feedback_id(self, con: Any, r: FeedbackRow) -> int | None:
+        """Insert one feedback row; its id, or None when its ``request_id`` is already stored."""
+
+    def _writer_failed(self, con: Any) -> Any:
+        """The writer connection to keep after a failed commit (None: open a new one next time)."""
         return con
 
-    def _reader(self) -> sqlite3.Connection:
-        con = getattr(self._local, "con", None)
-        if con is None:
-            con = self._connect()
-            self._local.con = con
-        return con
+    def _close_readers(self) -> None:
+        """Close this thread's reader connection, if any."""
 
     # ------------------------------------------------------------------ writes
     def submit(self, rows: list[FeedbackRow]) -> Future[list[Stored]]:
@@ -192,15 +227,16 @@ class FeedbackStore(SQLiteExperimentReads):
         fut.result(30.0)
 
     def _run(self) -> None:
-        con = self._connect()
         while True:
             try:
                 first = self._queue.get(timeout=0.5)
             except queue.Empty:
                 first = ()  # type: ignore[assignment]
             if first is None:
-                self._commit(con, [])
-                con.close()
+                self._commit([])
+                if self._wcon is not None:
+                    with contextlib.suppress(Exception):
+                        self._wcon.close()
                 return
             jobs = [first] if first and first[1] is not None else []
             while len(jobs) < self.batch:
@@ -214,52 +250,50 @@ class FeedbackStore(SQLiteExperimentReads):
                 if nxt[1] is not None:
                     jobs.append(nxt)
             if jobs or self._pending or time.monotonic() - self._last_flush > 0.5:
-                self._commit(con, jobs)  # type: ignore[arg-type]
+                self._commit(jobs)  # type: ignore[arg-type]
 
-    def _commit(
-        self, con: sqlite3.Connection, jobs: list[tuple[list[FeedbackRow], Future[list[Stored]]]]
-    ) -> None:
+    def _commit(self, jobs: list[_Job]) -> None:
+        """One transaction: the queued impressions, then every job's rows; futures resolve after COMMIT."""
         with self._pending_lock:
             pending, self._pending = self._pending, []
         self._last_flush = time.monotonic()
         if not jobs and not pending:
             return
         results: list[list[Stored]] = []
+        began = False
         try:
-            con.execute("BEGIN IMMEDIATE")
-            con.executemany(
-                "INSERT OR IGNORE INTO ab_impressions "
-                "(id, experiment, user_id, arm, source, items, teams, latency_ms, error, ts) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [imp.row() for imp in pending],
-            )
+            if self._wcon is None:
+                self._wcon = self._open_writer()
+            con = self._wcon
+            self._begin(con)
+            began = True
+            self._sql_many(con, IMPRESSION_INSERT, [imp.row() for imp in pending])
             for rows, _ in jobs:
                 results.append([self._insert(con, r) for r in rows])
-            con.execute("COMMIT")
+            self._end(con, commit=True)
         except Exception as e:
-            with contextlib.suppress(sqlite3.Error):
-                con.execute("ROLLBACK")
+            if began:
+                self._end(self._wcon, commit=False)
+            self._wcon = self._writer_failed(self._wcon)
             with self._pending_lock:  # keep the impressions for the next try
                 self._pending[:0] = pending
+                if self.max_pending is not None and len(self._pending) > self.max_pending:
+                    del self._pending[: len(self._pending) - self.max_pending]
             for _, fut in jobs:
                 fut.set_exception(e)
             return
         for (_, fut), out in zip(jobs, results, strict=True):
             fut.set_result(out)
 
-    def _insert(self, con: sqlite3.Connection, r: FeedbackRow) -> Stored:
+    def _insert(self, con: Any, r: FeedbackRow) -> Stored:
         """Insert one feedback row (or find its earlier copy by request_id) and attribute it."""
-        cur = con.execute(
-            "INSERT OR IGNORE INTO feedback (request_id, user_id, item_id, event, value, arm, ts) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (r.request_id, r.user_id, r.item_id, r.event, r.value, r.arm, r.ts),
-        )
-        if cur.rowcount == 1:
-            fid = int(cur.lastrowid or 0)
-            att = attribute(con, r, self.attribution_window_s)
-            con.execute(
-                "INSERT OR IGNORE INTO ab_attributions (feedback_id, impression_id, experiment, user_id, "
-                "item_id, event, arm, rank, team, how, ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        fid = self._new_feedback_id(con, r)
+        if fid is not None:
+            fetch: Fetch = lambda sql, params: self._sql(con, sql, params)  # noqa: E731
+            att = attribute(fetch, r, self.attribution_window_s)
+            self._sql(
+                con,
+                ATTRIBUTION_INSERT,
                 (
                     fid,
                     att.impression_id,
@@ -275,34 +309,112 @@ class FeedbackStore(SQLiteExperimentReads):
                 ),
             )
             return Stored(fid, r.ts, False, att)
-        rid, ts = con.execute("SELECT id, ts FROM feedback WHERE request_id = ?", (r.request_id,)).fetchone()
-        row = con.execute(
+        rid, ts = self._sql(con, "SELECT id, ts FROM feedback WHERE request_id = ?", (r.request_id,))[0]
+        found = self._sql(
+            con,
             "SELECT impression_id, rank, arm, team, how, experiment FROM ab_attributions WHERE feedback_id = ?",
             (rid,),
-        ).fetchone()
-        return Stored(int(rid), float(ts), True, Attribution(*row) if row else None)
+        )
+        return Stored(int(rid), float(ts), True, Attribution(*found[0]) if found else None)
 
-    # ------------------------------------------------------------------ reads
+    # ------------------------------------------------------------------ reads (``query``: ExperimentReads)
     def for_user(self, user_id: str) -> list[tuple[str, str, float | None]]:
         """(item_id, event, value) of every feedback row of a user, oldest first."""
-        cur = self._reader().execute(
+        rows = self.query(
             "SELECT item_id, event, value FROM feedback WHERE user_id = ? ORDER BY id", (user_id,)
         )
-        return cur.fetchall()
+        return [(str(a), str(b), c) for a, b, c in rows]
 
     def count(self) -> int:
-        return int(self._reader().execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+        return int(self.query("SELECT COUNT(*) FROM feedback")[0][0])
 
     def events_by_arm(self) -> dict[str, dict[str, int]]:
-        rows = (
-            self._reader().execute("SELECT arm, event, COUNT(*) FROM feedback GROUP BY arm, event").fetchall()
-        )
         out: dict[str, dict[str, int]] = {}
-        for arm, event, n in rows:
+        for arm, event, n in self.query("SELECT arm, event, COUNT(*) FROM feedback GROUP BY arm, event"):
             out.setdefault(arm, {})[event] = int(n)
         return out
 
-    # ------------------------------------------------------------------ experiment log reads
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._writer.join(timeout=10)
+        self._close_readers()
+
+
+class FeedbackStore(GroupCommitStore, SQLiteExperimentReads):
+    """Durable feedback log plus the experiment log (impressions, attributions; :class:`ExperimentStore`)
+    in one SQLite file (WAL) that the server processes of one host share."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "FULL",
+        batch: int = 512,
+        attribution_window_s: float = 1800.0,
+    ) -> None:
+        self.path = Path(path)
+        self.attribution_window_s = attribution_window_s
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.synchronous = synchronous
+        self.batch = batch
+        self._local = threading.local()
+        con = self._connect()
+        con.executescript(SCHEMA)
+        con.commit()
+        self._start_writer()
+
+    # ------------------------------------------------------------------ connections
+    def _connect(self) -> sqlite3.Connection:
+        con = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.execute(f"PRAGMA synchronous={self.synchronous}")
+        con.execute("PRAGMA busy_timeout=30000")
+        return con
+
+    def _reader(self) -> sqlite3.Connection:
+        con = getattr(self._local, "con", None)
+        if con is None:
+            con = self._connect()
+            self._local.con = con
+        return con
+
+    def _close_readers(self) -> None:
+        con = getattr(self._local, "con", None)
+        if con is not None:
+            con.close()
+
+    # ------------------------------------------------------------------ writer hooks
+    def _open_writer(self) -> sqlite3.Connection:
+        return self._connect()
+
+    def _sql(self, con: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        return con.execute(sql, params).fetchall()
+
+    def _sql_many(self, con: sqlite3.Connection, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        con.executemany(sql, rows)
+
+    def _begin(self, con: sqlite3.Connection) -> None:
+        con.execute("BEGIN IMMEDIATE")
+
+    def _end(self, con: sqlite3.Connection, commit: bool) -> None:
+        if commit:
+            con.execute("COMMIT")
+        else:
+            with contextlib.suppress(sqlite3.Error):
+                con.execute("ROLLBACK")
+
+    def _new_feedback_id(self, con: sqlite3.Connection, r: FeedbackRow) -> int | None:
+        cur = con.execute(
+            "INSERT OR IGNORE INTO feedback (request_id, user_id, item_id, event, value, arm, ts) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (r.request_id, r.user_id, r.item_id, r.event, r.value, r.arm, r.ts),
+        )
+        return int(cur.lastrowid or 0) if cur.rowcount == 1 else None
+
+    # ------------------------------------------------------------------ experiment state
     def update_running_p(self, experiment: str, p_value: float) -> float:
         """Store ``min(previous, p_value)`` for ``experiment`` and return it (the always-valid p-value is
         the running minimum over looks). A short write on its own connection: rare (admin reads)."""
@@ -318,13 +430,3 @@ class FeedbackStore(SQLiteExperimentReads):
         finally:
             con.close()
         return float(p)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._writer.join(timeout=10)
-        con = getattr(self._local, "con", None)
-        if con is not None:
-            con.close()

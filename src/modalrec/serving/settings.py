@@ -89,6 +89,10 @@ class IndexConfig(_Strict):
 
 class FeedbackConfig(_Strict):
     db: str = "feedback.sqlite"
+    #: A PostgreSQL database shared by every server process and host (``postgresql://user@host:5432/db``;
+    #: needs the ``postgres`` extra). Unset: the SQLite file ``db`` in ``state_dir`` (one host).
+    #: Prefer PGPASSWORD or ~/.pgpass to a password in the URL.
+    url: str | None = None
     #: Weight of each event type in the fold-in (negative = pushes the user away from the item).
     event_weights: dict[str, float] = Field(
         default_factory=lambda: {
@@ -107,6 +111,13 @@ class FeedbackConfig(_Strict):
     #: Ratings are centred at this value (rating 5 with centre 3 counts +2/2 = +1).
     rating_centre: float = 3.0
     rating_scale: float = Field(default=2.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgres_url(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith(("postgresql://", "postgres://")):
+            raise ValueError("must be a postgresql:// URL (or leave it out for the SQLite file `db`)")
+        return v
 
 
 class LimitsConfig(_Strict):

@@ -31,6 +31,7 @@ import platform
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -68,7 +69,7 @@ def read_results() -> dict[str, Any]:
 
 def merge(section: str, key: str, value: dict[str, Any]) -> None:
     """Read-modify-write one entry under a file lock (parts run as separate processes at once)."""
-    with open(RESULTS / ".graph_linear.lock", "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "modalrec-graph_linear.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         results = read_results()
         results.setdefault(section, {})[key] = value
@@ -161,7 +162,7 @@ def run_quality(plan: dict[str, Any], only: list[str] | None, seeds: list[int] |
             print(key, "new", seed, runs[-1]["test"]["recall@20"], runs[-1]["best_epoch"], flush=True)
             # After every seed (a stopped run keeps what it finished), merged by seed with the runs
             # other processes already wrote for this row.
-            with open(RESULTS / ".graph_linear.lock", "w") as lock:
+            with open(Path(tempfile.gettempdir()) / "modalrec-graph_linear.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
                 results = read_results()
                 before = results.get("quality", {}).get(key, {}).get("new_runs", [])

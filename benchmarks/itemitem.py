@@ -205,9 +205,9 @@ def fit_select(ds: Any, name: str, grid: list[dict[str, Any]]) -> dict[str, Any]
     }
 
 
-def part_quality() -> dict[str, Any]:
+def part_quality(datasets: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in ("ml100k", "baby"):
+    for name in datasets:
         from modalrec.data import load
 
         ds = load("ml100k", seed=2024) if name == "ml100k" else load("baby")
@@ -342,6 +342,8 @@ def markdown(res: dict[str, Any]) -> str:
         f"Machine: {res['machine']}. This 2-core machine was shared with other jobs: the load average is "
         "recorded next to every timing; times under load are upper bounds of the unloaded ones.",
         "",
+        *(f"- {note}" for note in res.get("notes", [])),
+        "",
     ]
     if "identity" in res:
         lines += ["## Identity with the former dense code (benchmark data sets)", ""]
@@ -387,6 +389,7 @@ def markdown(res: dict[str, Any]) -> str:
             "Each step in its own process; peak RSS includes the cached inputs (train matrix, image features),",
             "listed separately. `old` rows run 8 evenly spaced blocks (of 2048 items / query rows) at both sizes",
             "and are extrapolated to all blocks (labelled). CPU s = user + system seconds of the step's process.",
+            "`interactions` = training interactions (the split's train part).",
             "",
             "| size | step | wall s | CPU s | extrapolated wall s | peak RSS GB | inputs RSS GB | notes | load avg |",
             "|---|---|---|---|---|---|---|---|---|",
@@ -449,6 +452,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["identity", "quality", "scale"])
     ap.add_argument("--sizes", nargs="+", default=["S", "M"])
+    ap.add_argument("--quality-datasets", nargs="+", default=["ml100k", "baby"])
     ap.add_argument("--steps", nargs="+", default=SCALE_STEPS)
     ap.add_argument("--root", type=Path, default=Path("/tmp/iiw"), help="where synthetic data is generated")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -459,6 +463,9 @@ def main(argv: list[str] | None = None) -> None:
         type=Path,
         help="rebuild results from the printed lines of interrupted runs (steps that never printed are listed as not run)",
     )
+    ap.add_argument(
+        "--note", action="append", default=[], help="a line for the results' notes (what did not run)"
+    )
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -467,6 +474,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.from_logs:
         res = from_logs(args.from_logs)
+        if args.merge:  # complete parts written by runs that did finish
+            for folder in args.merge:
+                res.update(
+                    {
+                        k: v
+                        for k, v in json.loads((folder / "itemitem.json").read_text()).items()
+                        if k in ("quality", "identity_full")
+                    }
+                )
+        res["notes"] = args.note
         atomic_write_json(args.out / "itemitem.json", res)
         atomic_write_text(args.out / "itemitem.md", markdown(res))
         return
@@ -500,7 +517,7 @@ def main(argv: list[str] | None = None) -> None:
     if "identity" in args.parts:
         res["identity"] = part_identity()
     if "quality" in args.parts:
-        res["quality"] = part_quality()
+        res["quality"] = part_quality(args.quality_datasets)
     if "scale" in args.parts:
         res.setdefault("scale", {}).update(part_scale(args.sizes, args.root, args.steps))
     args.out.mkdir(parents=True, exist_ok=True)

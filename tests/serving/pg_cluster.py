@@ -4,6 +4,7 @@ root). Tests skip with a reason when the binaries or psycopg are missing."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -93,8 +94,8 @@ class PgCluster:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def pg_cluster() -> Iterator[PgCluster]:
+@pytest.fixture(scope="session", name="pg_cluster")
+def pg_cluster_fixture() -> Iterator[PgCluster]:
     """A running cluster for the whole session (skips when PostgreSQL or psycopg is absent)."""
     pytest.importorskip("psycopg", reason="psycopg not installed (pip install 'modalrec[postgres]')")
     bin_dir = _bin_dir()
@@ -107,10 +108,8 @@ def pg_cluster() -> Iterator[PgCluster]:
         cluster.start()
         yield cluster
     finally:
-        try:
+        with contextlib.suppress(RuntimeError):  # already stopped by a test
             cluster.stop()
-        except RuntimeError:
-            pass  # already stopped by a test
         cluster.remove()
 
 
@@ -122,7 +121,7 @@ def _has_user(name: str) -> bool:
     return True
 
 
-@pytest.fixture
-def pg_url(pg_cluster: PgCluster) -> str:
+@pytest.fixture(name="pg_url")
+def pg_url_fixture(pg_cluster: PgCluster) -> str:
     """The URL of a fresh database in the session's cluster."""
     return pg_cluster.new_database()

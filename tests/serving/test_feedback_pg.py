@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pg_cluster import PgCluster, free_port, pg_cluster, pg_url  # noqa: F401  (fixtures)
+from pg_cluster import PgCluster, free_port, pg_cluster_fixture, pg_url_fixture  # noqa: F401  (fixtures)
 from serving_helpers import LiveServer, serve_config
 
 from modalrec.core.errors import ConfigError

@@ -157,6 +157,7 @@ class PostgresFeedbackStore(GroupCommitStore):
         self._readers: list[Any] = []
         self._readers_lock = threading.Lock()
         self._down_until = 0.0
+        self._writer_retry_at = 0.0
         try:
             con = self._connect(autocommit=True)
         except psycopg.Error as e:
@@ -230,6 +231,10 @@ class PostgresFeedbackStore(GroupCommitStore):
 
     # ------------------------------------------------------------------ writer hooks
     def _open_writer(self) -> Any:
+        """A new writer connection; within half a second of a failed one, fail at once (the POSTs get
+        their 503 without waiting, and a recommendation burst does not become a burst of connects)."""
+        if time.monotonic() < self._writer_retry_at:
+            raise ConnectionError(f"feedback database at {self.address} unreachable (retrying)")
         return self._connect(autocommit=False)
 
     def _sql(self, con: Any, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
@@ -256,6 +261,9 @@ class PostgresFeedbackStore(GroupCommitStore):
         if con is not None:
             with contextlib.suppress(Exception):
                 con.close()
+        now = time.monotonic()
+        if now >= self._writer_retry_at:  # a real attempt failed (not a refusal inside the back-off)
+            self._writer_retry_at = now + 0.5
         return None
 
     def _new_feedback_id(self, con: Any, r: FeedbackRow) -> int | None:

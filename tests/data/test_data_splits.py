@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -155,16 +153,14 @@ def test_cold_start_split() -> None:
         cold_start_split(i, base, cold_share=1.5)
 
 
-def test_splits_are_fast_on_100k_rows() -> None:
+def test_splits_partition_100k_rows() -> None:
+    """Every row lands in exactly one part (speed is measured in benchmarks/eval_scale.py, not here)."""
     rng = np.random.default_rng(0)
     u = rng.integers(0, 1000, 100_000)
     ts = rng.random(100_000)
-    random_split(u)  # warm-up
-    start = time.perf_counter()
-    random_split(u, seed=1)
-    temporal_split(u, ts)
-    leave_one_out_split(u, ts)
-    assert time.perf_counter() - start < 0.5
+    for labels in (random_split(u, seed=1), temporal_split(u, ts), leave_one_out_split(u, ts)):
+        assert labels.shape == (100_000,)
+        assert set(np.unique(labels).tolist()) <= {0, 1, 2}
 
 
 def test_kcore_reaches_fixed_point() -> None:

@@ -30,8 +30,8 @@ TARGETS_M = [
 
 def fit_cost(rec: dict[str, Any]) -> float | None:
     """Seconds per epoch for epoch-trained models, whole fit seconds for the others."""
-    if rec.get("status") != "ok":
-        return None
+    if rec.get("status") != "ok" and not (rec.get("status") == "timeout" and rec.get("fit_s") is not None):
+        return None  # a step killed during its evaluation still measured its fit
     if rec.get("mean_epoch_seconds"):
         return float(rec["mean_epoch_seconds"])
     return float(rec["fit_s"]) if rec.get("fit_s") is not None else None

@@ -32,18 +32,20 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 
 from modalrec.serving.engine import TextEncoderFn
 from modalrec.serving.errors import install_error_handlers
-from modalrec.serving.feedback import GroupCommitStore
 from modalrec.serving.middleware import GuardMiddleware
 from modalrec.serving.routers import admin, feedback, items, ops, recommend, search, users, web
 from modalrec.serving.schemas import ERRORS
 from modalrec.serving.settings import ServeConfig, load_serve_config
 from modalrec.serving.state import ServerState
+
+if TYPE_CHECKING:
+    from modalrec.serving.feedback_pg import PostgresFeedbackStore
 
 __all__ = ["create_app"]
 
@@ -60,7 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.store.close()
 
 
-def _shared_store(cfg: ServeConfig) -> GroupCommitStore | None:
+def _shared_store(cfg: ServeConfig) -> PostgresFeedbackStore | None:
     """The PostgreSQL feedback store of ``[feedback] url`` (None: SQLite in the state dir). An unreachable
     database raises ConfigError naming its address, so the server stops before it listens."""
     if cfg.feedback.url is None:
@@ -84,14 +86,11 @@ def create_app(
     cfg = config if isinstance(config, ServeConfig) else load_serve_config(config)
     shared = _shared_store(cfg)  # a PostgreSQL store is checked before the (slower) engine load
     try:
-        state = ServerState(run_dir, cfg, encode_text)
+        state = ServerState(run_dir, cfg, encode_text, store=shared)
     except BaseException:
         if shared is not None:
             shared.close()
         raise
-    if shared is not None:
-        state.store.close()
-        state.store = shared  # type: ignore[assignment]  # same interface (GroupCommitStore)
     state.store.attribution_window_s = cfg.ab.attribution_window_s
     app = FastAPI(
         title="modalrec",

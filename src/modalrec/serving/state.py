@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from modalrec.core.errors import ModalrecError
 from modalrec.core.io import atomic_write_json
@@ -26,20 +26,32 @@ from modalrec.serving.feedback import FeedbackStore
 from modalrec.serving.metrics import HealthMonitor, ServingMetrics
 from modalrec.serving.settings import ServeConfig
 
+if TYPE_CHECKING:
+    from modalrec.serving.feedback_pg import PostgresFeedbackStore
+
 log = logging.getLogger("modalrec.serving")
 
 
 class ServerState:
     """Everything the handlers share: config, keys, engines per arm, feedback store, metrics."""
 
-    def __init__(self, run_dir: str | Path, cfg: ServeConfig, encode_text: TextEncoderFn | None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        cfg: ServeConfig,
+        encode_text: TextEncoderFn | None,
+        store: PostgresFeedbackStore | None = None,
+    ) -> None:
+        """``store``: a shared feedback store (PostgreSQL) opened by the caller; None opens SQLite in the state dir."""
         self.cfg = cfg
         self.keys = KeyStore(cfg.auth.keys)
         self.metrics = ServingMetrics()
         self.state_dir = cfg.state_path
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.active_file = self.state_dir / "active.json"
-        self.store = FeedbackStore(cfg.db_path)
+        self.store: FeedbackStore | PostgresFeedbackStore = (
+            store if store is not None else FeedbackStore(cfg.db_path)
+        )
         self._encode_text = encode_text
         self._encoder_lock = threading.Lock()
         self.reload_lock = asyncio.Lock()

@@ -4,6 +4,7 @@ Reproduces ``benchmarks/results/coldstart.{json,md}`` from the plan ``benchmarks
 (rows, grids, seeds; committed before the run, its commit is recorded)::
 
     nice -n 10 python benchmarks/coldstart.py            # ~30-60 min on 2 busy cores
+    python benchmarks/coldstart.py --add-seeds 2025 2026  # only the missing model seeds, merged into the results
 
 Protocol (DESIGN.md): ML-100K raw pipeline, per-user random 8:1:1 split seed 2024, cold-start variant
 (10% of items, seeded, removed from training; test ranks the cold items only, train + valid masked).
@@ -434,6 +435,59 @@ def finish(args: argparse.Namespace) -> None:
     log("verdict", R["summary"]["verdict"])
 
 
+def add_seeds(args: argparse.Namespace) -> None:
+    """Fit + evaluate the plan's seeds missing from the committed results, one at a time, and merge them.
+
+    The other rows (random, content ItemKNN, warm models, the EASE l2 of the collaborative member) stay as
+    committed: they do not depend on the model seed. The results are rewritten after every finished seed,
+    so a run stopped by its timeout keeps the seeds it finished; each new row records its code commit and
+    the load average around its fit.
+    """
+    import modalrec.data as mdata  # noqa: F401  (registers the loaders)
+    from modalrec.workflows.config import config_from_dict
+    from modalrec.workflows.tuning import load_with_features
+
+    R = json.loads((args.out / "coldstart.json").read_text())
+    plan = R["plan"]
+    unknown = [s for s in args.add_seeds if s not in plan["coldstart"]["seeds"]]
+    if unknown:
+        raise SystemExit(f"seeds {unknown} are not in the plan's {plan['coldstart']['seeds']}")
+    ds = load_with_features(config_from_dict(run_config(plan, args.add_seeds[0], 1.0)))
+    warm = np.setdiff1d(np.arange(ds.n_items), np.asarray(ds.cold_items, dtype=np.int64))
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    commit = git("rev-parse", "HEAD")
+    for seed in args.add_seeds:
+        load0 = list(os.getloadavg())
+        sub = {**plan, "coldstart": {**plan["coldstart"], "seeds": [seed]}}
+        (row,) = part_coldstart(
+            sub, R["coldstart_collaborative_l2"], args.scratch, warm, reuse=args.reuse_runs
+        )
+        row |= {
+            "code_commit": commit,
+            "load_average_at_start": load0,
+            "load_average_at_end": list(os.getloadavg()),
+        }
+        row["fitted"] = (
+            f"by `--add-seeds` at {time.strftime('%Y-%m-%d %H:%M')} UTC, code {commit[:7]}, load average "
+            f"{load0[0]:.1f} -> {row['load_average_at_end'][0]:.1f}"
+        )
+        R["coldstart"] = sorted(
+            [r for r in R["coldstart"] if r["seed"] != seed] + [row], key=lambda r: r["seed"]
+        )
+        done = {r["seed"] for r in R["coldstart"]}
+        R["seeds_not_run"] = [s for s in plan["coldstart"]["seeds"] if s not in done]
+        R["summary"] = summarise(plan, R)
+        R["notes"] = [n for n in R.get("notes", []) if not n.startswith("One model seed only")]
+        R["environment"]["command"] = (
+            R["environment"]["command"].split("; then --add-seeds")[0]
+            + "; then --add-seeds "
+            + " ".join(str(r["seed"]) for r in R["coldstart"] if "code_commit" in r)
+        )
+        atomic_write_json(args.out / "coldstart.json", R)
+        atomic_write_text(args.out / "coldstart.md", markdown(R))
+        log(f"seed {seed} merged; verdict", R["summary"]["verdict"])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -452,7 +506,18 @@ def main() -> None:
         help="evaluate only these finished seed runs in --scratch, with the other rows from its partial.json "
         "(written by an interrupted run of this script); the missing seeds are recorded as not run",
     )
+    ap.add_argument(
+        "--add-seeds",
+        type=int,
+        nargs="+",
+        metavar="SEED",
+        help="fit and evaluate these planned model seeds and merge them into the committed results in --out "
+        "(the seed-independent rows are kept)",
+    )
     args = ap.parse_args()
+    if args.add_seeds:
+        add_seeds(args)
+        return
     if args.finish:
         finish(args)
         return

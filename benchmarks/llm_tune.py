@@ -249,7 +249,7 @@ def write_results(r: dict[str, Any]) -> None:
 
 
 def base_model(args: Any) -> tuple[Any, Any, dict[str, Any]]:
-    """The plan's base recommender: EASE (l2 200) on ML-100K; ``--base blend`` for the strongest row."""
+    """The plan's base recommender: the strongest ML-100K row (blend, default); ``--base ease`` for EASE l2 200."""
     from modalrec.data import load
     from modalrec.models import create
 
@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--section", choices=["base", "tune", "test", "http", "explain", "side", "render"], required=True
     )
-    ap.add_argument("--base", choices=["ease", "blend"], default="ease")
+    ap.add_argument("--base", choices=["ease", "blend"], default="blend")
     ap.add_argument("--minutes", type=float, default=None, help="override the plan's max_minutes")
     ap.add_argument("--note", action="append", default=[], help="render: record a run that did not finish")
     args = ap.parse_args(argv)

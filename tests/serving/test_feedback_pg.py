@@ -4,6 +4,7 @@ serving. A throw-away cluster runs in a temp folder (pg_cluster.py); everything 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import threading
 import time
@@ -171,3 +172,50 @@ def test_two_servers_share_the_store_and_survive_an_outage(
         again = _post(a, "u0", "i5", "k2")
         assert again.status_code == 200 and not again.json()["duplicate"]
         assert [f["item_id"] for f in b.client.get("/users/u0/history").json()["feedback"]] == ["i1", "i5"]
+
+
+def _commit_together(stores: list[Any], batches: list[list[FeedbackRow]]) -> list[Any]:
+    """Each store commits its batch (one transaction each), both starting at the same moment; the
+    results in order, or the exception a store raised."""
+    go = threading.Barrier(len(stores))
+    results: list[Any] = [None] * len(stores)
+
+    def commit(k: int) -> None:
+        go.wait()
+        try:
+            results[k] = stores[k].add(batches[k])
+        except Exception as e:
+            results[k] = e
+
+    threads = [threading.Thread(target=commit, args=(k,)) for k in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return results
+
+
+def test_overlapping_batches_in_opposite_order_do_not_deadlock(pg_url: str) -> None:
+    """Two stores (two processes) commit the same request_ids in one transaction each, one in the
+    opposite order of the other. Inserting in arrival order, each transaction would wait on a row the
+    other inserted first (PostgreSQL aborts one with a deadlock error after a second, its POSTs get 503);
+    the store inserts every batch in request_id order, so one waits for the other and both succeed."""
+    s1, s2 = PostgresFeedbackStore(pg_url), PostgresFeedbackStore(pg_url)
+    try:
+        for round_ in range(6):
+            rows = [
+                FeedbackRow(f"u{n % 7}", f"i{n}", "click", None, "a", request_id=f"x{round_}-{n:03d}")
+                for n in range(150)
+            ]
+            forward = [dataclasses.replace(r) for r in rows]
+            backward = [dataclasses.replace(r) for r in rows[::-1]]
+            results = _commit_together([s1, s2], [forward, backward])
+            failed = [r for r in results if isinstance(r, Exception)]
+            assert not failed, f"round {round_}: {failed}"
+            first, second = results[0], results[1][::-1]  # second in the same order as the first
+            assert [a.id for a in first] == [b.id for b in second]
+            assert all(a.duplicate != b.duplicate for a, b in zip(first, second, strict=True))
+        assert s1.count() == 6 * 150
+    finally:
+        s1.close()
+        s2.close()

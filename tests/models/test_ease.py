@@ -76,7 +76,7 @@ def test_blend_picks_weights_on_validation_and_round_trips(featured: Dataset, tm
         {"model": "popularity", "params": {}},
         {"model": "ease_content", "params": {"l2": 10.0, "content_weight": 0.5}},
     ]
-    m = create("blend", members=members, weight_steps=5).fit(featured, progress=False)
+    m = create("blend", members=members, weight_steps=5, weight_users="all").fit(featured, progress=False)
     grid = m.meta["weights_grid"]
     assert len(grid) == 5 and m.meta["best_valid_recall@20"] == max(g["valid_recall@20"] for g in grid)
     assert m.weights == next(

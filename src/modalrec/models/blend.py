@@ -7,7 +7,10 @@ the oldest trick of recommender competitions. Scores live on different scales (c
 outputs), so each member's scores are standardised **per user** over the items (z-score) first.
 
 Honesty: the weights are searched on a simplex grid with validation Recall@20 (every member already
-early-stops on validation), never on test; the grid and the chosen point are kept in ``meta``.
+early-stops on validation), never on test; the grid and the chosen point are kept in ``meta``. By
+default only the *tune* half of the validation users (:func:`modalrec.evaluation.validation_halves`,
+fixed seed) chooses the weights, so the other half can choose among a blend and other models without
+reusing the users the weights were fitted to (``weight_users = "all"`` restores the old behaviour).
 
 Example (TOML)::
 
@@ -19,7 +22,7 @@ Example (TOML)::
 from __future__ import annotations
 
 import itertools
-from typing import TYPE_CHECKING, Any, NotRequired
+from typing import TYPE_CHECKING, Any, Literal, NotRequired
 
 import numpy as np
 import torch
@@ -87,6 +90,12 @@ class BlendParams(Params):
     modalities: list[str] | str | None = Field(
         None, description="modalities given to every content member that does not set its own"
     )
+    weight_users: Literal["tune_half", "all"] = Field(
+        "tune_half",
+        description="validation users that choose the weights: the seeded tune half (the select half stays "
+        "free for choosing among models) or all of them",
+    )
+    halves_seed: int = Field(2024, description="seed of the validation halves (weight_users = tune_half)")
 
 
 @register
@@ -134,7 +143,7 @@ class Blend(Recommender[BlendParams]):
             return
         # Every grid point ranks the same validation users: standardise each member's scores for them
         # once (users x items per member) instead of re-scoring every member at every point.
-        users = np.flatnonzero(np.diff(dataset.target("valid").indptr) > 0)
+        users = self._weight_users(dataset)
         row_of = np.full(self.n_users, -1, dtype=np.int64)
         row_of[users] = np.arange(len(users))
         with torch.no_grad():
@@ -148,7 +157,8 @@ class Blend(Recommender[BlendParams]):
         best: tuple[float, tuple[float, ...]] | None = None
         for w in simplex_grid(len(specs), self.hp.weight_steps):
             self._weights = list(w)
-            r = float(evaluate(self, dataset, "valid", ks=(20,), scorer=scorer).metrics["recall@20"])
+            res = evaluate(self, dataset, "valid", ks=(20,), scorer=scorer, users=users)
+            r = float(res.metrics["recall@20"])
             grid.append({"weights": list(w), "valid_recall@20": r})
             if best is None or r > best[0]:
                 best = (r, w)
@@ -157,6 +167,19 @@ class Blend(Recommender[BlendParams]):
         self.meta["weights_grid"] = grid
         self.meta["best_valid_recall@20"] = best[0]
         self.meta["blend_weights"] = self._weights
+        self.meta["weights_chosen_on"] = {
+            "users": self.hp.weight_users,
+            "n_users": len(users),
+            "halves_seed": self.hp.halves_seed if self.hp.weight_users == "tune_half" else None,
+        }
+
+    def _weight_users(self, dataset: Dataset) -> np.ndarray:
+        """Validation users whose Recall@20 chooses the weights (the tune half unless told otherwise)."""
+        from modalrec.evaluation import validation_halves
+
+        if self.hp.weight_users == "all":
+            return np.flatnonzero(np.diff(dataset.target("valid").indptr) > 0)
+        return validation_halves(dataset, self.hp.halves_seed)[0]
 
     @property
     def weights(self) -> list[float]:

@@ -60,6 +60,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         task.cancel()
         state.store.close()
+        state.live.close()
 
 
 def _shared_store(cfg: ServeConfig) -> PostgresFeedbackStore | None:
@@ -104,6 +105,8 @@ def create_app(
         GuardMiddleware,
         max_body=cfg.limits.max_body_bytes,
         salt=cfg.auth.log_salt,
+        # POST /items carries up to one image and one audio file, each checked in serving.uploads
+        large_bodies={"/items": 2 * cfg.items.max_upload_bytes + 1_048_576},
     )
     install_error_handlers(app)
     app.include_router(web.router)

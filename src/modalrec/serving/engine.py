@@ -59,9 +59,28 @@ class IdIndex:
         else:
             self.order = np.argsort(self.ids, kind="stable")
             self.sorted = self.ids[self.order]
+        # Live items (POST /items) and deletions sit on top of the sorted ids: a dict of the few
+        # added ids and a set of hidden ones, so that the sorted array is never rebuilt.
+        self.extra: dict[str, int] = {}
+        self.hidden: set[str] = set()
+
+    def add(self, key: str, index: int) -> None:
+        """Map ``key`` to ``index`` (a live item; wins over a hidden catalogue entry of the same id)."""
+        self.extra[key] = index
+
+    def hide(self, key: str) -> None:
+        """Forget ``key`` (a deleted item): lookups answer None from now on."""
+        self.extra.pop(key, None)
+        j = int(np.searchsorted(self.sorted, key))
+        if j < len(self.sorted) and self.sorted[j] == key:
+            self.hidden.add(key)
 
     def get(self, key: str, default: int | None = None) -> int | None:
         if not isinstance(key, str):
+            return default
+        if key in self.extra:
+            return self.extra[key]
+        if key in self.hidden:
             return default
         j = int(np.searchsorted(self.sorted, key))
         if j >= len(self.sorted) or self.sorted[j] != key:
@@ -78,7 +97,39 @@ class IdIndex:
         return isinstance(key, str) and self.get(key) is not None
 
     def __len__(self) -> int:
-        return len(self.ids)
+        return len(self.ids) - len(self.hidden) + len(self.extra)
+
+
+class GrowingRows:
+    """Rows appended at amortised O(1) cost: a buffer that doubles, read through ``view`` (the first
+    ``n`` rows).
+
+    Why: an item added live must not copy every item vector (at 200k items a copy per add would
+    block the event loop for milliseconds). Views handed out earlier stay valid: rows are only ever
+    written past the end of every earlier view, and a grown buffer is a new array.
+
+    >>> g = GrowingRows(np.zeros((2, 3), np.float32))
+    >>> g.append(np.ones((3, 3), np.float32)).shape, g.view[2:].sum()
+    ((5, 3), np.float32(9.0))
+    """
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self._buf = np.asarray(rows)
+        self.n = len(self._buf)
+        self.view = self._buf[: self.n]
+
+    def append(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=self._buf.dtype)
+        need = self.n + len(rows)
+        if need > len(self._buf):
+            cap = max(need, 2 * len(self._buf), 16)
+            buf = np.empty((cap, *self._buf.shape[1:]), dtype=self._buf.dtype)
+            buf[: self.n] = self._buf[: self.n]
+            self._buf = buf
+        self._buf[self.n : need] = rows
+        self.n = need
+        self.view = self._buf[:need]
+        return self.view
 
 
 def model_vectors(model: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -159,6 +210,16 @@ class Engine:
         self._columns: dict[str, list[Any]] = {
             c: self.items[c].to_list() for c in {self.title_col, *self.media_cols.values()} if c is not None
         }
+        # Live items (POST /items) get indices n_base, n_base + 1, ...; deleted items stay in place,
+        # hidden (see append_items / hide_item).
+        self.n_base = len(self.item_ids)
+        self.live_ids: list[str] = []
+        self.live_fields: list[dict[str, Any]] = []
+        self.live_media: list[dict[str, str]] = []
+        self.live_hash: dict[str, str] = {}
+        self._pop_rows = GrowingRows(pop.astype(np.float64))
+        self._hidden_rows = GrowingRows(np.zeros(self.n_base, bool))
+        self.hidden_idx = np.zeros(0, np.int64)
         self.timings["catalogue_s"] = time.perf_counter() - t
 
     def _init_vectors(self) -> None:
@@ -178,8 +239,10 @@ class Engine:
         self._sim_lock = threading.Lock()
         self._sim_thread: threading.Thread | None = None
         self._unit_V: np.ndarray | None = None
+        self._gallery_rows: dict[str, tuple[GrowingRows, GrowingRows]] = {}
         if self.V is not None:
             self.rec_index = VectorIndex(self.V, self.cfg.index, queries=self.U, cache_dir=self.index_cache)
+            self._V_rows = GrowingRows(self.V)
         self.timings["index_s"] = time.perf_counter() - t
 
     def _init_galleries(self, ds: Any, encode_text: TextEncoderFn | None) -> None:
@@ -213,6 +276,8 @@ class Engine:
             "model": self.model_name,
             "users": len(self.user_ids),
             "items": len(self.item_ids),
+            "live_items": len(self.live_hash),
+            "hidden_items": len(self.hidden_idx),
             "index": self.rec_index.report if self.rec_index else None,
             "modalities": self.modalities(),
             "search": self.search_available(),
@@ -251,19 +316,25 @@ class Engine:
         except KeyError:
             raise DataError(f"unknown item id {item_id!r}", field="item_id") from None
 
+    def item_id_of(self, i: int) -> str:
+        """The string id of item index ``i`` (a catalogue item or a live one)."""
+        return str(self.item_ids[i]) if i < self.n_base else self.live_ids[i - self.n_base]
+
     def title(self, i: int) -> str | None:
-        if self.title_col is None:
+        if i >= self.n_base:
+            v: Any = self.live_fields[i - self.n_base].get(self.title_col) if self.title_col else None
+        elif self.title_col is None:
             return None
-        v = self._columns[self.title_col][i]
+        else:
+            v = self._columns[self.title_col][i]
         return None if v is None else str(v)
 
     def has_media(self, i: int, kind: str = "image") -> bool:
-        col = self.media_cols.get(kind)
-        if col is None:
-            return False
-        return bool(self._columns[col][i])
+        return self.media_ref(i, kind) is not None
 
     def media_ref(self, i: int, kind: str = "image") -> str | None:
+        if i >= self.n_base:
+            return self.live_media[i - self.n_base].get(kind)
         col = self.media_cols.get(kind)
         if col is None:
             return None
@@ -271,7 +342,7 @@ class Engine:
         return str(v) if v else None
 
     def item_brief(self, i: int, score: float | None = None) -> dict[str, Any]:
-        iid = str(self.item_ids[i])
+        iid = self.item_id_of(i)
         out: dict[str, Any] = {"item_id": iid, "title": self.title(i)}
         if score is not None:
             out["score"] = float(score)
@@ -279,6 +350,8 @@ class Engine:
         return out
 
     def item_detail(self, i: int) -> dict[str, Any]:
+        if i >= self.n_base:
+            return self._live_detail(i)
         row = self.items.row(i, named=True)
         media = set(self.media_cols.values())
         fields = {
@@ -293,6 +366,91 @@ class Engine:
             "popularity": int(self.popularity[i]),
             "modalities": [m for m, (_, mask) in self.galleries.items() if mask[i]],
         }
+
+    def _live_detail(self, i: int) -> dict[str, Any]:
+        """:meth:`item_detail` of a live item (its fields as posted, no interactions yet)."""
+        j = i - self.n_base
+        fields = {k: v for k, v in self.live_fields[j].items() if v is not None}
+        kinds = set(self.media_cols) | set(self.live_media[j])
+        return {
+            **self.item_brief(i),
+            "fields": fields,
+            "media": {m: m in self.live_media[j] for m in sorted(kinds)},
+            "popularity": 0,
+            "modalities": [m for m, (_, mask) in self.galleries.items() if mask[i]],
+            "live": True,
+        }
+
+    # ------------------------------------------------------------------ live items
+    def placement_problem(self) -> str | None:
+        """Why this engine cannot take items added live (None: it can): placing an item without
+        interactions needs a cold-start model, and serving it needs the model's item vectors."""
+        from modalrec.models.coldstart import ColdStart
+
+        if not isinstance(self.model, ColdStart) or not self.model.meta.get("modalities"):
+            return (
+                f"the run's model {self.model_name!r} cannot place items that have no interactions; "
+                "fit a 'coldstart' model (modalrec models coldstart) and serve that run, or add the "
+                "items offline and refit"
+            )
+        if self.V is None or self.rec_index is None:
+            return f"the run's model {self.model_name!r} has no item vectors to add new items to"
+        return None
+
+    def append_items(
+        self,
+        ids: Sequence[str],
+        fields: Sequence[dict[str, Any]],
+        media: Sequence[dict[str, str]],
+        vectors: np.ndarray,
+        views: dict[str, np.ndarray],
+        masks: dict[str, np.ndarray],
+        hashes: Sequence[str],
+    ) -> list[int]:
+        """Make items placed by the cold-start model recommendable, similar and searchable at once.
+
+        ``vectors`` [n, d] are the model's item vectors (:meth:`ColdStart.place_items`), ``views``/
+        ``masks`` the items' raw features per modality (the /similar and /search galleries).
+        Cost: the new rows only (amortised), one incremental add to each vector index; no index is
+        rebuilt. Runs on the event loop thread (the only writer), so no request sees half an item.
+        """
+        n0, n = self.n_base + len(self.live_ids), len(ids)
+        assert self.V is not None and self.rec_index is not None
+        vecs = np.ascontiguousarray(vectors, dtype=np.float32).reshape(n, self.V.shape[1])
+        self.live_ids.extend(ids)
+        self.live_fields.extend(fields)
+        self.live_media.extend(media)
+        self.popularity = self._pop_rows.append(np.zeros(n))
+        self._hidden_rows.append(np.zeros(n, bool))
+        with self._sim_lock:
+            self.V = self._V_rows.append(vecs)
+            self.rec_index.add(vecs)
+            if self._sim_index is not None:
+                self._sim_index.add(vecs)
+        for m, (G, mask) in list(self.galleries.items()):
+            x = views.get(m)
+            mk = np.zeros(n, bool) if x is None else np.asarray(masks.get(m, np.ones(n, bool)), bool)
+            rows = np.zeros((n, G.shape[1]), np.float32) if x is None else _l2(np.asarray(x, np.float32))
+            grown = self._gallery_rows.get(m)
+            if grown is None:
+                grown = self._gallery_rows[m] = (GrowingRows(G), GrowingRows(mask))
+            self.galleries[m] = (grown[0].append(np.where(mk[:, None], rows, 0.0)), grown[1].append(mk))
+        out = list(range(n0, n0 + n))
+        for iid, i, h in zip(ids, out, hashes, strict=True):
+            self.item_pos.add(iid, i)
+            self.live_hash[iid] = h
+        return out
+
+    def hide_item(self, item_id: str) -> bool:
+        """Hide an item from /recommend, /similar, /search and lookups (False: unknown or hidden)."""
+        i = self.item_pos.get(item_id)
+        if i is None:
+            return False
+        self._hidden_rows.view[i] = True
+        self.hidden_idx = np.flatnonzero(self._hidden_rows.view).astype(np.int64)
+        self.item_pos.hide(item_id)
+        self.live_hash.pop(item_id, None)
+        return True
 
     def history(self, user_id: str, limit: int) -> list[int]:
         u = self.user_pos.get(user_id)
@@ -334,6 +492,8 @@ class Engine:
                     self.seen.indices[self.seen.indptr[u] : self.seen.indptr[u + 1]].astype(np.int64)
                 )
             excl = np.unique(np.concatenate(parts))
+        if len(self.hidden_idx):  # deleted items, whatever exclude_seen says
+            excl = np.union1d(excl, self.hidden_idx)
         has_fb = len(fb_items) > 0 and bool(np.any(fb_w != 0))
         source = "model" if u is not None else "popularity"
         if self.V is not None and self.U is not None and self.rec_index is not None:
@@ -391,16 +551,18 @@ class Engine:
     # ------------------------------------------------------------------ similar / search
     def similar(self, item_id: str, k: int, modality: str) -> list[tuple[int, float]]:
         i = self.item_index(item_id)
+        skip = np.union1d([i], self.hidden_idx).astype(np.int64)  # itself and deleted items
         if modality == "fused" and "fused" not in self.galleries:
             if self.V is not None:
-                return self._similar_vectors(i, k)
+                return self._similar_vectors(i, k, skip)
             if isinstance(self.knn_sim, np.ndarray):  # dense item-item weights (EASE)
-                ids, scores, _ = self._top(self.knn_sim[i], k, np.array([i]), "")
+                ids, scores, _ = self._top(self.knn_sim[i], k, skip, "")
                 return list(zip(ids.tolist(), scores.tolist(), strict=True))
             if self.knn_sim is not None:
                 row = self.knn_sim[i]
-                order = np.argsort(-row.data, kind="stable")[:k]
-                return [(int(row.indices[o]), float(row.data[o])) for o in order]
+                order = np.argsort(-row.data, kind="stable")
+                pairs = [(int(row.indices[o]), float(row.data[o])) for o in order]
+                return [(j, v) for j, v in pairs if not self._hidden_rows.view[j]][:k]
         if modality not in self.galleries:
             raise ConfigError(
                 f"no {modality!r} vectors in this run; available: {', '.join(self.modalities()) or 'none'}"
@@ -410,10 +572,10 @@ class Engine:
             raise DataError(f"item {item_id!r} has no {modality} vector", field="modality")
         s = G @ G[i]
         s = np.where(mask, s, -np.inf)
-        ids, scores, _ = self._top(s, k, np.array([i]), "")
+        ids, scores, _ = self._top(s, k, skip, "")
         return list(zip(ids.tolist(), scores.tolist(), strict=True))
 
-    def _similar_vectors(self, i: int, k: int) -> list[tuple[int, float]]:
+    def _similar_vectors(self, i: int, k: int, skip: np.ndarray) -> list[tuple[int, float]]:
         """Cosine neighbours of item ``i`` in the model's item space.
 
         The cosine index is not built at start-up (it would double an HNSW build that the
@@ -423,22 +585,26 @@ class Engine:
         """
         assert self.V is not None
         if self._sim_index is not None:
-            ids, s = self._sim_index.search(self.V[i][None, :], k, exclude=[np.array([i])])
+            ids, s = self._sim_index.search(self.V[i][None, :], k, exclude=[skip])
             return [(int(a), float(b)) for a, b in zip(ids[0], s[0], strict=True) if a >= 0]
         with self._sim_lock:
-            if self._unit_V is None:
+            if self._unit_V is None or len(self._unit_V) != len(self.V):
                 self._unit_V = _l2(self.V)
             if self._sim_thread is None:
                 self._sim_thread = threading.Thread(target=self._build_sim_index, daemon=True)
                 self._sim_thread.start()
-        unit = self._unit_V
-        ids, scores, _ = self._top(unit @ unit[i], k, np.array([i]), "")
+            unit = self._unit_V
+        ids, scores, _ = self._top(unit @ unit[i], k, skip, "")
         return list(zip(ids.tolist(), scores.tolist(), strict=True))
 
     def _build_sim_index(self) -> None:
         assert self.V is not None
         try:
-            self._sim_index = VectorIndex(self.V, self.cfg.index, normalize=True, cache_dir=self.index_cache)
+            index = VectorIndex(self.V, self.cfg.index, normalize=True, cache_dir=self.index_cache)
+            with self._sim_lock:  # items added live while it was built: add them before it answers
+                if len(self.V) > index.n:
+                    index.add(self.V[index.n :])
+                self._sim_index = index
         except Exception:  # the exact scan keeps answering; the failure is logged, not raised
             log.exception("building the similar-items index failed; /similar keeps the exact scan")
 
@@ -455,8 +621,11 @@ class Engine:
                 raise ConfigError(
                     f"no {modality!r} vectors to search; available: {', '.join(self.search_index.modalities)}"
                 )
-            rows = self.search_index._rank(self.search_index.embed_query(query), mod, k)
-            return [(int(r["index"]), float(r["score"])) for r in rows]
+            rows = self.search_index._rank(
+                self.search_index.embed_query(query), mod, k + len(self.hidden_idx)
+            )
+            hidden = self._hidden_rows.view
+            return [(int(r["index"]), float(r["score"])) for r in rows if not hidden[int(r["index"])]][:k]
         if modality not in ("text", "fused"):
             raise ConfigError(
                 f"searching {modality!r} from text needs aligned views (modalrec align); this run can search: text"
@@ -471,5 +640,5 @@ class Engine:
                 "the features were not made with the serving text encoder"
             )
         s = np.where(mask, G @ _l2(q), -np.inf)
-        ids, scores, _ = self._top(s, k, np.zeros(0, np.int64), "")
+        ids, scores, _ = self._top(s, k, self.hidden_idx, "")
         return list(zip(ids.tolist(), scores.tolist(), strict=True))

@@ -82,6 +82,7 @@ class VectorIndex:
             v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         self.normalize = normalize
         self.vectors: np.ndarray | None = v
+        self._buffer, self._capacity = v, len(v)  # grown by add(); ``vectors`` is its first n rows
         self.n, self.dim = v.shape
         self.kind = "hnsw" if self.n >= self.cfg.hnsw_threshold else "exact"
         self.mean: np.ndarray | None = None
@@ -184,6 +185,32 @@ class VectorIndex:
             index.train(sample)
         index.add(x)
         return index
+
+    def add(self, vectors: np.ndarray) -> None:
+        """Append items (indices ``n ..``) without rebuilding: faiss adds to a flat index and links
+        new nodes into an HNSW graph incrementally (the graph of the others is unchanged); PCA and
+        quantisers keep the basis/codebooks they were trained with. The recall measured at build
+        time is not re-measured.
+
+        Raw vectors are kept in a buffer that doubles when full, so an add costs the new rows only.
+        """
+        v = np.ascontiguousarray(np.atleast_2d(vectors), dtype=np.float32)
+        if v.shape[1] != self.dim:
+            raise ValueError(f"expected {self.dim}-d vectors, got {v.shape[1]}-d")
+        if self.normalize:
+            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        stored = v if self.proj is None or self.mean is None else (v - self.mean) @ self.proj
+        self.index.add(np.ascontiguousarray(stored, dtype=np.float32))
+        if self.vectors is not None:
+            need = self.n + len(v)
+            if self._capacity < need:
+                buf = np.empty((max(need, 2 * self._capacity), self.dim), np.float32)
+                buf[: self.n] = self.vectors[: self.n]
+                self._buffer, self._capacity = buf, len(buf)
+            self._buffer[self.n : need] = v
+            self.vectors = self._buffer[:need]
+        self.n += len(v)
+        self.report["items"] = self.n
 
     def _transform(self, q: np.ndarray) -> np.ndarray:
         q = np.ascontiguousarray(np.atleast_2d(q), dtype=np.float32)

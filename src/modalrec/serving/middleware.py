@@ -28,10 +28,14 @@ class GuardMiddleware:
     (``scope["app"].state.srv``).
     """
 
-    def __init__(self, app: Any, max_body: int, salt: str) -> None:
+    def __init__(
+        self, app: Any, max_body: int, salt: str, large_bodies: dict[str, int] | None = None
+    ) -> None:
+        """``large_bodies``: exact paths with their own body limit (uploads), others get ``max_body``."""
         self.app = app
         self.max_body = max_body
         self.salt = salt
+        self.large_bodies = large_bodies or {}
 
     async def __call__(self, scope: dict[str, Any], receive: Receive, send: Callable[..., Any]) -> None:
         if scope["type"] != "http":
@@ -41,11 +45,10 @@ class GuardMiddleware:
         status = {"code": 500}
         receive_fn = receive
         if scope["method"] in BODY_METHODS:
-            body = await self._read_body(scope, receive)
+            limit = self.large_bodies.get(scope.get("path", ""), self.max_body)
+            body = await self._read_body(scope, receive, limit)
             if body is None:
-                resp = error_response(
-                    413, "body_too_large", f"request body is larger than {self.max_body} bytes"
-                )
+                resp = error_response(413, "body_too_large", f"request body is larger than {limit} bytes")
                 await resp(scope, receive, send)
                 self._observe(scope, 413, t0)
                 return
@@ -61,21 +64,24 @@ class GuardMiddleware:
         finally:
             self._observe(scope, status["code"], t0)
 
-    async def _read_body(self, scope: dict[str, Any], receive: Receive) -> bytes | None:
-        """The whole request body, or None when it is (or is declared to be) over ``max_body``."""
+    async def _read_body(self, scope: dict[str, Any], receive: Receive, limit: int) -> bytes | None:
+        """The whole request body, or None when it is (or is declared to be) over ``limit``."""
         headers = dict(scope.get("headers") or [])
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             return None
-        body = b""
+        chunks: list[bytes] = []
+        size = 0
         more = True
         while more:
             msg = await receive()
-            body += msg.get("body", b"")
+            chunk = msg.get("body", b"")
+            chunks.append(chunk)
+            size += len(chunk)
             more = msg.get("more_body", False)
-            if len(body) > self.max_body:
+            if size > limit:
                 return None
-        return body
+        return b"".join(chunks)
 
     def _observe(self, scope: dict[str, Any], code: int, t0: float) -> None:
         dt = time.perf_counter() - t0

@@ -59,6 +59,41 @@ class ItemDetail(Item):
     media: dict[str, bool]
     popularity: int
     modalities: list[str]
+    live: bool = Field(default=False, description="added through POST /items after the run was fitted")
+
+
+class ItemIn(BaseModel):
+    """``POST /items`` as JSON (no uploads: media by ``image_path`` / ``audio_path`` under the media root).
+    A multipart form carries the same names as fields, any other form field being a text field, and
+    the files as ``image`` / ``audio`` parts."""
+
+    model_config = ConfigDict(extra="forbid")
+    item_id: str = Field(min_length=1, max_length=256, pattern=ID_PATTERN)
+    fields: dict[str, str | int | float | None] = Field(
+        default_factory=dict, description="text fields by catalogue column (title, genres, ...)"
+    )
+    image_path: str | None = Field(
+        default=None, max_length=1024, description="relative to [items] media_root"
+    )
+    audio_path: str | None = Field(
+        default=None, max_length=1024, description="relative to [items] media_root"
+    )
+
+
+class ItemAdded(BaseModel):
+    item_id: str
+    created: bool = Field(description="False: the same id and content were added before (nothing done)")
+    modalities: list[str] = Field(description="modalities the item has a vector for")
+    missing: dict[str, str] = Field(description="modalities without a vector, and why")
+    media: dict[str, dict[str, Any]] = Field(
+        description="checked uploads: format, sha256, size in pixels or seconds"
+    )
+    arms: list[str] = Field(description="A/B arms whose model placed the item")
+
+
+class ItemDeleted(BaseModel):
+    item_id: str
+    deleted: bool
 
 
 class FeedbackIn(BaseModel):
@@ -130,5 +165,5 @@ class ErrorResponse(BaseModel):
 
 # The error statuses every route may answer (documented once, on the app).
 ERRORS: dict[int | str, dict[str, Any]] = {
-    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 413, 422, 503)
+    s: {"model": ErrorResponse} for s in (400, 401, 403, 404, 409, 413, 422, 503)
 }

@@ -126,6 +126,23 @@ class LimitsConfig(_Strict):
     max_query_chars: int = Field(default=500, ge=1)
 
 
+class ItemsConfig(_Strict):
+    """Live items (``POST /items``, docs/serving.md "Live items"): where media paths may point, and what
+    an upload may be (checked in :mod:`modalrec.serving.uploads`)."""
+
+    #: Folder that ``image_path`` / ``audio_path`` of ``POST /items`` are relative to (relative to this
+    #: file). Unset: the server takes uploaded bytes only, no paths.
+    media_root: str | None = None
+    #: Largest upload (or file under media_root) per medium, in bytes.
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    #: Largest image (width x height) decoded: a decompression bomb declares billions.
+    max_pixels: int = Field(default=40_000_000, ge=1)
+    #: Longest a decode of one upload may take before it is refused (422).
+    decode_timeout_s: float = Field(default=10.0, gt=0)
+    #: Audio longer than this is decoded up to this length only.
+    max_audio_seconds: float = Field(default=600.0, gt=0)
+
+
 class ABConfig(_Strict):
     """An online experiment between run a and ``run_b`` (docs/serving.md, "A/B tests and interleaving")."""
 
@@ -171,6 +188,7 @@ class ServeConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     ab: ABConfig = Field(default_factory=ABConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    items: ItemsConfig = Field(default_factory=ItemsConfig)
     #: Text encoder for /search: "minilm" (needs the encoders extra) or "none".
     text_encoder: Literal["minilm", "none"] = "minilm"
     #: Directory of the config file; relative paths (state_dir, ab.run_b) resolve against it.

@@ -23,6 +23,7 @@ from modalrec.core.io import atomic_write_json
 from modalrec.serving.auth import KeyStore
 from modalrec.serving.engine import Engine, TextEncoderFn
 from modalrec.serving.feedback import FeedbackStore
+from modalrec.serving.live_items import LiveItems
 from modalrec.serving.metrics import HealthMonitor, ServingMetrics
 from modalrec.serving.settings import ServeConfig
 
@@ -55,6 +56,8 @@ class ServerState:
         self._encode_text = encode_text
         self._encoder_lock = threading.Lock()
         self.reload_lock = asyncio.Lock()
+        # Items added live (POST /items): stored in the state dir, applied to every engine loaded.
+        self.live = LiveItems(cfg)
         run_b = cfg.resolve(cfg.ab.run_b) if cfg.ab.run_b else None
         self.engines: dict[str, Engine] = self._load(Path(run_dir), run_b)
         self.generation, self._active_mtime = self._read_active_generation()
@@ -87,8 +90,9 @@ class ServerState:
             arm: HealthMonitor(arm, self.cfg.health, e.score_stats, self.metrics)
             for arm, e in engines.items()
         }
+        self.live.replay(engines)
         for arm, e in engines.items():
-            self.metrics.index_items.labels(arm).set(len(e.item_ids))
+            self.metrics.index_items.labels(arm).set(len(e.item_ids) + len(e.live_ids))
             if e.rec_index is not None:
                 self.metrics.index_recall.labels(arm).set(
                     e.rec_index.report.get("recall_at_10", float("nan"))
@@ -162,3 +166,7 @@ class ServerState:
             await asyncio.sleep(every_s)
             if not self.reload_lock.locked():
                 await asyncio.to_thread(self.follow_active)
+                try:  # items another worker process added or deleted
+                    await self.live.follow(self.engines)
+                except Exception:
+                    log.exception("could not apply live items stored by another worker")

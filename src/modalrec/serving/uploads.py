@@ -151,7 +151,11 @@ def _decode_image(data: bytes, fmt: str, max_pixels: int) -> dict[str, Any]:
         reason = "truncated" if "truncated" in str(e) or "broken data stream" in str(e) else "corrupt"
         raise UploadError(f"{reason}_image", f"image: the {fmt.upper()} file is {reason} ({e})") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise UploadError("too_many_pixels", f"image: {e}") from None
+        raise UploadError(
+            "too_many_pixels",
+            f"image: over the limit of {max_pixels:,} pixels (a decompression bomb, or a picture to scale "
+            f"down first; {e})",
+        ) from None
     if w < 1 or h < 1:
         raise UploadError("corrupt_image", "image: it has no pixels")
     return {"width": int(w), "height": int(h)}

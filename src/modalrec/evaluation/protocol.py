@@ -37,6 +37,7 @@ from modalrec.core.ranking import (
     MAX_CHUNK_USERS,
     SCORE_COPIES,
     chunks,
+    exact_topk,
     mask_rows,
     plan_chunk_size,
     reuse_freed_memory,
@@ -276,7 +277,7 @@ def _rank_all(
             if cand_t is not None:
                 s = s[:, cand_t]
             s = mask_rows(s.clone() if not s.is_contiguous() else s, seen, rows)
-            top = torch.topk(s, min(kmax, s.shape[1]), dim=1, sorted=True).indices.numpy()
+            top = exact_topk(s, min(kmax, s.shape[1]))[1].numpy()
             del s
             if pending is not None:
                 pending.result()

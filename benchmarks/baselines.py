@@ -6,11 +6,14 @@ Every model trains on train, stops early on validation Recall@20 and is scored o
 (RecBole, Cornac, implicit; each in its own venv, see benchmarks/peers/) get the very same split files
 and their top-50 lists are scored by modalrec's evaluator, so every number comes from one metric code.
 
-Hyperparameters are fixed per model below (no test-set tuning); LightGCN's learning rate and
-regularisation follow the MMRec defaults (lr 1e-3, reg 1e-4, 2 layers).
+Rows, grids, caps and the seed come from the plan ``benchmarks/plans/baselines.toml`` (committed before
+the run; the results record its commit and mark rows added by a later amendment). Ours and the peers get
+the same epoch cap, validation interval, patience and (no) time budget; each peer gets the plan's small
+validation grid, the chosen point is tested once.
 
-    python benchmarks/baselines.py                        # all data sets, all peers
-    python benchmarks/baselines.py --datasets baby --peers recbole
+    python benchmarks/baselines.py                        # all planned data sets and rows
+    python benchmarks/baselines.py --datasets baby --models --peers implicit cornac
+    python benchmarks/baselines.py --datasets ml100k --models --peers recbole --peer-models BPR
 Writes benchmarks/results/baselines.json and baselines.md.
 """
 
@@ -37,46 +40,43 @@ from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate, hit_matrix, mean_metrics, per_user_metrics
 from modalrec.models import create
 from peers.common import peer_available, run_peer, write_split
+from plan import Plan, code_commit, load_plan, status_mark
 
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (10, 20, 50)
+PLAN_NAME = "baselines"
+
+
+def plan_rows(data: dict[str, Any]) -> list[str]:
+    """Row keys of a baselines plan: ``modalrec <model>`` and ``<library> <Model>``."""
+    return [f"modalrec {m}" for m in data.get("ours", {})] + [
+        f"{p['library']} {p['model']}" for p in data.get("peers", [])
+    ]
+
+
+def configure(data: dict[str, Any]) -> None:
+    """Set the module's row definitions from the plan (rows, grids, caps: nothing is fixed in code)."""
+    global DIM, BATCH, CAPS, OURS, OVERRIDES, ITEMKNN_GRID, PEERS
+    CAPS = dict(data["caps"])
+    DIM, BATCH = int(CAPS["dim"]), int(CAPS["batch_size"])
+    trained = {k: CAPS[k] for k in ("dim", "batch_size", "epochs", "eval_every", "patience")}
+    OURS = {}
+    for name, spec in data["ours"].items():
+        OURS[name] = dict(spec.get("params", {})) | (trained if name in ("bprmf", "lightgcn") else {})
+    g = data["ours"].get("itemknn", {}).get("grid", {"k": [100], "shrink": [0.0]})
+    ITEMKNN_GRID = [{"k": k, "shrink": sh} for k in g["k"] for sh in g["shrink"]]
+    OVERRIDES = data.get("overrides", {})
+    PEERS = [
+        (p["library"], p["model"], dict(p.get("params", {})), dict(p.get("grid", {}))) for p in data["peers"]
+    ]
+
+
 DIM, BATCH = 64, 2048
-OURS: dict[str, dict[str, Any]] = {
-    "popularity": {},
-    "itemknn": {"k": 100},
-    "bprmf": {
-        "dim": DIM,
-        "batch_size": BATCH,
-        "lr": 1e-3,
-        "reg": 1e-4,
-        "epochs": 1000,
-        "eval_every": 5,
-        "patience": 6,
-    },
-    "lightgcn": {
-        "dim": DIM,
-        "batch_size": BATCH,
-        "lr": 1e-3,
-        "reg": 1e-4,
-        "n_layers": 2,
-        "epochs": 1000,
-        "eval_every": 5,
-        "patience": 6,
-    },
-}
-# Chosen on VALIDATION Recall@20 by benchmarks/lightgcn_grid.py (results/lightgcn_grid_baby.md): on the
-# sparse Baby graph a third layer and stronger regularisation help; the peers get the same settings.
-OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {"baby": {"lightgcn": {"n_layers": 3, "reg": 1e-3}}}
-# ItemKNN has no training loop, so its neighbourhood size and shrinkage are picked on validation
-# Recall@20 inside the benchmark (a few seconds per point); shrinkage matters on sparse long-tail data.
-ITEMKNN_GRID = [{"k": k, "shrink": sh} for k in (50, 100) for sh in (0.0, 10.0, 100.0, 1000.0)]
-PEERS: list[tuple[str, str, dict[str, Any]]] = [
-    ("recbole", "LightGCN", {"lr": 1e-3, "reg": 1e-4, "param": {"n_layers": 2}}),
-    ("recbole", "BPR", {"lr": 1e-3}),
-    ("implicit", "BPR", {}),
-    ("implicit", "ALS", {}),
-    ("cornac", "BPR", {}),
-]
+CAPS: dict[str, Any] = {}
+OURS: dict[str, dict[str, Any]] = {}
+OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
+ITEMKNN_GRID: list[dict[str, Any]] = []
+PEERS: list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]] = []
 PUBLISHED = {
     "baby": {
         "lightgcn": {"recall@20": 0.0754, "ndcg@20": 0.0328, "source": "MMRec-protocol published figure"}
@@ -135,45 +135,88 @@ def run_ours(ds: Dataset, name: str, threads: int, dataset_name: str) -> dict[st
     }
 
 
+def peer_points(hp: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every grid point as runner options; ``alpha`` (implicit ALS) goes through ``--param``.
+
+    >>> peer_points({"reg": 1e-4}, {"lr": [0.01, 0.1]})
+    [{'reg': 0.0001, 'lr': 0.01}, {'reg': 0.0001, 'lr': 0.1}]
+    >>> peer_points({}, {"alpha": [1.0]})
+    [{'param': {'alpha': 1.0}}]
+    """
+    points = [dict(hp)]
+    for key, values in grid.items():
+        points = [{**p, key: v} for p in points for v in values]
+    out = []
+    for p in points:
+        direct = {k: v for k, v in p.items() if k in ("lr", "reg", "param")}
+        extra = {k: v for k, v in p.items() if k not in direct}
+        if extra:
+            direct["param"] = {**direct.get("param", {}), **extra}
+        out.append(direct)
+    return out
+
+
 def run_peer_model(
     ds: Dataset,
     split_dir: Path,
     lib: str,
     model: str,
     hp: dict[str, Any],
+    grid: dict[str, list[Any]],
     threads: int,
-    time_budget: float | None,
+    seed: int,
 ) -> dict[str, Any]:
-    out = split_dir.parent / f"{lib}-{model}"
+    """Run every grid point (same caps as ours), keep the best on validation Recall@20, test it once."""
+    budget = float(CAPS.get("time_budget_seconds") or 0) or None
+    tried = []
     t0 = time.perf_counter()
-    r = run_peer(
-        lib,
-        split_dir,
-        model,
-        out,
-        dim=DIM,
-        batch_size=BATCH,
-        threads=threads,
-        eval_every=5,
-        patience=6,
-        time_budget=time_budget,
-        **hp,
-    )
+    for i, point in enumerate(peer_points(hp, grid)):
+        r = run_peer(
+            lib,
+            split_dir,
+            model,
+            split_dir.parent / f"{lib}-{model}-{i}",
+            dim=DIM,
+            batch_size=BATCH,
+            threads=threads,
+            epochs=int(CAPS["epochs"]),
+            eval_every=int(CAPS["eval_every"]),
+            patience=int(CAPS["patience"]),
+            time_budget=budget,
+            seed=seed,
+            **point,
+        )
+        v = r.get("best_valid_recall@20", r.get("valid_recall@20"))
+        print(
+            f"    {point}: valid R@20 {v:.4f}, epochs {r.get('epochs_run')} ({r.get('stopped_by')})",
+            flush=True,
+        )
+        tried.append((float(v), point, r))
     wall = time.perf_counter() - t0
+    best_v, point, r = max(tried, key=lambda t: t[0])  # first of equals: the earlier grid point
     metrics = score_topk(ds, r["test_users"], r["topk"])
     return {
         "library": f"{lib} {r.get('library_version', '')}".strip(),
         "model": model,
-        "params": {k: v for k, v in r.get("hyperparameters", hp).items()}
-        if isinstance(r.get("hyperparameters"), dict)
-        else hp,
+        "params": r["hyperparameters"] if isinstance(r.get("hyperparameters"), dict) else point,
+        "chosen": point,
+        "grid": [
+            {
+                "point": p,
+                "valid_recall@20": round(v, 4),
+                "epochs_run": x.get("epochs_run"),
+                "stopped_by": x.get("stopped_by"),
+            }
+            for v, p, x in tried
+        ],
         "test": pick(metrics),
         "n_users": len(r["test_users"]),
-        "fit_seconds": round(wall, 2),
+        "fit_seconds": round(float(r.get("total_seconds") or 0.0), 2),
+        "grid_seconds": round(wall, 2),
         "epochs_run": r.get("epochs_run"),
         "best_epoch": r.get("best_epoch"),
         "stopped_by": r.get("stopped_by"),
-        "valid_recall@20": r.get("best_valid_recall@20", r.get("valid_recall@20")),
+        "valid_recall@20": best_v,
         "mean_epoch_seconds": r.get("mean_epoch_train_seconds"),
         "median_epoch_seconds": r.get("median_epoch_train_seconds"),
     }
@@ -187,6 +230,7 @@ def eval_speed(ds: Dataset, repeats: int = 3) -> dict[str, float]:
 
 
 def markdown(results: dict[str, Any]) -> str:
+    plan = results.get("plan", {})
     lines = [
         "# Baselines",
         "",
@@ -194,70 +238,201 @@ def markdown(results: dict[str, Any]) -> str:
         "peers alike (one thread per process is fastest on this box; see the LightGCN docstring).",
         "Metrics from modalrec's evaluator for every row (full ranking over all items, train and valid items masked).",
         "Recall@K = hits / #test items of the user (the MMRec code definition). Embedding size 64, batch size 2048,",
-        "early stopping on validation Recall@20; hyperparameters fixed in the script (no test-set tuning).",
+        "early stopping on validation Recall@20 (all validation users); grids chosen on the same validation",
+        "Recall@20, test computed once for the chosen point (no test-set tuning). No selection among rows here.",
+        "",
+        f"Plan: `{plan.get('plan', 'benchmarks/plans/baselines.toml')}` at commit {plan.get('plan_commit')}"
+        f" (first committed {plan.get('plan_first_commit')}). Rows marked *(run before its plan existed)* are"
+        " the committed results of earlier sessions, not re-run under the plan.",
         "",
     ]
     for name, d in results["datasets"].items():
-        lines += [
-            f"## {name}: {d['protocol']}",
-            "",
-            ", ".join(f"{k} {v}" for k, v in d["summary"].items())
-            if isinstance(d["summary"], dict)
-            else str(d["summary"]),
-            "",
-            f"Command: `{d.get('command', '')}`; load average (1/5/15 min) at start "
-            f"{d.get('load_average_at_start')}, at end {d.get('load_average_at_end')}.",
-            "",
-        ]
-        hdr = "| library | model | " + " | ".join(
-            f"{m}@{k}" for m in ("Recall", "NDCG", "Precision") for k in KS
-        )
-        lines += [hdr + " | users | fit s | epochs (best) | s/epoch |", "|" + "---|" * 15]
-        for r in d["rows"]:
-            if "error" in r:
-                lines.append(f"| {r['library']} | {r['model']} | failed: {r['error']} |" + " |" * 13)
-                continue
-            t = r["test"]
-            vals = " | ".join(f"{t[f'{m}@{k}']:.4f}" for m in ("recall", "ndcg", "precision") for k in KS)
-            ep = f"{r.get('epochs_run') or '-'} ({r.get('best_epoch') or '-'})"
-            if r.get("stopped_by") == "time_budget":
-                ep += " time budget"
-            spe = f"{r['median_epoch_seconds']:.2f}" if r.get("median_epoch_seconds") else "-"
-            lines.append(
-                f"| {r['library']} | {r['model']} | {vals} | {r['n_users']} | {r['fit_seconds']} | {ep} | {spe} |"
-            )
-        for k, v in d.get("published", {}).items():
-            lines.append(
-                f"\nPublished {k}: Recall@20 {v['recall@20']}, NDCG@20 {v['ndcg@20']} ({v['source']})."
-            )
-        if "lightgcn_epoch_speedup_vs_recbole" in d:
-            lines.append(
-                f"\nLightGCN training time per epoch (median), RecBole / modalrec: "
-                f"**{d['lightgcn_epoch_speedup_vs_recbole']:.2f}x**."
-            )
-        if "eval_speed" in d:
-            lines.append(
-                f"\nFull-ranking test evaluation of all test users: {d['eval_speed']['best_seconds']} s (best of 3)."
-            )
-        lines.append("")
+        lines += dataset_markdown(name, d)
     return "\n".join(lines) + "\n"
+
+
+def dataset_markdown(name: str, d: dict[str, Any]) -> list[str]:
+    """One data set's section: protocol, command, table, notes on grids and rows at/below Popularity."""
+    lines = [
+        f"## {name}: {d['protocol']}",
+        "",
+        ", ".join(f"{k} {v}" for k, v in d["summary"].items())
+        if isinstance(d["summary"], dict)
+        else str(d["summary"]),
+        "",
+        f"Command: `{d.get('command', '')}`; load average (1/5/15 min) at start "
+        f"{d.get('load_average_at_start')}, at end {d.get('load_average_at_end')}.",
+        "",
+    ]
+    hdr = "| library | model | " + " | ".join(f"{m}@{k}" for m in ("Recall", "NDCG", "Precision") for k in KS)
+    lines += [
+        hdr + " | users | valid R@20 (all valid users) | fit s | epochs (best) | s/epoch |",
+        "|" + "---|" * 16,
+    ]
+    notes = []
+    for r in d["rows"]:
+        label = f"{r['model']}{status_mark(r)}"
+        if "error" in r:
+            lines.append(f"| {r['library']} | {label} | failed: {r['error']} |" + " |" * 14)
+            continue
+        t = r["test"]
+        vals = " | ".join(f"{t[f'{m}@{k}']:.4f}" for m in ("recall", "ndcg", "precision") for k in KS)
+        ep = f"{r.get('epochs_run') or '-'} ({r.get('best_epoch') or '-'})"
+        if r.get("stopped_by") in ("time_budget", "max_epochs"):
+            ep += " " + r["stopped_by"].replace("_", " ")
+        spe = f"{r['median_epoch_seconds']:.2f}" if r.get("median_epoch_seconds") else "-"
+        v = f"{r['valid_recall@20']:.4f}" if r.get("valid_recall@20") is not None else "-"
+        lines.append(
+            f"| {r['library']} | {label} | {vals} | {r['n_users']} | {v} | {r['fit_seconds']} | {ep} | {spe} |"
+        )
+        if r.get("grid"):
+            pts = "; ".join(f"{g['point']} {g['valid_recall@20']}" for g in r["grid"])
+            notes.append(
+                f"- {r['library']} {r['model']}: chose {r['chosen']} on validation; grid (valid R@20): {pts}"
+            )
+    if notes:
+        lines += [
+            "",
+            "Peer grids (each point trained with the caps above, validation Recall@20):",
+            "",
+            *notes,
+        ]
+    low = d.get("at_or_below_popularity")
+    if low:
+        lines.append(
+            f"\n**At or below Popularity on test Recall@20 (a harness problem to explain): {', '.join(low)}.**"
+        )
+    for k, v in d.get("published", {}).items():
+        lines.append(f"\nPublished {k}: Recall@20 {v['recall@20']}, NDCG@20 {v['ndcg@20']} ({v['source']}).")
+    if "lightgcn_epoch_speedup_vs_recbole" in d:
+        lines.append(
+            f"\nLightGCN training time per epoch (median), RecBole / modalrec: "
+            f"**{d['lightgcn_epoch_speedup_vs_recbole']:.2f}x**."
+        )
+    if "eval_speed" in d:
+        lines.append(
+            f"\nFull-ranking test evaluation of all test users: {d['eval_speed']['best_seconds']} s (best of 3)."
+        )
+    lines.append("")
+    return lines
+
+
+def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
+    """The planned peer rows selected by ``--peers``/``--peer-models`` on one data set."""
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix=f"peers-{name}-") as tmp:
+        split_dir = Path(tmp) / "split"
+        write_split(
+            split_dir,
+            *(split_pairs(ds, p) for p in ("train", "valid", "test")),
+            n_users=ds.n_users,
+            n_items=ds.n_items,
+            dataset_name=name,
+        )
+        for lib, model, hp, grid in selected_peers(args):
+            print(f"[{name}] {lib} {model} ...", flush=True)
+            if model == "LightGCN" and "lightgcn" in OVERRIDES.get(name, {}):
+                ov = OVERRIDES[name]["lightgcn"]
+                hp = hp | {"reg": ov["reg"], "param": {"n_layers": ov["n_layers"]}}
+            if not peer_available(lib):
+                rows.append(
+                    {"library": lib, "model": model, "error": "venv missing (benchmarks/peers/setup.sh)"}
+                )
+                continue
+            try:
+                rows.append(run_peer_model(ds, split_dir, lib, model, hp, grid, args.threads, seed))
+                print("   ", rows[-1]["test"], flush=True)
+            except Exception as e:  # a failing peer is reported in the table, not fatal
+                rows.append({"library": lib, "model": model, "error": str(e).splitlines()[0][:200]})
+    return rows
+
+
+def selected_peers(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]]:
+    """Planned peers whose library is in ``--peers`` (and model in ``--peer-models`` when given)."""
+    want = {m.lower() for m in args.peer_models} if args.peer_models else None
+    return [p for p in PEERS if p[0] in args.peers and (want is None or p[1].lower() in want)]
+
+
+def row_key(r: dict[str, Any]) -> str:
+    return f"{r['library'].split()[0]} {r['model']}"
+
+
+def run_dataset(
+    name: str, args: argparse.Namespace, plan: Plan, previous: dict[str, Any] | None, command: str
+) -> dict[str, Any]:
+    """Run the selected rows of one data set, keep the other rows of ``previous``, mark plan status."""
+    ds = load(name)
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    d: dict[str, Any] = {"protocol": ds.split_name, "summary": ds.summary(), "command": command, "rows": []}
+    d["load_average_at_start"] = load_start
+    stamp = plan.record() | {"code_commit": code_commit(), "load_average_at_start": load_start}
+    for m in args.models:
+        print(f"[{name}] modalrec {m} ...", flush=True)
+        d["rows"].append(run_ours(ds, m, args.threads, name) | stamp | plan.row_status(f"modalrec {m}"))
+        print("   ", d["rows"][-1]["test"], flush=True)
+    for r in run_peers(ds, name, args, int(plan.data.get("seed", 2024))):
+        d["rows"].append(
+            r | stamp | plan.row_status(row_key(r)) | {"load_average_at_end": list(os.getloadavg())}
+        )
+    rerun = {row_key(r) for r in d["rows"]}
+    kept = [r for r in (previous or {}).get("rows", []) if row_key(r) not in rerun]
+    if kept:
+        d["rows"] = kept + d["rows"]
+        d["command"] = f"{(previous or {}).get('command', '?')}; then {command}"
+        d["load_average_at_start"] = (previous or {}).get("load_average_at_start")
+    order = {f"modalrec {m}": i for i, m in enumerate(OURS)} | {
+        f"{lib} {model}": len(OURS) + i for i, (lib, model, *_) in enumerate(PEERS)
+    }
+    d["rows"].sort(key=lambda r: order.get(row_key(r), 99))
+    summarise_dataset(d, ds, name)
+    return d
+
+
+def summarise_dataset(d: dict[str, Any], ds: Dataset, name: str) -> None:
+    """Speed ratio vs RecBole, published figures, evaluation speed, rows at or below Popularity."""
+    ours = next((r for r in d["rows"] if r["library"] == "modalrec" and r["model"] == "lightgcn"), None)
+    rb = next(
+        (
+            r
+            for r in d["rows"]
+            if r["library"].startswith("recbole") and r["model"] == "LightGCN" and "error" not in r
+        ),
+        None,
+    )
+    if ours and rb and ours.get("median_epoch_seconds") and rb.get("median_epoch_seconds"):
+        d["lightgcn_epoch_speedup_vs_recbole"] = rb["median_epoch_seconds"] / ours["median_epoch_seconds"]
+    if name in PUBLISHED:
+        d["published"] = PUBLISHED[name]
+    pop = next((r for r in d["rows"] if r["model"] == "popularity" and "test" in r), None)
+    if pop is not None:
+        floor = pop["test"]["recall@20"]
+        d["at_or_below_popularity"] = [
+            row_key(r) for r in d["rows"] if "test" in r and r is not pop and r["test"]["recall@20"] <= floor
+        ]
+    d["eval_speed"] = eval_speed(ds)
+    d["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--datasets", nargs="+", default=["ml100k", "tiktok", "baby"])
-    ap.add_argument("--models", nargs="+", default=list(OURS))
+    ap.add_argument("--datasets", nargs="+", default=None, help="default: the plan's data sets")
+    ap.add_argument("--models", nargs="*", default=None, help="our rows to (re)run; default: all planned")
     ap.add_argument("--peers", nargs="*", default=["recbole", "implicit", "cornac"])
-    ap.add_argument("--threads", type=int, default=1, help="training threads for ours and the peers alike")
-    ap.add_argument(
-        "--peer-time-budget",
-        type=float,
-        default=None,
-        help="seconds of training+validation after which a peer stops, keeping its best validated state "
-        "(its table row then says so); per-epoch times stay comparable",
-    )
+    ap.add_argument("--peer-models", nargs="*", default=None, help="only these peer models (e.g. BPR ALS)")
+    ap.add_argument("--threads", type=int, default=None, help="training threads for ours and the peers alike")
+    ap.add_argument("--allow-uncommitted-plan", action="store_true", help="dry runs only; recorded as such")
+    ap.add_argument("--render", action="store_true", help="only rewrite baselines.md from the JSON")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
+    if args.render:
+        atomic_write_text(
+            args.out / "baselines.md", markdown(json.loads((args.out / "baselines.json").read_text()))
+        )
+        return
+    plan = load_plan(PLAN_NAME, rows_of=plan_rows, allow_uncommitted=args.allow_uncommitted_plan)
+    configure(plan.data)
+    args.models = list(OURS) if args.models is None else args.models
+    args.threads = args.threads or int(plan.data.get("threads", 1))
     command = "python benchmarks/baselines.py " + " ".join(argv if argv is not None else sys.argv[1:])
     # Results of earlier invocations (other data sets) are kept: one data set per run fits in minutes.
     previous = args.out / "baselines.json"
@@ -267,78 +442,11 @@ def main(argv: list[str] | None = None) -> None:
         f"python {platform.python_version()}"
     )
     results["threads"] = args.threads
-    for name in args.datasets:
-        ds = load(name)
-        d: dict[str, Any] = {
-            "protocol": ds.split_name,
-            "summary": ds.summary(),
-            "command": command,
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
-            "rows": [],
-        }
-        # rows of models/peers not re-run in this invocation are kept from the previous results
-        old_rows = results["datasets"].get(name, {}).get("rows", [])
-        for m in args.models:
-            print(f"[{name}] modalrec {m} ...", flush=True)
-            d["rows"].append(run_ours(ds, m, args.threads, name))
-            print("   ", d["rows"][-1]["test"], flush=True)
-        with tempfile.TemporaryDirectory(prefix=f"peers-{name}-") as tmp:
-            split_dir = Path(tmp) / "split"
-            write_split(
-                split_dir,
-                *(split_pairs(ds, p) for p in ("train", "valid", "test")),
-                n_users=ds.n_users,
-                n_items=ds.n_items,
-                dataset_name=name,
-            )
-            for lib, model, hp in PEERS:
-                if lib not in args.peers:
-                    continue
-                print(f"[{name}] {lib} {model} ...", flush=True)
-                if model == "LightGCN" and "lightgcn" in OVERRIDES.get(name, {}):
-                    ov = OVERRIDES[name]["lightgcn"]
-                    hp = hp | {"reg": ov["reg"], "param": {"n_layers": ov["n_layers"]}}
-                if not peer_available(lib):
-                    d["rows"].append(
-                        {"library": lib, "model": model, "error": "venv missing (benchmarks/peers/setup.sh)"}
-                    )
-                    continue
-                try:
-                    d["rows"].append(
-                        run_peer_model(ds, split_dir, lib, model, hp, args.threads, args.peer_time_budget)
-                    )
-                    print("   ", d["rows"][-1]["test"], flush=True)
-                except Exception as e:  # a failing peer is reported in the table, not fatal
-                    d["rows"].append({"library": lib, "model": model, "error": str(e).splitlines()[0][:200]})
-        rerun = {("modalrec", m) for m in args.models} | {
-            (lib, model) for lib, model, _ in PEERS if lib in args.peers
-        }
-        kept = [r for r in old_rows if (r["library"].split()[0], r["model"]) not in rerun]
-        if kept:
-            d["rows"] = kept + d["rows"]
-            prev = results["datasets"][name]
-            d["command"] = f"{prev.get('command', '?')}; then {command} (re-ran {', '.join(args.models)})"
-            d["load_average_at_start"] = prev.get("load_average_at_start")
-        order = {("modalrec", m): i for i, m in enumerate(OURS)} | {
-            (lib, model): len(OURS) + i for i, (lib, model, _) in enumerate(PEERS)
-        }
-        d["rows"].sort(key=lambda r: order.get((r["library"].split()[0], r["model"]), 99))
-        ours = next((r for r in d["rows"] if r["library"] == "modalrec" and r["model"] == "lightgcn"), None)
-        rb = next(
-            (
-                r
-                for r in d["rows"]
-                if r["library"].startswith("recbole") and r["model"] == "LightGCN" and "error" not in r
-            ),
-            None,
-        )
-        if ours and rb and ours.get("median_epoch_seconds") and rb.get("median_epoch_seconds"):
-            d["lightgcn_epoch_speedup_vs_recbole"] = rb["median_epoch_seconds"] / ours["median_epoch_seconds"]
-        if name in PUBLISHED:
-            d["published"] = PUBLISHED[name]
-        d["eval_speed"] = eval_speed(ds)
-        d["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        results["datasets"][name] = d
+    results["plan"] = plan.record()
+    for name in args.datasets or plan.data["datasets"]:
+        d = run_dataset(name, args, plan, results["datasets"].get(name), command)
+        disk = json.loads(previous.read_text()) if previous.exists() else {"datasets": {}}
+        results["datasets"] = {**disk.get("datasets", {}), name: d}
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out / "baselines.json", results)
         atomic_write_text(args.out / "baselines.md", markdown(results))

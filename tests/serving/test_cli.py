@@ -93,6 +93,30 @@ def test_serve_refuses_broken_run_and_bad_options(runs, tmp_path: Path) -> None:
     assert out.exit_code == 2 and "--scopes" in out.output
 
 
+def test_serve_activate_records_the_run_in_the_local_store(runs, tmp_path: Path) -> None:
+    """`modalrec serve-activate` verifies the run, records a new generation in the config's store (here
+    the SQLite file in state_dir, which the host's workers follow), `--show` prints it; a broken run
+    or a missing argument is refused with one line and records nothing."""
+    from typer.testing import CliRunner
+
+    from modalrec.cli import app
+
+    cfg = tmp_path / "serve.toml"
+    cfg.write_text('state_dir = "state"\ntext_encoder = "none"\n')
+    runner = CliRunner()
+    out = runner.invoke(app, ["serve-activate", "--show", "--config", str(cfg)])
+    assert out.exit_code == 0 and "no active run recorded yet" in out.output, out.output
+    out = runner.invoke(app, ["serve-activate", str(runs["knn"]), "--config", str(cfg)])
+    assert out.exit_code == 0 and "generation 1 activated" in out.output, out.output
+    out = runner.invoke(app, ["serve-activate", str(runs["broken"]), "--config", str(cfg)])
+    assert out.exit_code == 2 and "sha256" in out.output, out.output
+    out = runner.invoke(app, ["serve-activate", "--config", str(cfg)])
+    assert out.exit_code == 2 and "RUN_DIR" in out.output, out.output
+    out = runner.invoke(app, ["serve-activate", "--show", "--config", str(cfg)])
+    assert out.exit_code == 0 and "generation 1 active" in out.output, out.output
+    assert str(Path(runs["knn"]).resolve()) in out.output.replace("\n", "")
+
+
 def test_entry_points_importable() -> None:
     """``serve`` moved to serving.launcher; the old import paths (and uvicorn factory string) still work."""
     import modalrec.serving

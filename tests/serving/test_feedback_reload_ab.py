@@ -175,8 +175,8 @@ def test_hot_reload_and_broken_run_refused(live: LiveServer, runs) -> None:
     h = c.get("/health").json()
     assert h["arms"]["a"]["model"] == "itemknn" and h["generation"] == 1
     assert c.get("/recommend/u7").json()["model"] == "itemknn"
-    active = json.loads((Path(live.app.state.srv.state_dir) / "active.json").read_text())
-    assert active["generation"] == 1 and active["run_dir"] == str(runs["knn"])
+    rec = live.app.state.srv.store.active_run()  # recorded in the feedback store, which others follow
+    assert rec.generation == 1 and rec.run_dir == str(Path(runs["knn"]).resolve()) and rec.run_dir_b is None
     metrics = c.get("/metrics").text
     assert 'modalrec_reloads_total{outcome="refused"} 2.0' in metrics
     assert 'modalrec_reloads_total{outcome="ok"} 1.0' in metrics
@@ -195,6 +195,28 @@ def test_other_worker_follows_reload(runs, tmp_path) -> None:
         while sb.client.get("/health").json()["arms"]["a"]["model"] != "itemknn":
             assert time.monotonic() < deadline, "the second worker did not follow the reload"
             time.sleep(0.2)
+        assert sb.client.get("/health").json()["generation"] == 1
+
+
+def test_a_run_that_differs_on_this_host_is_not_followed(runs, tmp_path) -> None:
+    """A record whose run directory holds other content here than where it was activated (another
+    manifest at the same path) is refused by the follower, once, and the current run keeps serving."""
+    from modalrec.serving import active
+
+    cfg = serve_config(tmp_path, text_encoder="none")
+    state = create_app(runs["pop"], cfg).state.srv
+    try:
+        store = state.store
+        store.set_active(str(Path(runs["knn"]).resolve()), None, "0" * 64)  # fingerprint of other content
+        state.follow_active()
+        assert state.engines["a"].model_name == "popularity" and state.generation == 0
+        assert state._refused_generation == 1
+        rec = active.record(store, runs["knn"], None)  # the real fingerprint: followed
+        state.follow_active()
+        assert state.engines["a"].model_name == "itemknn" and state.generation == rec.generation == 2
+    finally:
+        state.store.close()
+        state.live.close()
 
 
 def test_ab_split_and_report(runs, tmp_path, caplog: pytest.LogCaptureFixture) -> None:

@@ -1,4 +1,4 @@
-"""CLI commands of the serving area: ``modalrec serve`` and ``modalrec serve-key``.
+"""CLI commands of the serving area: ``modalrec serve``, ``modalrec serve-key`` and ``modalrec serve-activate``.
 
 Registered on :data:`modalrec.cli.app` when :mod:`modalrec.cli.app` imports this module; FastAPI, uvicorn
 and faiss are imported inside the commands so ``modalrec --help`` stays fast.
@@ -7,7 +7,7 @@ and faiss are imported inside the commands so ``modalrec --help`` stays fast.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -68,3 +68,63 @@ def serve_key(
     console.print("Add to the server config:", highlight=False)
     entry = f'[[auth.keys]]\nname = "{name}"\nhash = "{hash_key(key, scheme)}"\nscopes = {wanted!r}'
     console.print(entry.replace("'", '"'), highlight=False, soft_wrap=True, markup=False)
+
+
+@app.command("serve-activate")
+@user_errors
+def serve_activate(
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="run directory to serve (every host must see it at this path)")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="server TOML naming the feedback store ([feedback] url or state_dir)")
+    ] = None,
+    run_b: Annotated[Path | None, typer.Option(help="run directory of A/B arm b (optional)")] = None,
+    show: Annotated[bool, typer.Option("--show", help="print the active run and change nothing")] = False,
+) -> None:
+    """Make RUN_DIR the active run of every server sharing the config's feedback store.
+
+    The run is verified here (sha256 of every file), then recorded as a new generation in the store:
+    with `[feedback] url` (PostgreSQL) every server process on every host loads it within about a
+    second; with the SQLite default, the workers of the host whose state_dir the config names.
+    """
+    from modalrec.serving import active
+    from modalrec.serving.settings import load_serve_config
+    from modalrec.workflows.rundir import read_manifest
+
+    if config is not None and not config.is_file():
+        raise ConfigError(f"{config}: server config not found")
+    if not show and run_dir is None:
+        raise ConfigError("give the RUN_DIR to activate (or --show to print the active run)")
+    cfg = load_serve_config(config)
+    if not show:
+        assert run_dir is not None
+        read_manifest(run_dir, verify=True)
+        if run_b is not None:
+            read_manifest(run_b, verify=True)
+    store = _open_store(cfg)
+    try:
+        if show:
+            rec = store.active_run()
+        else:
+            assert run_dir is not None
+            rec = active.record(store, run_dir, run_b)
+    finally:
+        store.close()
+    if rec is None:
+        console.print("no active run recorded yet (servers serve the run on their command line)")
+        return
+    b = f", arm b {rec.run_dir_b}" if rec.run_dir_b else ""
+    verb = "active" if show else "activated"
+    console.print(f"generation {rec.generation} {verb}: {rec.run_dir}{b}", highlight=False, soft_wrap=True)
+
+
+def _open_store(cfg: Any) -> Any:
+    """The feedback store a server with ``cfg`` uses (PostgreSQL when ``[feedback] url`` is set)."""
+    if cfg.feedback.url is not None:
+        from modalrec.serving.feedback_pg import PostgresFeedbackStore
+
+        return PostgresFeedbackStore(cfg.feedback.url)
+    from modalrec.serving.feedback import FeedbackStore
+
+    return FeedbackStore(cfg.db_path)

@@ -10,7 +10,9 @@ Why these pieces (see also the module docstrings they point to):
 - the access log names routes, not paths, and masks user ids (``u:<12 hex>``);
 - ``POST /admin/reload`` loads and verifies the new run in a thread, then swaps one reference: requests
   already running finish on the engine they started with; a broken run is refused (422) and the old
-  one keeps serving. Other worker processes follow within about a second (``active.json``).
+  one keeps serving. The new run is recorded in the feedback store, and every server process sharing
+  that store (the workers of a host, or every host with PostgreSQL) follows within about a second
+  (:mod:`~modalrec.serving.active`).
 
 Layout: request/response models in :mod:`~modalrec.serving.schemas`, JSON errors in
 :mod:`~modalrec.serving.errors`, the shared :class:`~modalrec.serving.state.ServerState` (engines, feedback

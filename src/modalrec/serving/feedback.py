@@ -48,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from modalrec.serving.active import NEWEST, ActiveRun
+from modalrec.serving.active import SCHEMA as ACTIVE_SCHEMA
 from modalrec.serving.experiments import (
     Attribution,
     ExperimentReads,
@@ -132,6 +134,15 @@ class Stored:
 
 
 _Job = tuple[list[FeedbackRow], Future[list[Stored]]]
+
+
+def active_from_rows(rows: list[tuple[Any, ...]]) -> ActiveRun | None:
+    """The :data:`~modalrec.serving.active.NEWEST` query's answer as a record (None: no row)."""
+    if not rows:
+        return None
+    gen, a, b, fp, at = rows[0]
+    return ActiveRun(int(gen), str(a), str(b) if b is not None else None, str(fp), float(at))
+
 
 IMPRESSION_INSERT = (
     "INSERT INTO ab_impressions (id, experiment, user_id, arm, source, items, teams, latency_ms, error, ts) "
@@ -344,6 +355,10 @@ class GroupCommitStore(ExperimentReads):
     def count(self) -> int:
         return int(self.query("SELECT COUNT(*) FROM feedback")[0][0])
 
+    def active_run(self) -> ActiveRun | None:
+        """The newest record of the serving fleet's active run (:mod:`modalrec.serving.active`)."""
+        return active_from_rows(self.query(NEWEST))
+
     def events_by_arm(self) -> dict[str, dict[str, int]]:
         out: dict[str, dict[str, int]] = {}
         for arm, event, n in self.query("SELECT arm, event, COUNT(*) FROM feedback GROUP BY arm, event"):
@@ -378,8 +393,9 @@ class FeedbackStore(GroupCommitStore, SQLiteExperimentReads):
         self.batch = batch
         self._local = threading.local()
         con = self._connect()
-        con.executescript(SCHEMA)
+        con.executescript(SCHEMA + ACTIVE_SCHEMA)
         con.commit()
+        con.close()
         self._start_writer()
 
     # ------------------------------------------------------------------ connections
@@ -429,6 +445,28 @@ class FeedbackStore(GroupCommitStore, SQLiteExperimentReads):
             (r.request_id, r.user_id, r.item_id, r.event, r.value, r.arm, r.ts),
         )
         return int(cur.lastrowid or 0) if cur.rowcount == 1 else None
+
+    # ------------------------------------------------------------------ active run
+    def set_active(
+        self, run_dir: str, run_dir_b: str | None, fingerprint: str, *, only_if_empty: bool = False
+    ) -> ActiveRun:
+        """Record a new generation of the active run (BEGIN IMMEDIATE serialises writers); the newest
+        record afterwards (:class:`modalrec.serving.active.ActiveRunStore`)."""
+        con = self._connect()
+        try:
+            con.execute("BEGIN IMMEDIATE")
+            have = con.execute("SELECT COUNT(*) FROM serving_active").fetchone()[0]
+            if not (only_if_empty and have):
+                con.execute(
+                    "INSERT INTO serving_active (generation, run_dir, run_dir_b, fingerprint, set_at) "
+                    "SELECT COALESCE(MAX(generation), 0) + 1, ?, ?, ?, ? FROM serving_active",
+                    (run_dir, run_dir_b, fingerprint, time.time()),
+                )
+            gen, a, b, fp, at = con.execute(NEWEST).fetchone()
+            con.execute("COMMIT")
+        finally:
+            con.close()
+        return ActiveRun(int(gen), str(a), b, str(fp), float(at))
 
     # ------------------------------------------------------------------ experiment state
     def update_running_p(self, experiment: str, p_value: float) -> float:

@@ -30,12 +30,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modalrec.core.errors import ConfigError
-from modalrec.serving.feedback import FeedbackRow, GroupCommitStore
+from modalrec.serving.active import NEWEST, ActiveRun
+from modalrec.serving.feedback import FeedbackRow, GroupCommitStore, active_from_rows
 
 log = logging.getLogger("modalrec.serving")
 
 #: Key of the advisory lock that serialises schema migrations between starting servers.
 MIGRATION_LOCK = 0x6D6F64616C726563  # "modalrec"
+#: Key of the advisory lock that serialises new generations of the active run.
+ACTIVE_LOCK = MIGRATION_LOCK + 1
 #: Migration n (1-based) brings the schema from version n-1 to n; append, never edit.
 MIGRATIONS: list[str] = [
     """
@@ -84,6 +87,16 @@ CREATE TABLE ab_state (
     min_p DOUBLE PRECISION NOT NULL,
     looks INTEGER NOT NULL,
     updated DOUBLE PRECISION NOT NULL
+);
+""",
+    # 2: the serving fleet's active run (modalrec.serving.active), one row per generation
+    """
+CREATE TABLE serving_active (
+    generation INTEGER PRIMARY KEY,
+    run_dir TEXT NOT NULL,
+    run_dir_b TEXT,
+    fingerprint TEXT NOT NULL,
+    set_at DOUBLE PRECISION NOT NULL
 );
 """,
 ]
@@ -158,6 +171,8 @@ class PostgresFeedbackStore(GroupCommitStore):
         self._readers_lock = threading.Lock()
         self._down_until = 0.0
         self._writer_retry_at = 0.0
+        self._active_con: Any = None
+        self._active_lock = threading.Lock()
         try:
             con = self._connect(autocommit=True)
         except psycopg.Error as e:
@@ -200,6 +215,10 @@ class PostgresFeedbackStore(GroupCommitStore):
     def _close_readers(self) -> None:
         with self._readers_lock:
             readers, self._readers = self._readers, []
+        with self._active_lock:
+            if self._active_con is not None:
+                readers.append(self._active_con)
+                self._active_con = None
         for con in readers:
             with contextlib.suppress(Exception):
                 con.close()
@@ -274,6 +293,44 @@ class PostgresFeedbackStore(GroupCommitStore):
             (r.request_id, r.user_id, r.item_id, r.event, r.value, r.arm, r.ts),
         )
         return int(rows[0][0]) if rows else None
+
+    # ------------------------------------------------------------------ active run
+    def active_run(self) -> ActiveRun | None:
+        """The newest active-run record, on a connection of its own: the followers poll it every second,
+        and a failed poll during an outage must not hold back the feedback reads (their back-off)."""
+        with self._active_lock:
+            try:
+                if self._active_con is None or self._active_con.closed:
+                    self._active_con = self._connect(autocommit=True)
+                return active_from_rows(list(self._active_con.execute(NEWEST).fetchall()))
+            except self._psycopg.Error:
+                con, self._active_con = self._active_con, None
+                if con is not None:
+                    with contextlib.suppress(Exception):
+                        con.close()
+                raise
+
+    def set_active(
+        self, run_dir: str, run_dir_b: str | None, fingerprint: str, *, only_if_empty: bool = False
+    ) -> ActiveRun:
+        """Record a new generation of the active run under an advisory lock (two admins at once get
+        consecutive generations); the newest record afterwards."""
+        con = self._connect(autocommit=True)
+        try:
+            with con.transaction():
+                con.execute("SELECT pg_advisory_xact_lock(%s)", (ACTIVE_LOCK,))
+                have = con.execute("SELECT COUNT(*) FROM serving_active").fetchone()[0]
+                if not (only_if_empty and have):
+                    con.execute(
+                        "INSERT INTO serving_active (generation, run_dir, run_dir_b, fingerprint, set_at) "
+                        "SELECT COALESCE(MAX(generation), 0) + 1, %s::text, %s::text, %s::text, "
+                        "%s::double precision FROM serving_active",
+                        (run_dir, run_dir_b, fingerprint, time.time()),
+                    )
+                gen, a, b, fp, at = con.execute(NEWEST).fetchone()
+        finally:
+            con.close()
+        return ActiveRun(int(gen), str(a), b, str(fp), float(at))
 
     # ------------------------------------------------------------------ experiment state
     def update_running_p(self, experiment: str, p_value: float) -> float:

@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from modalrec.serving.app import create_app
-from modalrec.serving.settings import load_serve_config
+from modalrec.serving.settings import ServeConfig, load_serve_config
 
 ENV_RUN, ENV_CONFIG = "MODALREC_SERVE_RUN_DIR", "MODALREC_SERVE_CONFIG"
 
@@ -59,6 +59,21 @@ def _remove_stale_metric_dirs(state_dir: Path) -> None:
             pass  # alive, another user's process
 
 
+def _record_local_run(run_dir: Path, cfg: ServeConfig) -> None:
+    """With the per-host SQLite store, the command line decides what this host serves: record its run as
+    a new generation of the active run, so the workers start from it and do not follow an old reload.
+    (With a shared PostgreSQL store the fleet's record decides; see modalrec.serving.active.)"""
+    from modalrec.serving import active
+    from modalrec.serving.feedback import FeedbackStore
+
+    run_b = cfg.resolve(cfg.ab.run_b) if cfg.ab.run_b else None
+    store = FeedbackStore(cfg.db_path)
+    try:
+        active.record(store, run_dir, run_b)
+    finally:
+        store.close()
+
+
 def serve(
     run_dir: str | Path,
     host: str = "127.0.0.1",
@@ -81,7 +96,8 @@ def serve(
     cfg = load_serve_config(config)
     state_dir = cfg.state_path
     state_dir.mkdir(parents=True, exist_ok=True)
-    (state_dir / "active.json").unlink(missing_ok=True)  # start from the run named here, not an old reload
+    if cfg.feedback.url is None:
+        _record_local_run(Path(run_dir), cfg)
     # One compute thread per worker (workers = cores): BLAS/OpenMP pools that spin on every core of
     # every worker cost many times their work under load. Set before the workers import numpy.
     threads = os.environ.setdefault("MODALREC_SERVE_THREADS", "1")

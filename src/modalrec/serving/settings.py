@@ -3,7 +3,7 @@
 Why a separate file: API keys (stored hashed), limits, A/B shares and alert thresholds change without
 retraining, and the run directory must never hold secrets. Example ``serve.toml``::
 
-    state_dir = "serve-state"          # feedback.sqlite, active.json (relative to this file)
+    state_dir = "serve-state"          # feedback.sqlite with the active run (relative to this file)
 
     [auth]
     read_requires_key = false          # GET endpoints open; POST /feedback always needs a key

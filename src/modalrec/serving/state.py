@@ -3,15 +3,16 @@ store, metrics and health monitors, and hot reload.
 
 One :class:`ServerState` per app, stored as ``app.state.srv``; handlers get it through
 :func:`modalrec.serving.deps.get_state`. Hot reload swaps ``engines`` as one reference, so a request
-that already took an engine finishes on it. Other worker processes notice a reload through
-``state_dir/active.json`` (:meth:`ServerState.follow_active`, polled about once a second).
+that already took an engine finishes on it. The active run is recorded in the feedback store
+(:mod:`modalrec.serving.active`): every server process sharing the store (the workers of one host through
+its SQLite file, every host through PostgreSQL) notices a newer generation within about a second
+(:meth:`ServerState.follow_active`) and loads that run itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modalrec.core.errors import ModalrecError
-from modalrec.core.io import atomic_write_json
+from modalrec.serving import active
 from modalrec.serving.auth import KeyStore
 from modalrec.serving.engine import Engine, TextEncoderFn
 from modalrec.serving.feedback import FeedbackStore
@@ -49,7 +50,6 @@ class ServerState:
         self.metrics = ServingMetrics()
         self.state_dir = cfg.state_path
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.active_file = self.state_dir / "active.json"
         self.store: FeedbackStore | PostgresFeedbackStore = (
             store if store is not None else FeedbackStore(cfg.db_path)
         )
@@ -59,8 +59,7 @@ class ServerState:
         # Items added live (POST /items): stored in the state dir, applied to every engine loaded.
         self.live = LiveItems(cfg)
         run_b = cfg.resolve(cfg.ab.run_b) if cfg.ab.run_b else None
-        self.engines: dict[str, Engine] = self._load(Path(run_dir), run_b)
-        self.generation, self._active_mtime = self._read_active_generation()
+        self.engines: dict[str, Engine] = self._start(Path(run_dir), run_b)
         self.started = time.time()
 
     # -- text encoder shared by every engine (loaded once per process)
@@ -113,55 +112,68 @@ class ServerState:
         arm = self.arm_for(user_id) if user_id is not None else "a"
         return arm, engines.get(arm, engines["a"])
 
-    # -- hot reload
-    def _read_active_generation(self) -> tuple[int, int]:
-        try:
-            st = self.active_file.stat()
-            return int(json.loads(self.active_file.read_text()).get("generation", 0)), st.st_mtime_ns
-        except (FileNotFoundError, ValueError):
-            return 0, 0
+    # -- hot reload (the active run recorded in the feedback store: serving.active)
+    def _start(self, run_a: Path, run_b: Path | None) -> dict[str, Engine]:
+        """Load the runs to serve at start: the shared store's active run when it records one, else
+        ``run_a``/``run_b`` (which the first server of an empty shared store records)."""
+        shared = self.cfg.feedback.url is not None
+        a, b, rec = active.startup_runs(self.store, run_a, run_b, shared=shared)
+        engines = self._load(a, b)
+        self.fingerprint = active.fingerprint(a, b)
+        self._refused_generation = 0
+        if shared and rec is None:
+            rec = active.record(self.store, a, b, only_if_empty=True)
+            if rec.fingerprint != self.fingerprint:  # another server recorded first: follow it
+                rec = None
+        self.generation = rec.generation if rec is not None else 0
+        return engines
 
     def reload(self, run_dir: str | None, run_dir_b: str | None) -> dict[str, Any]:
-        """Load and verify new engines (raises ModalrecError when broken); the caller swaps them in."""
+        """Load and verify new engines (raises ModalrecError when broken), record them as the active run
+        in the store (raises active.StoreUnavailable when it cannot: nothing changes), then swap them in.
+        Every other process sharing the store follows."""
         a = Path(run_dir) if run_dir else self.engines["a"].path
         b = Path(run_dir_b) if run_dir_b else (self.engines["b"].path if "b" in self.engines else None)
         engines = self._load(a, b)
+        rec = active.record(self.store, a, b)
         self.engines = engines  # one reference swap; in-flight requests keep the engine they hold
-        gen = max(self.generation, self._read_active_generation()[0]) + 1
-        atomic_write_json(
-            self.active_file, {"generation": gen, "run_dir": str(a), "run_dir_b": str(b) if b else None}
-        )
-        self.generation, self._active_mtime = self._read_active_generation()
+        self.generation, self.fingerprint = rec.generation, rec.fingerprint
         return {arm: e.info() for arm, e in engines.items()}
 
     def follow_active(self) -> None:
-        """Another worker reloaded: load what ``active.json`` names (keeps the old engines on failure)."""
-        try:
-            mtime = self.active_file.stat().st_mtime_ns
-        except FileNotFoundError:
+        """Another process recorded a newer active run: load and swap it in (keeps the old engines when
+        it is broken or differs on this host, and does not try that generation again)."""
+        rec = active.newest(self.store)
+        if rec is None or rec.generation <= max(self.generation, self._refused_generation):
             return
-        if mtime == self._active_mtime:
-            return
-        self._active_mtime = mtime
-        try:
-            info = json.loads(self.active_file.read_text())
-        except ValueError:
-            return
-        gen = int(info.get("generation", 0))
-        if gen <= self.generation:
+        if rec.fingerprint == self.fingerprint and (rec.run_dir, rec.run_dir_b) == active.absolute(
+            *self._paths()
+        ):
+            self.generation = rec.generation  # already serving it (e.g. this process recorded it)
             return
         try:
-            self.engines = self._load(
-                Path(info["run_dir"]), Path(info["run_dir_b"]) if info.get("run_dir_b") else None
-            )
-            self.generation = gen
-            self.metrics.reloads.labels("followed").inc()
-            log.info("followed reload to generation %d (%s)", gen, info["run_dir"])
+            active.check_here(rec)
+            engines = self._load(*rec.paths)
         except ModalrecError as e:
-            log.error("could not follow reload to %s: %s", info.get("run_dir"), e)
+            self._refused_generation = rec.generation
+            self.metrics.reloads.labels("follow_refused").inc()
+            log.error(
+                "could not follow the active run of generation %d: %s",
+                rec.generation,
+                active.without_paths(str(e), rec),
+            )
+            return
+        self.engines = engines
+        self.generation, self.fingerprint = rec.generation, rec.fingerprint
+        self.metrics.reloads.labels("followed").inc()
+        log.info("followed reload to generation %d (run %s)", rec.generation, rec.fingerprint[:12])
+
+    def _paths(self) -> tuple[Path, Path | None]:
+        engines = self.engines
+        return engines["a"].path, (engines["b"].path if "b" in engines else None)
 
     async def follow_forever(self, every_s: float = 1.0) -> None:
-        """Poll ``active.json`` (skipped while this process is reloading itself); runs until cancelled."""
+        """Poll the store's active run (skipped while this process is reloading itself); runs until cancelled."""
         while True:
             await asyncio.sleep(every_s)
             if not self.reload_lock.locked():

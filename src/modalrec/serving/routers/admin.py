@@ -12,6 +12,7 @@ from fastapi import APIRouter
 
 from modalrec.core.errors import ModalrecError
 from modalrec.serving import experiments
+from modalrec.serving.active import StoreUnavailable
 from modalrec.serving.deps import State, admin_auth
 from modalrec.serving.errors import ApiError
 from modalrec.serving.schemas import ReloadIn
@@ -23,11 +24,19 @@ router = APIRouter()
 
 @router.post("/admin/reload", tags=["admin"])
 async def reload(state: State, body: ReloadIn | None = None, _: str | None = admin_auth) -> dict[str, Any]:
-    """Load and verify a run directory, then swap it in; a broken one is refused (422), the old keeps serving."""
+    """Load and verify a run directory, record it as the active run in the feedback store (every server
+    process sharing the store follows), then swap it in; a broken one is refused (422), a store that
+    cannot record it answers 503; either way the old run keeps serving."""
     body = body or ReloadIn()
     async with state.reload_lock:
         try:
             info = await asyncio.to_thread(state.reload, body.run_dir, body.run_dir_b)
+        except StoreUnavailable as e:
+            state.metrics.reloads.labels("refused").inc()
+            log.error("reload not recorded: %s", e)
+            raise ApiError(
+                503, "store_unavailable", f"reload not done, still serving the previous run: {e}"
+            ) from None
         except ModalrecError as e:
             state.metrics.reloads.labels("refused").inc()
             log.error("reload refused: %s", e)

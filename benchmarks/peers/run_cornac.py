@@ -182,6 +182,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     assert best is not None
 
+    # validation top-k of the restored best state (train masked): lets the benchmark score any subset of
+    # validation users (e.g. the select half) with its own evaluator
+    common.atomic_save_npy(
+        out / "valid_topk.npy",
+        common.full_rank_topk(score_with(best), tracker.users, tracker.exclude, k=args.k),
+    )
+    common.atomic_save_npy(out / "valid_users.npy", tracker.users)
     test_users = split.test_users()
     t0 = time.perf_counter()
     topk = common.full_rank_topk(score_with(best), test_users, split.csr("train", "valid"), k=args.k)

@@ -684,12 +684,16 @@ def blend_markdown(d: dict[str, Any]) -> list[str]:
 
 
 def mark_added_after_test(results: dict[str, Any], plan: dict[str, Any]) -> None:
-    """Stamp the rows the plan names as defined after a test score was seen (also rows run earlier)."""
+    """Stamp the rows the plan names as defined after a test score was seen (also rows run earlier),
+    and take each row's description (``note``) from the plan."""
     for section, d in results.get("sections", {}).items():
-        notes = {r["label"]: r.get("added_after_test") for r in plan.get(section, {}).get("rows", [])}
+        planned = {r["label"]: r for r in plan.get(section, {}).get("rows", [])}
         for r in d.get("rows", []):
-            if notes.get(r["label"]):
-                r["added_after_test"] = notes[r["label"]]
+            p = planned.get(r["label"], {})
+            if p.get("added_after_test"):
+                r["added_after_test"] = p["added_after_test"]
+            if p.get("note") and "quoted" not in r:
+                r["note"] = p["note"]
 
 
 def backfill_blends(results: dict[str, Any]) -> None:

@@ -348,9 +348,10 @@ def section_recommend(run: Path, work: Path, a: argparse.Namespace) -> dict[str,
 
 
 def json_get(url: str) -> Any:
+    """GET as JSON with the benchmark's key (user histories need a read key)."""
     import httpx
 
-    return httpx.get(url, timeout=30).json()
+    return httpx.get(url, timeout=30, headers={"Authorization": f"Bearer {KEY}"}).json()
 
 
 def section_search(run: Path, work: Path, a: argparse.Namespace) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def main() -> None:
     from selenium.webdriver.support.ui import Select
     from web_browser import chromium_paths, headless_chromium, severe_console_errors, wait_for
 
-    from serving import Server, write_config
+    from serving import KEY, Server, write_config
 
     paths = chromium_paths()
     if paths is None:
@@ -43,6 +43,11 @@ def main() -> None:
     drv = headless_chromium(*paths, width=a.width, height=900)
     try:
         drv.get(srv.url + "/")
+        assert wait_for(drv, "return document.body.dataset.ready", 60) == "1"
+        # the user list is private by default: the page keeps its key in localStorage
+        drv.execute_script("localStorage.setItem('modalrec-key', arguments[0])", KEY)
+        drv.get_log("browser")  # the keyless first load's refused /users (401)
+        drv.refresh()
         assert wait_for(drv, "return document.body.dataset.ready", 60) == "1"
         Select(drv.find_element(By.ID, "user")).select_by_value(a.user)
         wait_for(drv, f"return document.getElementById('recs-title').textContent.endsWith(' {a.user}')")

@@ -54,7 +54,7 @@ def test_feedback_folds_in_at_once(live: LiveServer) -> None:
     r = c.get("/recommend/brand-new").json()
     assert r["source"] == "feedback" and not r["fallback"]
     assert np.mean([x == 3 for x in clusters(r["items"])]) >= 0.6
-    hist = c.get("/users/brand-new/history").json()
+    hist = c.get("/users/brand-new/history", headers=live.auth("reader")).json()
     assert [f["item_id"] for f in hist["feedback"]] == ["i3", "i7", "i11"] and not hist["known_user"]
 
     # ratings: a low rating pushes the user away from the rated item's cluster
@@ -91,7 +91,7 @@ def test_feedback_persists_across_restart_and_is_idempotent(runs, tmp_path) -> N
         again = post(srv, "p0", "i0", "click", request_id="req-0")
         assert again["duplicate"] and again["id"] == ids[0]
     with LiveServer(create_app(runs["pop"], cfg)) as srv:  # a new process state on the same database
-        fb = srv.client.get("/users/p1/history").json()["feedback"]
+        fb = srv.client.get("/users/p1/history", headers=srv.auth("reader")).json()["feedback"]
         assert [f["item_id"] for f in fb] == [f"i{n}" for n in range(20) if n % 3 == 1]
         assert srv.client.get("/recommend/p1").json()["feedback_events"] == 7
     store = FeedbackStore(cfg.db_path)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serving_helpers import THEMES, LiveServer
+from serving_helpers import KEYS, THEMES, LiveServer
 from web_browser import chromium_paths, headless_chromium, images_loaded, severe_console_errors, wait_for
 
 PATHS = chromium_paths()
@@ -31,6 +31,11 @@ def test_page_recommend_search_similar(live: LiveServer, tmp_path: Path) -> None
     drv = headless_chromium(*PATHS)
     try:
         drv.get(live.url + "/")
+        assert wait_for(drv, "return document.body.dataset.ready") == "1"
+        # the user list and histories are private by default: the page's key (kept in localStorage)
+        drv.execute_script("localStorage.setItem('modalrec-key', arguments[0])", KEYS["reader"])
+        drv.get_log("browser")  # drops the first load's refused /users (401) from the log
+        drv.refresh()
         assert wait_for(drv, "return document.body.dataset.ready") == "1"
         assert "bprmf" in drv.find_element(By.ID, "status").text
         # first user is selected and recommended on load: 12 cards with titles and decoded posters
@@ -73,6 +78,31 @@ def test_page_recommend_search_similar(live: LiveServer, tmp_path: Path) -> None
         drv.quit()
 
 
+def test_page_without_a_key_keeps_user_data_private(live: LiveServer) -> None:
+    """No key: the user list and history say why they are empty; a typed user id still gets recommendations."""
+    from selenium.webdriver.common.by import By
+
+    assert PATHS is not None
+    drv = headless_chromium(*PATHS)
+    try:
+        drv.get(live.url + "/")
+        assert wait_for(drv, "return document.body.dataset.ready") == "1"
+        assert "bprmf" in drv.find_element(By.ID, "status").text
+        assert drv.find_element(By.ID, "user").get_attribute("disabled") is not None
+        assert "open_user_data" in drv.find_element(By.ID, "user-note").text
+        assert cards(drv, "recs") == []
+        drv.find_element(By.ID, "user-free").send_keys("u3")
+        drv.find_element(By.ID, "go").click()
+        wait_for(drv, "return document.querySelectorAll('#recs .card').length === 12")
+        wait_for(drv, "return document.querySelector('#history .error') !== null")
+        assert "read scope" in drv.find_element(By.CSS_SELECTOR, "#history .error").text
+        assert cards(drv, "history") == []
+        errors = severe_console_errors(drv)  # the browser logs the refused /users requests (401)
+        assert all("401" in e for e in errors), errors
+    finally:
+        drv.quit()
+
+
 def test_page_shows_api_errors(runs, tmp_path: Path) -> None:
     """Reads that need a key: the page says so instead of failing silently, and works once a key is set."""
     from selenium.webdriver.common.by import By
@@ -86,8 +116,14 @@ def test_page_shows_api_errors(runs, tmp_path: Path) -> None:
         drv = headless_chromium(*PATHS)
         try:
             drv.get(srv.url + "/")
-            assert wait_for(drv, "return document.body.dataset.ready") == "error"
-            assert "api key" in drv.find_element(By.ID, "status").text.lower()
+            # the user list says it needs a key; a typed user's recommendations say so too
+            assert wait_for(drv, "return document.body.dataset.ready") == "1"
+            assert "api key" in drv.find_element(By.ID, "user-note").text.lower()
+            drv.find_element(By.ID, "user-free").send_keys("u0")
+            drv.find_element(By.ID, "go").click()
+            wait_for(drv, "return document.querySelector('#recs .error') !== null")
+            assert "api key" in drv.find_element(By.CSS_SELECTOR, "#recs .error").text.lower()
+            drv.find_element(By.ID, "user-free").clear()
             key = drv.find_element(By.ID, "apikey")
             key.send_keys(KEYS["reader"])
             drv.execute_script("document.getElementById('apikey').dispatchEvent(new Event('change'))")
@@ -108,6 +144,10 @@ def _ab_page(srv: LiveServer) -> tuple[Any, dict]:
     drv.get(srv.url + "/")
     assert wait_for(drv, "return document.body.dataset.ready") == "1"
     drv.find_element(By.ID, "apikey").send_keys(KEYS["admin"])
+    drv.execute_script("document.getElementById('apikey').dispatchEvent(new Event('change'))")
+    drv.get_log("browser")  # drops the keyless first load's refused /users (401, user data is private)
+    drv.refresh()  # the key is kept in localStorage
+    assert wait_for(drv, "return document.body.dataset.ready") == "1"
     drv.find_element(By.ID, "ab-load").click()
     assert wait_for(drv, "return document.getElementById('ab').dataset.loaded") == "1"
     report = srv.client.get("/admin/ab", headers=srv.auth("admin")).json()

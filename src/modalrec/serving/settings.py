@@ -6,7 +6,8 @@ retraining, and the run directory must never hold secrets. Example ``serve.toml`
     state_dir = "serve-state"          # feedback.sqlite with the active run (relative to this file)
 
     [auth]
-    read_requires_key = false          # GET endpoints open; POST /feedback always needs a key
+    read_requires_key = false          # catalogue GETs open; POST /feedback always needs a key
+    open_user_data = false             # /users and /users/{id}/history need a read key (demo: true)
     [[auth.keys]]
     name = "web-frontend"
     hash = "sha256$9f86d08..."         # from `modalrec serve-key` (sha256$... or scrypt$...)
@@ -30,8 +31,8 @@ retraining, and the run directory must never hold secrets. Example ``serve.toml`
     max_fallback_share = 0.5
 
 >>> cfg = ServeConfig.model_validate({"limits": {"max_k": 50}})
->>> cfg.limits.max_k, cfg.index.hnsw_threshold, cfg.auth.read_requires_key
-(50, 50000, False)
+>>> cfg.limits.max_k, cfg.index.hnsw_threshold, cfg.auth.read_requires_key, cfg.auth.open_user_data
+(50, 50000, False, False)
 """
 
 from __future__ import annotations
@@ -68,7 +69,12 @@ class KeyEntry(_Strict):
 
 
 class AuthConfig(_Strict):
+    #: Every GET needs a read key (else the catalogue endpoints are open; see open_user_data).
     read_requires_key: bool = False
+    #: Demo switch: ``GET /users`` and ``/users/{id}/history`` as open as the catalogue reads (no key
+    #: unless read_requires_key). Off by default: they say who uses the service and what each person
+    #: did; a product never opens them.
+    open_user_data: bool = False
     keys: list[KeyEntry] = Field(default_factory=list)
     #: Salt for masking user ids in logs (a stable pseudonym per deployment).
     log_salt: str = "modalrec"

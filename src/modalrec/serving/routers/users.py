@@ -1,4 +1,8 @@
-"""User endpoints: ``GET /users`` (known ids) and ``GET /users/{user_id}/history``."""
+"""User endpoints: ``GET /users`` (known ids) and ``GET /users/{user_id}/history``.
+
+Private by default: both need a read key even when the catalogue reads are open, unless the demo
+switch ``[auth] open_user_data = true`` opens them (they list who uses the service and what each did).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from fastapi import Path as PathParam
 
-from modalrec.serving.deps import State, read_auth
+from modalrec.serving.deps import State, user_data_auth
 from modalrec.serving.schemas import ID_PATTERN
 
 router = APIRouter()
@@ -18,7 +22,7 @@ async def users(
     state: State,
     limit: int = Query(50, ge=1, le=1000),
     offset: int = Query(0, ge=0),
-    _: str | None = read_auth,
+    _: str | None = user_data_auth,
 ) -> dict[str, Any]:
     """A page of known user ids (for the demo page and for tests)."""
     _arm, eng = state.engine_for()
@@ -30,7 +34,7 @@ async def history(
     state: State,
     user_id: str = PathParam(min_length=1, max_length=256, pattern=ID_PATTERN),
     limit: int = Query(20, ge=1, le=500),
-    _: str | None = read_auth,
+    _: str | None = user_data_auth,
 ) -> dict[str, Any]:
     """The user's training interactions and live feedback (most recent feedback last)."""
     _arm, eng = state.engine_for(user_id)

@@ -65,20 +65,37 @@ async function showSimilar(item) {
   $("panel-similar").scrollIntoView({ behavior: "smooth" });
 }
 
+// Shows one user's recommendations and history; returns the recommendation error, if any.
 async function recommend() {
   const user = $("user-free").value.trim() || $("user").value;
-  if (!user) return;
+  if (!user) return null;
   $("recs-title").textContent = "Recommendations for " + user;
+  // the history is user data (a read key unless the server opens it): its error stays in its panel
+  const [r, h] = await Promise.allSettled([
+    api("/recommend/" + encodeURIComponent(user) + "?k=12"),
+    api("/users/" + encodeURIComponent(user) + "/history?limit=24"),
+  ]);
+  if (r.status === "fulfilled") {
+    const v = r.value;
+    const why = v.fallback ? "unknown user: most popular items (fallback)" : "source: " + v.source;
+    $("recs-note").textContent = why + " · model " + v.model + " · arm " + v.arm;
+    fill($("recs"), v.items);
+  } else showError($("recs"), r.reason);
+  if (h.status === "fulfilled") fill($("history"), h.value.items);
+  else showError($("history"), h.reason);
+  return r.status === "rejected" ? r.reason : null;
+}
+
+async function loadUsers() {
   try {
-    const [r, h] = await Promise.all([
-      api("/recommend/" + encodeURIComponent(user) + "?k=12"),
-      api("/users/" + encodeURIComponent(user) + "/history?limit=24"),
-    ]);
-    const why = r.fallback ? "unknown user: most popular items (fallback)" : "source: " + r.source;
-    $("recs-note").textContent = why + " · model " + r.model + " · arm " + r.arm;
-    fill($("recs"), r.items);
-    fill($("history"), h.items);
-  } catch (e) { showError($("recs"), e); }
+    const u = await api("/users?limit=100");
+    $("user").replaceChildren(...u.users.map((id) => new Option(id, id)));
+    $("user").disabled = false;
+  } catch (e) {  // user ids are private by default: say why the list is empty, typed ids still work
+    $("user").replaceChildren(new Option("(list needs a read key)", ""));
+    $("user").disabled = true;
+    $("user-note").textContent = e.message;
+  }
 }
 
 async function search(ev) {
@@ -195,9 +212,9 @@ async function init() {
     const h = await api("/health");
     const a = h.arms.a;
     $("status").textContent = a.model + " · " + a.users + " users · " + a.items + " items";
-    const u = await api("/users?limit=100");
-    $("user").replaceChildren(...u.users.map((id) => new Option(id, id)));
-    await recommend();
+    await loadUsers();
+    const err = await recommend();
+    if (err) throw err;
     document.body.dataset.ready = "1";
   } catch (e) {
     $("status").textContent = "error: " + e.message;

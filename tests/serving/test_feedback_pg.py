@@ -158,7 +158,7 @@ def test_two_servers_share_the_store_and_survive_an_outage(
     cfg = [serve_config(tmp_path / f"h{k}", text_encoder="none", feedback={"url": pg_url}) for k in (1, 2)]
     with LiveServer(create_app(runs["bpr"], cfg[0])) as a, LiveServer(create_app(runs["bpr"], cfg[1])) as b:
         assert _post(a, "u0", "i1", "k1").status_code == 200
-        hist = b.client.get("/users/u0/history").json()
+        hist = b.client.get("/users/u0/history", headers=b.auth("reader")).json()
         assert [f["item_id"] for f in hist["feedback"]] == ["i1"]
         assert _post(b, "u0", "i1", "k1").json()["duplicate"]
         pg_cluster.stop()
@@ -172,7 +172,8 @@ def test_two_servers_share_the_store_and_survive_an_outage(
         time.sleep(1.1)  # past the reader's one-second back-off
         again = _post(a, "u0", "i5", "k2")
         assert again.status_code == 200 and not again.json()["duplicate"]
-        assert [f["item_id"] for f in b.client.get("/users/u0/history").json()["feedback"]] == ["i1", "i5"]
+        hist = b.client.get("/users/u0/history", headers=b.auth("reader")).json()
+        assert [f["item_id"] for f in hist["feedback"]] == ["i1", "i5"]
 
 
 def _commit_together(stores: list[Any], batches: list[list[FeedbackRow]]) -> list[Any]:

@@ -50,13 +50,13 @@ PLAN_NAME = "baselines"
 def plan_rows(data: dict[str, Any]) -> list[str]:
     """Row keys of a baselines plan: ``modalrec <model>`` and ``<library> <Model>``."""
     return [f"modalrec {m}" for m in data.get("ours", {})] + [
-        f"{p['library']} {p['model']}" for p in data.get("peers", [])
+        f"{p['library']} {p.get('label', p['model'])}" for p in data.get("peers", [])
     ]
 
 
 def configure(data: dict[str, Any]) -> None:
     """Set the module's row definitions from the plan (rows, grids, caps: nothing is fixed in code)."""
-    global DIM, BATCH, CAPS, OURS, OVERRIDES, ITEMKNN_GRID, PEERS
+    global DIM, BATCH, CAPS, OURS, OVERRIDES, ITEMKNN_GRID, PEERS, MODEL_OF
     CAPS = dict(data["caps"])
     DIM, BATCH = int(CAPS["dim"]), int(CAPS["batch_size"])
     trained = {k: CAPS[k] for k in ("dim", "batch_size", "epochs", "eval_every", "patience")}
@@ -66,9 +66,12 @@ def configure(data: dict[str, Any]) -> None:
     g = data["ours"].get("itemknn", {}).get("grid", {"k": [100], "shrink": [0.0]})
     ITEMKNN_GRID = [{"k": k, "shrink": sh} for k in g["k"] for sh in g["shrink"]]
     OVERRIDES = data.get("overrides", {})
+    # a peer row is named by its label (default: the model), so one model can appear in two variants
     PEERS = [
-        (p["library"], p["model"], dict(p.get("params", {})), dict(p.get("grid", {}))) for p in data["peers"]
+        (p["library"], p.get("label", p["model"]), dict(p.get("params", {})), dict(p.get("grid", {})))
+        for p in data["peers"]
     ]
+    MODEL_OF = {(p["library"], p.get("label", p["model"])): p["model"] for p in data["peers"]}
 
 
 DIM, BATCH = 64, 2048
@@ -77,6 +80,7 @@ OURS: dict[str, dict[str, Any]] = {}
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
 ITEMKNN_GRID: list[dict[str, Any]] = []
 PEERS: list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]] = []
+MODEL_OF: dict[tuple[str, str], str] = {}
 PUBLISHED = {
     "baby": {
         "lightgcn": {"recall@20": 0.0754, "ndcg@20": 0.0328, "source": "MMRec-protocol published figure"}
@@ -340,7 +344,10 @@ def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> li
                 )
                 continue
             try:
-                rows.append(run_peer_model(ds, split_dir, lib, model, hp, grid, args.threads, seed))
+                real = MODEL_OF.get((lib, model), model)
+                rows.append(
+                    run_peer_model(ds, split_dir, lib, real, hp, grid, args.threads, seed) | {"model": model}
+                )
                 print("   ", rows[-1]["test"], flush=True)
             except Exception as e:  # a failing peer is reported in the table, not fatal
                 rows.append({"library": lib, "model": model, "error": str(e).splitlines()[0][:200]})
@@ -350,7 +357,12 @@ def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> li
 def selected_peers(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]]:
     """Planned peers whose library is in ``--peers`` (and model in ``--peer-models`` when given)."""
     want = {m.lower() for m in args.peer_models} if args.peer_models else None
-    return [p for p in PEERS if p[0] in args.peers and (want is None or p[1].lower() in want)]
+    return [
+        p
+        for p in PEERS
+        if p[0] in args.peers
+        and (want is None or p[1].lower() in want or MODEL_OF.get((p[0], p[1]), "").lower() in want)
+    ]
 
 
 def row_key(r: dict[str, Any]) -> str:

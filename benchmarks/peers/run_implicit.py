@@ -12,6 +12,14 @@ Why it is done this way:
 * BPR is per-sample SGD (``--batch-size`` does not apply); implicit's ``factors`` counts the latent
   factors, and BPR adds one more column for the item bias. ALS weights observed entries by ``alpha``
   (``--param alpha=...``).
+* implicit's BPR draws its negatives from the training *entries* (``disliked = itemids[random entry]``),
+  i.e. in proportion to item popularity, not uniformly as in the BPR paper; positives and negatives then
+  share one distribution and the item bias cannot learn popularity. ``--param uniform_negatives=S``
+  (0 <= S < 1) makes a share S of the negatives uniform without touching the library: it appends padding
+  users who interacted with every item. Their own draws are always rejected (every negative is "liked"
+  by them, ``verify_negative_samples``), so they never train, but their entries are drawn as negatives
+  for the real users: uniformly over items. An epoch keeps about one update per real training entry.
+  Their rows are dropped before ranking.
 * ``OPENBLAS_NUM_THREADS=1`` is set before numpy loads, as implicit asks, to avoid nested threading.
 """
 
@@ -29,6 +37,17 @@ import common
 import numpy as np
 
 LIB = "implicit"
+
+
+def padding_users(nnz: int, n_items: int, share: float) -> int:
+    """Users who like every item needed so that ``share`` of the drawn entries are theirs.
+
+    >>> padding_users(1000, 100, 0.5), padding_users(1000, 100, 0.0)
+    (10, 0)
+    """
+    if not 0.0 <= share < 1.0:
+        raise SystemExit(f"uniform_negatives must be in [0, 1), got {share}")
+    return int(np.ceil(share / (1.0 - share) * nnz / n_items)) if share > 0 else 0
 #: Library defaults replaced by the runner when the command line gives no value (see README).
 RUNNER_DEFAULTS = {"BPR": {"epochs": 300}, "ALS": {"epochs": 50}}
 
@@ -56,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     user_items.sum_duplicates()
     user_items.data[:] = 1.0
+    share = float(extra.pop("uniform_negatives", 0.0))
+    n_pad = padding_users(user_items.nnz, split.n_items, share) if model_name == "BPR" else 0
+    if n_pad:
+        pad = sp.csr_matrix(np.ones((n_pad, split.n_items), dtype=np.float32))
+        user_items = sp.vstack([user_items, pad], format="csr")
 
     chunk = max(1, args.eval_every)
     max_epochs = args.epochs if args.epochs is not None else RUNNER_DEFAULTS[model_name]["epochs"]
@@ -99,9 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         dt = time.perf_counter() - t0
         epoch_seconds.extend([dt / n] * n)
         epoch += n
-        rec, improved = tracker.evaluate(score_with(model.user_factors, model.item_factors), epoch)
+        uf = model.user_factors[: split.n_users]
+        rec, improved = tracker.evaluate(score_with(uf, model.item_factors), epoch)
         if improved:
-            best = (np.array(model.user_factors, copy=True), np.array(model.item_factors, copy=True))
+            best = (np.array(uf, copy=True), np.array(model.item_factors, copy=True))
         print(
             f"epoch {epoch}: train {dt:.2f} s, valid recall@20 {rec:.4f}{' *' if improved else ''}",
             flush=True,
@@ -127,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     hp = {k: getattr(model, k) for k in names if hasattr(model, k)}
     hp = {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in hp.items()}
     hp.update({"seed": args.seed, "max_epochs": max_epochs, "eval_every": chunk, "patience": args.patience})
+    hp.update({"uniform_negatives": share, "padding_users": n_pad})
     run = {
         "library": LIB,
         "library_version": implicit.__version__,

@@ -135,6 +135,8 @@ class Load:
         self.n = 0
         self.on_kill: Any = None
         self.failovers = 0
+        #: Why POSTs were not acknowledged: HTTP status, or the connection error's type.
+        self.failures: dict[str, int] = {}
 
     async def _connect(self, target: int) -> tuple[int, asyncio.StreamReader, asyncio.StreamWriter]:
         """A connection to ``target`` or, when refused, to the next server (the balancer's failover)."""
@@ -167,8 +169,9 @@ class Load:
                 if n == self.a.kill_after and self.on_kill is not None:
                     self.on_kill()
                 status = await asyncio.wait_for(_read_status(reader), self.a.request_timeout)
-            except (OSError, asyncio.IncompleteReadError, TimeoutError, StopIteration, ValueError):
+            except (OSError, asyncio.IncompleteReadError, TimeoutError, StopIteration, ValueError) as e:
                 self.failed.append(rid)
+                self.failures[type(e).__name__] = self.failures.get(type(e).__name__, 0) + 1
                 writer.close()
                 conn = None
                 target = (target + 1) % len(self.ports)  # this server stopped answering: fail over
@@ -178,6 +181,7 @@ class Load:
                 self.acked[rid] = time.perf_counter() - t
             else:
                 self.failed.append(rid)
+                self.failures[str(status)] = self.failures.get(str(status), 0) + 1
         if conn is not None:
             conn[1].close()
 
@@ -284,6 +288,7 @@ def one_repetition(
             "killed_after_sent": at_kill.get("sent"),
             "acked_before_kill": at_kill.get("acked"),
             "client_failovers": load.failovers,
+            "unacknowledged_because": load.failures,
             "machine_busy_cpu_s": round((b1 - b0) / os.sysconf("SC_CLK_TCK"), 2),
             **_checks(load, before, after, retry),
         }
@@ -335,6 +340,13 @@ def write_md(res: dict[str, Any], path: Path) -> None:
     ]
     for b, s in res["summary"].items():
         L.append(f"| {b} | {s['median_acked_per_s']} | {s['median_p99_ms']} | {s['target_met']} |")
+    L += ["", "Why POSTs went unacknowledged (HTTP status or connection error), per repetition:", ""]
+    for i, r in enumerate(res["repetitions"], 1):
+        if "error" not in r:
+            L.append(
+                f"- {i} ({r['backend']}): {r['unacknowledged_because']}; killed after POST {r['killed_after_sent']} "
+                f"was sent ({r['acked_before_kill']} acknowledged by then); client failovers {r['client_failovers']}"
+            )
     L += ["", "Notes:", ""] + [f"- {n}" for n in res["notes"]]
     path.write_text("\n".join(L) + "\n")
 

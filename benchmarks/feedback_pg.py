@@ -363,6 +363,11 @@ def main() -> None:
     ap.add_argument("--order", default=",".join(plan["backends"]["order"]))
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     ap.add_argument("--work", type=Path, default=None)
+    ap.add_argument(
+        "--code-commit",
+        default=None,
+        help="commit of the code run (default: HEAD; for a git archive snapshot)",
+    )
     a = ap.parse_args()
     from pg_cluster import PgCluster, _bin_dir
 
@@ -401,7 +406,8 @@ def main() -> None:
     res = {
         "plan": str(PLAN.relative_to(ROOT)),
         "plan_commit": git("log", "-1", "--format=%h", "--", str(PLAN)),
-        "code_commit": git("rev-parse", "--short", "HEAD"),
+        "code_commit": a.code_commit or git("rev-parse", "--short", "HEAD"),
+        "code_dirty": [] if a.code_commit else git("status", "--porcelain", "--", "src").splitlines(),
         "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
         "postgres_version": pg_version,
         "loadavg_start": la0,

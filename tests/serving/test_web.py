@@ -213,3 +213,110 @@ def test_admin_view_interleaving(runs, tmp_path: Path) -> None:
             assert not severe_console_errors(drv)
         finally:
             drv.quit()
+
+
+@pytest.fixture(scope="module")
+def coldstart_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small coldstart run (modalrec fit, char-ngram text) that can place items added live."""
+    from live_helpers import fit_run
+
+    return fit_run(tmp_path_factory.mktemp("web-live"), "coldstart")
+
+
+def _submit(drv: Any, form: str) -> tuple[str, str]:
+    """Submit ``#form`` and wait for the live-items answer: its text and class (ok / error)."""
+    drv.execute_script("document.getElementById('item-result').textContent = ''")
+    drv.find_element("css selector", f"#{form} button[type=submit]").click()
+    wait_for(
+        drv, "const t = document.getElementById('item-result').textContent; return t && !t.endsWith('…')", 60
+    )
+    return tuple(
+        drv.execute_script(
+            "const r = document.getElementById('item-result'); return [r.textContent, r.className];"
+        )
+    )
+
+
+def test_add_and_hide_a_live_item_from_the_page(coldstart_run: Path, tmp_path: Path) -> None:
+    """The live-items form: a corrupt picture is refused with the server's reason (nothing stored); the
+    item with a good picture is added, shown with its similar items and found by search; hiding it
+    removes it from search."""
+    from live_helpers import query_encoder
+    from selenium.webdriver.common.by import By
+    from serving_helpers import KEYS, png_bytes, serve_config
+
+    from modalrec.serving.app import create_app
+
+    assert PATHS is not None
+    good, bad = tmp_path / "sofa.png", tmp_path / "broken.png"
+    good.write_bytes(png_bytes((200, 40, 40), size=16))
+    bad.write_bytes(good.read_bytes()[: good.stat().st_size // 2])  # cut inside its header
+    cfg = serve_config(tmp_path, text_encoder="none")
+    with LiveServer(create_app(coldstart_run, cfg, encode_text=query_encoder())) as srv:
+        drv = headless_chromium(*PATHS)
+        try:
+            drv.get(srv.url + "/")
+            assert wait_for(drv, "return document.body.dataset.ready") == "1"
+            drv.execute_script("localStorage.setItem('modalrec-key', arguments[0])", KEYS["writer"])
+            drv.get_log("browser")  # the keyless first load's refused /users (401)
+            drv.refresh()
+            assert wait_for(drv, "return document.body.dataset.ready") == "1"
+            # one input per catalogue text column, learned from a catalogue item
+            fields = drv.execute_script(
+                "return [...document.querySelectorAll('#item-fields input')].map(i => i.dataset.field)"
+            )
+            assert fields == ["title", "colour"], fields
+            drv.find_element(By.ID, "item-id").send_keys("n-red")
+            drv.find_element(By.CSS_SELECTOR, "#item-fields input[data-field=title]").send_keys(
+                "red velvet sofa chair"
+            )
+            drv.find_element(By.CSS_SELECTOR, "#item-fields input[data-field=colour]").send_keys("red")
+            # a corrupt picture: the server's reason, and nothing stored
+            drv.find_element(By.ID, "item-image").send_keys(str(bad))
+            text, cls = _submit(drv, "item-form")
+            files = {"image": ("broken.png", bad.read_bytes(), "image/png")}
+            api = srv.client.post(
+                "/items", data={"item_id": "n-red", "title": "x"}, files=files, headers=srv.auth("writer")
+            )
+            err = api.json()["error"]
+            assert api.status_code == 422 and cls == "error", (text, api.text)
+            # the page shows the server's code and reason (the reason's detail names a per-request object)
+            assert text.startswith(f"not added: {err['code']}: {err['message'].split(' (')[0]}"), text
+            assert srv.client.get("/items/n-red").status_code == 404
+            # the good picture: added, its similar items shown at once (the red word cluster)
+            drv.execute_script("document.getElementById('item-image').value = ''")
+            drv.find_element(By.ID, "item-image").send_keys(str(good))
+            text, cls = _submit(drv, "item-form")
+            assert cls == "ok" and text.startswith("added n-red · vectors: text"), text
+            wait_for(
+                drv, "return document.getElementById('similar-title').textContent.includes('red velvet')"
+            )
+            wait_for(drv, "return document.querySelectorAll('#similar .card').length > 0")
+            similar = [c["id"] for c in cards(drv, "similar")]
+            assert "n-red" not in similar and all(int(i[1:]) % 3 == 0 for i in similar[:5]), similar
+            detail = srv.client.get("/items/n-red").json()
+            assert detail["live"] and detail["fields"] == {"title": "red velvet sofa chair", "colour": "red"}
+            # found by search, with its picture served
+            q = drv.find_element(By.ID, "q")
+            q.send_keys("red velvet sofa chair")
+            q.submit()
+            wait_for(drv, "return document.querySelectorAll('#results .card').length > 0")
+            assert cards(drv, "results")[0]["id"] == "n-red"
+            wait_for(drv, "return [...document.querySelectorAll('#results img')].every(i => i.complete)")
+            assert images_loaded(drv, "results")[0]
+            # hide it: gone from search
+            assert drv.find_element(By.ID, "hide-id").get_attribute("value") == "n-red"
+            text, cls = _submit(drv, "hide-form")
+            assert cls == "ok" and text == "hidden everywhere: n-red", text
+            drv.execute_script("document.getElementById('results').replaceChildren()")
+            drv.find_element(By.CSS_SELECTOR, "#search-form button").click()
+            wait_for(drv, "return document.querySelectorAll('#results .card').length > 0")
+            assert "n-red" not in {c["id"] for c in cards(drv, "results")}
+            assert srv.client.get("/items/n-red").status_code == 404
+            # hiding it again: the server's reason
+            text, cls = _submit(drv, "hide-form")
+            assert cls == "error" and text.startswith("not hidden: unknown_item"), text
+            errors = severe_console_errors(drv)  # the refused POST (422) and DELETE (404) only
+            assert all(" 422 " in e or " 404 " in e for e in errors), errors
+        finally:
+            drv.quit()

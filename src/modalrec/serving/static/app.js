@@ -110,6 +110,73 @@ async function search(ev) {
   } catch (e) { showError($("results"), e); }
 }
 
+// ---- live items (POST /items, DELETE /items/{id}, write key) ----
+async function send(method, path, body) {
+  const r = await fetch(path, { method, headers: headers(), body });
+  const answer = await r.json();
+  if (!r.ok) {
+    const e = answer.error || {};
+    throw new Error((e.code ? e.code + ": " : "") + (e.message || r.statusText));
+  }
+  return answer;
+}
+
+function itemResult(text, ok) {
+  $("item-result").textContent = text;
+  $("item-result").className = ok ? "ok" : "error";
+}
+
+// One text input per catalogue column, learned from an item of the catalogue (title if none).
+async function itemFields(exampleId) {
+  let names = ["title"];
+  if (exampleId) {
+    try {
+      const d = await api("/items/" + encodeURIComponent(exampleId));
+      if (Object.keys(d.fields).length) names = Object.keys(d.fields);
+    } catch (e) { /* keep the default */ }
+  }
+  $("item-fields").replaceChildren(...names.map((n) => {
+    const label = document.createElement("label");
+    const input = document.createElement("input");
+    input.name = n;
+    input.dataset.field = n;
+    input.size = n === "title" ? 24 : 16;
+    label.append(n + " ", input);
+    return label;
+  }));
+}
+
+async function addItem(ev) {
+  ev.preventDefault();
+  const form = new FormData();
+  const id = $("item-id").value.trim();
+  form.append("item_id", id);
+  document.querySelectorAll("#item-fields input").forEach((i) => {
+    if (i.value.trim()) form.append(i.dataset.field, i.value.trim());
+  });
+  const file = $("item-image").files[0];
+  if (file) form.append("image", file, file.name);
+  itemResult("adding " + id + "…", true);
+  try {
+    const r = await send("POST", "/items", form);
+    const missing = Object.entries(r.missing).map(([m, why]) => m + " (" + why + ")").join(", ");
+    itemResult((r.created ? "added " : "already there: ") + r.item_id + " · vectors: " +
+      (r.modalities.join(", ") || "none") + (missing ? " · missing: " + missing : ""), true);
+    $("hide-id").value = r.item_id;
+    const title = form.get("title");
+    await showSimilar({ item_id: r.item_id, title: title ? String(title) : r.item_id });
+  } catch (e) { itemResult("not added: " + e.message, false); }
+}
+
+async function hideItem(ev) {
+  ev.preventDefault();
+  const id = $("hide-id").value.trim();
+  try {
+    await send("DELETE", "/items/" + encodeURIComponent(id));
+    itemResult("hidden everywhere: " + id, true);
+  } catch (e) { itemResult("not hidden: " + e.message, false); }
+}
+
 // ---- experiment report (GET /admin/ab, admin key) ----
 function fmt(x, digits = 4) {
   if (x === null || x === undefined) return "–";
@@ -208,12 +275,16 @@ async function init() {
   $("user").addEventListener("change", () => { $("user-free").value = ""; recommend(); });
   $("search-form").addEventListener("submit", search);
   $("ab-load").addEventListener("click", showAb);
+  $("item-form").addEventListener("submit", addItem);
+  $("hide-form").addEventListener("submit", hideItem);
   try {
     const h = await api("/health");
     const a = h.arms.a;
     $("status").textContent = a.model + " · " + a.users + " users · " + a.items + " items";
     await loadUsers();
     const err = await recommend();
+    const first = document.querySelector("#recs .card");
+    await itemFields(first ? first.dataset.itemId : null);
     if (err) throw err;
     document.body.dataset.ready = "1";
   } catch (e) {

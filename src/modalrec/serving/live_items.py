@@ -266,6 +266,38 @@ class RunEncoders:
                 out[m] = (ok, np.where(np.isfinite(x), x, 0.0).astype(np.float32))
         return out, missing
 
+    def warm_up(self) -> None:
+        """Build every encoder and run it once on a small sample (weights loaded, imports done)."""
+        samples = {"image": _sample_png(), "audio": _sample_wav()}
+        with self._lock:
+            for m, spec in self.specs.items():
+                try:
+                    enc = self._encoder(m, spec)
+                    kind = str(getattr(enc, "modality", m))
+                    enc.encode(["warm up"] if "fields" in spec else [samples.get(kind, b"")])
+                except Exception as e:  # a warm-up failure only means the first add pays instead
+                    log.warning("warming up the %s encoder failed: %s", m, e)
+
+
+def _sample_png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (127, 127, 127)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _sample_wav() -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(16000, np.float32), 16000, format="WAV")
+    return buf.getvalue()
+
 
 @dataclass
 class Prepared:
@@ -297,6 +329,26 @@ class LiveItems:
 
     def close(self) -> None:
         self.store.close()
+
+    def warm_up(self, engines: dict[str, Engine]) -> threading.Thread:
+        """Load the encoders of every engine that can place items, in a background thread.
+
+        Why not on the first POST /items: building an encoder imports its libraries and loads its
+        weights (MiniLM: seconds), which holds the interpreter lock long enough to stall the requests
+        being answered meanwhile; at start-up nothing is waiting on an add yet.
+        """
+
+        def run() -> None:
+            for eng in engines.values():
+                if eng.placement_problem() is None:
+                    try:
+                        self.encoders_for(eng).warm_up()
+                    except ModalrecError as e:  # e.g. no recorded encoders: POST /items will say so
+                        log.warning("live items: %s", e)
+
+        t = threading.Thread(target=run, name="modalrec-encoder-warm-up", daemon=True)
+        t.start()
+        return t
 
     # -- building blocks (worker threads)
     def encoders_for(self, engine: Engine) -> RunEncoders:

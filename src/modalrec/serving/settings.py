@@ -147,6 +147,9 @@ class ItemsConfig(_Strict):
     decode_timeout_s: float = Field(default=10.0, gt=0)
     #: Audio longer than this is decoded up to this length only.
     max_audio_seconds: float = Field(default=600.0, gt=0)
+    #: Load the run's encoders in a background thread at start-up (a run that can place items only),
+    #: so that the first POST /items does not stall the requests served meanwhile. False: on first use.
+    warm_up: bool = True
 
 
 class ABConfig(_Strict):

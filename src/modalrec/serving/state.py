@@ -90,6 +90,8 @@ class ServerState:
             for arm, e in engines.items()
         }
         self.live.replay(engines)
+        if self.cfg.items.warm_up:
+            self.live.warm_up(engines)
         for arm, e in engines.items():
             self.metrics.index_items.labels(arm).set(len(e.item_ids) + len(e.live_ids))
             if e.rec_index is not None:

@@ -31,7 +31,7 @@ def fit_run(d: Path, model: str = "coldstart") -> Path:
         rows += [f"u{u},i{i}" for i in rng.choice(own, 12, replace=False)]
     (d / "inter.csv").write_text("\n".join(rows) + "\n")
     params = (
-        "{ dim = 8, hidden = 16, max_steps = 80, eval_every = 10, seeds = 1, threads = 1, "
+        "{ dim = 8, hidden = 16, max_steps = 80, eval_every = 10, seeds = 1, threads = 1, blend_weight = 0.5, "
         'collaborative = { model = "itemknn", params = { k = 10 } } }'
         if model == "coldstart"
         else "{ k = 10 }"

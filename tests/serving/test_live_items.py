@@ -13,7 +13,9 @@ import pytest
 from live_helpers import fit_run, query_encoder
 from serving_helpers import KEYS, LiveServer, serve_config
 
+from modalrec.encoders.registry import build_encoder
 from modalrec.serving.app import create_app
+from modalrec.workflows.rundir import load_run
 
 W = {"Authorization": f"Bearer {KEYS['writer']}"}
 RED = {"item_id": "n-red", "fields": {"title": "red velvet sofa chair", "colour": "red"}}
@@ -188,3 +190,27 @@ def test_another_worker_process_applies_what_one_stored(runs: dict[str, Path], t
     for st in (other, fresh):
         st.live.close()
         st.store.close()
+
+
+def test_served_scores_are_the_cold_start_models_blend_with_live_items_placed_as_offline(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    with _server(runs["coldstart"], tmp_path) as srv:
+        for body in (RED, BLUE):
+            assert srv.client.post("/items", json=body, headers=W).status_code == 201
+        eng = srv.app.state.srv.engines["a"]
+        model = load_run(runs["coldstart"]).model  # what `modalrec add-items` does offline
+        assert eng._blend is not None and model.blend_weight == 0.5
+        x = build_encoder({"encoder": "char-ngrams", "dim": 256}).encode(
+            [RED["fields"]["title"], BLUE["fields"]["title"]]
+        )
+        placed = model.place_items({"text": x})
+        np.testing.assert_allclose(eng.V[eng.n_base :], placed, rtol=1e-5, atol=1e-6)
+        model.add_items(placed)
+        users = np.arange(9)
+        served = np.stack([eng._blend_scores(int(u)) for u in users])
+        np.testing.assert_allclose(served, model.score(users), rtol=1e-4, atol=1e-5)
+        # the HTTP answer is the model's own top 10 (training items left out)
+        top, _ = model.recommend(np.array([0]), 10, exclude=eng.seen)
+        expected = [eng.item_id_of(int(i)) for i in top[0]]
+        assert _ids(srv.client.get("/recommend/u0", params={"k": 10}).json()) == expected

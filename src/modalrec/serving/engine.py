@@ -243,6 +243,7 @@ class Engine:
         if self.V is not None:
             self.rec_index = VectorIndex(self.V, self.cfg.index, queries=self.U, cache_dir=self.index_cache)
             self._V_rows = GrowingRows(self.V)
+        self._blend = self._coldstart_blend()
         self.timings["index_s"] = time.perf_counter() - t
 
     def _init_galleries(self, ds: Any, encode_text: TextEncoderFn | None) -> None:
@@ -382,6 +383,40 @@ class Engine:
         }
 
     # ------------------------------------------------------------------ live items
+    def _coldstart_blend(self) -> tuple[float, np.ndarray] | None:
+        """(tower weight, warm item indices) of a cold-start model that blends its tower with a
+        collaborative model, else None.
+
+        Why: its item vectors are the tower's alone; ranking a known user's list by them would serve
+        another model than the one evaluated (on the ML-100K cold-start split warm-item Recall@20 .381
+        instead of the blend's .425). Such users are scored by the model itself instead, and items
+        added live get the tower's share of the blend, standardised with the same warm-item
+        statistics (:meth:`_blend_scores`), so they rank as ``modalrec add-items`` would rank them.
+        """
+        from modalrec.models.coldstart import ColdStart
+
+        m = self.model
+        if not isinstance(m, ColdStart) or self.V is None or getattr(m, "_cf", None) is None:
+            return None
+        state = getattr(m, "_state", {})
+        if "item_vectors" not in state or m.blend_weight >= 1.0:
+            return None
+        return m.blend_weight, np.flatnonzero(np.asarray(state["warm"], bool)[: self.n_base])
+
+    def _blend_scores(self, u: int) -> np.ndarray:
+        """The cold-start model's blended scores of user ``u`` over every item, live items included."""
+        assert self._blend is not None and self.V is not None and self.U is not None
+        base = np.asarray(self.model.score(np.array([u]))[0], dtype=np.float32)
+        if not self.live_ids:
+            return base
+        w, warm = self._blend
+        q = self.U[u]
+        t = self.V[: self.n_base][warm] @ q
+        mean, sd = float(t.mean()), float(t.std(ddof=1)) if len(t) > 1 else 0.0
+        live = self.V[self.n_base :] @ q
+        z = (live - mean) / sd if sd > 1e-12 else np.zeros_like(live)
+        return np.concatenate([base, (w * z).astype(np.float32)])
+
     def placement_problem(self) -> str | None:
         """Why this engine cannot take items added live (None: it can): placing an item without
         interactions needs a cold-start model, and serving it needs the model's item vectors."""
@@ -496,6 +531,8 @@ class Engine:
             excl = np.union1d(excl, self.hidden_idx)
         has_fb = len(fb_items) > 0 and bool(np.any(fb_w != 0))
         source = "model" if u is not None else "popularity"
+        if self._blend is not None and u is not None and not has_fb:
+            return self._top(self._blend_scores(u), k, excl, source)
         if self.V is not None and self.U is not None and self.rec_index is not None:
             q = self.U[u] if u is not None else None
             if has_fb:

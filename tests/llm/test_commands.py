@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from modalrec.cli import app
 from modalrec.evaluation.protocol import evaluate
-from modalrec.llm.explain import TitleIndex, attribute_clause, check_grounding, foreign_nouns, ground
+from modalrec.llm.explain import TitleIndex, check_grounding, foreign_nouns, ground
 from modalrec.llm.text import ItemText
 from modalrec.models import create
 from modalrec.workflows.llm_runs import projector_splits
@@ -67,12 +67,11 @@ def test_explain_command_is_grounded(llm, run_dir, small_movies) -> None:
         kept, rejected = "", [*rejected, *foreign]
     assert phrased["rejected"] == rejected
     if phrased["source"] == "template":
-        assert phrased["text"] == template["text"] and len(kept.split()) < 4
-    else:  # the kept sentences, plus what the items share when they do not say it
-        assert phrased["text"] in (
-            kept,
-            f"{kept.rstrip('.')} ({attribute_clause(phrased['shared_genres'], phrased['modality_weights'], ItemText(ds).domain)}).",
-        )
+        assert phrased["text"] == template["text"]
+    elif phrased["source"] == "llm+fact":  # the kept sentences, plus one fact sentence from the data
+        assert phrased["text"].startswith(kept.rstrip(".")) and phrased["check"]["passes"]
+    else:
+        assert phrased["text"] == kept and phrased["check"]["passes"]
         assert phrased["source"] == ("llm-stripped" if rejected else "llm")
     bad = runner.invoke(app, ["explain", str(run_dir), "--user", "nobody", "--item", item, "--no-llm"])
     assert bad.exit_code == 2 and "unknown user" in bad.output

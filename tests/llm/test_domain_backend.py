@@ -14,9 +14,10 @@ import pytest
 from modalrec.core.errors import ConfigError
 from modalrec.data.demo import make_demo
 from modalrec.llm.backend import BackendError, HTTPBackend, LocalBackend
+from modalrec.llm.check import ExplanationChecker, best_fact
 from modalrec.llm.config import LLMConfig, read_llm_config
 from modalrec.llm.domain import ItemDomain, domain_of
-from modalrec.llm.explain import check_explanation, explain, explanation_prompt, foreign_nouns
+from modalrec.llm.explain import explain, explanation_prompt, foreign_nouns
 from modalrec.llm.rerank import LLMReranker
 from modalrec.llm.server import token_logprobs
 from modalrec.llm.text import ItemText
@@ -58,29 +59,33 @@ def test_no_prompt_names_a_domain_the_demo_does_not(llm, demo) -> None:
 def test_demo_explanation_passes_the_checker(llm, demo) -> None:
     """The real LLM phrases an explanation for a demo user; the checker reads it (no 'movie')."""
     u = 0
-    seen = (demo.train + demo.valid).tocsr()
-    hist = [int(h) for h in seen.indices[seen.indptr[u] : seen.indptr[u + 1]]]
-    item = next(i for i in range(demo.n_items) if i not in hist)
-    exp = explain(demo, None, u, item, llm=llm)
-    verdict = check_explanation(exp, hist, ItemText(demo))
+    checker = ExplanationChecker(demo)
+    hist = checker.history(u)
+    # an item that shares something checkable with the user's history (the checker's own facts)
+    item = next(i for i in range(demo.n_items) if i not in hist and best_fact(checker, i, hist) is not None)
+    exp = explain(demo, None, u, item, llm=llm, checker=checker)
     assert "movie" not in exp.text.lower()
-    assert verdict["passes"], (exp.text, verdict)
+    assert exp.check == checker.check(exp.text, u, item).as_dict()
+    assert exp.check["passes"], (exp.text, exp.check)
 
 
 def test_checker_catches_what_it_should(movies) -> None:
-    texts = ItemText(movies)
-    hist = [int(h) for h in (movies.train + movies.valid).tocsr()[0].indices]
+    checker = ExplanationChecker(movies)
     item = int(movies.test[0].indices[0])  # a family film, like the user's history
     exp = explain(movies, None, 0, item, use_llm=False)
-    assert check_explanation(exp, hist, texts)["passes"], exp.text
+    assert exp.check is not None and exp.check["passes"], exp.text
     unrelated = explain(movies, None, 0, 1, use_llm=False)  # an action film: nothing shared to state
-    assert not check_explanation(unrelated, hist, texts)["states_shared_attribute"]
-    exp.text = "Fans of Heat (1995) and the film GoldenEye will like it."
-    v = check_explanation(exp, [0], texts)
-    assert v["names_outside_history"] == ["GoldenEye (1995)", "Heat (1995)"] and v["foreign_nouns"] == [
-        "film"
-    ]
-    assert not v["states_shared_attribute"] and not v["passes"]
+    assert unrelated.check is not None and not unrelated.check["states_shared_attribute"]
+    v = checker.check("Fans of Heat (1995) and the film GoldenEye will like it.", 0, 10, [0])
+    assert v.names_outside_history == ["GoldenEye (1995)", "Heat (1995)"] and v.foreign_nouns == ["film"]
+    assert not v.states_shared_attribute and not v.passes and not v.uses_noun
+    # a genre both items really have, stated about a history item: passes; a genre they do not share: not
+    hist = checker.history(0)
+    assert 0 in hist  # user 0 is a family-film user who saw Toy Story (index 0)
+    ok = checker.check("Like Toy Story, this item is Animation.", 0, 10)
+    assert ok.passes and ok.named_history == [0], ok.failures()
+    bad = checker.check("Like Toy Story, this item is Thriller.", 0, 10)
+    assert not bad.passes and bad.failures() == ["no verified shared attribute"]
 
 
 def test_llm_config_file(tmp_path) -> None:

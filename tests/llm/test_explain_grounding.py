@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from modalrec.llm.explain import TitleIndex, attribute_clause, check_grounding, explain, ground
+from modalrec.llm.check import ExplanationChecker, best_fact, fact_sentence
+from modalrec.llm.explain import TitleIndex, check_grounding, explain, ground
 from modalrec.llm.text import ItemText
 
 TITLES = ["Batman (1989)", "Batman Returns (1992)", "Toy Story (1995)", "The Godfather (1972)", "Heat (1995)"]
@@ -52,11 +53,17 @@ def test_explain_keeps_grounded_sentences(movies) -> None:
     hist = sorted(set(movies.train[u].indices) | set(movies.valid[u].indices))
     ok = ItemText(movies).titles[hist[0]]
     exp = explain(movies, None, u, 10, phrase=_hallucinating([ok, "Die Hard"]))
-    assert exp.source == "llm-stripped" and exp.grounded
-    # the grounded sentence, plus what the two items share (the sentence does not say it)
-    clause = attribute_clause(exp.shared_genres, exp.modality_weights, ItemText(movies).domain)
-    assert exp.text == f"If you liked {ok}, you will like this ({clause})."
+    assert exp.source == "llm+fact" and exp.grounded and exp.check is not None and exp.check["passes"]
+    # the grounded sentence, plus one fact sentence (the sentence states nothing checkable)
+    checker = ExplanationChecker(movies)
+    ev = [int(e.item_id) - 1 for e in exp.evidence]
+    fact = best_fact(checker, 10, ev)
+    assert fact is not None
+    assert exp.text == f"If you liked {ok}, you will like this. {fact_sentence(fact, checker.texts)}"
     assert exp.rejected == ["Die Hard (1988)"]
+    # a sentence that already passes the checker is kept as it is
+    said = explain(movies, None, u, 10, phrase=lambda _: f"Like {ok}, this item is Animation.")
+    assert (said.source, said.text) == ("llm", f"Like {ok}, this item is Animation.")
 
 
 def test_evidence_uses_fusion_weights_and_features(movies) -> None:

@@ -40,7 +40,7 @@ def test_item_text_without_catalogue() -> None:
 def test_missing_extra_gives_install_hint(monkeypatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(
-        loading.importlib.util,
+        importlib.util,
         "find_spec",
         lambda name, *a: None if name == "transformers" else real(name, *a),
     )

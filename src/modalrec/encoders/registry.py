@@ -38,6 +38,8 @@ ALIASES = {
     "npy": "npy-file",
     "chargrams": "char-ngrams",
     "ocr": "scene-text",
+    "llm": "llm-hidden",
+    "smollm2": "llm-hidden",
 }
 
 DEFAULTS = {
@@ -79,6 +81,13 @@ def _scene_text(**opts: Any) -> Any:
     from modalrec.encoders.lexical import SceneTextImageEncoder
 
     return SceneTextImageEncoder(**opts)
+
+
+@ENCODERS.register("llm-hidden")
+def _llm_hidden(**opts: Any) -> Any:
+    from modalrec.encoders.llm_text import LLMHiddenTextEncoder
+
+    return LLMHiddenTextEncoder(**opts)
 
 
 @ENCODERS.register("efficientnet-lite0")

@@ -4,15 +4,20 @@ The evidence is computed, not generated: the history items most similar to the r
 (cosine similarity per modality: collaborative co-occurrence in the training data and every content
 feature that is available, combined with the fusion weights when they are given), the share of that
 similarity each modality contributes, and the genres the item shares with the evidence. The LLM only
-*phrases* this evidence. Its text is then checked: it may name the recommended item and items from
-the user's history, nothing else from the catalogue and no quoted title that is not one of those.
-Sentences that break the rule are removed; if nothing grounded is left, a template sentence built
-from the same evidence is used instead. ``Explanation.source`` says which happened.
+*phrases* this evidence. Its text is then read by the checker (:mod:`modalrec.llm.check`): sentences
+naming anything outside the user's history are removed; what is left is kept when it passes the
+checker (it names a history item, uses the catalogue's noun, states a shared attribute the checker
+can verify). If it is grounded but states no such attribute, one fact sentence built from the data
+is added ("It shares the genres Comedy with Toy Story (1995), one of the movies you liked.");
+otherwise a template built from the same facts is used. ``Explanation.source`` says which happened
+("llm", "llm-stripped", "llm+fact", "template") and ``Explanation.check`` holds the checker's verdict.
+
+Why constrained: SmolLM2-135M free-form rarely states a verifiable shared attribute and sometimes
+names films the user never saw; the facts, not the model, make an explanation correct.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -20,8 +25,33 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
-from modalrec.llm.domain import ItemDomain, plural_of
-from modalrec.llm.text import ItemText, strip_year
+from modalrec.llm.check import (
+    ExplanationChecker,
+    Fact,
+    TitleIndex,
+    best_fact,
+    check_grounding,
+    fact_sentence,
+    foreign_nouns,
+    ground,
+)
+from modalrec.llm.domain import ItemDomain
+from modalrec.llm.text import ItemText
+
+__all__ = [
+    "Evidence",
+    "Explanation",
+    "ExplanationChecker",
+    "TitleIndex",
+    "attribute_clause",
+    "check_grounding",
+    "evidence_for",
+    "explain",
+    "explanation_prompt",
+    "foreign_nouns",
+    "ground",
+    "template_text",
+]
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -49,7 +79,7 @@ class Explanation:
     item_id: str
     item_title: str
     text: str
-    source: str  # "llm", "llm-stripped" (offending sentences removed) or "template"
+    source: str  # "llm", "llm-stripped" (offending sentences removed), "llm+fact" or "template"
     evidence: list[Evidence]
     modality_weights: dict[str, float]
     shared_genres: list[str]
@@ -57,99 +87,10 @@ class Explanation:
     rejected: list[str] = field(default_factory=list)
     llm_text: str | None = None
     rank: int | None = None
+    check: dict[str, Any] | None = None  # the checker's verdict on ``text`` (see modalrec.llm.check)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-# ---------------------------------------------------------------------- grounding
-def _title_names(title: str) -> list[str]:
-    """Surface forms under which a title may appear in text: with and without year and article."""
-    base = strip_year(title)
-    names = {title.strip(), base}
-    m = re.match(r"^(The|A|An)\s+(.+)$", base)
-    if m:
-        names.add(m.group(2))
-    # MovieLens alternative titles: "City of Lost Children, The (Cité des enfants perdus, La)".
-    names |= {re.sub(r"\s*\(.*?\)\s*", " ", n).strip() for n in list(names)}
-    return [n for n in names if _distinctive(n)]
-
-
-def _distinctive(name: str) -> bool:
-    """Names long enough that finding them in a sentence means the title is named (not a common word)."""
-    return len(name) >= 4 and (len(name.split()) >= 2 or len(name) >= 6)
-
-
-class TitleIndex:
-    """Finds catalogue titles (and quoted titles) mentioned in a text.
-
-    >>> idx = TitleIndex(["Toy Story (1995)", "GoldenEye (1995)", "The Godfather (1972)"])
-    >>> sorted(idx.mentions("Like Toy Story and The Godfather, it is a classic."))
-    [0, 2]
-    >>> idx.unknown_quotes('You may enjoy "Space Cowboys 3" too.', allowed=[0])
-    ['Space Cowboys 3']
-    """
-
-    def __init__(self, titles: list[str]) -> None:
-        self.titles = titles
-        self._patterns: list[tuple[re.Pattern[str], int]] = []
-        for i, t in enumerate(titles):
-            for n in _title_names(t):
-                self._patterns.append(
-                    (re.compile(r"(?<![\w])" + re.escape(n) + r"(?![\w])", re.IGNORECASE), i)
-                )
-
-    def mentions(self, text: str, allowed: list[int] | None = None) -> set[int]:
-        """Indices of catalogue items whose title occurs in ``text`` (case-insensitive, whole words).
-
-        Mentions of ``allowed`` items are found first and blanked out, so that "Batman Returns"
-        does not also count as a mention of "Batman".
-        """
-        if allowed:
-            ok = set(allowed)
-            spans = [m.span() for p, i in self._patterns if i in ok for m in p.finditer(text)]
-            for a, b in sorted(spans, key=lambda ab: ab[0] - ab[1]):
-                text = text[:a] + "\x00" * (b - a) + text[b:]
-        return {i for p, i in self._patterns if p.search(text)}
-
-    def unknown_quotes(self, text: str, allowed: list[int]) -> list[str]:
-        """Quoted spans that look like titles but are none of the ``allowed`` items' titles."""
-        ok = {n.lower() for i in allowed for n in _title_names(self.titles[i])} | {
-            self.titles[i].lower() for i in allowed
-        }
-        out = []
-        for q in re.findall(r"[\"“”']([^\"“”']{3,80})[\"“”']", text):
-            q = q.strip().rstrip(".,!?")
-            if q and q[0].isupper() and q.lower() not in ok and strip_year(q).lower() not in ok:
-                out.append(q)
-        return out
-
-
-def check_grounding(text: str, allowed: list[int], index: TitleIndex) -> list[str]:
-    """Names in ``text`` that are not allowed: catalogue titles outside ``allowed`` and unknown quotes.
-
-    >>> idx = TitleIndex(["Toy Story (1995)", "GoldenEye (1995)", "Heat (1995)"])
-    >>> check_grounding("Because you liked Toy Story.", [0, 2], idx)
-    []
-    >>> check_grounding("Fans of GoldenEye love it.", [0, 2], idx)
-    ['GoldenEye (1995)']
-    """
-    allowed_set = set(allowed)
-    bad = [index.titles[i] for i in sorted(index.mentions(text, allowed)) if i not in allowed_set]
-    return bad + index.unknown_quotes(text, allowed)
-
-
-def ground(text: str, allowed: list[int], index: TitleIndex) -> tuple[str, list[str]]:
-    """Remove sentences that name anything not allowed; returns (kept text, rejected names)."""
-    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n+", text) if s.strip()]
-    kept, rejected = [], []
-    for s in sentences:
-        bad = check_grounding(s, allowed, index)
-        if bad:
-            rejected.extend(bad)
-        else:
-            kept.append(s)
-    return " ".join(kept).strip(), rejected
 
 
 # ---------------------------------------------------------------------- evidence
@@ -242,26 +183,33 @@ def template_text(
     shares: Mapping[str, float],
     genres: list[str],
     domain: ItemDomain | None = None,
+    fact: str | None = None,
 ) -> str:
     """The fallback reason: built only from the evidence, so it is grounded by construction.
 
+    With ``fact`` (a :func:`~modalrec.llm.check.fact_sentence`) the shared attribute is stated in
+    words the checker verifies; without one, the strongest modality and the shared genres are noted.
+
     >>> ev = [Evidence("1", "Toy Story (1995)", 0.8, {}, ["Comedy"])]
     >>> template_text("Babe (1995)", ev, {"collaborative": 0.7, "text": 0.3}, ["Comedy"], ItemDomain("movie", ("genres",)))
-    'Recommended Babe (1995) because you liked Toy Story (1995) (mostly collaborative similarity; shared genres: Comedy).'
+    'Recommended the movie Babe (1995) because you liked Toy Story (1995) (mostly collaborative similarity; shared genres: Comedy).'
     """
-    attribute = (domain or ItemDomain()).attribute
+    d = domain or ItemDomain()
     if not evidence:
-        return f"Recommended {item_title}: it is popular with users like you (no history to compare with)."
+        return f"Recommended the {d.noun} {item_title}: it is popular with users like you (no history to compare with)."
     names = [e.title for e in evidence]
     liked = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    head = f"Recommended the {d.noun} {item_title} because you liked {liked}"
+    if fact:
+        return f"{head}. {fact}"
     extra = []
     if shares and max(shares.values()) > 0:
         top = max(shares, key=lambda m: shares[m])
         extra.append(f"mostly {top} similarity")
     if genres:
-        extra.append(f"shared {attribute}: " + ", ".join(genres))
+        extra.append(f"shared {d.attribute}: " + ", ".join(genres))
     tail = f" ({'; '.join(extra)})" if extra else ""
-    return f"Recommended {item_title} because you liked {liked}{tail}."
+    return f"{head}{tail}."
 
 
 # ---------------------------------------------------------------------- LLM phrasing
@@ -316,39 +264,6 @@ def explanation_prompt(
     )
 
 
-#: nouns of other domains: an explanation may use none of them except the catalogue's own
-DOMAIN_NOUNS = (
-    "movie",
-    "film",
-    "product",
-    "video",
-    "song",
-    "book",
-    "track",
-    "game",
-    "episode",
-    "show",
-    "item",
-)
-
-
-def foreign_nouns(text: str, domain: ItemDomain) -> list[str]:
-    """Nouns of another domain used in ``text`` (the catalogue's own noun and "item" are allowed).
-
-    >>> foreign_nouns("You liked the movie Heat.", ItemDomain("clock"))
-    ['movie']
-    >>> foreign_nouns("Two clocks you liked; an item like them.", ItemDomain("clock"))
-    []
-    """
-    own = {domain.noun.lower(), domain.plural.lower(), "item", "items"}
-    found = []
-    for n in DOMAIN_NOUNS:
-        for form in (n, plural_of(n)):
-            if form not in own and re.search(rf"(?<![\w-]){form}(?![\w-])", text, re.IGNORECASE):
-                found.append(form)
-    return sorted(set(found))
-
-
 def attribute_clause(genres: list[str], shares: Mapping[str, float], domain: ItemDomain) -> str:
     """What the item shares with the evidence, in words: its shared attributes, else the top modality.
 
@@ -363,32 +278,6 @@ def attribute_clause(genres: list[str], shares: Mapping[str, float], domain: Ite
     return f"mostly {top} similarity"
 
 
-def states_attribute(text: str, genres: list[str], shares: Mapping[str, float]) -> bool:
-    """True when ``text`` names a shared attribute or a modality's similarity."""
-    low = text.lower()
-    if any(g.lower() in low for g in genres):
-        return True
-    return "similar" in low and any(m.lower() in low for m in shares)
-
-
-def check_explanation(exp: Explanation, history: list[int], texts: ItemText) -> dict[str, Any]:
-    """The checker of an explanation: grounded, the catalogue's noun only, a shared attribute stated.
-
-    Independent of how ``exp`` was made: it re-reads ``exp.text`` against the catalogue titles.
-    ``history`` holds the user's item indices (train + valid); the recommended item is allowed too.
-    """
-    item = texts.item_ids.index(exp.item_id)
-    outside = check_grounding(exp.text, [*history, item], TitleIndex(texts.titles))
-    foreign = foreign_nouns(exp.text, texts.domain)
-    attribute = states_attribute(exp.text, exp.shared_genres, exp.modality_weights)
-    return {
-        "names_outside_history": outside,
-        "foreign_nouns": foreign,
-        "states_shared_attribute": attribute,
-        "passes": not outside and not foreign and attribute,
-    }
-
-
 def _resolve_index(dataset: Dataset, value: int | str, kind: str) -> int:
     if isinstance(value, str):
         return dataset.user_index(value) if kind == "user" else dataset.item_index(value)
@@ -396,6 +285,44 @@ def _resolve_index(dataset: Dataset, value: int | str, kind: str) -> int:
     if not 0 <= int(value) < n:
         raise IndexError(f"{kind} index {value} out of range [0, {n})")
     return int(value)
+
+
+def _phrased(
+    raw: str,
+    checker: ExplanationChecker,
+    user: int,
+    item: int,
+    history: list[int],
+    fact: Fact | None,
+) -> tuple[str | None, str, list[str]]:
+    """The LLM's answer made checkable: (text or None, source, rejected names).
+
+    Sentences naming anything outside ``history`` + ``item`` are dropped; an answer using another
+    domain's noun is dropped whole. What is left (four words at least) is kept as it is when it
+    passes the checker, or with ``fact``'s sentence added when that makes it pass.
+    """
+    allowed = [*history, item]
+    kept, rejected = ground(raw, allowed, checker.index)
+    foreign = foreign_nouns(kept, checker.domain)
+    if foreign:  # the model named another domain ("movie" for clocks): not an explanation of this one
+        kept, rejected = "", [*rejected, *foreign]
+    if not kept or len(kept.split()) < 4:
+        return None, "template", rejected
+    if checker.check(kept, user, item, history).passes:
+        return kept, ("llm-stripped" if rejected else "llm"), rejected
+    if fact is not None:
+        joined = kept if kept.endswith((".", "!", "?")) else kept + "."
+        joined = f"{joined} {fact_sentence(fact, checker.texts)}"
+        if checker.check(joined, user, item, history).passes:
+            return joined, "llm+fact", rejected
+    return None, "template", rejected
+
+
+def _rank_of(model: Recommender, dataset: Dataset, u: int, i: int) -> int:
+    """1-based rank of item ``i`` in ``model``'s scores for user ``u`` (training items excluded)."""
+    s = model.score(np.array([u]))[0].astype(np.float64)
+    s[dataset.train.indices[dataset.train.indptr[u] : dataset.train.indptr[u + 1]]] = -np.inf
+    return int((s > s[i]).sum()) + 1
 
 
 def explain(
@@ -411,6 +338,7 @@ def explain(
     use_llm: bool = True,
     phrase: Callable[[str], str] | None = None,
     domain: ItemDomain | None = None,
+    checker: ExplanationChecker | None = None,
 ) -> Explanation:
     """Explain why ``item`` suits ``user``: evidence from history and content, phrased by the LLM.
 
@@ -425,26 +353,26 @@ def explain(
         phrase: custom ``prompt -> text`` function instead of the LLM (e.g. a larger local model).
         domain: what the items are called and which fields describe them (default: the data set's,
             see :func:`modalrec.llm.domain.domain_of`).
+        checker: a prepared :class:`~modalrec.llm.check.ExplanationChecker` of ``dataset`` (saves
+            its set-up when explaining many pairs; its texts and item vectors are then used).
 
-    The returned text names only the item and the user's history items (see :func:`ground`).
+    The returned text names only the item and the user's history items; ``check`` holds the
+    checker's verdict on it (see the module docstring for when the LLM's text is kept).
     """
     u = _resolve_index(dataset, user, "user")
     i = _resolve_index(dataset, item, "item")
-    texts = ItemText(dataset, domain)
-    evidence, shares, _ = evidence_for(
+    checker = checker or ExplanationChecker(dataset, ItemText(dataset, domain), item_vectors=item_vectors)
+    texts = checker.texts
+    evidence, shares, ev_idx = evidence_for(
         dataset, u, i, item_vectors=item_vectors, fusion_weights=fusion_weights, k=k, texts=texts
     )
     genres = sorted({g for e in evidence for g in e.shared_genres})
     title = texts.titles[i]
-    seen = (dataset.train + dataset.valid).tocsr()
-    history = [int(h) for h in seen.indices[seen.indptr[u] : seen.indptr[u + 1]]]
-    rank = None
-    if model is not None:
-        s = model.score(np.array([u]))[0].astype(np.float64)
-        s[dataset.train.indices[dataset.train.indptr[u] : dataset.train.indptr[u + 1]]] = -np.inf
-        rank = int((s > s[i]).sum()) + 1
-    template = template_text(title, evidence, shares, genres, texts.domain)
-    text, source, raw = template, "template", None
+    history = checker.history(u)
+    fact = best_fact(checker, i, ev_idx)
+    fact_text = fact_sentence(fact, texts) if fact is not None else None
+    text = template_text(title, evidence, shares, genres, texts.domain, fact_text)
+    source, raw = "template", None
     rejected: list[str] = []
     if use_llm and evidence:
         if phrase is None:
@@ -452,16 +380,9 @@ def explain(
 
             phrase = as_backend(llm).generate
         raw = phrase(explanation_prompt(title, evidence, shares, genres, texts.domain))
-        index = TitleIndex(texts.titles)
-        kept, rejected = ground(raw, [*history, i], index)
-        foreign = foreign_nouns(kept, texts.domain)
-        if foreign:  # the model named another domain ("movie" for clocks): not an explanation of this one
-            kept, rejected = "", [*rejected, *foreign]
-        if kept and len(kept.split()) >= 4:
-            text, source = kept, ("llm-stripped" if rejected else "llm")
-            if not states_attribute(text, genres, shares):
-                text = f"{text.rstrip('.')} ({attribute_clause(genres, shares, texts.domain)})."
-    final_bad = check_grounding(text, [*history, i], TitleIndex(texts.titles))
+        phrased, source, rejected = _phrased(raw, checker, u, i, history, fact)
+        text = phrased if phrased is not None else text
+    verdict = checker.check(text, u, i, history)
     return Explanation(
         user_id=str(dataset.user_ids[u]),
         item_id=str(dataset.item_ids[i]),
@@ -471,8 +392,9 @@ def explain(
         evidence=evidence,
         modality_weights=shares,
         shared_genres=genres,
-        grounded=not final_bad,
+        grounded=not verdict.names_outside_history,
         rejected=rejected,
         llm_text=raw,
-        rank=rank,
+        rank=_rank_of(model, dataset, u, i) if model is not None else None,
+        check=verdict.as_dict(),
     )

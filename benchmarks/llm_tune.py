@@ -3,7 +3,9 @@
 Reproduces ``benchmarks/results/llm_tune.{json,md}``::
 
     nice -n 10 python benchmarks/llm_tune.py --section base     # fit + cache the base model
-    nice -n 10 python benchmarks/llm_tune.py --section tune     # LoRA training, blend, test, latency
+    nice -n 10 python benchmarks/llm_tune.py --section tune     # LoRA training, early stopping, blend weight
+    nice -n 10 python benchmarks/llm_tune.py --section test     # the tuned re-ranker on the test users
+    python benchmarks/llm_tune.py --section side                # timing run: latency, then HTTP vs in process
 
 See the plan for the protocol; this docstring only says how to run it.
 """
@@ -214,20 +216,8 @@ def _md_http(r: dict[str, Any]) -> list[str]:
 
 
 def _md_explain(r: dict[str, Any]) -> list[str]:
-    e = r.get("explain")
-    out = ["## Explanations through the checker", ""]
-    if not e:
-        return [*out, "Not run.", ""]
-    out += [
-        f"{e['users']} test users (the base model's top item each): {e['pass_share']:.1%} pass; naming an item outside the history: "
-        f"{e['outside_history']}; another domain's noun: {e['foreign_noun']}; no shared attribute: {e['no_shared_attribute']}; "
-        f"sources {e['sources']}; {e['seconds']} s.",
-        "",
-        "Examples:",
-        "",
-    ]
-    out += [f"- user {x['user']}, item {x['item']} ({x['source']}): {x['text']}" for x in e["examples"]]
-    return [*out, ""]
+    """Explanations are measured by benchmarks/llm_explain.py (results/llm_explain.md) since stop 24."""
+    return ["## Explanations", "", "See `benchmarks/results/llm_explain.md`.", ""]
 
 
 def results_path() -> Path:
@@ -517,53 +507,24 @@ def http_compare(args: Any) -> dict[str, Any]:
         proc.wait(timeout=60)
 
 
-def explain_check(args: Any) -> dict[str, Any]:
-    """Explanations of the base model's top item for the plan's users, through the checker."""
+def section_latency(args: Any) -> None:
+    """Seconds to re-rank 20 candidates with the tuned (merged) model, plan's threads and users (a timing run)."""
     import numpy as np
 
-    from modalrec.llm import load_llm
-    from modalrec.llm.explain import check_explanation, explain
-    from modalrec.llm.text import ItemText
+    from modalrec.llm.rerank import LLMReranker
 
     pl, _ = plan()
+    threads = int(pl["latency"]["threads"])
     model, ds, _ = base_model(args)
-    llm = load_llm(threads=1)
-    texts = ItemText(ds)
+    llm, info = tuned_llm(args, threads=threads)
+    rr = LLMReranker(ds, llm, max_history=int(info["params"]["max_history"]), seed=0)
     eligible = np.flatnonzero(np.diff(ds.target("test").indptr) > 0)
-    users = np.sort(
-        np.random.default_rng(2).choice(eligible, size=int(pl["explain"]["users"]), replace=False)
-    )
-    seen = ds.seen("test")
-    top, _ = model.recommend(users, 1, exclude=seen)
-    rows, t0 = [], time.perf_counter()
-    hh, mm = (int(x) for x in pl["explain"]["deadline_utc"].split(":"))
-    for r, u in enumerate(users):
-        if time.gmtime().tm_hour * 60 + time.gmtime().tm_min >= hh * 60 + mm:
-            break
-        exp = explain(ds, None, int(u), int(top[r, 0]), llm=llm, domain=texts.domain)
-        hist = [int(h) for h in seen.indices[seen.indptr[u] : seen.indptr[u + 1]]]
-        rows.append(
-            {
-                "user": exp.user_id,
-                "item": exp.item_id,
-                "source": exp.source,
-                "text": exp.text,
-                **check_explanation(exp, hist, texts),
-            }
-        )
-    n = max(len(rows), 1)
-    return {
-        "users": len(rows),
-        "planned_users": len(users),
-        "pass_share": sum(r["passes"] for r in rows) / n,
-        "outside_history": sum(bool(r["names_outside_history"]) for r in rows),
-        "foreign_noun": sum(bool(r["foreign_nouns"]) for r in rows),
-        "no_shared_attribute": sum(not r["states_shared_attribute"] for r in rows),
-        "sources": {s: sum(r["source"] == s for r in rows) for s in ("llm", "llm-stripped", "template")},
-        "seconds": round(time.perf_counter() - t0, 1),
-        "examples": rows[:8],
-        "machine": machine(),
-    }
+    users = np.random.default_rng(1).choice(eligible, size=int(pl["test"]["users"]), replace=False)
+    res = latency(rr, model, ds, users[: int(pl["latency"]["users"])], threads=threads)
+    r = read_results()
+    r["latency"] = res
+    write_results(r)
+    log(res)
 
 
 def section_http(args: Any) -> None:
@@ -575,18 +536,10 @@ def section_http(args: Any) -> None:
     log(r["http"])
 
 
-def section_explain(args: Any) -> None:
-    res = explain_check(args)
-    r = read_results()  # re-read: another section may have written meanwhile
-    r["explain"] = res
-    write_results(r)
-    log({k: v for k, v in r["explain"].items() if k != "examples"})
-
-
 def section_side(args: Any) -> None:
-    """Beside the training: the HTTP comparison, then explanations until the plan's deadline."""
+    """The timing run (both CPU slots held): in-process latency at 2 threads, then the HTTP comparison."""
+    section_latency(args)
     section_http(args)
-    section_explain(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -594,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument(
-        "--section", choices=["base", "tune", "test", "http", "explain", "side", "render"], required=True
+        "--section", choices=["base", "tune", "test", "http", "latency", "side", "render"], required=True
     )
     ap.add_argument("--base", choices=["ease", "blend"], default="blend")
     ap.add_argument("--minutes", type=float, default=None, help="override the plan's max_minutes")
@@ -613,7 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         "tune": section_tune,
         "test": section_test,
         "http": section_http,
-        "explain": section_explain,
+        "latency": section_latency,
         "side": section_side,
     }[args.section](args)
     return 0

@@ -241,12 +241,17 @@ class RunEncoders:
     def encode(
         self, fields: dict[str, str], media: dict[str, str]
     ) -> tuple[dict[str, tuple[bool, np.ndarray]], dict[str, str]]:
-        """Per modality (present, float32 vector), and the reason of each missing one."""
+        """Per modality (present, float32 vector), and the reason of each missing one.
+
+        Modalities that share an encoder (the text views of one MiniLM) are encoded in one batch:
+        one forward pass instead of one per view.
+        """
         from modalrec.encoders.base import ContentError
         from modalrec.encoders.encode import TEXT_SEP
 
         out: dict[str, tuple[bool, np.ndarray]] = {}
         missing: dict[str, str] = {}
+        groups: dict[int, tuple[Any, list[tuple[str, Any]]]] = {}
         with self._lock:
             for m, spec in self.specs.items():
                 enc = self._encoder(m, spec)
@@ -256,15 +261,20 @@ class RunEncoders:
                 else:
                     ref = media.get(str(getattr(enc, "modality", m)))
                 try:
-                    x = np.asarray(enc.encode([ref])[0], np.float32)
+                    loaded = enc.load(ref)  # validates (text) or decodes (media) one reference
+                except ContentError as e:
+                    out[m] = (False, np.zeros(int(enc.dim), np.float32))
+                    missing[m] = e.reason
+                    continue
+                groups.setdefault(id(enc), (enc, []))[1].append((m, loaded))
+            for enc, members in groups.values():
+                X = np.asarray(enc.encode([x for _, x in members]), np.float32)
+                for (m, _), x in zip(members, X, strict=True):
                     ok = bool(np.isfinite(x).all())
                     if not ok:
                         missing[m] = "the encoder returned NaN"
-                except ContentError as e:
-                    x, ok = np.zeros(int(enc.dim), np.float32), False
-                    missing[m] = e.reason
-                out[m] = (ok, np.where(np.isfinite(x), x, 0.0).astype(np.float32))
-        return out, missing
+                    out[m] = (ok, np.where(np.isfinite(x), x, 0.0).astype(np.float32))
+        return {m: out[m] for m in self.specs}, missing
 
     def warm_up(self) -> None:
         """Build every encoder and run it once on a small sample (weights loaded, imports done)."""

@@ -464,6 +464,8 @@ class Engine:
                 self._sim_index.add(vecs)
         for m, (G, mask) in list(self.galleries.items()):
             x = views.get(m)
+            if x is not None and np.asarray(x).shape[1:] != G.shape[1:]:
+                x = None  # an aligned view (modalrec align): raw features do not fit; not in that gallery
             mk = np.zeros(n, bool) if x is None else np.asarray(masks.get(m, np.ones(n, bool)), bool)
             rows = np.zeros((n, G.shape[1]), np.float32) if x is None else _l2(np.asarray(x, np.float32))
             grown = self._gallery_rows.get(m)

@@ -355,14 +355,10 @@ def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> li
 
 
 def selected_peers(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]]:
-    """Planned peers whose library is in ``--peers`` (and model in ``--peer-models`` when given)."""
+    """Planned peers whose library is in ``--peers`` (and whose row label, by default the model name, is
+    in ``--peer-models`` when given: "BPR" is the plain row, "BPR, uniform negatives" the variant)."""
     want = {m.lower() for m in args.peer_models} if args.peer_models else None
-    return [
-        p
-        for p in PEERS
-        if p[0] in args.peers
-        and (want is None or p[1].lower() in want or MODEL_OF.get((p[0], p[1]), "").lower() in want)
-    ]
+    return [p for p in PEERS if p[0] in args.peers and (want is None or p[1].lower() in want)]
 
 
 def row_key(r: dict[str, Any]) -> str:

@@ -382,18 +382,26 @@ def run_dataset(
         d["rows"].append(
             r | stamp | plan.row_status(row_key(r)) | {"load_average_at_end": list(os.getloadavg())}
         )
-    rerun = {row_key(r) for r in d["rows"]}
-    kept = [r for r in (previous or {}).get("rows", []) if row_key(r) not in rerun]
+    d["fresh_rows"] = [row_key(r) for r in d["rows"]]
+    merge_rows(d, previous, command)
+    summarise_dataset(d, ds, name)
+    return d
+
+
+def merge_rows(d: dict[str, Any], previous: dict[str, Any] | None, command: str) -> None:
+    """Keep ``previous``'s rows that this invocation did not re-run; planned order."""
+    fresh = set(d.get("fresh_rows", []))
+    d["rows"] = [r for r in d["rows"] if row_key(r) in fresh]
+    kept = [r for r in (previous or {}).get("rows", []) if row_key(r) not in fresh]
     if kept:
         d["rows"] = kept + d["rows"]
-        d["command"] = f"{(previous or {}).get('command', '?')}; then {command}"
+        prev_cmd = (previous or {}).get("command", "?")
+        d["command"] = prev_cmd if command in prev_cmd else f"{prev_cmd}; then {command}"
         d["load_average_at_start"] = (previous or {}).get("load_average_at_start")
     order = {f"modalrec {m}": i for i, m in enumerate(OURS)} | {
         f"{lib} {model}": len(OURS) + i for i, (lib, model, *_) in enumerate(PEERS)
     }
     d["rows"].sort(key=lambda r: order.get(row_key(r), 99))
-    summarise_dataset(d, ds, name)
-    return d
 
 
 def summarise_dataset(d: dict[str, Any], ds: Dataset, name: str) -> None:
@@ -453,7 +461,9 @@ def main(argv: list[str] | None = None) -> None:
     results["plan"] = plan.record()
     for name in args.datasets or plan.data["datasets"]:
         d = run_dataset(name, args, plan, results["datasets"].get(name), command)
+        # another invocation may have written rows of this data set meanwhile: merge with the disk
         disk = json.loads(previous.read_text()) if previous.exists() else {"datasets": {}}
+        merge_rows(d, disk.get("datasets", {}).get(name), command)
         results["datasets"] = {**disk.get("datasets", {}), name: d}
         args.out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.out / "baselines.json", results)

@@ -77,6 +77,14 @@ def plan() -> tuple[dict[str, Any], str]:
     return tomllib.loads(path.read_text()), commit
 
 
+def git_commit(path: Path | None) -> str:
+    """The commit that last changed ``path`` (None: HEAD)."""
+    import subprocess
+
+    args = ["git", "log", "-1", "--format=%H", "--", str(path)] if path else ["git", "rev-parse", "HEAD"]
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True).stdout.strip()
+
+
 def machine() -> dict[str, Any]:
     import os
     import platform

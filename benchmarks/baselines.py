@@ -26,6 +26,7 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -321,8 +322,9 @@ def dataset_markdown(name: str, d: dict[str, Any]) -> list[str]:
     return lines
 
 
-def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
-    """The planned peer rows selected by ``--peers``/``--peer-models`` on one data set."""
+def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> Iterator[dict[str, Any]]:
+    """The planned peer rows selected by ``--peers``/``--peer-models`` on one data set, each yielded as
+    soon as it is done (so the caller can save it before the next one starts)."""
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix=f"peers-{name}-") as tmp:
         split_dir = Path(tmp) / "split"
@@ -342,6 +344,7 @@ def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> li
                 rows.append(
                     {"library": lib, "model": model, "error": "venv missing (benchmarks/peers/setup.sh)"}
                 )
+                yield rows[-1]
                 continue
             try:
                 real = MODEL_OF.get((lib, model), model)
@@ -351,7 +354,7 @@ def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> li
                 print("   ", rows[-1]["test"], flush=True)
             except Exception as e:  # a failing peer is reported in the table, not fatal
                 rows.append({"library": lib, "model": model, "error": str(e).splitlines()[0][:200]})
-    return rows
+            yield rows[-1]
 
 
 def selected_peers(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]]:
@@ -382,10 +385,26 @@ def run_dataset(
         d["rows"].append(
             r | stamp | plan.row_status(row_key(r)) | {"load_average_at_end": list(os.getloadavg())}
         )
+        checkpoint(args.out, name, d, command)
     d["fresh_rows"] = [row_key(r) for r in d["rows"]]
     merge_rows(d, previous, command)
     summarise_dataset(d, ds, name)
     return d
+
+
+def checkpoint(out: Path, name: str, d: dict[str, Any], command: str) -> None:
+    """Save the rows finished so far (merged with the disk's) before the next row starts: a job stopped
+    by its time limit keeps every finished row."""
+    path = out / "baselines.json"
+    disk = json.loads(path.read_text()) if path.exists() else {"datasets": {}}
+    part = {**disk.get("datasets", {}).get(name, {}), **{k: v for k, v in d.items() if k != "rows"}}
+    part["rows"] = list(d["rows"])
+    part["fresh_rows"] = [row_key(r) for r in d["rows"]]
+    merge_rows(part, disk.get("datasets", {}).get(name), command)
+    disk.setdefault("datasets", {})[name] = part
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, disk)
+    atomic_write_text(out / "baselines.md", markdown(disk))
 
 
 def merge_rows(d: dict[str, Any], previous: dict[str, Any] | None, command: str) -> None:

@@ -256,6 +256,14 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def planned_row_keys() -> list[str]:
+    """Row keys of the plan file as it is on disk (for the 'planned but not run' line)."""
+    import tomllib
+
+    path = Path(__file__).resolve().parent / "plans" / f"{PLAN_NAME}.toml"
+    return plan_rows(tomllib.loads(path.read_text())) if path.exists() else []
+
+
 def dataset_markdown(name: str, d: dict[str, Any]) -> list[str]:
     """One data set's section: protocol, command, table, notes on grids and rows at/below Popularity."""
     lines = [
@@ -302,6 +310,10 @@ def dataset_markdown(name: str, d: dict[str, Any]) -> list[str]:
             "",
             *notes,
         ]
+    have = {row_key(r) for r in d["rows"]}
+    missing = [k for k in planned_row_keys() if k not in have]
+    if missing:
+        lines.append(f"\nPlanned but not run on {name} (no result): {', '.join(missing)}.")
     low = d.get("at_or_below_popularity")
     if low:
         lines.append(

@@ -25,12 +25,35 @@ def tune(
     ] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL (default: sqlite in --out)")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = True,
+    backend: Annotated[
+        str, typer.Option(help="local, or ray: trials in parallel Ray tasks sharing the study's database")
+    ] = "local",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="parallel Ray tasks (--backend ray; default: one per CPU)")
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to join (--backend ray): auto, host:port or ray://host:port"),
+    ] = None,
 ) -> None:
-    """Optuna TPE search (with pruning) maximising validation Recall@20; resumable; writes best.toml."""
+    """Optuna TPE search (with pruning) maximising validation Recall@20; resumable; writes best.toml.
+
+    --backend ray runs trials in parallel Ray tasks against one study (the SQLite file in --out for
+    a local Ray runtime; on a cluster pass --storage postgresql+psycopg://... every node reaches).
+    """
     from modalrec.workflows.tuning import tune as run_tune
 
     out_dir = out if out is not None else config.with_name(config.stem + "-tune")
-    summary = run_tune(config, trials, out_dir, storage=storage, progress=not quiet)
+    summary = run_tune(
+        config,
+        trials,
+        out_dir,
+        storage=storage,
+        progress=not quiet,
+        backend=backend,
+        workers=workers,
+        address=address,
+    )
     console.print(
         f"{summary['n_complete']} complete, {summary['n_pruned']} pruned, {summary['n_failed']} failed "
         f"trials; best valid Recall@20 "

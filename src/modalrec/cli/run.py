@@ -10,7 +10,12 @@ import typer
 from rich.table import Table
 
 from modalrec.cli.app import app, console, metrics_table, print_json, user_errors
-from modalrec.core.errors import ModalrecError
+from modalrec.core.errors import ConfigError, ModalrecError
+
+#: Help of every ``--address`` option (the Ray cluster a command joins).
+RAY_ADDRESS_HELP = (
+    "Ray cluster to join (--backend ray): auto, host:port or ray://host:port (default: a local Ray runtime)"
+)
 
 
 @app.command()
@@ -20,16 +25,48 @@ def fit(
     out: Annotated[Path, typer.Option("--out", "-o", help="run directory to write")],
     overwrite: Annotated[bool, typer.Option(help="replace an existing run directory")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress bars")] = False,
+    backend: Annotated[
+        str,
+        typer.Option(help="local, or ray: data-parallel training on Ray Train (bprmf, lightgcn, graphmm)"),
+    ] = "local",
+    workers: Annotated[int, typer.Option(min=1, help="Ray Train workers, one CPU each (--backend ray)")] = 2,
+    address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="where Ray checkpoints go (default: beside --out; on a cluster a path all nodes reach)"
+        ),
+    ] = None,
+    max_failures: Annotated[
+        int, typer.Option(min=0, help="worker-group restarts from the last checkpoint before the fit fails")
+    ] = 3,
 ) -> None:
     """Load data, train the configured model with early stopping and write a run directory.
 
     Model params are checked against their declarations on load (`modalrec models NAME` lists them).
+    With --backend ray the model trains on --workers Ray Train workers (shards of the interactions,
+    gradients averaged, early stopping on rank 0, checkpoints that a restarted worker resumes from).
     """
     from modalrec.workflows.config import load_config
     from modalrec.workflows.pipeline import fit as run_fit
 
     cfg = load_config(config)
-    run = run_fit(cfg, out, overwrite=overwrite, progress=not quiet)
+    if backend == "ray":
+        from modalrec.workflows.ray_train import fit_config_ray
+
+        run = fit_config_ray(
+            cfg,
+            out,
+            workers=workers,
+            address=address,
+            storage=storage,
+            max_failures=max_failures,
+            overwrite=overwrite,
+        )
+    elif backend == "local":
+        run = run_fit(cfg, out, overwrite=overwrite, progress=not quiet)
+    else:
+        raise ConfigError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
     metrics = json.loads((run.path / "metrics.json").read_text())
     for split in ("valid", "test", "test_cold"):
         if split in metrics:
@@ -58,11 +95,24 @@ def evaluate(
         ),
     ] = None,
     seed: Annotated[int, typer.Option(help="seed of the user sample (--sample-users)")] = 0,
+    backend: Annotated[str, typer.Option(help="local, or ray: user shards ranked as Ray tasks")] = "local",
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Ray tasks (--backend ray; default: one per CPU of the cluster)")
+    ] = None,
+    address: Annotated[str | None, typer.Option(help=RAY_ADDRESS_HELP)] = None,
 ) -> None:
     """Full-ranking metrics of a run on its stored split (all users, or a seeded sample with CIs)."""
     from modalrec.evaluation.protocol import evaluate as run_eval
     from modalrec.workflows.rundir import load_run
 
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
+    if backend == "ray":
+        if rerank is not None:
+            raise ConfigError("--rerank runs locally; drop --backend ray")
+        from modalrec.core.raycluster import connect
+
+        connect(address)  # a wrong address stops before the run is loaded
     run = load_run(run_dir)
     if rerank is not None:
         from modalrec.cli.llm import evaluate_rerank
@@ -72,7 +122,22 @@ def evaluate(
     cand = run.dataset.cold_items if cold else None
     if cold and cand is None:
         raise ModalrecError(f"{run_dir}: this run has no cold-start items")
-    res = run_eval(run.model, run.dataset, split, candidate_items=cand, sample_users=sample_users, seed=seed)
+    if backend == "ray":
+        from modalrec.evaluation.distributed import evaluate_ray
+
+        res = evaluate_ray(
+            run.model,
+            run.dataset,
+            split,
+            candidate_items=cand,
+            sample_users=sample_users,
+            seed=seed,
+            tasks=workers,
+        )
+    else:
+        res = run_eval(
+            run.model, run.dataset, split, candidate_items=cand, sample_users=sample_users, seed=seed
+        )
     if as_json:
         print_json(res.as_dict())
         return

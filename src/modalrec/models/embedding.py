@@ -197,6 +197,13 @@ class EmbeddingRecommender(Recommender[EP]):
     def end_training(self) -> None:
         """Hook run once after training, before the final vectors are computed."""
 
+    def triplet_sampler(self) -> SamplerFactory:
+        """The BPR triplet source of this model's training (content models: warm-only negatives)."""
+        return BPRSampler
+
+    def describe_training(self) -> None:
+        """Hook run after training to add model-specific facts to ``meta`` (e.g. modality weights)."""
+
     # -- protocol ------------------------------------------------------------------------
     def _fit(self, dataset: Dataset, *, progress: bool) -> None:
         previous = torch.get_num_threads()
@@ -299,9 +306,13 @@ class EmbeddingRecommender(Recommender[EP]):
         cuts = np.linspace(0, len(batches), k + 1).round().astype(int)
         return [batches[a:b] for a, b in itertools.pairwise(cuts.tolist())]
 
-    def _shared_step(self, opt: torch.optim.Optimizer, group: list[Batch]) -> float:
+    def _shared_step(
+        self, opt: torch.optim.Optimizer, group: list[Batch], before_step: Callable[[], None] | None = None
+    ) -> float:
         """One Adam step on a group of mini-batches that share one propagation (module docstring):
-        the exact gradient of the group's mean loss. Returns the summed loss (mean x triplets)."""
+        the exact gradient of the group's mean loss. Returns the summed loss (mean x triplets).
+        ``before_step`` runs between the gradients and the step (data-parallel training averages the
+        workers' gradients there: :mod:`modalrec.models.distributed`)."""
         opt.zero_grad(set_to_none=True)
         u_all, i_all = self.propagate()
         leaves = [u_all.detach().requires_grad_(), i_all.detach().requires_grad_()]
@@ -324,6 +335,8 @@ class EmbeddingRecommender(Recommender[EP]):
         for q, g in zip(params, summed[2:], strict=True):
             if g is not None:
                 q.grad = g if q.grad is None else q.grad + g
+        if before_step is not None:
+            before_step()
         opt.step()
         return total
 

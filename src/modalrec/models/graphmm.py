@@ -54,7 +54,7 @@ from modalrec.models.content import (
     prepared_features,
     warm_items,
 )
-from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams, bpr_loss
+from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams, SamplerFactory, bpr_loss
 from modalrec.models.lightgcn import lightgcn_propagate, normalised_blocks, resolve_workers, spmm
 
 if TYPE_CHECKING:
@@ -385,6 +385,14 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
 
     # ------------------------------------------------------------------ protocol
     def _train(self, dataset: Dataset, *, progress: bool) -> None:
-        self.train_bpr(dataset, progress=progress, sampler=WarmSampler)
+        self.train_bpr(dataset, progress=progress, sampler=self.triplet_sampler())
+        self.describe_training()
+
+    def triplet_sampler(self) -> SamplerFactory:
+        """Negatives among warm items only (cold items have no interactions to learn from)."""
+        return WarmSampler
+
+    def describe_training(self) -> None:
+        """Which modalities were used and their learned graph weights."""
         self.meta["modalities"] = list(self._mods)
         self.meta["modality_weights"] = self.modality_weights()

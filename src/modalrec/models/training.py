@@ -197,14 +197,19 @@ def train_with_early_stopping(
             bar.update(task, advance=1, status=status)
     if has_valid and es.best_state is not None:
         set_state(es.best_state)
-    model.meta.update(
-        {
-            "epochs_run": len(epoch_seconds),
-            "best_epoch": es.best_epoch if has_valid else len(epoch_seconds),
-            "best_valid_recall@20": es.best if has_valid else None,
-            "valid_curve": es.history,
-            "train_loss": losses,
-            "epoch_seconds": epoch_seconds,
-            "mean_epoch_seconds": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
-        }
-    )
+    model.meta.update(training_meta(es, has_valid, losses, epoch_seconds))
+
+
+def training_meta(
+    es: EarlyStopping, has_valid: bool, losses: list[float], epoch_seconds: list[float]
+) -> dict[str, Any]:
+    """What a trained model's ``meta`` records of its training (local and data-parallel runs alike)."""
+    return {
+        "epochs_run": len(epoch_seconds),
+        "best_epoch": es.best_epoch if has_valid else len(epoch_seconds),
+        "best_valid_recall@20": es.best if has_valid else None,
+        "valid_curve": es.history,
+        "train_loss": losses,
+        "epoch_seconds": epoch_seconds,
+        "mean_epoch_seconds": float(np.mean(epoch_seconds)) if epoch_seconds else 0.0,
+    }

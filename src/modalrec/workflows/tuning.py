@@ -185,9 +185,14 @@ def tune(
     storage: str | None = None,
     dataset: Dataset | None = None,
     progress: bool = False,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) the study until it holds ``trials`` finished trials; write the best config.
 
+    ``backend="ray"`` runs the trials in ``workers`` parallel Ray tasks (default: one per CPU of the
+    cluster at ``address``) against the same study (:mod:`modalrec.workflows.ray_tune`).
     Returns the summary also written to ``<out>/best.json``.
     """
     cfg, spec, raw = _read_tune_config(config_path, trials)
@@ -195,10 +200,21 @@ def tune(
     out_dir.mkdir(parents=True, exist_ok=True)
     url = storage or f"sqlite:///{(out_dir / 'study.sqlite').resolve()}"
     name = spec.study_name or f"{Path(config_path).stem}-{cfg.model.name}"
+    if backend == "ray":
+        from modalrec.core.raycluster import connect
+
+        connect(address)  # a wrong address stops before the data set is loaded
+    elif backend != "local":
+        raise ConfigError(f"unknown backend {backend!r}; expected 'local' or 'ray'")
     study = open_study(url, name, spec, trials)
     ds = dataset if dataset is not None else load_with_features(cfg)
     base = dict(cfg.model.params)
-    run_trials(study, trials, make_objective(cfg.model.name, base, spec.space, ds, progress=progress))
+    if backend == "ray":
+        from modalrec.workflows.ray_tune import run_trials_ray
+
+        run_trials_ray(url, name, spec, trials, cfg.model.name, base, ds, workers=workers, address=address)
+    else:
+        run_trials(study, trials, make_objective(cfg.model.name, base, spec.space, ds, progress=progress))
     return write_results(
         study, out_dir, url=url, source=str(config_path), raw=raw, model=cfg.model.name, base=base
     )
@@ -263,6 +279,9 @@ def _heartbeat_storage(url: str) -> optuna.storages.RDBStorage:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             url,
+            # several processes share a SQLite study under the Ray backend: wait for the file's lock
+            # instead of failing after SQLite's default 5 s
+            engine_kwargs={"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None,
             heartbeat_interval=HEARTBEAT_SECONDS,
             grace_period=GRACE_SECONDS,
             **callback,
@@ -315,15 +334,28 @@ def make_objective(
     return objective
 
 
-def run_trials(study: optuna.Study, trials: int, objective: Callable[[optuna.Trial], float]) -> None:
+def run_trials(
+    study: optuna.Study,
+    trials: int,
+    objective: Callable[[optuna.Trial], float],
+    *,
+    count_running: bool = False,
+) -> None:
     """Optimise until the study holds ``trials`` finished (complete or pruned) trials.
 
     Failed trials (diverged fits) do not count; after as many failures as requested trials in this
-    call the search stops rather than loop on a space where training cannot work.
+    call the search stops rather than loop on a space where training cannot work. With
+    ``count_running`` (several processes on one study) trials other processes are running count too,
+    so the study ends near ``trials`` instead of each process adding its own.
     """
     import optuna
 
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done: tuple[optuna.trial.TrialState, ...] = (
+        optuna.trial.TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED,
+    )
+    if count_running:
+        done = (*done, optuna.trial.TrialState.RUNNING)
     fail = (optuna.trial.TrialState.FAIL,)
     failed_before = len(study.get_trials(deepcopy=False, states=fail))
     while len(study.get_trials(deepcopy=False, states=done)) < trials:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from modalrec.core.errors import ConfigError
+from modalrec.core.raycluster import connect, import_ray
 from modalrec.encoders.backends.batch import BatchResult, batch_size, encode_loaded, safe_load
 from modalrec.encoders.registry import build_encoder
 
@@ -51,25 +51,11 @@ def _unwrap(r: Any) -> Any:
 
 def ray_init(num_cpus: int | None) -> None:
     """Start a local Ray runtime unless one is running (then ``num_cpus`` is ignored)."""
-    import ray
-
-    if not ray.is_initialized():
-        ray.init(
-            num_cpus=num_cpus or os.cpu_count() or 2,
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-        )
+    connect(None, num_cpus)
 
 
 def _import_ray() -> Any:
-    # Ray Data logs every dataset execution at INFO to the console; our progress bar says enough.
-    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("backend 'ray' needs Ray Data: pip install 'ray[data]'") from None
-    return ray
+    return import_ray()
 
 
 def _rows(refs: list[Any], keys: list[str]) -> list[dict[str, Any]]:

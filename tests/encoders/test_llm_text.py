@@ -65,3 +65,17 @@ def test_encode_dataset_caches_llm_features(llm32, tmp_path) -> None:
     again = encode_dataset(items, spec, tmp_path, progress=False)
     assert again.report.modalities["text_llm"].cached == 3
     np.testing.assert_array_equal(again.features["text_llm"], fs.features["text_llm"])
+
+
+def test_hidden_size_from_metadata_without_loading(tmp_path) -> None:
+    """The encoder's size comes from the GGUF header or config.json; a bad file is a clear error."""
+    import json
+
+    from modalrec.encoders.causal_lm import hidden_size_of
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text(json.dumps({"hidden_size": 64}))
+    assert hidden_size_of(tmp_path / "m") == 64
+    (tmp_path / "bad.gguf").write_bytes(b"not a model")
+    with pytest.raises(ConfigError, match="not a GGUF file"):
+        hidden_size_of(tmp_path / "bad.gguf")

@@ -35,7 +35,9 @@ def explain(
     """Why ITEM for USER: the history items and modalities that weigh most, phrased by the local LLM.
 
     The sentence may only name the item and items from the user's history (checked; offending
-    sentences are dropped and a template is used if nothing grounded is left).
+    sentences are dropped). The checker's verdict is printed: it names a history item, uses the
+    catalogue's noun and states an attribute the two items really share; when the LLM's text does
+    not, a fact sentence from the data is added or the fact template is used.
     """
     from modalrec.workflows.llm_runs import explain_run
 
@@ -46,6 +48,9 @@ def explain(
     console.print(f"[bold]{exp.text}[/]", highlight=False)
     rank = f", rank {exp.rank} for this user" if exp.rank is not None else ""
     console.print(f"source: {exp.source}{rank}; grounded: {exp.grounded}", highlight=False)
+    if exp.check is not None:
+        verdict = "passes" if exp.check["passes"] else "fails: " + "; ".join(exp.check["failures"])
+        console.print(f"checker: {verdict}", highlight=False)
     t = Table(title="Evidence from the user's history")
     for c in ("item_id", "title", "similarity", "by modality", "shared genres"):
         t.add_column(c)

@@ -318,15 +318,50 @@ def hidden_size_of(source: str | os.PathLike[str] | None = None) -> int:
     if gguf_file is None:
         cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
         return int(cfg["hidden_size"])
-    try:
-        from gguf import GGUFReader
-    except ImportError:
-        raise LLMUnavailableError(f"reading {gguf_file} needs the gguf package; {INSTALL_HINT}") from None
-    reader = GGUFReader(str(path / gguf_file))
-    for name, fld in reader.fields.items():
-        if name.endswith(".embedding_length"):
-            return int(fld.parts[fld.data[0]][0])
-    raise ConfigError(f"{gguf_file}: no embedding_length in the GGUF metadata")
+    return _gguf_embedding_length(path / gguf_file)
+
+
+#: sizes of the GGUF metadata value types with a fixed width (type id -> bytes)
+_GGUF_FIXED = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def _gguf_embedding_length(path: Path) -> int:
+    """``<arch>.embedding_length`` from a GGUF file's metadata, read key by key from the header.
+
+    Why not ``gguf.GGUFReader``: it parses every tensor's description first (about a minute for the
+    packaged file on a busy CPU); the header walk stops at the key, in milliseconds.
+    """
+    import struct
+
+    with path.open("rb") as f:
+
+        def read(fmt: str) -> Any:
+            return struct.unpack("<" + fmt, f.read(struct.calcsize("<" + fmt)))[0]
+
+        def skip(vtype: int) -> None:
+            if vtype == 8:  # string: u64 length + bytes
+                f.seek(read("Q"), 1)
+            elif vtype == 9:  # array: element type, u64 count, elements
+                etype, count = read("I"), read("Q")
+                if etype in _GGUF_FIXED:
+                    f.seek(_GGUF_FIXED[etype] * count, 1)
+                else:
+                    for _ in range(count):
+                        skip(etype)
+            else:
+                f.seek(_GGUF_FIXED[vtype], 1)
+
+        if f.read(4) != b"GGUF":
+            raise ConfigError(f"{path.name} is not a GGUF file")
+        read("I")  # version
+        read("Q")  # tensor count
+        for _ in range(read("Q")):
+            key = f.read(read("Q")).decode("utf-8", "replace")
+            vtype = read("I")
+            if key.endswith(".embedding_length") and vtype in (4, 5, 10, 11):
+                return int(read({4: "I", 5: "i", 10: "Q", 11: "q"}[vtype]))
+            skip(vtype)
+    raise ConfigError(f"{path.name}: no embedding_length in the GGUF metadata")
 
 
 def model_key(source: str | os.PathLike[str] | None = None) -> str:

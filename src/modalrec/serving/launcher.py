@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -21,6 +22,12 @@ from modalrec.serving.app import create_app
 from modalrec.serving.settings import ServeConfig, load_serve_config
 
 ENV_RUN, ENV_CONFIG = "MODALREC_SERVE_RUN_DIR", "MODALREC_SERVE_CONFIG"
+#: Seconds uvicorn's supervisor waits for a worker to answer its health ping before it kills and
+#: replaces it (uvicorn's default is 5). Why so long: a starting worker imports torch and faiss and
+#: loads the run with the GIL held for seconds at a time; on a loaded 2-core machine (load 30) that
+#: passed 5 s, so workers were killed and restarted while starting (the two-worker CLI test failed
+#: twice). A hung worker is now replaced after two minutes instead of five seconds.
+WORKER_HEALTHCHECK_S = 120
 
 
 def app_from_env() -> FastAPI:
@@ -42,6 +49,19 @@ def app_from_env() -> FastAPI:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     return create_app(os.environ[ENV_RUN], os.environ.get(ENV_CONFIG) or None)
+
+
+def _healthcheck_option(config_class: type) -> dict[str, Any]:
+    """``timeout_worker_healthcheck=WORKER_HEALTHCHECK_S`` where uvicorn has the option (0.37 and later).
+
+    >>> import uvicorn
+    >>> _healthcheck_option(uvicorn.Config)
+    {'timeout_worker_healthcheck': 120}
+    """
+    import inspect
+
+    known = "timeout_worker_healthcheck" in inspect.signature(config_class).parameters
+    return {"timeout_worker_healthcheck": WORKER_HEALTHCHECK_S} if known else {}
 
 
 def _remove_stale_metric_dirs(state_dir: Path) -> None:
@@ -121,4 +141,5 @@ def serve(
         access_log=False,  # uvicorn's access log prints raw paths (user ids); ours masks them
         log_level=log_level,
         timeout_keep_alive=30,
+        **_healthcheck_option(uvicorn.Config),
     )

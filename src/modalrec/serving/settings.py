@@ -178,6 +178,9 @@ class ABConfig(_Strict):
     attribution_window_s: float = Field(default=1800.0, gt=0)
     #: Events that count as positive (None: every event with a positive weight except view and rating).
     positive_events: list[str] | None = None
+    #: Store every /recommend answer as an impression (attribution, the A/B report). False: nothing is
+    #: stored per request (~1 ms of CPU less per request, issue 15) and feedback stays unattributed.
+    log_impressions: bool = True
 
 
 class HealthConfig(_Strict):

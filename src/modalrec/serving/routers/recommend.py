@@ -46,10 +46,12 @@ def build_router(limits: LimitsConfig) -> APIRouter:
                 out = _single(state, imp, user_id, fb, k, exclude_seen)
         except Exception:
             imp.error, imp.latency_ms = True, (time.perf_counter() - t0) * 1e3
-            state.store.record_impression(imp)
+            if state.cfg.ab.log_impressions:
+                state.store.record_impression(imp)
             raise
         imp.latency_ms = (time.perf_counter() - t0) * 1e3
-        state.store.record_impression(imp)
+        if state.cfg.ab.log_impressions:
+            state.store.record_impression(imp)
         return out
 
     return router

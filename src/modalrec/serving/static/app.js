@@ -126,13 +126,15 @@ function itemResult(text, ok) {
   $("item-result").className = ok ? "ok" : "error";
 }
 
-// One text input per catalogue column, learned from an item of the catalogue (title if none).
+// One text input per text column of the catalogue, learned from one of its items (title if none;
+// numbers and flags are left out of the form, the API takes them too).
 async function itemFields(exampleId) {
   let names = ["title"];
   if (exampleId) {
     try {
       const d = await api("/items/" + encodeURIComponent(exampleId));
-      if (Object.keys(d.fields).length) names = Object.keys(d.fields);
+      const text = Object.keys(d.fields).filter((k) => typeof d.fields[k] === "string");
+      if (text.length) names = text;
     } catch (e) { /* keep the default */ }
   }
   $("item-fields").replaceChildren(...names.map((n) => {

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from pg_cluster import pg_cluster_fixture  # noqa: F401  (the throw-away PostgreSQL cluster fixture)
 from typer.testing import CliRunner
 
 from modalrec.cli import app
@@ -206,14 +207,15 @@ lr = {{ low = 0.002, high = 0.05, log = true }}
 """
 
 
-def test_tune_on_ray_shares_one_study_and_resumes(ray_local: Any, tmp_path: Path) -> None:
+def _tune_twice(tmp_path: Path, storage: list[str]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """`modalrec tune --backend ray --workers 2`: 2 trials, then the same command continued to 4."""
     data = tmp_path / "data"
     data.mkdir()
     write_data(make_clustered(n_users=60, n_items=60), data)
     cfg = tmp_path / "tune.toml"
     cfg.write_text(TUNE.format(data=data))
     out = tmp_path / "study"
-    base = ["tune", str(cfg), "--out", str(out), "--backend", "ray", "--workers", "2"]
+    base = ["tune", str(cfg), "--out", str(out), "--backend", "ray", "--workers", "2", *storage]
     r = CliRunner().invoke(app, [*base, "--trials", "2"])
     assert r.exit_code == 0, r.output
     first = json.loads((out / "trials.json").read_text())
@@ -227,4 +229,19 @@ def test_tune_on_ray_shares_one_study_and_resumes(ray_local: Any, tmp_path: Path
     assert all(t["state"] in ("COMPLETE", "PRUNED") for t in second)
     summary = json.loads((out / "best.json").read_text())
     assert summary["n_complete"] + summary["n_pruned"] == len(second)
-    assert (out / "study.sqlite").exists() and (out / "best.toml").exists()
+    assert (out / "best.toml").exists()
+    return first, second
+
+
+def test_tune_on_ray_shares_one_sqlite_study_and_resumes(ray_local: Any, tmp_path: Path) -> None:
+    _tune_twice(tmp_path, [])
+    assert (tmp_path / "study" / "study.sqlite").exists()
+
+
+def test_tune_on_ray_shares_one_postgresql_study(ray_local: Any, pg_cluster: Any, tmp_path: Path) -> None:
+    """The study in PostgreSQL (what a cluster uses): the plain URL [feedback] url takes works as is."""
+    url = pg_cluster.new_database()
+    _tune_twice(tmp_path, ["--storage", url])
+    assert not (tmp_path / "study" / "study.sqlite").exists()
+    summary = json.loads((tmp_path / "study" / "best.json").read_text())
+    assert summary["storage"].startswith("postgresql+psycopg://")

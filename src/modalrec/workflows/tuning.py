@@ -198,7 +198,7 @@ def tune(
     cfg, spec, raw = _read_tune_config(config_path, trials)
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    url = storage or f"sqlite:///{(out_dir / 'study.sqlite').resolve()}"
+    url = rdb_url(storage) if storage else f"sqlite:///{(out_dir / 'study.sqlite').resolve()}"
     name = spec.study_name or f"{Path(config_path).stem}-{cfg.model.name}"
     if backend == "ray":
         from modalrec.core.raycluster import connect
@@ -218,6 +218,19 @@ def tune(
     return write_results(
         study, out_dir, url=url, source=str(config_path), raw=raw, model=cfg.model.name, base=base
     )
+
+
+def rdb_url(url: str) -> str:
+    """The SQLAlchemy URL of a study database: a plain ``postgresql://`` URL (as ``[feedback] url``
+    takes) gets the psycopg 3 driver of the ``postgres`` extra; other URLs are used as given.
+
+    >>> rdb_url("postgresql://modalrec@db:5432/studies"), rdb_url("sqlite:///s.db")
+    ('postgresql+psycopg://modalrec@db:5432/studies', 'sqlite:///s.db')
+    """
+    for scheme in ("postgresql://", "postgres://"):
+        if url.startswith(scheme):
+            return "postgresql+psycopg://" + url[len(scheme) :]
+    return url
 
 
 #: Seconds between heartbeats of a running trial, and the silence after which it counts as dead:
@@ -393,7 +406,7 @@ def write_results(
     all_trials = study.get_trials(deepcopy=False)
     summary = {
         "study": study.study_name,
-        "storage": url,
+        "storage": _without_password(url),
         "objective": OBJECTIVE,
         "best_value": best.value,
         "best_trial": best.number,
@@ -406,6 +419,20 @@ def write_results(
     atomic_write_json(out_dir / "best.json", summary)
     atomic_write_json(out_dir / "trials.json", [_trial_row(t) for t in all_trials])
     return summary
+
+
+def _without_password(url: str) -> str:
+    """The storage URL as written to best.json: a database password never lands in a file.
+
+    >>> _without_password("postgresql+psycopg://u:secret@db/studies")
+    'postgresql+psycopg://u:***@db/studies'
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a SQLAlchemy URL: Optuna would have refused it before this point
+        return url
 
 
 def _trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:

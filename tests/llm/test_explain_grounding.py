@@ -86,3 +86,15 @@ def test_template_explanations_are_grounded_for_every_pair(movies) -> None:
         for i in (int(movies.test[u].indices[0]), 0, 1):
             exp = explain(movies, None, u, i, use_llm=False)
             assert exp.grounded, (u, i, exp.text)
+
+
+def test_a_title_is_not_another_domains_noun() -> None:
+    """ "The Game (1997)" names a movie; it does not call the movie a game (the checker's false alarm)."""
+    from modalrec.llm.check import foreign_nouns
+    from modalrec.llm.domain import ItemDomain
+
+    idx = TitleIndex(["The Game (1997)", "The Truman Show (1998)"])
+    text = "You liked The Game and The Truman Show, two movies."
+    assert foreign_nouns(text, ItemDomain("movie")) == ["game", "show"]
+    assert foreign_nouns(idx.without_titles(text), ItemDomain("movie")) == []
+    assert foreign_nouns(idx.without_titles("A game you liked."), ItemDomain("movie")) == ["game"]

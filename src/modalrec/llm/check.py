@@ -93,6 +93,17 @@ class TitleIndex:
                 text = text[:a] + "\x00" * (b - a) + text[b:]
         return found | {i for p, i in self._patterns if p.search(text)}
 
+    def without_titles(self, text: str) -> str:
+        """``text`` with every catalogue title it names blanked out (so "The Game" is not the noun "game").
+
+        >>> TitleIndex(["The Game (1997)"]).without_titles("You liked The Game, a movie.")
+        'You liked  , a movie.'
+        """
+        spans = [m.span() for p, _ in self._patterns for m in p.finditer(text)]
+        for a, b in sorted(spans, key=lambda ab: ab[0] - ab[1]):
+            text = text[:a] + " " * (b - a) + text[b:]
+        return re.sub(r" {2,}", "  ", text)
+
     def unknown_quotes(self, text: str, allowed: list[int]) -> list[str]:
         """Quoted spans that look like titles but are none of the ``allowed`` items' titles."""
         ok = {n.lower() for i in allowed for n in _title_names(self.titles[i])} | {
@@ -407,7 +418,7 @@ class ExplanationChecker:
         return CheckResult(
             named_history=named,
             names_outside_history=check_grounding(text, allowed, self.index),
-            foreign_nouns=foreign_nouns(text, self.domain),
+            foreign_nouns=foreign_nouns(self.index.without_titles(text), self.domain),
             uses_noun=uses_noun(text, self.domain),
             shared=self._stated(text, item, named),
         )

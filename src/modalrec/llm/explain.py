@@ -303,7 +303,7 @@ def _phrased(
     """
     allowed = [*history, item]
     kept, rejected = ground(raw, allowed, checker.index)
-    foreign = foreign_nouns(kept, checker.domain)
+    foreign = foreign_nouns(checker.index.without_titles(kept), checker.domain)  # titles may say "Game"
     if foreign:  # the model named another domain ("movie" for clocks): not an explanation of this one
         kept, rejected = "", [*rejected, *foreign]
     if not kept or len(kept.split()) < 4:

@@ -32,7 +32,7 @@ from safetensors.numpy import load_file
 
 from modalrec.core.errors import ConfigError, FitError, RunDirError
 from modalrec.core.persistence import write_arrays
-from modalrec.core.raycluster import connect
+from modalrec.core.raycluster import cluster_cpus, connect
 from modalrec.models.base import Recommender, create
 from modalrec.models.distributed import TrainState, Workers, check_data_parallel, fit_data_parallel
 from modalrec.workflows.config import RunConfig
@@ -119,6 +119,12 @@ def fit_ray(
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     create(model_name, **params)  # bad hyperparameters fail here, not inside N workers
     ray = connect(address)
+    if address is None and workers > cluster_cpus(ray):
+        # a local runtime never grows: Ray Train would wait for the missing CPUs forever
+        raise ConfigError(
+            f"--workers {workers} needs {workers} CPUs; the local Ray runtime has {cluster_cpus(ray)} "
+            f"(one worker per CPU; join a cluster with --address for more)"
+        )
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 

@@ -46,6 +46,10 @@ def test_blocks_are_found() -> None:
         "modalrec report",
         "modalrec serve",
         "curl",
+        "modalrec serve-key",
+        '"http://127.0.0.1:$PORT/items" -H "Authorization: Bearer $KEY"',
+        "curl -s -X DELETE",
+        "modalrec add-items",
     ):
         assert step in joined, step
     # every fenced block is either run (bash) or shown (text/toml): no silently skipped shell
@@ -75,7 +79,7 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
         start_new_session=True,
     )
     try:
-        out, err = proc.communicate(timeout=900)
+        out, err = proc.communicate(timeout=1800)  # a safety net: minutes on a busy machine
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
@@ -88,7 +92,9 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     page = (work / "reports" / "shop" / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 2 and "<link" not in page
     answers = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert answers and not [a for a in answers if "error" in a], answers
+    # the one error is the broken picture of step 9, refused with its reason
+    errors = [a["error"] for a in answers if "error" in a]
+    assert [(e["status"], e["code"]) for e in errors] == [(422, "corrupt_image")], answers
     recs = [a for a in answers if a.get("user_id") == "u0007"]
     assert recs and len(recs[0]["items"]) == 3 and recs[0]["source"] == "model", answers
     new = [a for a in answers if a.get("user_id") == "a-new-visitor"]
@@ -97,3 +103,30 @@ def test_tutorial_runs_as_written(tmp_path: Path) -> None:
     assert similar and len(similar[0]["items"]) == 3
     search = [a for a in answers if a.get("query") == "oak chair"]
     assert search and any("oak" in i["title"].lower() for i in search[0]["items"])
+    check_new_items(work, answers)
+
+
+def check_new_items(work: Path, answers: list[dict]) -> None:
+    """Step 9: an item added live is similar and searchable at once, hidden by DELETE; the broken
+    upload stored nothing; add-items wrote a new run with both new items."""
+    import sqlite3
+
+    import polars as pl
+
+    added = [a for a in answers if a.get("created") is True]
+    assert [a["item_id"] for a in added] == ["p00120"], answers
+    assert added[0]["modalities"] == ["audio", "image", "text"] and added[0]["missing"] == {}
+    similar = [a for a in answers if a.get("item_id") == "p00120" and a.get("modality") == "fused"]
+    assert similar and len(similar[0]["items"]) == 3
+    assert "p00120" not in {i["item_id"] for i in similar[0]["items"]}
+    wool = [a for a in answers if a.get("query") == "wool chair"]
+    assert len(wool) == 2 and wool[0]["items"][0]["item_id"] == "p00120", wool  # found, then hidden
+    assert "p00120" not in {i["item_id"] for i in wool[1]["items"]}
+    assert {"item_id": "p00120", "deleted": True} in answers
+    with sqlite3.connect(work / "serve-state" / "live_items.sqlite") as con:
+        ops = con.execute("SELECT item_id, op FROM live_items ORDER BY seq").fetchall()
+    assert ops == [("p00120", "add"), ("p00120", "delete")], ops  # nothing of the refused p00121
+    items = pl.read_parquet(work / "runs" / "shop-live-2" / "items.parquet")
+    assert items.height == 122 and set(items["item_id"].to_list()[-2:]) == {"p00121", "p00122"}
+    assert (work / "runs" / "shop-live" / "items.parquet").is_file()  # the served run is unchanged
+    assert pl.read_parquet(work / "runs" / "shop-live" / "items.parquet").height == 120

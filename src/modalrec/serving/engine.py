@@ -63,6 +63,19 @@ class IdIndex:
         # added ids and a set of hidden ones, so that the sorted array is never rebuilt.
         self.extra: dict[str, int] = {}
         self.hidden: set[str] = set()
+        self._width = self.sorted.dtype.itemsize // np.dtype("U1").itemsize
+
+    def _find(self, key: str) -> int | None:
+        """Position of ``key`` in ``self.sorted``, or None.
+
+        Why the length check and the typed key: numpy compares a str longer than the array's strings
+        by first converting the whole array to the wider dtype (28 ms per lookup at 1M user ids,
+        measured: every unknown user's request paid it); a key of the array's own dtype costs 3 us.
+        """
+        if len(key) > self._width:
+            return None
+        j = int(np.searchsorted(self.sorted, np.array(key, dtype=self.sorted.dtype)))
+        return j if j < len(self.sorted) and self.sorted[j] == key else None
 
     def add(self, key: str, index: int) -> None:
         """Map ``key`` to ``index`` (a live item; wins over a hidden catalogue entry of the same id)."""
@@ -71,8 +84,7 @@ class IdIndex:
     def hide(self, key: str) -> None:
         """Forget ``key`` (a deleted item): lookups answer None from now on."""
         self.extra.pop(key, None)
-        j = int(np.searchsorted(self.sorted, key))
-        if j < len(self.sorted) and self.sorted[j] == key:
+        if self._find(key) is not None:
             self.hidden.add(key)
 
     def get(self, key: str, default: int | None = None) -> int | None:
@@ -82,8 +94,8 @@ class IdIndex:
             return self.extra[key]
         if key in self.hidden:
             return default
-        j = int(np.searchsorted(self.sorted, key))
-        if j >= len(self.sorted) or self.sorted[j] != key:
+        j = self._find(key)
+        if j is None:
             return default
         return j if self.order is None else int(self.order[j])
 

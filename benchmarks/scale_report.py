@@ -285,8 +285,8 @@ def render(json_path: Path | None = None, out_dir: Path | None = None) -> None:
         "(train + valid masked), Recall@20 = hits / #test items. Per-epoch rows: a fixed number of epochs "
         "with one validation on 10,000 sampled validation users; *s / epoch* excludes validation, *fit s* "
         "includes it. *load 1-min* is `/proc/loadavg` before -> after the step: this is a 2-core machine "
-        "and **until 12:10 UTC other helpers' jobs used it too**, so rows with a load above 2 ran slower "
-        "than on an idle machine.",
+        "shared with other jobs, so rows with a load above 2 ran slower than on an idle machine (each "
+        "row's code commit says which code ran).",
         "",
     ]
     for label in sorted(runs_all, key=lambda x: (x != "final", x)):

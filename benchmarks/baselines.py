@@ -314,7 +314,15 @@ def dataset_markdown(name: str, d: dict[str, Any]) -> list[str]:
     missing = [k for k in planned_row_keys() if k not in have]
     if missing:
         lines.append(f"\nPlanned but not run on {name} (no result): {', '.join(missing)}.")
-    low = d.get("at_or_below_popularity")
+    pop = next((r for r in d["rows"] if r["model"] == "popularity" and "test" in r), None)
+    low = [
+        f"{row_key(r)}{status_mark(r)}"
+        for r in d["rows"]
+        if pop is not None
+        and "test" in r
+        and r is not pop
+        and r["test"]["recall@20"] <= pop["test"]["recall@20"]
+    ]
     if low:
         lines.append(
             f"\n**At or below Popularity on test Recall@20 (a harness problem to explain): {', '.join(low)}.**"

@@ -85,6 +85,18 @@ def merge(section: str, key: str, row: dict[str, Any]) -> None:
     )
 
 
+def add_note(text: str) -> None:
+    """Append a note (what did not run, and why) under the same lock as the rows."""
+    OUT_JSON.parent.mkdir(parents=True, exist_ok=True)
+    with open(Path(tempfile.gettempdir()) / "modalrec-ray-bench.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        res = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
+        res.setdefault("notes", []).append(text)
+        tmp = OUT_JSON.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(res, indent=1, default=float) + "\n")
+        tmp.replace(OUT_JSON)
+
+
 # ------------------------------------------------------------------------------------------------ data
 def dataset(name: str, plan: dict[str, Any]) -> Any:
     from modalrec.data import load as load_data
@@ -266,6 +278,9 @@ def markdown(res: dict[str, Any], plan: dict[str, Any]) -> str:
         f"Within seed noise: {plan['noise_rule']}.",
         "",
     ]
+    notes = res.get("notes", [])
+    if notes:
+        lines += ["## Notes (what ran, what did not, and why)", "", *[f"- {n}" for n in notes], ""]
     lines += quality_tables(res.get("quality", {}), plan)
     lines += kill_table(res.get("kill", {}), res.get("quality", {}))
     lines += timing_table(res.get("timing", {}))
@@ -367,8 +382,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="*", help="only these worker counts (default: the plan's)")
     ap.add_argument("--seeds", type=int, nargs="*", help="only these seeds (default: the plan's)")
     ap.add_argument("--report", action="store_true", help="only rewrite ray.md from ray.json")
+    ap.add_argument(
+        "--note", action="append", default=[], help="add a note line to ray.json (shown in ray.md)"
+    )
     args = ap.parse_args()
     plan = tomllib.loads(PLAN.read_text())
+    for n in args.note:
+        add_note(f"{now()}: {n}")
     if args.part:
         import ray
 

@@ -150,7 +150,9 @@ def test_ivf_knn_graph_finds_most_true_neighbours_and_is_deterministic() -> None
     truth = dense_knn_edges(x, mask, 10)
     recall = len(truth & set(zip(rows.tolist(), cols.tolist(), strict=True))) / len(truth)
     assert recall > 0.9
-    assert abs(feature_recall(x, mask, 10, sample=3000) - recall) < 1e-9
+    # the two exact searches (matrix-vector here, blocked matrix products there) may order a near-tie
+    # at the k-th place differently: one neighbour in 29,500 moved on this machine
+    assert abs(feature_recall(x, mask, 10, sample=3000) - recall) < 1e-3
 
 
 def test_neighbor_ease_is_ease_when_every_item_is_a_neighbour() -> None:

@@ -74,7 +74,9 @@ def test_explain_command_is_grounded(llm, run_dir, small_movies) -> None:
         assert phrased["text"] == kept and phrased["check"]["passes"]
         assert phrased["source"] == ("llm-stripped" if rejected else "llm")
     plain = runner.invoke(app, ["explain", str(run_dir), "--user", "u0", "--item", item, "--no-llm"])
-    verdict = "passes" if template["check"]["passes"] else "fails: " + "; ".join(template["check"]["failures"])
+    verdict = (
+        "passes" if template["check"]["passes"] else "fails: " + "; ".join(template["check"]["failures"])
+    )
     assert plain.exit_code == 0 and f"checker: {verdict}" in plain.output, plain.output
     bad = runner.invoke(app, ["explain", str(run_dir), "--user", "nobody", "--item", item, "--no-llm"])
     assert bad.exit_code == 2 and "unknown user" in bad.output

@@ -48,6 +48,8 @@ def padding_users(nnz: int, n_items: int, share: float) -> int:
     if not 0.0 <= share < 1.0:
         raise SystemExit(f"uniform_negatives must be in [0, 1), got {share}")
     return int(np.ceil(share / (1.0 - share) * nnz / n_items)) if share > 0 else 0
+
+
 #: Library defaults replaced by the runner when the command line gives no value (see README).
 RUNNER_DEFAULTS = {"BPR": {"epochs": 300}, "ALS": {"epochs": 50}}
 

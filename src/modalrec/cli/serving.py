@@ -64,7 +64,14 @@ def serve_key(
     if scheme not in ("sha256", "scrypt"):
         raise ConfigError(f"--scheme must be sha256 or scrypt, not {scheme!r}")
     key = new_key()
-    console.print(f"API key (give it to the client, it is not stored anywhere): {key}", highlight=False)
+    # soft_wrap: a narrow terminal (or COLUMNS) must not split the key onto a line of its own, which
+    # scripts that read "API key ...: <key>" (the tutorial's sed) would then miss
+    console.print(
+        f"API key (give it to the client, it is not stored anywhere): {key}",
+        highlight=False,
+        soft_wrap=True,
+        markup=False,
+    )
     console.print("Add to the server config:", highlight=False)
     entry = f'[[auth.keys]]\nname = "{name}"\nhash = "{hash_key(key, scheme)}"\nscopes = {wanted!r}'
     console.print(entry.replace("'", '"'), highlight=False, soft_wrap=True, markup=False)

@@ -3,10 +3,10 @@
 Reads ``benchmarks/plans/ray.toml`` (committed before any run; its commit is recorded) and merges rows
 into ``benchmarks/results/ray.json``, then rewrites ``benchmarks/results/ray.md``::
 
-    /work/slots/run-heavy python benchmarks/ray_train.py --part quality --dataset ml100k
-    /work/slots/run-heavy python benchmarks/ray_train.py --part quality --dataset S
-    /work/slots/run-heavy python benchmarks/ray_train.py --part kill
-    /work/slots/run-heavy --timing python benchmarks/ray_train.py --part timing
+    /work/q/submit timing i16-kill 30 -- python benchmarks/ray_train.py --part kill
+    /work/q/submit timing i16-q100k-2025 30 -- python benchmarks/ray_train.py --part quality --dataset ml100k --seeds 2025
+    /work/q/submit quality i16-qS-2024 30 -- python benchmarks/ray_train.py --part quality --dataset S --seeds 2024
+    /work/q/submit timing i16-timing 30 -- python benchmarks/ray_train.py --part timing
     python benchmarks/ray_train.py --report            # only rewrite ray.md from ray.json
 
 Every fit goes through ``modalrec.workflows.ray_train.fit_ray`` on a local Ray runtime of 2 CPUs; test
@@ -78,6 +78,7 @@ def merge(section: str, key: str, row: dict[str, Any]) -> None:
         tmp = OUT_JSON.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(res, indent=1, default=float) + "\n")
         tmp.replace(OUT_JSON)
+        write_md(res)  # each finished row is in ray.md too, even if a later row of this job is cut
     print(
         f"[{now()}] {section}/{key}: "
         + json.dumps({k: row.get(k) for k in ("status", "recall@20", "ndcg@20", "wall_s", "mean_epoch_s")}),
@@ -95,6 +96,14 @@ def add_note(text: str) -> None:
         tmp = OUT_JSON.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(res, indent=1, default=float) + "\n")
         tmp.replace(OUT_JSON)
+        write_md(res)
+
+
+def write_md(res: dict[str, Any]) -> None:
+    """Rewrite ray.md from ``res`` (the content of ray.json), atomically."""
+    tmp = OUT_MD.with_suffix(".md.tmp")
+    tmp.write_text(markdown(res, tomllib.loads(PLAN.read_text())))
+    tmp.replace(OUT_MD)
 
 
 # ------------------------------------------------------------------------------------------------ data
@@ -118,18 +127,26 @@ def dataset(name: str, plan: dict[str, Any]) -> Any:
     if (scale / "dataset.toml").exists() and stamp.exists() and json.loads(stamp.read_text()) == same:
         return load_data(str(scale / "dataset.toml"), seed=2024)
     out = SYNTH_ROOT / "S"
-    if not (out / "dataset.toml").exists():
-        from modalrec.data.synth import make_synthetic
+    SYNTH_ROOT.mkdir(parents=True, exist_ok=True)
+    # two jobs (timing and quality lanes) may need S at once: one generates, into a temporary folder
+    # renamed into place, while the other waits on the lock
+    with open(SYNTH_ROOT / "S.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (out / "dataset.toml").exists():
+            from modalrec.data.synth import make_synthetic
 
-        make_synthetic(
-            out,
-            n_users=spec["users"],
-            n_items=spec["items"],
-            n_interactions=spec["interactions"],
-            n_clusters=spec["clusters"],
-            modalities={"image": 64},
-            seed=spec["seed"],
-        )
+            part = Path(tempfile.mkdtemp(prefix="S-", dir=SYNTH_ROOT))
+            make_synthetic(
+                part,
+                n_users=spec["users"],
+                n_items=spec["items"],
+                n_interactions=spec["interactions"],
+                n_clusters=spec["clusters"],
+                modalities={"image": 64},
+                seed=spec["seed"],
+            )
+            subprocess.run(["rm", "-rf", str(out)], check=False)
+            part.replace(out)
     return load_data(str(out / "dataset.toml"), seed=2024)
 
 
@@ -277,6 +294,7 @@ def markdown(res: dict[str, Any], plan: dict[str, Any]) -> str:
         "row). Test split, full ranking; Recall = hits / #relevant. Early stopping on validation Recall@20 (rank 0).",
         f"Within seed noise: {plan['noise_rule']}.",
         "",
+        *provenance_lines(res),
     ]
     notes = res.get("notes", [])
     if notes:
@@ -285,6 +303,20 @@ def markdown(res: dict[str, Any], plan: dict[str, Any]) -> str:
     lines += kill_table(res.get("kill", {}), res.get("quality", {}))
     lines += timing_table(res.get("timing", {}))
     return "\n".join(lines) + "\n"
+
+
+def provenance_lines(res: dict[str, Any]) -> list[str]:
+    """Which plan commit(s) and code commit(s) the rows ran at (each row records its own)."""
+    rows = [r for sec in ("quality", "kill", "timing") for r in res.get(sec, {}).values()]
+    if not rows:
+        return []
+    plans = sorted({str(r.get("plan_commit"))[:7] for r in rows})
+    codes = sorted({str(r.get("code_commit"))[:7] for r in rows})
+    dirty = sorted({p for r in rows for p in r.get("code_dirty_paths") or []})
+    out = [f"Plan commit(s) of the rows: {', '.join(plans)}; code commit(s): {', '.join(codes)}."]
+    if dirty:
+        out.append(f"Uncommitted model/workflow files in the checkout during some rows: {', '.join(dirty)}.")
+    return [*out, ""]
 
 
 def quality_tables(q: dict[str, Any], plan: dict[str, Any]) -> list[str]:
@@ -402,7 +434,7 @@ def main() -> None:
             part_timing(plan)
         ray.shutdown()
     res = json.loads(OUT_JSON.read_text()) if OUT_JSON.exists() else {}
-    OUT_MD.write_text(markdown(res, plan))
+    write_md(res)
 
 
 if __name__ == "__main__":

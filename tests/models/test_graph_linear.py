@@ -124,3 +124,14 @@ def test_sqrt_lr_scaling_follows_the_group_size(clustered: Dataset) -> None:
     assert model.meta["effective_lr"] == pytest.approx(FAST["lr"] * np.sqrt(n_batches / 2))
     exact = _fit(clustered, "lightgcn", propagation="per_batch", batch_size=64, epochs=1)
     assert exact.meta["effective_lr"] == FAST["lr"]
+
+
+@pytest.mark.parametrize(("threshold", "mode"), [(10_000, "per_batch"), (0, "shared")])
+def test_auto_propagation_picks_by_minibatches_per_epoch(
+    clustered: Dataset, threshold: int, mode: str
+) -> None:
+    # The default ("auto") trains exactly like the explicit mode it resolves to, and says which it chose.
+    auto = _fit(clustered, "lightgcn", shared_above_batches=threshold, steps_per_epoch=3)
+    explicit = _fit(clustered, "lightgcn", propagation=mode, steps_per_epoch=3)
+    assert auto.meta["propagation"] == mode
+    np.testing.assert_array_equal(auto.item_vectors, explicit.item_vectors)

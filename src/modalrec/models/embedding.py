@@ -77,10 +77,16 @@ class EmbeddingParams(Params):
 class GraphTrainingParams(EmbeddingParams):
     """Settings of models that propagate over the whole graph: how many mini-batches share a propagation."""
 
-    propagation: Literal["shared", "per_batch"] = Field(
-        "per_batch",
+    propagation: Literal["auto", "shared", "per_batch"] = Field(
+        "auto",
         description="shared: one graph propagation per group of mini-batches, steps_per_epoch groups "
-        "(epoch linear in the data); per_batch: one per mini-batch (the original exact path, quadratic)",
+        "(epoch linear in the data); per_batch: one per mini-batch (the original exact path, quadratic); "
+        "auto: per_batch up to shared_above_batches mini-batches per epoch, shared above",
+    )
+    shared_above_batches: int = Field(
+        128,
+        ge=0,
+        description="auto propagation: share propagations when an epoch has more mini-batches than this",
     )
     steps_per_epoch: int = Field(
         16, ge=1, description="shared propagation: optimiser steps (= graph propagations) per epoch"
@@ -152,6 +158,8 @@ class EmbeddingRecommender(Recommender[EP]):
     _cache: tuple[torch.Tensor, torch.Tensor] | None = None
     #: True inside a shared-propagation step: :meth:`rows` returns sparse row gradients
     _sparse_rows: bool = False
+    #: the propagation mode resolved for the running training (``propagation="auto"``); None = unresolved
+    _shared_mode: bool | None = None
 
     def build(self, dataset: Dataset) -> nn.Module:
         raise NotImplementedError
@@ -222,6 +230,9 @@ class EmbeddingRecommender(Recommender[EP]):
         rng = seed_everything(self.hp.seed)
         self.net = self.build(dataset)
         self._rng = rng
+        self._shared_mode = self.resolve_propagation(dataset.train.nnz)
+        if isinstance(self.hp, GraphTrainingParams):
+            self.meta["propagation"] = "shared" if self._shared_mode else "per_batch"
         lr = self.hp.lr * self.lr_factor(dataset.train.nnz)
         self.meta["effective_lr"] = lr
         opt = torch.optim.Adam(self.net.parameters(), lr=lr)
@@ -288,8 +299,33 @@ class EmbeddingRecommender(Recommender[EP]):
         return total / max(n, 1)
 
     def shares_propagation(self) -> bool:
-        """True when mini-batches share graph propagations (``propagation="shared"``)."""
-        return isinstance(self.hp, GraphTrainingParams) and self.hp.propagation == "shared"
+        """True when mini-batches share graph propagations (``propagation="shared"``, or ``"auto"``
+        resolved to shared by :meth:`start_training`)."""
+        if not isinstance(self.hp, GraphTrainingParams):
+            return False
+        if self._shared_mode is not None:
+            return self._shared_mode
+        return self.hp.propagation == "shared"
+
+    def resolve_propagation(self, n_triplets: int) -> bool:
+        """Whether a training on ``n_triplets`` triplets shares propagations.
+
+        Why ``auto``: the per-batch path is exact and cheap while an epoch has few mini-batches (every
+        benchmark data set: ML-100K 40, TikTok 30, Baby 59), but its epoch grows with interactions x graph
+        size; past ``shared_above_batches`` mini-batches the shared path keeps the epoch linear
+        (benchmarks/results/graph_linear.md measures both).
+
+        >>> m = EmbeddingRecommender.__new__(EmbeddingRecommender)
+        >>> m.hp = GraphTrainingParams(batch_size=10, shared_above_batches=4)
+        >>> m.resolve_propagation(40), m.resolve_propagation(41)
+        (False, True)
+        """
+        hp = self.hp
+        if not isinstance(hp, GraphTrainingParams):
+            return False
+        if hp.propagation == "auto":
+            return -(-n_triplets // hp.batch_size) > hp.shared_above_batches
+        return hp.propagation == "shared"
 
     def step_groups(self, batches: list[Batch]) -> list[list[Batch]]:
         """The epoch's mini-batches grouped by optimiser step: one each on the per-batch path, else

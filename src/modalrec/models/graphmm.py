@@ -27,9 +27,10 @@ Options, all off or at FREEDOM's choice by default so that ablations are one swi
   large catalogues; content neighbours teach the model what, beyond content, made the user choose.
 
 Speed: every sparse product goes through ``lightgcn.spmm`` (scipy CSR, constant graph, CSR
-backward); train with ``threads=1`` on a shared machine. Scale: ``propagation="shared"`` (the default,
-see :mod:`modalrec.models.embedding`) lets ``batch_size`` mini-batches share one propagation, so an
-epoch is linear in the interactions; every loss below gathers through ``self.rows`` and takes the
+backward); train with ``threads=1`` on a shared machine. Scale: ``propagation="shared"`` (chosen by the default
+``"auto"`` once an epoch has more than ``shared_above_batches`` mini-batches, see
+:mod:`modalrec.models.embedding`) lets groups of mini-batches share one propagation, so an epoch is
+linear in the interactions; every loss below gathers through ``self.rows`` and takes the
 propagated vectors as arguments (:meth:`GraphMM.propagated_loss`) so a shared step can reuse them.
 """
 

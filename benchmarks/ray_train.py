@@ -41,7 +41,8 @@ SYNTH_ROOT = Path("/tmp/modalrec-ray-bench")
 
 def git(*args: str) -> str:
     out = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=False)
-    return out.stdout.strip() if out.returncode == 0 else ""
+    # rstrip only: a porcelain status line starts with a space that names the path's column
+    return out.stdout.rstrip() if out.returncode == 0 else ""
 
 
 def load() -> str:
@@ -205,13 +206,30 @@ def fit_row(
     return row
 
 
+def registered_checkpoints(store: Path) -> list[dict[str, Any]]:
+    """The checkpoints Ray Train's controller has registered (its checkpoint manager snapshot), oldest
+    first: what a restarted worker group resumes from. A ``checkpoint_*`` folder on disk is not enough:
+    rank 0 writes it before the controller has collected every worker's report (the first kill run,
+    triggered by folders on disk, resumed from the check before the one it waited for)."""
+    out: list[dict[str, Any]] = []
+    for snap in store.glob("*/checkpoint_manager_snapshot.json"):
+        try:
+            state = json.loads(snap.read_text())
+        except (OSError, ValueError):
+            continue  # being written: read again at the next poll
+        out += [r for r in state.get("checkpoint_results", []) if r.get("checkpoint_dir_name")]
+    return out
+
+
 def kill_one_worker(store: Path, after: int, th: threading.Thread) -> dict[str, Any]:
-    """SIGKILL one Ray Train worker process once ``after`` checkpoints are on disk."""
+    """SIGKILL one Ray Train worker process once Ray has registered ``after`` checkpoints."""
     import psutil
 
+    seen: dict[str, Any] = {}  # checkpoint folder -> epoch, over the polls (Ray keeps only 2)
     while th.is_alive():
-        if len(list(store.glob("*/checkpoint_*"))) >= after:
-            time.sleep(1.0)  # let the controller register the newest checkpoint
+        for r in registered_checkpoints(store):
+            seen.setdefault(r["checkpoint_dir_name"], (r.get("metrics") or {}).get("epoch"))
+        if len(seen) >= after:
             procs = []
             for p in psutil.Process(os.getpid()).children(recursive=True):
                 try:
@@ -225,7 +243,8 @@ def kill_one_worker(store: Path, after: int, th: threading.Thread) -> dict[str, 
                 return {
                     "pid": victim,
                     "at": now(),
-                    "checkpoints_on_disk": len(list(store.glob("*/checkpoint_*"))),
+                    "registered_checkpoint_epochs": sorted(e for e in seen.values() if e is not None),
+                    "checkpoint_folders_on_disk": len(list(store.glob("*/checkpoint_*"))),
                 }
         time.sleep(0.2)
     return {"pid": None, "note": "training ended before the planned checkpoint: no worker was killed"}

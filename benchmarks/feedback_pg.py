@@ -12,7 +12,7 @@ retried once with its request_id against the surviving server, and the rows are 
 
 Usage (a timing benchmark: nothing else heavy on the machine)::
 
-    /work/slots/run-heavy --timing timeout 1800 python benchmarks/feedback_pg.py
+    /work/q/submit timing i16-fbpg 30 -- python benchmarks/feedback_pg.py
     python benchmarks/feedback_pg.py --posts 300 --kill-after 150 --repeats 1 --results /tmp/fbpg  # check
 """
 
@@ -351,6 +351,71 @@ def write_md(res: dict[str, Any], path: Path) -> None:
     path.write_text("\n".join(L) + "\n")
 
 
+def result(
+    a: argparse.Namespace, reps: list[dict[str, Any]], la0: list[float], pg_version: str | None
+) -> dict[str, Any]:
+    """The results document of the repetitions run so far (written after each one)."""
+    ok = [r for r in reps if "error" not in r]
+    return {
+        "plan": str(PLAN.relative_to(ROOT)),
+        "plan_commit": git("log", "-1", "--format=%h", "--", str(PLAN)),
+        "code_commit": a.code_commit or git("rev-parse", "--short", "HEAD"),
+        "code_dirty": [] if a.code_commit else git("status", "--porcelain", "--", "src").splitlines(),
+        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
+        "postgres_version": pg_version,
+        "loadavg_start": la0,
+        "loadavg_end": loadavg(),
+        "settings": {"posts": a.posts, "clients": a.clients, "kill_after_sent": a.kill_after, "servers": 2},
+        "planned_order": a.order.split(","),
+        "protocol": (
+            f"{a.posts} POST /feedback (unique request_id each) from {a.clients} keep-alive clients, client c to "
+            f"server c % 2 of two `modalrec serve --workers 1` processes; SIGKILL of server 0 when POST "
+            f"{a.kill_after} is written, its clients fail over to server 1; no retries during the load; rows "
+            "counted in the database; every unacknowledged POST retried once (same request_id) against server 1; "
+            "rows counted again. SQLite: both processes on one state dir (one file, WAL, synchronous=FULL). "
+            "PostgreSQL: a state dir each, one database of a throw-away cluster (fsync on, synchronous_commit on). "
+            "Latency: request written to 200 read (closed loop). Servers, PostgreSQL and the clients share the "
+            "machine's cores."
+        ),
+        "repetitions": reps,
+        "summary": {
+            b: {
+                "median_acked_per_s": _median([r for r in ok if r["backend"] == b], "acked_per_s"),
+                "median_p99_ms": _median([r for r in ok if r["backend"] == b], "p99"),
+                "target_met": f"{sum(r['target_met'] for r in ok if r['backend'] == b)} of "
+                f"{sum(r['backend'] == b for r in reps)}",
+            }
+            for b in dict.fromkeys(r["backend"] for r in reps)
+        },
+        "reference": REFERENCE,
+        "notes": [
+            "Reference, a different protocol (one server with --workers 2, the whole server killed as the last POST "
+            f"is sent): SQLite {REFERENCE['sqlite_acks_per_s']} acks/s, p99 {REFERENCE['sqlite_p99_ms']} ms "
+            "(benchmarks/results/serving.md); quoted, not compared as like for like.",
+            *[
+                f"repetition {i + 1} ({r['backend']}) failed: {r['error']}"
+                for i, r in enumerate(reps)
+                if "error" in r
+            ],
+            *(
+                [f"{len(reps)} of {len(a.order.split(','))} planned repetitions written so far (or run)."]
+                if len(reps) < len(a.order.split(","))
+                else []
+            ),
+        ],
+    }
+
+
+def save(res: dict[str, Any], results: Path) -> None:
+    """feedback_pg.json and .md, each written atomically (after every repetition)."""
+    results.mkdir(parents=True, exist_ok=True)
+    tmp = results / "feedback_pg.json.tmp"
+    tmp.write_text(json.dumps(res, indent=2) + "\n")
+    tmp.replace(results / "feedback_pg.json")
+    write_md(res, results / "feedback_pg.md.tmp")
+    (results / "feedback_pg.md.tmp").replace(results / "feedback_pg.md")
+
+
 def main() -> None:
     import tomllib
 
@@ -384,12 +449,14 @@ def main() -> None:
         raise SystemExit("PostgreSQL binaries (initdb, pg_ctl) not found: apt-get install postgresql-15")
     cluster = PgCluster(bin_dir)
     reps: list[dict[str, Any]] = []
+    pg_version: str | None = None
     try:
         cluster.start()
         import psycopg
 
         with psycopg.connect(cluster.url()) as con:
-            pg_version = con.execute("SHOW server_version").fetchone()[0]
+            row = con.execute("SHOW server_version").fetchone()
+            pg_version = str(row[0]) if row else None
         for i, backend in enumerate(a.order.split(",")):
             url = cluster.new_database() if backend == "postgres" else None
             try:
@@ -398,56 +465,13 @@ def main() -> None:
                 r = {"backend": backend, "error": f"{type(e).__name__}: {e}"}
             print(json.dumps({k: v for k, v in r.items() if k != "ack_latency"}), flush=True)
             reps.append(r)
+            save(result(a, reps, la0, pg_version), a.results)
     finally:
         with contextlib.suppress(Exception):
             cluster.stop()
         cluster.remove()
-    ok = [r for r in reps if "error" not in r]
-    res = {
-        "plan": str(PLAN.relative_to(ROOT)),
-        "plan_commit": git("log", "-1", "--format=%h", "--", str(PLAN)),
-        "code_commit": a.code_commit or git("rev-parse", "--short", "HEAD"),
-        "code_dirty": [] if a.code_commit else git("status", "--porcelain", "--", "src").splitlines(),
-        "machine": {"cores": os.cpu_count(), "python": sys.version.split()[0]},
-        "postgres_version": pg_version,
-        "loadavg_start": la0,
-        "loadavg_end": loadavg(),
-        "settings": {"posts": a.posts, "clients": a.clients, "kill_after_sent": a.kill_after, "servers": 2},
-        "protocol": (
-            f"{a.posts} POST /feedback (unique request_id each) from {a.clients} keep-alive clients, client c to "
-            f"server c % 2 of two `modalrec serve --workers 1` processes; SIGKILL of server 0 when POST "
-            f"{a.kill_after} is written, its clients fail over to server 1; no retries during the load; rows "
-            "counted in the database; every unacknowledged POST retried once (same request_id) against server 1; "
-            "rows counted again. SQLite: both processes on one state dir (one file, WAL, synchronous=FULL). "
-            "PostgreSQL: a state dir each, one database of a throw-away cluster (fsync on, synchronous_commit on). "
-            "Latency: request written to 200 read (closed loop). Servers, PostgreSQL and the clients share the "
-            "machine's cores."
-        ),
-        "repetitions": reps,
-        "summary": {
-            b: {
-                "median_acked_per_s": _median([r for r in ok if r["backend"] == b], "acked_per_s"),
-                "median_p99_ms": _median([r for r in ok if r["backend"] == b], "p99"),
-                "target_met": f"{sum(r['target_met'] for r in ok if r['backend'] == b)} of "
-                f"{sum(r['backend'] == b for r in reps)}",
-            }
-            for b in dict.fromkeys(r["backend"] for r in reps)
-        },
-        "reference": REFERENCE,
-        "notes": [
-            "Reference, a different protocol (one server with --workers 2, the whole server killed as the last POST "
-            f"is sent): SQLite {REFERENCE['sqlite_acks_per_s']} acks/s, p99 {REFERENCE['sqlite_p99_ms']} ms "
-            "(benchmarks/results/serving.md); quoted, not compared as like for like.",
-            *[
-                f"repetition {i + 1} ({r['backend']}) failed: {r['error']}"
-                for i, r in enumerate(reps)
-                if "error" in r
-            ],
-        ],
-    }
-    a.results.mkdir(parents=True, exist_ok=True)
-    (a.results / "feedback_pg.json").write_text(json.dumps(res, indent=2) + "\n")
-    write_md(res, a.results / "feedback_pg.md")
+    res = result(a, reps, la0, pg_version)
+    save(res, a.results)
     print(json.dumps(res["summary"]))
 
 

@@ -3,6 +3,7 @@ without an admin key can read names a filesystem path, a key or a user id it did
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import tempfile
@@ -156,3 +157,40 @@ def test_keys_without_admin_see_no_paths(live: LiveServer, runs, tmp_path: Path,
             continue  # a writer's feedback is stored; its answer names only the ids sent
         leaks = [s for s in bad if s in r.text]
         assert not leaks, (who, method, path, leaks, r.text[:500])
+
+
+def log_text(records: list[logging.LogRecord]) -> str:
+    """What the log shows: every record's message and its exception's message (traceback frames name
+    the installed code's files, not the data; they are left out)."""
+    out = []
+    for r in records:
+        out.append(r.getMessage())
+        if r.exc_info and r.exc_info[1] is not None:
+            out.append(str(r.exc_info[1]))
+    return "\n".join(out)
+
+
+def test_server_logs_show_no_run_or_state_paths(
+    runs, tmp_path: Path, text_encoder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Start-up, requests, a reload and a refused reload: no log line names the run or state directory."""
+    caplog.set_level(logging.DEBUG)
+    cfg = serve_config(tmp_path)
+    with LiveServer(create_app(runs["bpr"], cfg, encode_text=text_encoder)) as srv:
+        c = srv.client
+        assert c.get("/recommend/u0", params={"k": 5}).status_code == 200
+        assert c.get("/similar/i4", params={"modality": "image"}).status_code == 200
+        fb = {"user_id": "u0", "item_id": "i1", "event": "click"}
+        assert c.post("/feedback", json=fb, headers=srv.auth("writer")).status_code == 200
+        admin = srv.auth("admin")
+        ok = c.post("/admin/reload", json={"run_dir": str(runs["knn"])}, headers=admin)
+        assert ok.status_code == 200, ok.text
+        refused = c.post("/admin/reload", json={"run_dir": str(runs["broken"])}, headers=admin)
+        assert refused.status_code == 422, refused.text
+        # the admin's answer names the directory (the check below could not pass by accident)
+        assert str(runs["broken"]) in refused.text
+    text = log_text(caplog.records)
+    assert "loaded run" in text and "reload refused" in text, text  # the lines were captured
+    bad = [str(runs["root"]), str(Path(runs["root"]).resolve()), str(tmp_path), str(tmp_path.resolve())]
+    leaks = [line for line in text.splitlines() if any(b in line for b in bad)]
+    assert not leaks, leaks

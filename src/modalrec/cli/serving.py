@@ -42,7 +42,9 @@ def serve(
         raise ConfigError(f"--log-level must be debug, info, warning or error, not {log_level!r}")
     if config is not None and not config.is_file():
         raise ConfigError(f"{config}: server config not found")
-    console.print(f"Serving [bold]{run_dir}[/] on http://{host}:{port} with {workers} worker(s)")
+    console.print(
+        f"Serving run [bold]{run_dir.resolve().name}[/] on http://{host}:{port} with {workers} worker(s)"
+    )
     run_server(run_dir, host=host, port=port, workers=workers, config=config, log_level=log_level.lower())
 
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Protocol
 
 from modalrec.core.errors import ModalrecError, RunDirError
+from modalrec.serving.redact import scrub_paths
 
 log = logging.getLogger("modalrec.serving")
 
@@ -121,7 +122,8 @@ def newest(store: ActiveRunStore) -> ActiveRun | None:
         return store.active_run()
     except Exception as e:
         log.warning(
-            "active run not readable from the feedback store, keeping the current one: %s", _first_line(e)
+            "active run not readable from the feedback store, keeping the current one: %s",
+            scrub_paths(_first_line(e)),
         )
         return None
 

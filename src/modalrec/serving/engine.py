@@ -25,6 +25,7 @@ import polars as pl
 
 from modalrec.core.errors import ConfigError, DataError
 from modalrec.serving.index import VectorIndex
+from modalrec.serving.redact import run_label
 from modalrec.serving.settings import ServeConfig
 from modalrec.workflows.rundir import load_run, seen_matrix
 
@@ -190,8 +191,8 @@ class Engine:
         self.timings["score_stats_s"] = time.perf_counter() - t
         self.load_seconds = time.perf_counter() - t0
         log.info(
-            "loaded run %s (%s, %d users x %d items) in %.2fs (%s); index %s",
-            self.path,
+            "loaded %s (%s, %d users x %d items) in %.2fs (%s); index %s",
+            run_label(self.path),
             self.model_name,
             len(self.user_ids),
             len(self.item_ids),

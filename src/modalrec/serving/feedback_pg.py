@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from modalrec.core.errors import ConfigError
 from modalrec.serving.active import NEWEST, ActiveRun
 from modalrec.serving.feedback import FeedbackRow, GroupCommitStore, active_from_rows
+from modalrec.serving.redact import scrub_paths
 
 log = logging.getLogger("modalrec.serving")
 
@@ -244,7 +245,9 @@ class PostgresFeedbackStore(GroupCommitStore):
             return super().for_user(user_id)
         except self._psycopg.OperationalError as e:
             log.warning(
-                "feedback store at %s unreachable, serving without live feedback: %s", self.address, e
+                "feedback store at %s unreachable, serving without live feedback: %s",
+                self.address,
+                scrub_paths(e),
             )
             return []
 

@@ -42,6 +42,7 @@ import numpy as np
 from modalrec.core.errors import ConfigError, ModalrecError
 from modalrec.core.io import atomic_path
 from modalrec.serving.engine import Engine
+from modalrec.serving.redact import scrub_paths
 from modalrec.serving.settings import ServeConfig
 from modalrec.serving.uploads import CheckedMedia, UploadLimits
 
@@ -286,7 +287,7 @@ class RunEncoders:
                     kind = str(getattr(enc, "modality", m))
                     enc.encode(["warm up"] if "fields" in spec else [samples.get(kind, b"")])
                 except Exception as e:  # a warm-up failure only means the first add pays instead
-                    log.warning("warming up the %s encoder failed: %s", m, e)
+                    log.warning("warming up the %s encoder failed: %s", m, scrub_paths(e))
 
 
 def _sample_png() -> bytes:
@@ -354,7 +355,7 @@ class LiveItems:
                     try:
                         self.encoders_for(eng).warm_up()
                     except ModalrecError as e:  # e.g. no recorded encoders: POST /items will say so
-                        log.warning("live items: %s", e)
+                        log.warning("live items: %s", scrub_paths(e))
 
         t = threading.Thread(target=run, name="modalrec-encoder-warm-up", daemon=True)
         t.start()
@@ -513,7 +514,9 @@ class LiveItems:
                 out.append((e, self._place(engine, feats, missing, enc.fingerprint), media))
             except (LiveItemError, ModalrecError, OSError) as err:
                 log.error(
-                    "live item %r could not be applied again: %s", e.item_id, getattr(err, "message", err)
+                    "live item %r could not be applied again: %s",
+                    e.item_id,
+                    scrub_paths(getattr(err, "message", err)),
                 )
         return out
 
@@ -541,7 +544,7 @@ class LiveItems:
             try:
                 ready = self._prepare_events(eng, state)
             except ConfigError as e:  # the run records no encoders: deletes still apply
-                log.error("stored live items cannot be encoded for %s: %s", eng.model_name, e)
+                log.error("stored live items cannot be encoded for %s: %s", eng.model_name, scrub_paths(e))
                 ready = []
             self._apply_events(eng, ready)
         self.applied_seq = events[-1].seq if events else 0

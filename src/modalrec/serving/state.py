@@ -26,6 +26,7 @@ from modalrec.serving.engine import Engine, TextEncoderFn
 from modalrec.serving.feedback import FeedbackStore
 from modalrec.serving.live_items import LiveItems
 from modalrec.serving.metrics import HealthMonitor, ServingMetrics
+from modalrec.serving.redact import scrub_paths
 from modalrec.serving.settings import ServeConfig
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ class ServerState:
             log.error(
                 "could not follow the active run of generation %d: %s",
                 rec.generation,
-                active.without_paths(str(e), rec),
+                scrub_paths(active.without_paths(str(e), rec)),
             )
             return
         self.engines = engines

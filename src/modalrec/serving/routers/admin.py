@@ -15,6 +15,7 @@ from modalrec.serving import experiments
 from modalrec.serving.active import StoreUnavailable
 from modalrec.serving.deps import State, admin_auth
 from modalrec.serving.errors import ApiError
+from modalrec.serving.redact import scrub_paths
 from modalrec.serving.schemas import ReloadIn
 
 log = logging.getLogger("modalrec.serving")
@@ -33,13 +34,13 @@ async def reload(state: State, body: ReloadIn | None = None, _: str | None = adm
             info = await asyncio.to_thread(state.reload, body.run_dir, body.run_dir_b)
         except StoreUnavailable as e:
             state.metrics.reloads.labels("refused").inc()
-            log.error("reload not recorded: %s", e)
+            log.error("reload not recorded: %s", scrub_paths(e, (body.run_dir, body.run_dir_b)))
             raise ApiError(
                 503, "store_unavailable", f"reload not done, still serving the previous run: {e}"
             ) from None
         except ModalrecError as e:
             state.metrics.reloads.labels("refused").inc()
-            log.error("reload refused: %s", e)
+            log.error("reload refused: %s", scrub_paths(e, (body.run_dir, body.run_dir_b)))
             raise ApiError(
                 422, "run_dir_invalid", f"reload refused, still serving the previous run: {e}"
             ) from None

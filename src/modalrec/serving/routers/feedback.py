@@ -15,6 +15,7 @@ from modalrec.serving.auth import mask_user_id
 from modalrec.serving.deps import State, write_auth
 from modalrec.serving.errors import ApiError
 from modalrec.serving.feedback import FeedbackRow
+from modalrec.serving.redact import scrub_paths
 from modalrec.serving.schemas import FeedbackIn, FeedbackOut
 
 log = logging.getLogger("modalrec.serving")
@@ -47,7 +48,7 @@ async def feedback(state: State, body: FeedbackIn, key_name: str | None = write_
     try:
         stored = (await asyncio.wrap_future(state.store.submit([row])))[0]
     except Exception as e:  # the write failed: tell the client it was NOT stored
-        log.error("feedback write failed: %s", e)
+        log.error("feedback write failed: %s", scrub_paths(e))
         raise ApiError(
             503, "store_unavailable", "feedback could not be stored; retry with the same request_id"
         ) from None

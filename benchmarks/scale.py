@@ -41,8 +41,20 @@ LOADGEN = ROOT / "benchmarks" / "serving_loadgen.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from scale_report import render  # noqa: E402
 
-
 # --------------------------------------------------------------------------------------------- basics
+#: Process groups of the children running now (steps, servers, the load generator): every child runs in
+#: its own session, so a SIGTERM to this script (the job queue's timeout) would leave them running;
+#: :func:`_stop_children` kills them first.
+LIVE_GROUPS: set[int] = set()
+
+
+def _stop_children(signum: int, _frame: Any) -> None:
+    for pgid in list(LIVE_GROUPS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+    raise SystemExit(128 + signum)
+
+
 def loadavg() -> str:
     return Path("/proc/loadavg").read_text().split(" ", 3)[:3].__str__()
 
@@ -98,6 +110,7 @@ def run_child(cmd: list[str], *, env: dict[str, str], timeout: float, nice: int)
             start_new_session=True,
             preexec_fn=(lambda: os.nice(nice)) if nice else None,
         )
+    LIVE_GROUPS.add(p.pid)
     out_chunks: list[bytes] = []
     err_chunks: list[bytes] = []
     import threading
@@ -120,6 +133,7 @@ def run_child(cmd: list[str], *, env: dict[str, str], timeout: float, nice: int)
             _, status, ru = os.wait4(p.pid, 0)
             break
         time.sleep(0.2)
+    LIVE_GROUPS.discard(p.pid)
     p.returncode = os.waitstatus_to_exitcode(status)
     for r in readers:
         r.join(5)
@@ -332,6 +346,23 @@ def tree_rss_mb(pid: int) -> float:
     return total / 2**20
 
 
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by ``pid`` and its live descendants (the server's workers)."""
+    import psutil
+
+    try:
+        p = psutil.Process(pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0.0
+    for q in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            t = q.cpu_times()
+            total += t.user + t.system
+    return total
+
+
 def _health(port: int) -> dict[str, Any]:
     """/health as JSON, or {} while the server is not answering yet."""
     import urllib.request
@@ -353,6 +384,7 @@ def start_server(
     fh = open(log, "wb")  # noqa: SIM115  # closed with the process
     t0 = time.perf_counter()
     p = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+    LIVE_GROUPS.add(p.pid)
     first = None
     peak = 0.0
     health: dict[str, Any] = {}
@@ -389,6 +421,7 @@ def stop_server(p: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+    LIVE_GROUPS.discard(p.pid)
 
 
 def loadgen(port: int, paths: Path, rate: float, duration: float, env: dict[str, str]) -> dict[str, Any]:
@@ -405,7 +438,7 @@ def loadgen(port: int, paths: Path, rate: float, duration: float, env: dict[str,
 
 
 def serve_http(
-    run_dir: Path, work: Path, plan: dict[str, Any], rec: Recorder, env: dict[str, str]
+    run_dir: Path, work: Path, plan: dict[str, Any], rec: Recorder, env: dict[str, str], timeout: float
 ) -> dict[str, Any]:
     """Cold start (fresh state dir), warm-up + measured open-loop load, stop; then a warm start."""
     import shutil
@@ -420,7 +453,6 @@ def serve_http(
     cfg = work / "serve.toml"
     cfg.write_text(f'state_dir = "{state}"\ntext_encoder = "none"\n')
     paths = write_paths(run_dir, work / "paths.txt", sv)
-    timeout = float(plan["sizes"][rec.size]["step_timeout_s"])
     out: dict[str, Any] = {"loadavg_before": loadavg(), "workers": sv["workers"], "config": cfg.read_text()}
     port = free_port()
     p, cold = start_server(run_dir, cfg, port, sv["workers"], env, work / "serve-cold.log", timeout)
@@ -467,8 +499,15 @@ def _measure_load(
         try:
             out["warmup"] = loadgen(port, paths, sv["rate"], sv["warmup_s"], env).get("latency")
             out["loadavg_before_load"] = loadavg()
+            cpu0 = tree_cpu_s(p.pid)
             out["load"] = loadgen(port, paths, sv["rate"], sv["duration_s"], env)
+            cpu = tree_cpu_s(p.pid) - cpu0
             out["loadavg_after_load"] = loadavg()
+            done = int(out["load"].get("completed") or 0)
+            # What one answer costs the server (every worker, HTTP parsing to JSON) and what the load
+            # generator took of the same two cores.
+            out["server_cpu_s"] = round(cpu, 3)
+            out["server_cpu_ms_per_request"] = round(1000 * cpu / done, 3) if done else None
         finally:
             stop.set()
             th.join()
@@ -521,7 +560,7 @@ def run_size(
             spec["index_cache"] = str(work / "engine-state" / "index-cache")
         rec.put("engine", step(spec, rec, env, timeout))
     if want("serve") and (run_dir / "manifest.json").exists():
-        rec.put("serve", serve_http(run_dir, work, plan, rec, env))
+        rec.put("serve", serve_http(run_dir, work, plan, rec, env, timeout))
     render(JSON_OUT, RESULTS)
 
 
@@ -538,6 +577,8 @@ def main() -> None:
     ap.add_argument("--render", action="store_true", help="only rewrite scale.md and the plot")
     ap.add_argument("--plan", type=Path, help="another plan (harness dry runs; results go next to it)")
     a = ap.parse_args()
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, _stop_children)
     if a.plan is not None:
         global PLAN, JSON_OUT, RESULTS
         PLAN, RESULTS = a.plan.resolve(), a.plan.resolve().parent

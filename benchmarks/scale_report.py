@@ -132,8 +132,9 @@ def engine_rows(res: dict[str, Any]) -> list[str]:
 def serve_rows(res: dict[str, Any]) -> list[str]:
     rows = [
         "| label | size | start-up cold s | start-up warm s | p50 ms | p99 ms | achieved req/s | errors "
-        "| index (build s, recall@10) | server peak RSS MB | load 1-min |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| index (build s, recall@10) | server CPU ms per request | load generator CPU (share of a core) "
+        "| server peak RSS MB | load 1-min |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for label, runs in res.get("runs", {}).items():
         for size in SIZES:
@@ -149,6 +150,8 @@ def serve_rows(res: dict[str, Any]) -> list[str]:
                 f"{fmt(lat.get('p50_ms'))} | {fmt(lat.get('p99_ms'))} | "
                 f"{fmt((s.get('load') or {}).get('achieved_rate'))} | {fmt((s.get('load') or {}).get('errors'))} | "
                 f"{idx.get('kind', '-')} ({fmt(idx.get('build_seconds'))}, {fmt(idx.get('recall_at_10'), 3)}) | "
+                f"{fmt(s.get('server_cpu_ms_per_request'), 2)} | "
+                f"{fmt((s.get('load') or {}).get('client_cpu_share_of_one_core'), 3)} | "
                 f"{fmt(s.get('serving_peak_tree_rss_mb'), 0)} | {_la(s) if s else '-'} |"
             )
     return rows

@@ -14,12 +14,15 @@ validation grid, the chosen point is tested once.
     python benchmarks/baselines.py                        # all planned data sets and rows
     python benchmarks/baselines.py --datasets baby --models --peers implicit cornac
     python benchmarks/baselines.py --datasets ml100k --models --peers recbole --peer-models BPR
-Writes benchmarks/results/baselines.json and baselines.md.
+Writes benchmarks/results/baselines.json and baselines.md (after every finished row). The peers' split
+files and each grid point's outputs go to ``--work`` (default ``$TMPDIR/modalrec-baselines``): a job
+stopped by its time limit loses only the grid point it was running, the same command resumes the grid.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -40,10 +43,14 @@ from modalrec.data import load
 from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate, hit_matrix, mean_metrics, per_user_metrics
 from modalrec.models import create
-from peers.common import peer_available, run_peer, write_split
+from peers.common import PEERS_DIR, PeerError, peer_available, read_outputs, run_peer, write_split
 from plan import Plan, code_commit, load_plan, status_mark
 
 RESULTS = Path(__file__).resolve().parent / "results"
+#: Where the peers' split files and per-grid-point outputs live (outside the repository). A grid point
+#: whose outputs are there with the same key (split files, runner code, caps, seed, point) is reused, so a
+#: job stopped by its time limit loses only the grid point it was running: the next job resumes.
+WORK = Path(tempfile.gettempdir()) / "modalrec-baselines"
 KS = (10, 20, 50)
 PLAN_NAME = "baselines"
 
@@ -161,6 +168,59 @@ def peer_points(hp: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str
     return out
 
 
+def digest(paths: list[Path]) -> str:
+    """sha256 over the contents of ``paths`` (in order)."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(p.read_bytes())
+    return h.hexdigest()
+
+
+def run_point(
+    split_dir: Path, lib: str, model: str, point: dict[str, Any], threads: int, seed: int
+) -> tuple[dict[str, Any], bool]:
+    """One grid point with the plan's caps; reuse its outputs when an earlier job finished the same
+    point (same split files, runner code, caps, seed and threads), else train it. Returns (run, reused)."""
+    caps = {k: CAPS[k] for k in ("dim", "batch_size", "epochs", "eval_every", "patience")}
+    budget = float(CAPS.get("time_budget_seconds") or 0) or None
+    key = {
+        "library": lib,
+        "model": model,
+        "point": point,
+        "caps": caps | {"time_budget": budget},
+        "seed": seed,
+        "threads": threads,
+        "split": digest([split_dir / f for f in ("train.tsv", "valid.tsv", "test.tsv", "meta.json")]),
+        "runner": digest([PEERS_DIR / f"run_{lib}.py", PEERS_DIR / "common.py"]),
+    }
+    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    out = split_dir.parent / f"{lib}-{model}-{name}"
+    key_file = out / "point.json"
+    if key_file.exists() and json.loads(key_file.read_text()) == key:
+        try:
+            return read_outputs(lib, model, split_dir, out), True
+        except PeerError as e:
+            print(f"    cannot reuse {out} ({str(e).splitlines()[0]}): training again", flush=True)
+    key_file.unlink(missing_ok=True)
+    r = run_peer(
+        lib,
+        split_dir,
+        model,
+        out,
+        dim=DIM,
+        batch_size=BATCH,
+        threads=threads,
+        epochs=int(caps["epochs"]),
+        eval_every=int(caps["eval_every"]),
+        patience=int(caps["patience"]),
+        time_budget=budget,
+        seed=seed,
+        **point,
+    )
+    atomic_write_json(key_file, key)  # written last: its presence means the outputs are complete
+    return r, False
+
+
 def run_peer_model(
     ds: Dataset,
     split_dir: Path,
@@ -172,31 +232,19 @@ def run_peer_model(
     seed: int,
 ) -> dict[str, Any]:
     """Run every grid point (same caps as ours), keep the best on validation Recall@20, test it once."""
-    budget = float(CAPS.get("time_budget_seconds") or 0) or None
     tried = []
+    reused = 0
     t0 = time.perf_counter()
-    for i, point in enumerate(peer_points(hp, grid)):
-        r = run_peer(
-            lib,
-            split_dir,
-            model,
-            split_dir.parent / f"{lib}-{model}-{i}",
-            dim=DIM,
-            batch_size=BATCH,
-            threads=threads,
-            epochs=int(CAPS["epochs"]),
-            eval_every=int(CAPS["eval_every"]),
-            patience=int(CAPS["patience"]),
-            time_budget=budget,
-            seed=seed,
-            **point,
-        )
-        v = r.get("best_valid_recall@20", r.get("valid_recall@20"))
+    for point in peer_points(hp, grid):
+        r, was_reused = run_point(split_dir, lib, model, point, threads, seed)
+        reused += was_reused
+        v = float(r.get("best_valid_recall@20", r["valid_recall@20"]))
         print(
-            f"    {point}: valid R@20 {v:.4f}, epochs {r.get('epochs_run')} ({r.get('stopped_by')})",
+            f"    {point}: valid R@20 {v:.4f}, epochs {r.get('epochs_run')} ({r.get('stopped_by')})"
+            + (" [reused from an earlier job]" if was_reused else ""),
             flush=True,
         )
-        tried.append((float(v), point, r))
+        tried.append((v, point, r))
     wall = time.perf_counter() - t0
     best_v, point, r = max(tried, key=lambda t: t[0])  # first of equals: the earlier grid point
     metrics = score_topk(ds, r["test_users"], r["topk"])
@@ -218,6 +266,7 @@ def run_peer_model(
         "n_users": len(r["test_users"]),
         "fit_seconds": round(float(r.get("total_seconds") or 0.0), 2),
         "grid_seconds": round(wall, 2),
+        "grid_points_reused": reused,
         "epochs_run": r.get("epochs_run"),
         "best_epoch": r.get("best_epoch"),
         "stopped_by": r.get("stopped_by"),
@@ -227,7 +276,7 @@ def run_peer_model(
     }
 
 
-def eval_speed(ds: Dataset, repeats: int = 3) -> dict[str, float]:
+def eval_speed(ds: Dataset, repeats: int = 3) -> dict[str, Any]:
     """Full-ranking test evaluation time of a 64-d factor model over all test users (best of n)."""
     model = create("bprmf", dim=DIM, epochs=1, threads=1).fit(ds, progress=False)
     times = [evaluate(model, ds, "test", ks=KS).seconds for _ in range(repeats)]
@@ -346,35 +395,34 @@ def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> It
     """The planned peer rows selected by ``--peers``/``--peer-models`` on one data set, each yielded as
     soon as it is done (so the caller can save it before the next one starts)."""
     rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix=f"peers-{name}-") as tmp:
-        split_dir = Path(tmp) / "split"
-        write_split(
-            split_dir,
-            *(split_pairs(ds, p) for p in ("train", "valid", "test")),
-            n_users=ds.n_users,
-            n_items=ds.n_items,
-            dataset_name=name,
-        )
-        for lib, model, hp, grid in selected_peers(args):
-            print(f"[{name}] {lib} {model} ...", flush=True)
-            if model == "LightGCN" and "lightgcn" in OVERRIDES.get(name, {}):
-                ov = OVERRIDES[name]["lightgcn"]
-                hp = hp | {"reg": ov["reg"], "param": {"n_layers": ov["n_layers"]}}
-            if not peer_available(lib):
-                rows.append(
-                    {"library": lib, "model": model, "error": "venv missing (benchmarks/peers/setup.sh)"}
-                )
-                yield rows[-1]
-                continue
-            try:
-                real = MODEL_OF.get((lib, model), model)
-                rows.append(
-                    run_peer_model(ds, split_dir, lib, real, hp, grid, args.threads, seed) | {"model": model}
-                )
-                print("   ", rows[-1]["test"], flush=True)
-            except Exception as e:  # a failing peer is reported in the table, not fatal
-                rows.append({"library": lib, "model": model, "error": str(e).splitlines()[0][:200]})
+    split_dir = args.work / name / "split"
+    write_split(
+        split_dir,
+        split_pairs(ds, "train"),
+        split_pairs(ds, "valid"),
+        split_pairs(ds, "test"),
+        n_users=ds.n_users,
+        n_items=ds.n_items,
+        dataset_name=name,
+    )
+    for lib, model, hp, grid in selected_peers(args):
+        print(f"[{name}] {lib} {model} ...", flush=True)
+        if model == "LightGCN" and "lightgcn" in OVERRIDES.get(name, {}):
+            ov = OVERRIDES[name]["lightgcn"]
+            hp = hp | {"reg": ov["reg"], "param": {"n_layers": ov["n_layers"]}}
+        if not peer_available(lib):
+            rows.append({"library": lib, "model": model, "error": "venv missing (benchmarks/peers/setup.sh)"})
             yield rows[-1]
+            continue
+        try:
+            real = MODEL_OF.get((lib, model), model)
+            rows.append(
+                run_peer_model(ds, split_dir, lib, real, hp, grid, args.threads, seed) | {"model": model}
+            )
+            print("   ", rows[-1]["test"], flush=True)
+        except Exception as e:  # a failing peer is reported in the table, not fatal
+            rows.append({"library": lib, "model": model, "error": str(e).splitlines()[0][:200]})
+        yield rows[-1]
 
 
 def selected_peers(args: argparse.Namespace) -> list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]]:
@@ -478,6 +526,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--allow-uncommitted-plan", action="store_true", help="dry runs only; recorded as such")
     ap.add_argument("--render", action="store_true", help="only rewrite baselines.md from the JSON")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument(
+        "--work",
+        type=Path,
+        default=WORK,
+        help="peers' split files and grid-point outputs (reused by later jobs)",
+    )
     args = ap.parse_args(argv)
     if args.render:
         atomic_write_text(

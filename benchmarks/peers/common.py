@@ -525,22 +525,30 @@ def run_peer(
         pump.join()
     if rc != 0:
         raise PeerError(f"{lib} {model} failed with exit code {rc}; log: {log_path}\n{_tail(log_path)}")
+    run = read_outputs(lib, model, split_dir, out)
+    run["wall_seconds"] = time.perf_counter() - t0
+    return run
+
+
+def read_outputs(lib: str, model: str, split_dir: str | os.PathLike, out_dir: str | os.PathLike) -> dict:
+    """``run.json`` of a finished runner plus ``topk``, ``test_users`` and ``out_dir``, checked against
+    the split (raises :class:`PeerError` when a file is missing, unreadable or does not match)."""
+    out = Path(out_dir)
+    log_path = out / "peer.log"
     try:
         run = json.loads((out / "run.json").read_text(encoding="utf-8"))
         topk = load_npy(out / "topk.npy")
         users = load_npy(out / "test_users.npy")
     except (OSError, ValueError) as exc:
         raise PeerError(
-            f"{lib} {model} exited 0 but its outputs are unreadable ({exc}); log: {log_path}"
+            f"{lib} {model}: the outputs in {out} are unreadable ({exc}); log: {log_path}"
         ) from exc
     expected = read_split(split_dir, load_features=False).test_users()
     if not np.array_equal(users, expected):
         raise PeerError(f"{lib} {model}: test_users.npy does not match the split's test users")
     if topk.ndim != 2 or topk.shape[0] != len(users):
         raise PeerError(f"{lib} {model}: topk.npy has shape {topk.shape}, expected [{len(users)}, k]")
-    run.update(
-        {"topk": topk, "test_users": users, "out_dir": str(out), "wall_seconds": time.perf_counter() - t0}
-    )
+    run.update({"topk": topk, "test_users": users, "out_dir": str(out)})
     return run
 
 

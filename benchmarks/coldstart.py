@@ -294,6 +294,19 @@ def summarise(plan: dict[str, Any], R: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def mean_std(a: dict[str, float], n: int) -> str:
+    """``mean ± std`` over seeds; one seed prints its value alone (no "± 0.0000").
+
+    >>> mean_std({"mean": 0.5, "std": 0.0}, 1), mean_std({"mean": 0.5, "std": 0.01}, 3)
+    ('0.5000', '0.5000 ± 0.0100')
+    """
+    return f"{a['mean']:.4f}" if n < 2 else f"{a['mean']:.4f} ± {a['std']:.4f}"
+
+
+def mean_label(n: int) -> str:
+    return "one seed" if n < 2 else f"mean ± std over {n} seeds"
+
+
 def markdown(R: dict[str, Any]) -> str:
     S = R["summary"]
     V = S["verdict"]
@@ -320,7 +333,7 @@ def markdown(R: dict[str, Any]) -> str:
         "",
         "## Cold items (test ranks the cold items only)",
         "",
-        "| row | R@10 | R@20 | R@50 | NDCG@20 | P@20 | users | selected on validation |",
+        "| row | R@10 | R@20 | R@50 | NDCG@20 | P@20 | users | selected on validation (all validation users) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     rnd = R["random"]
@@ -343,9 +356,9 @@ def markdown(R: dict[str, Any]) -> str:
         )
     a = S["aggregate"]["test_cold"]
     L.append(
-        f"| **coldstart, mean ± std over {len(R['coldstart'])} seed(s)** | "
+        f"| **coldstart, {mean_label(len(R['coldstart']))}** | "
         + " | ".join(
-            f"{a[m]['mean']:.4f} ± {a[m]['std']:.4f}"
+            mean_std(a[m], len(R["coldstart"]))
             for m in ("recall@10", "recall@20", "recall@50", "ndcg@20", "precision@20")
         )
         + " | | |"
@@ -365,7 +378,7 @@ def markdown(R: dict[str, Any]) -> str:
         "",
         "## Warm items (test ranks the warm items only)",
         "",
-        "| row | R@10 | R@20 | R@50 | NDCG@20 | P@20 | users | selected on validation |",
+        "| row | R@10 | R@20 | R@50 | NDCG@20 | P@20 | users | selected on validation (all validation users) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, r in R["warm"].items():
@@ -376,9 +389,9 @@ def markdown(R: dict[str, Any]) -> str:
         )
     a = S["aggregate"]["test_warm"]
     L.append(
-        f"| **coldstart, mean ± std over {len(R['coldstart'])} seed(s)** | "
+        f"| **coldstart, {mean_label(len(R['coldstart']))}** | "
         + " | ".join(
-            f"{a[m]['mean']:.4f} ± {a[m]['std']:.4f}"
+            mean_std(a[m], len(R["coldstart"]))
             for m in ("recall@10", "recall@20", "recall@50", "ndcg@20", "precision@20")
         )
         + f" | {R['coldstart'][0]['test_warm_users']} | blend with EASE |"
@@ -387,7 +400,7 @@ def markdown(R: dict[str, Any]) -> str:
     L += [
         "",
         "coldstart over all items (full ranking, cold and warm together), R@20: "
-        f"{a['recall@20']['mean']:.4f} ± {a['recall@20']['std']:.4f}.",
+        f"{mean_std(a['recall@20'], len(R['coldstart']))}.",
         "",
         "## Verdict",
         "",

@@ -362,7 +362,7 @@ def markdown(res: dict[str, Any]) -> str:
         for ds, d in res["quality"].items():
             lines += [f"### {ds}: {d['protocol']}", "", f"{d['summary']}", ""]
             lines += [
-                "| model | chosen | valid R@20 | R@10 | R@20 | R@50 | N@10 | N@20 | N@50 | P@20 | users | fit s |",
+                "| model | chosen | valid R@20 (all validation users) | R@10 | R@20 | R@50 | N@10 | N@20 | N@50 | P@20 | users | fit s |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|",
             ]
             for r in d["rows"]:
@@ -378,7 +378,10 @@ def markdown(res: dict[str, Any]) -> str:
             "## ease_knn vs EASE: chosen settings and test Recall@20 (summary lines of an interrupted run)",
             "",
         ]
-        lines += ["| data set | model | chosen on validation | test recall@20 |", "|---|---|---|---|"]
+        lines += [
+            "| data set | model | chosen on validation (all validation users) | test recall@20 |",
+            "|---|---|---|---|",
+        ]
         for ds, rows in res["quality_summary"].items():
             lines += [f"| {ds} | {m} | {json.dumps(c)} | {r} |" for m, c, r in rows]
         lines.append("")
@@ -466,11 +469,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--note", action="append", default=[], help="a line for the results' notes (what did not run)"
     )
+    ap.add_argument("--render", action="store_true", help="only rewrite itemitem.md from itemitem.json")
     ap.add_argument("--step", help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.step:
         print(json.dumps(step(args.step, args.dir)))
+        return
+    if args.render:
+        atomic_write_text(
+            args.out / "itemitem.md", markdown(json.loads((args.out / "itemitem.json").read_text()))
+        )
         return
     if args.from_logs:
         res = from_logs(args.from_logs)

@@ -293,11 +293,20 @@ def slopes(timing: dict[str, Any]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------- markdown
+def mean_std(mean: float, std: float, n: int) -> str:
+    """``mean ± std`` over n seeds; a single run prints its value alone (no "± 0.0000").
+
+    >>> mean_std(0.36812, 0.0, 1), mean_std(0.36561, 0.01212, 3)
+    ('0.3681', '0.3656 ± 0.0121')
+    """
+    return f"{mean:.4f}" if n < 2 else f"{mean:.4f} ± {std:.4f}"
+
+
 def quality_md(results: dict[str, Any]) -> list[str]:
     lines = [
         "## Quality: new (shared propagation) vs old (per-batch propagation)",
         "",
-        "Test metrics after early stopping on validation Recall@20; mean ± std over the n seeds run (of 2024-2026). Old: the "
+        "Test metrics after early stopping on validation Recall@20 (all validation users); mean ± std over the n seeds run (of 2024-2026). Old: the "
         "committed per-seed runs of benchmarks/results/multimodal.json (per-batch path, same settings). Within "
         "noise: |new - old| <= 2 standard errors of the difference of means.",
         "",
@@ -312,11 +321,12 @@ def quality_md(results: dict[str, Any]) -> list[str]:
             v = [x[k] for x in runs if x.get(k) is not None]
             return f"{np.mean(v):.1f}" if v else "-"
 
+        n_old, n_new = len(q["old_runs"]), len(q["new_runs"])
         lines.append(
-            f"| {key} | {r['old_mean']:.4f} ± {r['old_std']:.4f} (n={len(q['old_runs'])}) "
-            f"| {r['new_mean']:.4f} ± {r['new_std']:.4f} (n={len(q['new_runs'])}) "
+            f"| {key} | {mean_std(r['old_mean'], r['old_std'], n_old)} (n={n_old}) "
+            f"| {mean_std(r['new_mean'], r['new_std'], n_new)} (n={n_new}) "
             f"| {'yes' if r['within_noise'] else 'no'} ({r['diff']:+.4f}, 2SE {r['two_se']:.4f}) "
-            f"| {n['old_mean']:.4f} ± {n['old_std']:.4f} | {n['new_mean']:.4f} ± {n['new_std']:.4f} "
+            f"| {mean_std(n['old_mean'], n['old_std'], n_old)} | {mean_std(n['new_mean'], n['new_std'], n_new)} "
             f"| {'yes' if n['within_noise'] else 'no'} ({n['diff']:+.4f}) "
             f"| {mean(q['old_runs'], 'best_epoch')} | {mean(q['new_runs'], 'best_epoch')} "
             f"| {mean(q['old_runs'], 'mean_epoch_seconds')} | {mean(q['new_runs'], 'mean_epoch_seconds')} "

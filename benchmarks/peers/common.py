@@ -276,13 +276,18 @@ def full_rank_topk(
     out = []
     for start in range(0, len(users), chunk):
         u = users[start : start + chunk]
-        scores = np.array(score_fn(u), dtype=np.float64, copy=True)
+        # the scorer's own float type (float32 factors stay float32: the same values, half the memory
+        # traffic); the k best are the last k after partitioning, so no negated copy is made
+        scores = np.array(score_fn(u), copy=True)
+        if scores.dtype.kind != "f":
+            scores = scores.astype(np.float64)
         if scores.shape[0] != len(u):
             raise ValueError(f"score_fn returned {scores.shape[0]} rows for {len(u)} users")
         rows, cols = _gather(exclude[0], exclude[1], u)
         scores[rows, cols] = -np.inf
-        kk = min(k, scores.shape[1])
-        part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk]
+        n = scores.shape[1]
+        kk = min(k, n)
+        part = np.argpartition(scores, n - kk, axis=1)[:, n - kk :]
         # order the k candidates by score, breaking ties by item index
         psc = np.take_along_axis(scores, part, axis=1)
         order = np.lexsort((part, -psc), axis=1)

@@ -89,6 +89,18 @@ OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
 ITEMKNN_GRID: list[dict[str, Any]] = []
 PEERS: list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]] = []
 MODEL_OF: dict[tuple[str, str], str] = {}
+#: What was found when a peer row ended at or below Popularity (printed under the table only then).
+DIAGNOSES = {
+    "implicit BPR": (
+        "implicit 0.7.3 draws BPR's negatives from the training entries, i.e. in proportion to item "
+        "popularity (`disliked = itemids[random entry]` in its Cython sampler), so the item bias learns "
+        "*against* popularity: on Baby, validation only, a single 60-iteration fit at lr 0.05, reg 0.01 "
+        "gives item bias vs log(1 + popularity) correlation -0.68 and valid R@20 .023 (Popularity: .0475); "
+        "a single 35-iteration fit at lr 0.01 gives .0039, the runner's 5-iteration chunks .0018 at iteration 35, "
+        "so the chunked fit is not the cause, and the planned lr/reg grid spans 10x in each. The row keeps "
+        "the library's sampler; 'BPR, uniform negatives' is the same model with 90% uniform negatives."
+    ),
+}
 PUBLISHED = {
     "baby": {
         "lightgcn": {"recall@20": 0.0754, "ndcg@20": 0.0328, "source": "MMRec-protocol published figure"}
@@ -376,6 +388,8 @@ def dataset_markdown(name: str, d: dict[str, Any]) -> list[str]:
         lines.append(
             f"\n**At or below Popularity on test Recall@20 (a harness problem to explain): {', '.join(low)}.**"
         )
+        low_keys = {row_key(r) for r in d["rows"] if f"{row_key(r)}{status_mark(r)}" in low}
+        lines += [f"\n- {key}: {text}" for key, text in DIAGNOSES.items() if key in low_keys]
     for k, v in d.get("published", {}).items():
         lines.append(f"\nPublished {k}: Recall@20 {v['recall@20']}, NDCG@20 {v['ndcg@20']} ({v['source']}).")
     if "lightgcn_epoch_speedup_vs_recbole" in d:

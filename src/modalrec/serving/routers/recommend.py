@@ -3,11 +3,12 @@ impression (logged with its id, for attribution and the experiment report)."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from fastapi import Path as PathParam
 
 from modalrec.serving import experiments
@@ -33,7 +34,7 @@ def build_router(limits: LimitsConfig) -> APIRouter:
             True, description="leave out items the user interacted with or gave feedback on"
         ),
         _: str | None = read_auth,
-    ) -> dict[str, Any]:
+    ) -> Response:
         """Top-k items for a user; unknown users get popularity (flagged), their live feedback folded in."""
         t0 = time.perf_counter()
         exp, mode = experiments.current(state.cfg.ab, state.engines)
@@ -52,9 +53,27 @@ def build_router(limits: LimitsConfig) -> APIRouter:
         imp.latency_ms = (time.perf_counter() - t0) * 1e3
         if state.cfg.ab.log_impressions:
             state.store.record_impression(imp)
-        return out
+        return json_response(out)
 
     return router
+
+
+def json_response(body: dict[str, Any]) -> Response:
+    """``body`` as JSON, already in the shape of the declared response model.
+
+    Why not return the dict: FastAPI then validates it against ``RecommendResponse`` and encodes it
+    again, about a quarter of the server's CPU per answer (0.3 of 1.4 ms measured in process at 50k
+    items). The dict is built here from typed values (str ids, float scores, bool flags), so the check
+    cannot fail; the model still documents the answer in the OpenAPI schema.
+    """
+    try:
+        text = json.dumps(body, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # a non-finite score: null, as FastAPI's encoder writes it
+        for it in body["items"]:
+            if it.get("score") is not None and not np.isfinite(it["score"]):
+                it["score"] = None
+        text = json.dumps(body, separators=(",", ":"))
+    return Response(text, media_type="application/json")
 
 
 def _single(

@@ -201,12 +201,41 @@ def _md_latency(r: dict[str, Any]) -> list[str]:
     out = ["## Re-ranking 20 candidates in process", ""]
     if not lat:
         return [*out, "Not run.", ""]
-    return [
-        *out,
-        f"{lat['threads']} threads, {lat['n']} users: p50 {_f(lat['p50'], 3)} s, p95 {_f(lat['p95'], 3)} s, max {_f(lat['max'], 3)} s "
-        f"(load average before {lat['load_avg_before']}, after {lat['load_avg_after']}).",
+    old = r.get("latency_stop24")
+    if old:
+        out += [
+            f"Stop 24 (tuned model, bfloat16 by dtype auto, padded batch): {old['threads']} threads, {old['n']} users: "
+            f"p50 {_f(old['p50'], 3)} s, p95 {_f(old['p95'], 3)} s, max {_f(old['max'], 3)} s "
+            f"(load average before {old['load_avg_before']}, after {old['load_avg_after']}).",
+            "",
+        ]
+    if "before_padded" not in lat:
+        return out
+    b, t = lat["before_padded"], lat["tokens_mean"]
+    out += [
+        f"Re-measured (plan commit {lat['plan_commit']}, code {lat['code_commit'][:10]}): {lat['model']}, {lat['dtype']}, "
+        f"{lat['threads']} threads, candidates = the top 20 of {lat['base']}, {lat['n']} users (after one warm-up user), "
+        "each user scored by both implementations back to back:",
+        "",
+        "| implementation | p50 s | p95 s | max s |",
+        "|---|---|---|---|",
+        f"| before: padded batch over a repeated prompt cache | {_f(b['p50'], 3)} | {_f(b['p95'], 3)} | {_f(b['max'], 3)} |",
+        f"| now: one packed pass (no padding), float32 | {_f(lat['p50'], 3)} | {_f(lat['p95'], 3)} | {_f(lat['max'], 3)} |",
+    ]
+    bf = lat.get("bfloat16_packed")
+    if bf:
+        out.append(
+            f"| now, packed, model in bfloat16 (first {bf['n']} users; emulated on this CPU) | {_f(bf['p50'], 3)} | {_f(bf['p95'], 3)} | {_f(bf['max'], 3)} |"
+        )
+    out += [
+        "",
+        f"Tokens per user (mean): prompt {t['prompt']:.0f}, candidates {t['candidates']:.0f} (padded batch: "
+        f"{t['padded_positions']:.0f} positions). Largest |score difference| packed vs padded: "
+        f"{lat['max_abs_score_diff_packed_vs_padded']:.1e}. Load average before {lat['load_avg_before']}, "
+        f"after {lat['load_avg_after']}; machine {lat['machine']}.",
         "",
     ]
+    return out
 
 
 def _md_http(r: dict[str, Any]) -> list[str]:
@@ -214,11 +243,22 @@ def _md_http(r: dict[str, Any]) -> list[str]:
     out = ["## HTTP backend (`modalrec llm-serve`) vs in process", ""]
     if not h:
         return [*out, "Not run.", ""]
+    paired = h.get("overhead_paired_median_s")
+    old = r.get("http_stop24")
+    if old:
+        out += [
+            f"Stop 24 (padded batch, `llm-serve` under nice 10): in process p50 {_f(old['in_process_s']['p50'], 3)} s, "
+            f"HTTP p50 {_f(old['http_s']['p50'], 3)} s, overhead p50 {_f(old['overhead_p50_s'], 3)} s, load {old['machine']['load_avg']}.",
+            "",
+        ]
     return [
         *out,
         f"{h['users']} users x 20 candidates, {h['dtype']}, {h['threads']} threads: max |score difference| {h['max_abs_score_diff']:.2e}; "
         f"per user in process p50 {_f(h['in_process_s']['p50'], 3)} s / p95 {_f(h['in_process_s']['p95'], 3)} s, "
-        f"HTTP p50 {_f(h['http_s']['p50'], 3)} s / p95 {_f(h['http_s']['p95'], 3)} s; overhead p50 {_f(h['overhead_p50_s'], 3)} s. Machine {h['machine']}.",
+        f"HTTP p50 {_f(h['http_s']['p50'], 3)} s / p95 {_f(h['http_s']['p95'], 3)} s; overhead p50 {_f(h['overhead_p50_s'], 3)} s"
+        + (f", median of the per-user differences {_f(paired, 3)} s" if paired is not None else "")
+        + (f" (plan commit {h['plan_commit']})" if h.get("plan_commit") else "")
+        + f". Machine {h['machine']}.",
         "",
     ]
 
@@ -424,26 +464,70 @@ def _lat(secs: Any) -> dict[str, Any]:
 
 
 def latency(rr: Any, model: Any, ds: Any, users: Any, *, threads: int) -> dict[str, Any]:
-    """Seconds per user to score 20 candidates (prompt pass + one batched pass; no pmi priors)."""
+    """Seconds per user to score 20 candidates, packed pass (now) and padded batch (before), interleaved.
+
+    Per user, after one warm-up user that is not counted: the re-ranker's own ``score`` (prompt text
+    -> one prompt pass + one packed pass over the candidates; no pmi priors), then the same prompt
+    and candidate ids through the padded batch over a repeated cache (the implementation before
+    the packed pass), so both see the same load. Also the largest score difference between them.
+    """
+    import numpy as np
     import torch
+
+    from modalrec.llm.scoring import padded_continuation_logprobs
 
     torch.set_num_threads(threads)
     seen = ds.seen("test")
     top, _ = model.recommend(users, 20, exclude=seen)
-    secs = []
+    hists = [rr.history_subset(int(u), seen.indices[seen.indptr[u] : seen.indptr[u + 1]]) for u in users]
+    rr.score(hists[0], top[0], priors=False)  # warm-up (first call: lazy initialisation)
+    now, before, diffs, tokens = [], [], [], []
     load_before = machine()["load_avg"]
-    for r, u in enumerate(users):
-        hist = seen.indices[seen.indptr[u] : seen.indptr[u + 1]]
+    for r in range(len(users)):
         t0 = time.perf_counter()
-        rr.score(rr.history_subset(int(u), hist), top[r], priors=False)  # sum/mean scores
-        secs.append(time.perf_counter() - t0)
-    torch.set_num_threads(1)
+        a = rr.score(hists[r], top[r], priors=False)["sum"]
+        now.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        prompt = rr.llm.encode(rr.prompt_text(hists[r]))
+        cands = [rr.candidate_ids(c) for c in top[r]]
+        b = padded_continuation_logprobs(rr.llm, prompt, cands).logprob
+        before.append(time.perf_counter() - t0)
+        diffs.append(float(np.abs(a - b).max()))
+        tokens.append([len(prompt), sum(len(c) for c in cands), 20 * max(len(c) for c in cands)])
+    tok = np.asarray(tokens)
     return {
         "threads": threads,
-        **_lat(secs),
+        **_lat(now),
+        "before_padded": _lat(before),
+        "max_abs_score_diff_packed_vs_padded": max(diffs),
+        "tokens_mean": {
+            "prompt": float(tok[:, 0].mean()),
+            "candidates": float(tok[:, 1].mean()),
+            "padded_positions": float(tok[:, 2].mean()),
+        },
         "load_avg_before": load_before,
         "load_avg_after": machine()["load_avg"],
     }
+
+
+def latency_bf16(ds: Any, model: Any, users: Any, *, threads: int, max_history: int) -> dict[str, Any]:
+    """The packed pass with the model in bfloat16 (the old ``auto`` choice on CPUs reporting native units)."""
+    import torch
+
+    from modalrec.llm import load_llm
+    from modalrec.llm.rerank import LLMReranker
+
+    rr = LLMReranker(ds, load_llm(threads=threads, dtype="bfloat16"), max_history=max_history, seed=0)
+    torch.set_num_threads(threads)
+    seen = ds.seen("test")
+    top, _ = model.recommend(users, 20, exclude=seen)
+    secs = []
+    for r, u in enumerate(users):
+        h = rr.history_subset(int(u), seen.indices[seen.indptr[u] : seen.indptr[u + 1]])
+        t0 = time.perf_counter()
+        rr.score(h, top[r], priors=False)
+        secs.append(time.perf_counter() - t0)
+    return {"threads": threads, **_lat(secs), "load_avg_after": machine()["load_avg"]}
 
 
 def start_server(adapter: Path | None, *, dtype: str, threads: int, port: int) -> Any:
@@ -455,7 +539,7 @@ def start_server(adapter: Path | None, *, dtype: str, threads: int, port: int) -
 
     cmd = [sys.executable, "-c", "from modalrec.cli import main; main()", "llm-serve", "--port", str(port)]
     cmd += ["--dtype", dtype, "--threads", str(threads)] + (["--adapter", str(adapter)] if adapter else [])
-    proc = subprocess.Popen(["nice", "-n", "10", *cmd], env=dict(os.environ))
+    proc = subprocess.Popen(cmd, env=dict(os.environ))  # the client's niceness: both are measured
     for _ in range(1200):
         try:
             if httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=2).status_code == 200:
@@ -469,24 +553,34 @@ def start_server(adapter: Path | None, *, dtype: str, threads: int, port: int) -
     raise RuntimeError("llm-serve did not start in 20 minutes")
 
 
+def side_users(ds: Any, n: int) -> Any:
+    """The first ``n`` of the plan's seeded test users (seed 1, the test section's order)."""
+    import numpy as np
+
+    pl, _ = plan()
+    eligible = np.flatnonzero(np.diff(ds.target("test").indptr) > 0)
+    return np.random.default_rng(1).choice(eligible, size=int(pl["test"]["users"]), replace=False)[:n]
+
+
 def http_compare(args: Any) -> dict[str, Any]:
-    """Scores and per-user time, in process vs through the server, on the plan's users (float32 both)."""
+    """Scores and per-user time, in process vs through a real `modalrec llm-serve` (float32 both).
+
+    Same users and candidates as the latency section; per user the in-process call and the HTTP
+    call run back to back (the server and the client have the same niceness and threads).
+    """
     import numpy as np
     import torch
 
+    from modalrec.llm import load_llm
     from modalrec.llm.backend import HTTPBackend
     from modalrec.llm.rerank import LLMReranker
 
-    pl, _ = plan()
+    pl, commit = plan()
     threads = int(pl["http"]["threads"])
     model, ds, _ = base_model(args)
-    from modalrec.llm import load_llm
-
     llm = load_llm(threads=threads, dtype="float32")
     hist_n = int(pl["tune"]["max_history"])
-    eligible = np.flatnonzero(np.diff(ds.target("test").indptr) > 0)
-    users = np.sort(np.random.default_rng(1).choice(eligible, size=int(pl["test"]["users"]), replace=False))
-    users = users[: int(pl["http"]["users"])]
+    users = side_users(ds, int(pl["http"]["users"]))
     seen = ds.seen("test")
     top, _ = model.recommend(users, 20, exclude=seen)
     proc = start_server(None, dtype="float32", threads=threads, port=8911)
@@ -494,21 +588,25 @@ def http_compare(args: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"users": len(users), "dtype": "float32", "threads": threads}
         local = LLMReranker(ds, llm, max_history=hist_n, seed=0)
         remote = LLMReranker(ds, HTTPBackend("http://127.0.0.1:8911/v1"), max_history=hist_n, seed=0)
+        u0 = int(users[0])
+        h0 = local.history_subset(u0, seen.indices[seen.indptr[u0] : seen.indptr[u0 + 1]])
+        local.score(h0, top[0], priors=False), remote.score(h0, top[0], priors=False)  # warm-up
         diffs, t_local, t_http = [], [], []
         torch.set_num_threads(threads)
         for r, u in enumerate(users):
             h = local.history_subset(int(u), seen.indices[seen.indptr[u] : seen.indptr[u + 1]])
             t0 = time.perf_counter()
-            a = local.backend.score(local.prompt_text(h), [local.candidate_text(c) for c in top[r]])
+            a = local.score(h, top[r], priors=False)["sum"]
             t_local.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            b = remote.backend.score(remote.prompt_text(h), [remote.candidate_text(c) for c in top[r]])
+            b = remote.score(h, top[r], priors=False)["sum"]
             t_http.append(time.perf_counter() - t0)
-            diffs.append(float(np.abs(a.logprob - b.logprob).max()))
+            diffs.append(float(np.abs(a - b).max()))
         out["max_abs_score_diff"] = max(diffs)
         out["in_process_s"], out["http_s"] = _lat(t_local), _lat(t_http)
         out["overhead_p50_s"] = out["http_s"]["p50"] - out["in_process_s"]["p50"]
-        out["machine"] = machine()
+        out["overhead_paired_median_s"] = float(np.median(np.subtract(t_http, t_local)))
+        out.update(plan_commit=commit, code_commit=git_commit(None), machine=machine())
         return out
     finally:
         proc.terminate()
@@ -516,20 +614,32 @@ def http_compare(args: Any) -> dict[str, Any]:
 
 
 def section_latency(args: Any) -> None:
-    """Seconds to re-rank 20 candidates with the tuned (merged) model, plan's threads and users (a timing run)."""
-    import numpy as np
+    """Seconds to re-rank 20 candidates at the plan's threads and users (a timing run).
 
+    The tuned (merged) model when its adapters are in the cache, else the packaged model: a merged
+    LoRA model has the same shapes, so the same cost per token.
+    """
+    from modalrec.llm import load_llm
     from modalrec.llm.rerank import LLMReranker
 
-    pl, _ = plan()
+    pl, commit = plan()
     threads = int(pl["latency"]["threads"])
-    model, ds, _ = base_model(args)
-    llm, info = tuned_llm(args, threads=threads)
-    rr = LLMReranker(ds, llm, max_history=int(info["params"]["max_history"]), seed=0)
-    eligible = np.flatnonzero(np.diff(ds.target("test").indptr) > 0)
-    users = np.random.default_rng(1).choice(eligible, size=int(pl["test"]["users"]), replace=False)
-    res = latency(rr, model, ds, users[: int(pl["latency"]["users"])], threads=threads)
+    model, ds, desc = base_model(args)
+    tuned = (CACHE / f"llm_tune_adapter_{args.base}").is_dir()
+    llm = tuned_llm(args, threads=threads)[0] if tuned else load_llm(threads=threads)
+    hist_n = int(pl["tune"]["max_history"])
+    rr = LLMReranker(ds, llm, max_history=hist_n, seed=0)
+    users = side_users(ds, int(pl["latency"]["users"]))
+    res = latency(rr, model, ds, users, threads=threads)
+    res.update(plan_commit=commit, code_commit=git_commit(None), base=desc["name"])
+    res.update(model="tuned (merged LoRA)" if tuned else "packaged SmolLM2-135M-Instruct (untuned)")
+    res.update(dtype=str(llm.dtype).replace("torch.", ""), machine=machine())
+    bf_n = int(pl["latency"].get("bf16_users", 0))
+    if bf_n:
+        res["bfloat16_packed"] = latency_bf16(ds, model, users[:bf_n], threads=threads, max_history=hist_n)
     r = read_results()
+    if "latency" in r and "latency_stop24" not in r:
+        r["latency_stop24"] = r["latency"]
     r["latency"] = res
     write_results(r)
     log(res)
@@ -539,6 +649,8 @@ def section_http(args: Any) -> None:
     """The HTTP backend against a real `modalrec llm-serve` process: same scores, and its overhead."""
     res = http_compare(args)
     r = read_results()
+    if "http" in r and "http_stop24" not in r:
+        r["http_stop24"] = r["http"]
     r["http"] = res
     write_results(r)
     log(r["http"])

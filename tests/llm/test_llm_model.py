@@ -11,7 +11,11 @@ from modalrec.llm.domain import domain_of
 from modalrec.llm.explain import TitleIndex, check_grounding, explain, foreign_nouns, ground
 from modalrec.llm.loading import load_llm
 from modalrec.llm.rerank import LLMReranker, choose_blend, rerank_evaluate
-from modalrec.llm.scoring import continuation_logprobs, naive_continuation_logprobs
+from modalrec.llm.scoring import (
+    continuation_logprobs,
+    naive_continuation_logprobs,
+    padded_continuation_logprobs,
+)
 from modalrec.models import create
 
 pytestmark = pytest.mark.slow
@@ -24,16 +28,35 @@ def test_packaged_model_is_loaded_once(llm) -> None:
 
 
 def test_batched_scores_equal_one_pass_per_candidate(llm32) -> None:
+    """The packed pass (all candidates in one sequence after the cached prompt) = one pass per candidate."""
     llm = llm32
     prompt = llm.encode(
         "A list of movies that a user liked:\n- Toy Story (1995)\nAnother movie this user liked:"
     )
-    cands = [llm.encode(t) for t in (" Babe (1995)\n", " Heat (1995), Action, Crime, Thriller\n", " X\n")]
-    batched = continuation_logprobs(llm, prompt, cands, batch_size=2)  # two batches, with padding
+    texts = (" Babe (1995)\n", " Heat (1995), Action, Crime, Thriller\n", " X\n", " The Lion King (1994)\n")
+    cands = [llm.encode(t) for t in texts]
     naive = naive_continuation_logprobs(llm, prompt, cands)
-    np.testing.assert_allclose(batched.logprob, naive, rtol=1e-4, atol=1e-3)
-    assert batched.n_tokens.tolist() == [len(c) for c in cands]
-    assert (batched.logprob < 0).all()
+    packed = continuation_logprobs(llm, prompt, cands)  # one packed pass
+    np.testing.assert_allclose(packed.logprob, naive, rtol=0, atol=1e-4)
+    assert packed.n_tokens.tolist() == [len(c) for c in cands]
+    assert (packed.logprob < 0).all()
+    # several passes (at most 12 tokens or 2 candidates each) and the padded batch: the same scores
+    chunked = continuation_logprobs(llm, prompt, cands, batch_size=2, pack_tokens=12)
+    np.testing.assert_allclose(chunked.logprob, naive, rtol=0, atol=1e-4)
+    padded = padded_continuation_logprobs(llm, prompt, cands, batch_size=3)
+    np.testing.assert_allclose(padded.logprob, naive, rtol=0, atol=1e-4)
+
+
+def test_packing_puts_each_candidate_after_the_prompt_alone(llm32) -> None:
+    """A candidate's score does not depend on the other candidates packed with it (the mask isolates them)."""
+    prompt = llm32.encode(
+        "A list of movies that a user liked:\n- Heat (1995)\nAnother movie this user liked:"
+    )
+    a, b = llm32.encode(" Speed (1994)\n"), llm32.encode(" Pinocchio (1940)\n")
+    alone = continuation_logprobs(llm32, prompt, [a]).logprob[0]
+    together = continuation_logprobs(llm32, prompt, [b, a, b]).logprob
+    assert abs(together[1] - alone) < 1e-4
+    assert abs(together[0] - together[2]) < 1e-4
 
 
 def test_bfloat16_scores_order_candidates_like_float32(llm, llm32) -> None:

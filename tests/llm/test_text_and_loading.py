@@ -57,3 +57,28 @@ def test_bad_sources(tmp_path) -> None:
     (tmp_path / "b.gguf").write_bytes(b"")
     with pytest.raises(ConfigError, match=r"exactly one \.gguf"):
         loading.load_llm(tmp_path)
+
+
+def test_dtype_auto_is_float32_unless_bfloat16_is_asked_for(monkeypatch) -> None:
+    monkeypatch.delenv("MODALREC_LLM_DTYPE", raising=False)
+    assert loading.resolve_dtype("auto") == "float32"
+    monkeypatch.setenv("MODALREC_LLM_DTYPE", "bfloat16")
+    assert loading.resolve_dtype("auto") == "bfloat16"
+    assert loading.resolve_dtype("float32") == "float32"
+    monkeypatch.setenv("MODALREC_LLM_DTYPE", "half")
+    with pytest.raises(ConfigError, match="half"):
+        loading.resolve_dtype("auto")
+
+
+def test_long_item_texts_are_cut_at_a_word_boundary(movies) -> None:
+    """Prompt lines and candidates are bounded (the re-ranker's cost grows with the tokens scored)."""
+    from modalrec.llm.backend import HTTPBackend
+    from modalrec.llm.rerank import LLMReranker
+
+    backend = HTTPBackend("http://127.0.0.1:9/v1")  # never called: texts only
+    full = LLMReranker(movies, backend)
+    cut = LLMReranker(movies, backend, max_item_chars=20)
+    assert full.item_text(0) == "Toy Story (1995), Animation, Children's, Comedy"
+    assert cut.item_text(0) == "Toy Story (1995),"
+    assert cut.candidate_text(0) == " Toy Story (1995),\n"
+    assert LLMReranker(movies, backend, max_item_chars=0).item_text(0) == full.item_text(0)

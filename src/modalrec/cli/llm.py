@@ -233,7 +233,7 @@ def llm_serve(
     ] = None,
     host: Annotated[str, typer.Option(help="interface to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port", min=1, max=65535)] = 8011,
-    dtype: Annotated[str, typer.Option(help="auto, float32 or bfloat16")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (float32), float32 or bfloat16")] = "auto",
     threads: Annotated[int | None, typer.Option(help="torch threads", min=1)] = None,
 ) -> None:
     """Serve a local LLM over an OpenAI-compatible API (/v1/completions with logprobs, /v1/chat/completions).

@@ -11,11 +11,15 @@ Apache-2.0) is dequantised by transformers on its first load, which takes tens o
 dequantised float32 weights are also written once to a disk cache (safetensors, never pickle) from
 which later processes load in about a second.
 
-Compute precision: on CPUs with native bfloat16 matrix units (AVX512-BF16 / AMX, e.g. this project's
-reference machine) the weights are cast to bfloat16 after loading (``dtype="auto"``): measured on
-the re-ranking workload, 1.6x faster than float32 with the same candidate order (mean Spearman
-0.998 between the two precisions' scores); log-probabilities are still taken in float32. Elsewhere
-``auto`` keeps float32, where bfloat16 matmuls would be emulated and slower.
+Compute precision: float32 unless bfloat16 is asked for (``dtype="bfloat16"`` or
+``MODALREC_LLM_DTYPE=bfloat16``). ``auto`` used to pick bfloat16 on CPUs that report native bfloat16
+units (AVX512-BF16 / AMX), after a measurement of 1.6x faster than float32; the re-ranking latency
+benchmark later found the opposite on such a machine: p50 4.7 s per 20 candidates in bfloat16 against
+1.4 s in float32 (``benchmarks/results/llm_tune.md``, stop 24; two sections of one run at load 3-6, not
+a controlled comparison), and on CPUs without those units
+bfloat16 matmuls are emulated (measured here: 9 vs 70 GFLOP/s per core, AVX2 EPYC). float32 also
+gives the scores the tests and the HTTP backend compare against (to 1e-4); bfloat16 moves
+log-likelihoods by up to ~0.6 nats.
 
 Nothing is ever fetched from a model hub: ``HF_HUB_OFFLINE`` is set and every ``from_pretrained``
 call passes ``local_files_only=True``.
@@ -147,19 +151,19 @@ def native_bf16() -> bool:
 
 
 def resolve_dtype(dtype: str = "auto") -> str:
-    """``"float32"`` or ``"bfloat16"`` for a requested dtype (``auto``: bfloat16 iff native).
+    """``"float32"`` or ``"bfloat16"`` for a requested dtype (``auto``: ``$MODALREC_LLM_DTYPE``, else float32).
 
     >>> resolve_dtype("float32")
     'float32'
-    >>> resolve_dtype("auto") in ("float32", "bfloat16")
-    True
+    >>> resolve_dtype("bfloat16")
+    'bfloat16'
     """
     if dtype == "auto":
         dtype = os.environ.get("MODALREC_LLM_DTYPE") or "auto"
     if dtype not in DTYPES:
         raise ConfigError(f"unknown LLM dtype {dtype!r}; expected one of {DTYPES}")
     if dtype == "auto":
-        return "bfloat16" if native_bf16() else "float32"
+        return "float32"
     return dtype
 
 
@@ -254,9 +258,9 @@ def load_llm(
         disk_cache: for GGUF sources, keep the dequantised float32 weights under :func:`cache_root`
             so that the next process skips the slow dequantisation.
         threads: torch intra-op threads (default: leave torch's setting).
-        dtype: ``"auto"`` (bfloat16 on CPUs with native bfloat16 units, else float32; the
-            environment variable ``MODALREC_LLM_DTYPE`` overrides it), ``"float32"`` or
-            ``"bfloat16"``. Each (model, dtype) pair is cached separately.
+        dtype: ``"auto"`` (float32 unless the environment variable ``MODALREC_LLM_DTYPE`` says
+            ``bfloat16``), ``"float32"`` or ``"bfloat16"``. Each (model, dtype) pair is cached
+            separately.
 
     Raises:
         LLMUnavailableError: the ``[llm]`` extra or the packaged model is not installed.

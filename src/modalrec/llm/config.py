@@ -52,7 +52,7 @@ class LLMConfig(BaseModel):
     url: str | None = Field(None, description="http: API base, e.g. http://127.0.0.1:8011/v1")
     api_key_env: str = Field("MODALREC_LLM_API_KEY", description="http: environment variable holding the key")
     timeout: float = Field(60.0, gt=0, description="http: seconds per request")
-    dtype: str = Field("auto", description="local: auto, float32 or bfloat16")
+    dtype: str = Field("auto", description="local: auto (float32), float32 or bfloat16")
     threads: int | None = Field(None, ge=1, description="local: torch threads")
     item_noun: str | None = Field(None, description="what one item is called (default: the data set's)")
     item_plural: str | None = Field(None, description="plural when the English rule is wrong")

@@ -28,7 +28,7 @@ from modalrec.evaluation.metrics import hit_matrix, mean_metrics, per_user_metri
 from modalrec.evaluation.protocol import DEFAULT_KS, EvalResult
 from modalrec.llm.backend import Backend, LocalBackend, as_backend
 from modalrec.llm.domain import ItemDomain, domain_of
-from modalrec.llm.text import ItemText
+from modalrec.llm.text import ItemText, clip_text
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -107,6 +107,10 @@ class LLMReranker:
         prompt: ``"list"`` (a plain-text list to continue) or ``"chat"`` (the model's chat format).
         max_history: at most this many history items in the prompt (a seeded random subset: the
             Dataset keeps no timestamps, and a fixed subset keeps the prompt, hence the cost, bounded).
+        max_item_chars: an item's text (prompt line or candidate) is cut to this many characters at a
+            word boundary (0: no cut), so that a catalogue of long product titles cannot make a
+            prompt or a candidate arbitrarily long: the cost grows with the tokens scored. 160
+            characters is ~40 tokens; no ML-100K title + genres is that long.
         genres: include the describing attributes (genres, category, ...) in item texts.
         noun: what the items are called in the prompt (default: the data set's noun, see
             :func:`modalrec.llm.domain.domain_of`; "item" for a catalogue that names none).
@@ -132,6 +136,7 @@ class LLMReranker:
         projector: ItemProjector | None = None,
         item_vectors: np.ndarray | None = None,
         domain: ItemDomain | None = None,
+        max_item_chars: int = 160,
     ) -> None:
         if prompt not in PROMPTS:
             raise ValueError(f"unknown prompt form {prompt!r}; expected one of {PROMPTS}")
@@ -150,6 +155,7 @@ class LLMReranker:
         self.texts = ItemText(dataset, domain)
         self.prompt = prompt
         self.max_history = int(max_history)
+        self.max_item_chars = int(max_item_chars)
         self.genres = genres
         self.noun = domain.noun
         self.seed = int(seed)
@@ -172,8 +178,13 @@ class LLMReranker:
 
     # ------------------------------------------------------------------ text -> token ids
     def item_text(self, item: int) -> str:
-        """The item's text in prompts: title (+ genres), or for a textless item its soft-token text."""
-        item = int(item)
+        """The item's text in prompts: title (+ genres), or for a textless item its soft-token text.
+
+        Cut to ``max_item_chars`` characters (see the class docstring).
+        """
+        return clip_text(self._item_text(int(item)), self.max_item_chars)
+
+    def _item_text(self, item: int) -> str:
         if self.texts.has_text[item] or self.projector is None or self.item_vectors is None:
             return self.texts.short(item, genres=self.genres)
         if item not in self._soft_text:

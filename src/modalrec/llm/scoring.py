@@ -1,10 +1,18 @@
-"""Log-likelihood of several continuations of one prompt, in one batched pass over the candidates.
+"""Log-likelihood of several continuations of one prompt: the prompt once, the candidates packed in one pass.
 
 Why this shape: re-ranking asks "how likely is each candidate's text after this user's history?" for
 20 or so candidates that share the same (long) prompt. Running prompt + candidate 20 times would
-recompute the prompt 20 times; instead the prompt is run once, its key/value cache is repeated
-across the batch, and all candidates are scored as one right-padded continuation batch. No text is
-generated, so the result is deterministic.
+recompute the prompt 20 times; instead the prompt runs once and keeps its key/value cache, and the
+candidates run after it as **one packed sequence** (no padding): each candidate's tokens sit at the
+positions right after the prompt and a 4-D attention mask lets a token see the prompt and the earlier
+tokens of its own candidate only. A token's hidden state is then exactly what it would be in
+``prompt + candidate`` alone, so the scores equal one pass per candidate (to float32 rounding), and
+the cost is the number of real tokens: on ML-100K prompts (~100 tokens, 20 candidates of 9-24
+tokens, ~300 in all) a right-padded batch over a repeated cache computed ~480 candidate positions,
+the packed pass ~300 (CPU time 2.66 s -> 1.93 s per user at 1 thread, same scores to 5e-5). The
+vocabulary projection runs at the positions that predict a candidate token only. Models whose
+attention takes no custom mask (not ``sdpa``/``eager``) use the padded batch
+(:func:`padded_continuation_logprobs`). No text is generated, so the result is deterministic.
 """
 
 from __future__ import annotations
@@ -16,6 +24,9 @@ import numpy as np
 
 if TYPE_CHECKING:
     from modalrec.llm.loading import LLM
+
+#: attention implementations that take a custom 4-D float mask (packed scoring needs one)
+PACKABLE_ATTENTION = ("sdpa", "eager")
 
 
 @dataclass
@@ -37,52 +48,162 @@ def continuation_logprobs(
     continuations: list[list[int]],
     *,
     batch_size: int = 64,
+    pack_tokens: int = 2048,
 ) -> ContinuationScores:
     """Sum of ``log p(continuation | prompt)`` for each token-id continuation.
 
-    The prompt is encoded once (its KV cache is reused); continuations are scored in batches of
-    ``batch_size`` with one forward pass per batch (one pass in total for a typical 20-candidate
-    re-ranking).
+    The prompt is encoded once (its KV cache is reused); continuations are packed without padding
+    into passes of at most ``batch_size`` continuations and ``pack_tokens`` tokens (the mask of a
+    pass is ``tokens x (prompt + tokens)``): one pass for a typical 20-candidate re-ranking.
     """
     import torch
 
+    n = _check_inputs(prompt_ids, continuations)
+    out_lp = np.zeros(n, dtype=np.float64)
+    out_n = np.array([len(c) for c in continuations], dtype=np.int64)
+    split = _decoder_and_head(llm.model)
+    if n == 0:
+        return ContinuationScores(out_lp, out_n)
+    if split is None or not packable(llm.model):
+        return padded_continuation_logprobs(llm, prompt_ids, continuations, batch_size=batch_size)
+    with torch.inference_mode():
+        cache, first_lp = prefix_pass(split, prompt_ids)
+        for chunk in pack_chunks(out_n, batch_size, pack_tokens):
+            tails = [continuations[i] for i in chunk]
+            lp = packed_token_logprobs(split, _copy_cache(cache), len(prompt_ids), first_lp, tails)
+            seg = torch.repeat_interleave(torch.arange(len(tails)), torch.tensor([len(t) for t in tails]))
+            sums = torch.zeros(len(tails), dtype=torch.float64).index_add_(0, seg, lp)
+            out_lp[chunk] = sums.numpy()
+    return ContinuationScores(out_lp, out_n)
+
+
+def _check_inputs(prompt_ids: list[int], continuations: list[list[int]]) -> int:
     if not prompt_ids:
         raise ValueError("the prompt must have at least one token")
-    n = len(continuations)
+    if any(len(c) == 0 for c in continuations):
+        raise ValueError("every continuation needs at least one token")
+    return len(continuations)
+
+
+def packable(model: Any) -> bool:
+    """True when the model's attention takes a custom 4-D mask (packed scoring)."""
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return impl in PACKABLE_ATTENTION
+
+
+def pack_chunks(lengths: np.ndarray, batch_size: int, pack_tokens: int) -> list[np.ndarray]:
+    """Consecutive index groups of at most ``batch_size`` items and ``pack_tokens`` summed length.
+
+    An item longer than ``pack_tokens`` gets a group of its own.
+
+    >>> [c.tolist() for c in pack_chunks(np.array([3, 3, 3, 5]), batch_size=64, pack_tokens=6)]
+    [[0, 1], [2], [3]]
+    """
+    out: list[np.ndarray] = []
+    cur: list[int] = []
+    size = 0
+    for i, n in enumerate(np.asarray(lengths, dtype=np.int64).tolist()):
+        if cur and (len(cur) >= batch_size or size + n > pack_tokens):
+            out.append(np.array(cur, dtype=np.int64))
+            cur, size = [], 0
+        cur.append(i)
+        size += n
+    if cur:
+        out.append(np.array(cur, dtype=np.int64))
+    return out
+
+
+def prefix_pass(split: tuple[Any, Any], prompt_ids: list[int]) -> tuple[Any, Any]:
+    """The prompt through the decoder once: (its key/value cache, log-probabilities of the next token).
+
+    Only the last position goes through the vocabulary projection (measured 0.25 s vs 0.48 s
+    through the ``*ForCausalLM`` wrapper for a 162-token prompt, bfloat16, 1 thread).
+    """
+    import torch
+
+    first = split[0](input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True)
+    first_lp = torch.log_softmax(split[1](first.last_hidden_state[0, -1]).float(), dim=-1)
+    return _output_cache(first), first_lp
+
+
+def packed_token_logprobs(
+    split: tuple[Any, Any], cache: Any, prefix_len: int, first_lp: Any, tails: list[list[int]]
+) -> Any:
+    """``log p`` of every token of every tail after a cached prefix, in one packed pass (float64 ``[T]``).
+
+    ``cache`` holds the prefix (batch 1, ``prefix_len`` positions) and is extended by the pass;
+    ``first_lp`` are the next-token log-probabilities after the prefix (each tail's first token).
+    The tails are concatenated into one sequence; tail ``b``'s ``t``-th token gets position
+    ``prefix_len + t`` and attends to the prefix and to tokens ``< t`` of tail ``b`` only.
+    """
+    import torch
+
+    decoder, head = split
+    lens = torch.tensor([len(t) for t in tails], dtype=torch.long)
+    flat = torch.tensor([x for t in tails for x in t], dtype=torch.long)
+    T, P = int(flat.numel()), int(prefix_len)
+    seg = torch.repeat_interleave(torch.arange(len(tails)), lens)
+    within = torch.arange(T) - (torch.cumsum(lens, 0) - lens)[seg]
+    q = torch.arange(T)
+    own = (seg[None, :] == seg[:, None]) & (q[None, :] <= q[:, None])
+    allowed = torch.cat([torch.ones((T, P), dtype=torch.bool), own], dim=1)
+    dt = head.weight.dtype
+    mask = torch.zeros((1, 1, T, P + T), dtype=dt).masked_fill_(~allowed[None, None], torch.finfo(dt).min)
+    kw = {_cache_keyword(decoder): cache}
+    out = decoder(
+        input_ids=flat[None], attention_mask=mask, position_ids=(P + within)[None], use_cache=True, **kw
+    )
+    lp = first_lp[flat].double()
+    inner = within > 0
+    if bool(inner.any()):
+        hidden = out.last_hidden_state[0, torch.nonzero(inner).squeeze(1) - 1]
+        tok = torch.log_softmax(head(hidden).float(), dim=-1)
+        lp[inner] = tok.gather(-1, flat[inner].unsqueeze(-1)).squeeze(-1).double()
+    return lp
+
+
+def padded_continuation_logprobs(
+    llm: LLM,
+    prompt_ids: list[int],
+    continuations: list[list[int]],
+    *,
+    batch_size: int = 64,
+) -> ContinuationScores:
+    """:func:`continuation_logprobs` as a right-padded batch over a repeated prompt cache.
+
+    The path for models whose attention takes no custom mask (and the reference the packed path was
+    measured against): each batch repeats the prompt's cache ``B`` times and pads the
+    continuations to the longest, so it computes ``B x longest`` positions instead of the real tokens.
+    """
+    import torch
+
+    n = _check_inputs(prompt_ids, continuations)
     out_lp = np.zeros(n, dtype=np.float64)
     out_n = np.array([len(c) for c in continuations], dtype=np.int64)
     if n == 0:
         return ContinuationScores(out_lp, out_n)
-    if (out_n == 0).any():
-        raise ValueError("every continuation needs at least one token")
     model = llm.model
     pad = int(llm.tokenizer.pad_token_id or 0)
     P = len(prompt_ids)
     split = _decoder_and_head(model)
     with torch.inference_mode():
-        prompt = torch.tensor([prompt_ids], dtype=torch.long)
         if split is not None:
-            # the decoder, then the projection of the last position only: measured 0.25 s vs
-            # 0.48 s through the *ForCausalLM wrapper for a 162-token prompt (bfloat16, 1 thread)
-            first = split[0](input_ids=prompt, use_cache=True)
-            first_logits = split[1](first.last_hidden_state[0, -1])
+            base_cache, first_lp = prefix_pass(split, prompt_ids)
         else:
+            prompt = torch.tensor([prompt_ids], dtype=torch.long)
             first = model(input_ids=prompt, use_cache=True, **_last_logit_only(model))
-            first_logits = first.logits[0, -1]
-        first_lp = torch.log_softmax(first_logits.float(), dim=-1)
-        base_cache = _output_cache(first)
+            first_lp = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+            base_cache = _output_cache(first)
         # longest first, so that each batch holds similar lengths (less padding); results go back
         # to the caller's order through ``order``
         order = np.argsort([-len(c) for c in continuations], kind="stable")
         for start in range(0, n, batch_size):
             sel = order[start : start + batch_size]
             chunk = [continuations[i] for i in sel]
-            B = len(chunk)
-            L = max(len(c) for c in chunk)
             ids, mask = pad_right(chunk, pad)
             lp = first_lp[ids[:, 0]].double()
-            if L > 1:
-                lp = lp + continued_logprobs(model, _repeat_cache(base_cache, B), ids, mask, P)
+            if ids.shape[1] > 1:
+                lp = lp + continued_logprobs(model, _repeat_cache(base_cache, len(chunk)), ids, mask, P)
             out_lp[sel] = lp.numpy()
     return ContinuationScores(out_lp, out_n)
 
@@ -201,6 +322,13 @@ def _last_logit_only(model: object) -> dict[str, int]:
 def _output_cache(out: object) -> object:
     c = getattr(out, "cache", None)
     return c if c is not None else out.past_key_values  # type: ignore[attr-defined]
+
+
+def _copy_cache(cache: object) -> object:
+    """A copy of a batch-1 KV cache that a pass may extend (the original serves the next chunk)."""
+    import copy
+
+    return copy.deepcopy(cache)
 
 
 def _repeat_cache(cache: object, batch: int) -> object:

@@ -15,13 +15,15 @@ Endpoints (the subset of the OpenAI API that :class:`~modalrec.llm.backend.HTTPB
 - ``POST /v1/chat/completions``: ``messages``, ``max_tokens``; greedy, the model's chat template.
 
 A list of prompts that share a token prefix (a re-ranking request: one history, 20 candidates) is
-scored with the prefix run once and its key/value cache shared, as in process.
+scored with the prefix run once and the rest packed after its key/value cache in one pass, as in process.
 """
 
 from __future__ import annotations
 
 import time
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:
     from modalrec.llm.loading import LLM
@@ -45,45 +47,41 @@ def token_logprobs(llm: LLM, seqs: list[list[int]]) -> list[list[float | None]]:
     """``log p(token_t | tokens_<t)`` for every token of every sequence (``None`` for the first).
 
     The shared prefix (capped so that every sequence keeps at least one own token) runs once; the
-    rest of each sequence runs as one right-padded batch over the repeated key/value cache.
+    rest of the sequences run packed after its key/value cache, as in process
+    (:func:`~modalrec.llm.scoring.packed_token_logprobs`: no padding, one pass per 2,048 tokens).
     """
     import torch
 
     from modalrec.llm.scoring import (
-        _cache_keyword,
+        _copy_cache,
         _decoder_and_head,
         _output_cache,
-        _repeat_cache,
-        pad_right,
+        pack_chunks,
+        packable,
+        packed_token_logprobs,
     )
 
     split = _decoder_and_head(llm.model)
-    if not seqs or split is None or any(not s for s in seqs):
+    if not seqs or split is None or any(not s for s in seqs) or not packable(llm.model):
         return [_full_logprobs(llm, s) for s in seqs]
     P = min(_common_prefix(seqs), min(len(s) for s in seqs) - 1)
     if P < 1:
         return [_full_logprobs(llm, s) for s in seqs]
     decoder, head = split
+    tails = [s[P:] for s in seqs]
+    values: list[list[float | None]] = [[] for _ in tails]
     with torch.inference_mode():
         first = decoder(input_ids=torch.tensor([seqs[0][:P]]), use_cache=True)
-        h = first.last_hidden_state[0]
-        lp = torch.log_softmax(head(h).float(), dim=-1)
-        prefix = [None] + [float(lp[t - 1, seqs[0][t]]) for t in range(1, P)]
-        last = lp[P - 1]
-        tails = [s[P:] for s in seqs]
-        ids, mask = pad_right(tails, int(llm.tokenizer.pad_token_id or 0))
-        B, L = ids.shape
-        attn = torch.cat([torch.ones((B, P), dtype=torch.long), mask], dim=1)
-        pos = torch.arange(P, P + L).unsqueeze(0).expand(B, L)
-        kw = {_cache_keyword(decoder): _repeat_cache(_output_cache(first), B)}
-        out = decoder(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True, **kw)
-        tl = torch.log_softmax(head(out.last_hidden_state[:, :-1]).float(), dim=-1) if L > 1 else None
-    result = []
-    for b, tail in enumerate(tails):
-        vals: list[float | None] = [float(last[tail[0]])]
-        vals += [float(tl[b, t - 1, tail[t]]) for t in range(1, len(tail))] if tl is not None else []
-        result.append(prefix + vals)
-    return result
+        lp = torch.log_softmax(head(first.last_hidden_state[0]).float(), dim=-1)
+        prefix: list[float | None] = [None]
+        prefix += lp[torch.arange(P - 1), torch.tensor(seqs[0][1:P], dtype=torch.long)].tolist()
+        cache = _output_cache(first)
+        for chunk in pack_chunks(np.array([len(t) for t in tails]), 64, 2048):
+            part = [tails[i] for i in chunk]
+            flat = packed_token_logprobs(split, _copy_cache(cache), P, lp[P - 1], part).tolist()
+            for i, t in zip(chunk.tolist(), part, strict=True):
+                values[i], flat = flat[: len(t)], flat[len(t) :]
+    return [prefix + v for v in values]
 
 
 def _full_logprobs(llm: LLM, seq: list[int]) -> list[float | None]:

@@ -49,6 +49,21 @@ def strip_year(title: str) -> str:
     return _YEAR.sub("", title).strip()
 
 
+def clip_text(text: str, max_chars: int) -> str:
+    """``text`` cut to at most ``max_chars`` characters, at a word boundary when there is one.
+
+    >>> clip_text("Toy Story (1995), Animation", 100)
+    'Toy Story (1995), Animation'
+    >>> clip_text("Toy Story (1995), Animation", 20)
+    'Toy Story (1995),'
+    """
+    if max_chars <= 0 or len(text) <= max_chars:
+        return text
+    cut = text[: max_chars + 1]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > 0 else text[:max_chars]).rstrip()
+
+
 def split_genres(value: str | None) -> list[str]:
     """Genres from a ``|`` or ``,`` separated string.
 

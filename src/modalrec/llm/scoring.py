@@ -122,7 +122,7 @@ def prefix_pass(split: tuple[Any, Any], prompt_ids: list[int]) -> tuple[Any, Any
     import torch
 
     first = split[0](input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True)
-    first_lp = torch.log_softmax(split[1](first.last_hidden_state[0, -1]).float(), dim=-1)
+    first_lp = torch.log_softmax(split[1](first.last_hidden_state[0, -1:]).float(), dim=-1)[0]
     return _output_cache(first), first_lp
 
 
@@ -147,7 +147,7 @@ def packed_token_logprobs(
     q = torch.arange(T)
     own = (seg[None, :] == seg[:, None]) & (q[None, :] <= q[:, None])
     allowed = torch.cat([torch.ones((T, P), dtype=torch.bool), own], dim=1)
-    dt = head.weight.dtype
+    dt = decoder.get_input_embeddings().weight.dtype
     mask = torch.zeros((1, 1, T, P + T), dtype=dt).masked_fill_(~allowed[None, None], torch.finfo(dt).min)
     kw = {_cache_keyword(decoder): cache}
     out = decoder(

@@ -45,6 +45,32 @@ def test_hnsw_recall_and_exclusion() -> None:
     assert (ids[0][5:] == -1).all() and np.isneginf(scores[0][5:]).all()
 
 
+def test_exact_head_answers_like_a_flat_scan() -> None:
+    """Item vectors of very unequal norms (like ALS factors): queries the head of large-norm items
+    proves are answered exactly (a flat scan's list, exclusions skipped), live items larger than the
+    bound join the head, and vectors of equal norm leave the head off."""
+    rng = np.random.default_rng(0)
+    V = clustered_vectors(4000, 16) * rng.lognormal(0.0, 1.5, size=(4000, 1)).astype(np.float32)
+    U = rng.normal(size=(200, 16)).astype(np.float32)
+    cfg = IndexConfig(hnsw_threshold=1000, hnsw_m=8, ef_construction=16, ef_search=16, exact_head=1000)
+    idx = VectorIndex(V, cfg.model_copy(update={"recall_queries": 200}), queries=U)
+    exact = VectorIndex(V, IndexConfig(), measure=False)
+    assert idx.kind == "hnsw" and idx.report["exact_head"] == 1000
+    assert idx.report["exact_head_share"] >= 0.5
+    assert idx.report["recall_at_10"] >= idx.report["graph_recall_at_10"]
+    ex = [exact.search(u, 3)[0][0] for u in U]  # each user's exact top 3 excluded
+    ids, scores = idx.search(U, 10, exclude=ex)
+    eids, escores = exact.search(U, 10, exclude=ex)
+    proven = [r for r in range(len(U)) if idx._head_answer(U[r], 10, ex[r]) is not None]
+    assert len(proven) >= 100
+    assert ids[proven].tolist() == eids[proven].tolist()
+    np.testing.assert_allclose(scores[proven], escores[proven], rtol=1e-4)
+    idx.add(100.0 * U[:1])  # a live item far larger than every stored one, along user 0
+    assert idx.report["items"] == 4001 and idx.search(U[:1], 1)[0][0, 0] == 4000
+    unit = V / np.linalg.norm(V, axis=1, keepdims=True)
+    assert VectorIndex(unit, cfg, queries=U).report["exact_head"] == 0
+
+
 @pytest.mark.parametrize(
     ("opt", "max_bytes_ratio"),
     [({"quantize": "int8"}, 0.3), ({"quantize": "pq", "pq_m": 4}, 0.2), ({"pca_dim": 8}, 0.55)],

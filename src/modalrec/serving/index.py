@@ -101,6 +101,11 @@ class VectorIndex:
         t0 = time.perf_counter()
         self.index, self.cache = self._build_or_load(stored, d, cache_dir)
         self.build_seconds = time.perf_counter() - t0
+        self._head: np.ndarray | None = None  # see IndexConfig.exact_head
+        self._head_ids = np.zeros(0, np.int64)
+        self._bound = 0.0
+        if self.kind == "hnsw" and self.cfg.exact_head and not normalize and not self.compressed:
+            self._init_head(v)
         self.report: dict[str, Any] = {
             "kind": self.kind,
             "cache": self.cache,
@@ -111,9 +116,11 @@ class VectorIndex:
             "build_seconds": round(self.build_seconds, 3),
             "index_bytes": index_bytes(self.index),
             "float32_bytes": int(self.n * self.dim * 4),
+            "exact_head": len(self._head_ids),
         }
         if measure:
             self.report.update(self.measure_recall(queries))
+            self.report["exact_head"] = len(self._head_ids)
         if self.compressed:
             self.vectors = None  # type: ignore[assignment]  # the index is all that is kept
 
@@ -132,7 +139,9 @@ class VectorIndex:
         cache = Path(cache_dir)
         cache.mkdir(parents=True, exist_ok=True)
         key = hashlib.sha256(x.tobytes())
-        settings = self.cfg.model_dump(exclude={"ef_search", "recall_queries"})  # set after loading
+        settings = self.cfg.model_dump(
+            exclude={"ef_search", "recall_queries", "exact_head"}
+        )  # not in the file
         key.update(json.dumps([self.kind, self.normalize, settings], sort_keys=True).encode())
         path = cache / f"{self.kind}-{key.hexdigest()[:32]}.faiss"
         with open(path.with_suffix(".lock"), "a+b") as lock:
@@ -190,6 +199,45 @@ class VectorIndex:
         index.add(x)
         return index
 
+    def _init_head(self, v: np.ndarray) -> None:
+        """The ``exact_head`` items of largest norm (at most a quarter of the catalogue, like the
+        scan rule of :meth:`search`) as a matrix, and the largest norm left out (the bound)."""
+        norms = np.linalg.norm(v, axis=1)
+        h = min(self.cfg.exact_head, self.n // 4)
+        if h < 1:
+            return
+        order = np.argsort(-norms, kind="stable")
+        self._head_ids = np.sort(order[:h]).astype(np.int64)
+        self._head = np.ascontiguousarray(v[self._head_ids])
+        self._bound = float(norms[order[h]])
+
+    def _head_answer(
+        self, qv: np.ndarray, k: int, ex: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The exact top ``k`` of one (transformed) query when the head proves it, else None.
+
+        The head's best ``k + len(ex)`` hold its best ``k`` non-excluded items; they are the catalogue's
+        best when the k-th score is at least ``|q| x`` the largest norm outside the head
+        (Cauchy-Schwarz: no other item can score more). Norm-bounded pruning as in LEMP (Teflioudi et
+        al., SIGMOD 2015).
+        """
+        assert self._head is not None
+        s = self._head @ qv
+        n_ex = len(ex) if ex is not None else 0
+        m = min(len(s), k + n_ex)
+        top = np.argpartition(-s, m - 1)[:m] if m < len(s) else np.arange(len(s))
+        ids, sc = self._head_ids[top], s[top]
+        if n_ex:
+            keep = ~_member(ids, ex)  # type: ignore[arg-type]
+            ids, sc = ids[keep], sc[keep]
+        if len(ids) < k:
+            return None
+        o = np.lexsort((ids, -sc))[:k]
+        ids, sc = ids[o], sc[o]
+        if sc[-1] < float(np.linalg.norm(qv)) * self._bound:
+            return None
+        return ids, sc
+
     def add(self, vectors: np.ndarray) -> None:
         """Append items (indices ``n ..``) without rebuilding: faiss adds to a flat index and links
         new nodes into an HNSW graph incrementally (the graph of the others is unchanged); PCA and
@@ -205,6 +253,11 @@ class VectorIndex:
             v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
         stored = v if self.proj is None or self.mean is None else (v - self.mean) @ self.proj
         self.index.add(np.ascontiguousarray(stored, dtype=np.float32))
+        if self._head is not None:  # the bound holds for the rest only if larger items join the head
+            big = np.flatnonzero(np.linalg.norm(v, axis=1) > self._bound)
+            if len(big):
+                self._head = np.vstack([self._head, v[big]])
+                self._head_ids = np.concatenate([self._head_ids, self.n + big.astype(np.int64)])
         if self.vectors is not None:
             need = self.n + len(v)
             if self._capacity < need:
@@ -233,32 +286,59 @@ class VectorIndex:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` item indices and inner-product scores per query, skipping each row's ``exclude``.
 
-        The index is asked for ``k + len(exclude)`` results (a graph index asked for more than a
-        quarter of the catalogue scans every stored vector instead); if a graph index returns fewer
-        usable ones, that query is answered by a full scan too (never fewer than asked for while items
-        remain). Scores come from the index: exact for an uncompressed index,
-        approximate under PCA / quantisation. Missing slots hold -1 / -inf.
+        An inner-product HNSW index first tries the exact head of large-norm items (see
+        ``IndexConfig.exact_head``); the other queries go to the graph, asked for ``k + len(exclude)``
+        results (a graph index asked for more than a quarter of the catalogue scans every stored
+        vector instead); if it returns fewer usable ones, that query is answered by a full scan too
+        (never fewer than asked for while items remain). Scores come from the index: exact for an
+        uncompressed index, approximate under PCA / quantisation. Missing slots hold -1 / -inf.
         """
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
         k = max(1, min(k, self.n))
-        n_ex = max((len(e) for e in exclude), default=0) if exclude is not None else 0
-        fetch = min(self.n, k + n_ex)
         qt = self._transform(q)
+        out_i = np.full((len(q), k), -1, dtype=np.int64)
+        out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
+        rows = list(range(len(q)))
+        if self._head is not None:
+            left = []
+            for r in rows:
+                hit = self._head_answer(qt[r], k, exclude[r] if exclude is not None else None)
+                if hit is None:
+                    left.append(r)
+                else:
+                    out_i[r], out_s[r] = hit
+            rows = left
+        if rows:
+            self._graph_rows(q, qt, k, exclude, rows, out_i, out_s)
+        return out_i, out_s
+
+    def _graph_rows(
+        self,
+        q: np.ndarray,
+        qt: np.ndarray,
+        k: int,
+        exclude: Sequence[np.ndarray] | None,
+        rows: list[int],
+        out_i: np.ndarray,
+        out_s: np.ndarray,
+    ) -> None:
+        """:meth:`search` of the queries ``rows`` through the index (or a scan), written into ``out_*``."""
+        n_ex = max((len(exclude[r]) for r in rows), default=0) if exclude is not None else 0
+        fetch = min(self.n, k + n_ex)
+        sub = qt[rows]
         if self.kind == "hnsw" and fetch * 4 > self.n:
             # A graph walk asked for a large share of the catalogue is no faster than a scan and
             # misses items: rank every stored vector exactly instead.
-            found, dist = self._scan(qt, fetch)
+            found, dist = self._scan(sub, fetch)
         else:
-            dist, found = self.index.search(qt, fetch)
-        offset = self._offset(q)
-        out_i = np.full((len(q), k), -1, dtype=np.int64)
-        out_s = np.full((len(q), k), -np.inf, dtype=np.float32)
-        for r in range(len(q)):
+            dist, found = self.index.search(sub, fetch)
+        offset = self._offset(q[rows])
+        for j, r in enumerate(rows):
             ex = exclude[r] if exclude is not None else None
-            ok = found[r] >= 0
+            ok = found[j] >= 0
             if ex is not None and len(ex):
-                ok &= ~_member(found[r], ex)
-            cand, sc = found[r][ok], dist[r][ok]
+                ok &= ~_member(found[j], ex)
+            cand, sc = found[j][ok], dist[j][ok]
             want = k
             if len(cand) < k:  # fewer is right only when the exclusions leave fewer items than k
                 want = min(k, self.n - (len(np.unique(ex)) if ex is not None and len(ex) else 0))
@@ -271,8 +351,7 @@ class VectorIndex:
                 sc = s[cand]
             m = min(k, len(cand))
             out_i[r, :m] = cand[:m]
-            out_s[r, :m] = sc[:m] + offset[r]
-        return out_i, out_s
+            out_s[r, :m] = sc[:m] + offset[j]
 
     def _scan(self, qt: np.ndarray, fetch: int) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-``fetch`` over every stored vector, in query chunks: the score block is
@@ -325,13 +404,21 @@ class VectorIndex:
         t_exact = (time.perf_counter() - t0) / max(len(timed), 1)
         _, truth = flat.search(qn, k)
         qt = self._transform(q)
+        _, graph = self.index.search(qt, k)
+        out: dict[str, Any] = {f"graph_recall_at_{k}": round(recall_at(graph, truth), 4)}
+        if self._head is not None:
+            proven = np.mean([self._head_answer(qt[i], k, None) is not None for i in range(len(qt))])
+            out["exact_head_share"] = round(float(proven), 4)
+            if proven < 0.5:  # norms too even for the bound to prove many answers: graph only
+                self._head, self._head_ids = None, np.zeros(0, np.int64)
         t0 = time.perf_counter()
-        for i in range(len(qt)):
-            self.index.search(qt[i : i + 1], k)
+        for i in range(len(q)):
+            self.search(q[i : i + 1], k)
         t_index = (time.perf_counter() - t0) / len(q)
-        _, found = self.index.search(qt, k)
+        found, _ = self.search(q, k)
         return {
-            f"recall_at_{k}": round(recall_at(found, truth), 4),
+            f"recall_at_{k}": round(recall_at(found, truth), 4),  # what search() answers
+            **out,
             "recall_queries": len(q),
             "exact_ms_per_query": round(t_exact * 1000, 4),
             "index_ms_per_query": round(t_index * 1000, 4),

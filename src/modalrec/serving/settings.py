@@ -90,6 +90,15 @@ class IndexConfig(_Strict):
     #: (/similar) .970 -> .964 (issue 15: the HNSW build was most of a cold `modalrec serve` start-up).
     ef_construction: int = Field(default=40, ge=8)
     ef_search: int = Field(default=128, ge=8)
+    #: Items of largest norm that an inner-product HNSW index also keeps as a plain matrix: a query is
+    #: first ranked exactly against them, and that answer is kept when the Cauchy-Schwarz bound proves
+    #: no other item can enter the top k (k-th score >= |query| x the largest norm left out); otherwise
+    #: the graph answers. Why: collaborative item vectors have very unequal norms (ALS at 200k items:
+    #: median .006, largest 45) and the top of every list comes from the few large ones, where HNSW on
+    #: inner products is weakest (recall@10 .92 at ef_search 128 on the scale benchmark's M run, 15
+    #: ALS iterations) while 5,000 head items proved the exact top 10 for every sampled user. Off when
+    #: the measured share of proven sample queries is under half (e.g. vectors of equal norm). 0 = off.
+    exact_head: int = Field(default=8192, ge=0)
     #: Queries used to measure ANN recall@10 against exact search at load time.
     recall_queries: int = Field(default=200, ge=10)
     pca_dim: int = Field(default=0, ge=0)

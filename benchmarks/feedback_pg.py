@@ -46,7 +46,8 @@ REFERENCE = {"sqlite_acks_per_s": 2402, "sqlite_p99_ms": 133, "source": "benchma
 
 
 def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    # rstrip only: a porcelain status line starts with a space that names the path's column
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.rstrip()
 
 
 def loadavg() -> list[float]:

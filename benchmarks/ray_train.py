@@ -321,12 +321,22 @@ def markdown(res: dict[str, Any], plan: dict[str, Any]) -> str:
     lines += quality_tables(res.get("quality", {}), plan)
     lines += kill_table(res.get("kill", {}), res.get("quality", {}))
     lines += timing_table(res.get("timing", {}))
+    if res.get("timing_dense_sync"):
+        lines += [
+            "### Before the sparse gradient sync: whole embedding tables all-reduced every step",
+            "",
+            "The same rows at HEAD 5e91e3b-9f4ba59 (models/distributed.py as of 5bcec23), before it summed only the",
+            "gradient rows that are non-zero on some worker (e354178). Same plan, same timing lane, 20:02-20:14 UTC.",
+            "",
+            *timing_table(res["timing_dense_sync"])[4:],
+        ]
     return "\n".join(lines) + "\n"
 
 
 def provenance_lines(res: dict[str, Any]) -> list[str]:
     """Which plan commit(s) and code commit(s) the rows ran at (each row records its own)."""
-    rows = [r for sec in ("quality", "kill", "timing") for r in res.get(sec, {}).values()]
+    sections = ("quality", "kill", "timing", "timing_dense_sync")
+    rows = [r for sec in sections for r in res.get(sec, {}).values()]
     if not rows:
         return []
     plans = sorted({str(r.get("plan_commit"))[:7] for r in rows})

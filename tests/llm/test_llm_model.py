@@ -33,14 +33,22 @@ def test_batched_scores_equal_one_pass_per_candidate(llm32) -> None:
     prompt = llm.encode(
         "A list of movies that a user liked:\n- Toy Story (1995)\nAnother movie this user liked:"
     )
-    texts = (" Babe (1995)\n", " Heat (1995), Action, Crime, Thriller\n", " X\n", " The Lion King (1994)\n")
+    texts = (
+        " Babe (1995)\n",
+        " Heat (1995), Action, Crime, Thriller\n",
+        " X\n",
+        " The Lion King (1994)\n",
+        "\n",
+    )
     cands = [llm.encode(t) for t in texts]
+    assert len(cands[-1]) == 1  # a one-token candidate: scored from the prompt pass alone
     naive = naive_continuation_logprobs(llm, prompt, cands)
     packed = continuation_logprobs(llm, prompt, cands)  # one packed pass
     np.testing.assert_allclose(packed.logprob, naive, rtol=0, atol=1e-4)
     assert packed.n_tokens.tolist() == [len(c) for c in cands]
     assert (packed.logprob < 0).all()
-    # several passes (at most 12 tokens or 2 candidates each) and the padded batch: the same scores
+    # several passes (at most 12 tokens or 2 candidates each; the last pass holds the one-token
+    # candidate alone) and the padded batch: the same scores
     chunked = continuation_logprobs(llm, prompt, cands, batch_size=2, pack_tokens=12)
     np.testing.assert_allclose(chunked.logprob, naive, rtol=0, atol=1e-4)
     padded = padded_continuation_logprobs(llm, prompt, cands, batch_size=3)

@@ -9,8 +9,9 @@ tokens of its own candidate only. A token's hidden state is then exactly what it
 ``prompt + candidate`` alone, so the scores equal one pass per candidate (to float32 rounding), and
 the cost is the number of real tokens: on ML-100K prompts (~100 tokens, 20 candidates of 9-24
 tokens, ~300 in all) a right-padded batch over a repeated cache computed ~480 candidate positions,
-the packed pass ~300 (CPU time 2.66 s -> 1.93 s per user at 1 thread, same scores to 5e-5). The
-vocabulary projection runs at the positions that predict a candidate token only. Models whose
+the packed pass ~300 (CPU time 2.66 s -> 1.93 s per user at 1 thread, same scores to 5e-5); a
+candidate's last token is not run at all (its output would predict past the candidate), 20 positions
+fewer. The vocabulary projection runs at the positions that predict a candidate token only. Models whose
 attention takes no custom mask (not ``sdpa``/``eager``) use the padded batch
 (:func:`padded_continuation_logprobs`). No text is generated, so the result is deterministic.
 """
@@ -133,15 +134,20 @@ def packed_token_logprobs(
 
     ``cache`` holds the prefix (batch 1, ``prefix_len`` positions) and is extended by the pass;
     ``first_lp`` are the next-token log-probabilities after the prefix (each tail's first token).
-    The tails are concatenated into one sequence; tail ``b``'s ``t``-th token gets position
-    ``prefix_len + t`` and attends to the prefix and to tokens ``< t`` of tail ``b`` only.
+    Each tail's tokens but its last are concatenated into one sequence (the last token's own output
+    would predict past the tail, so it is never run: one position fewer per tail); tail ``b``'s
+    ``t``-th token gets position ``prefix_len + t`` and attends to the prefix and to tokens ``< t``
+    of tail ``b`` only. The output at that token gives ``log p`` of tail ``b``'s token ``t + 1``.
     """
     import torch
 
     decoder, head = split
-    lens = torch.tensor([len(t) for t in tails], dtype=torch.long)
     flat = torch.tensor([x for t in tails for x in t], dtype=torch.long)
-    T, P = int(flat.numel()), int(prefix_len)
+    lp = first_lp[flat].double()
+    lens = torch.tensor([len(t) - 1 for t in tails], dtype=torch.long)  # inputs per tail
+    T, P = int(lens.sum()), int(prefix_len)
+    if T == 0:
+        return lp
     seg = torch.repeat_interleave(torch.arange(len(tails)), lens)
     within = torch.arange(T) - (torch.cumsum(lens, 0) - lens)[seg]
     q = torch.arange(T)
@@ -149,16 +155,15 @@ def packed_token_logprobs(
     allowed = torch.cat([torch.ones((T, P), dtype=torch.bool), own], dim=1)
     dt = decoder.get_input_embeddings().weight.dtype
     mask = torch.zeros((1, 1, T, P + T), dtype=dt).masked_fill_(~allowed[None, None], torch.finfo(dt).min)
+    ids = torch.tensor([x for t in tails for x in t[:-1]], dtype=torch.long)
     kw = {_cache_keyword(decoder): cache}
     out = decoder(
-        input_ids=flat[None], attention_mask=mask, position_ids=(P + within)[None], use_cache=True, **kw
+        input_ids=ids[None], attention_mask=mask, position_ids=(P + within)[None], use_cache=True, **kw
     )
-    lp = first_lp[flat].double()
-    inner = within > 0
-    if bool(inner.any()):
-        hidden = out.last_hidden_state[0, torch.nonzero(inner).squeeze(1) - 1]
-        tok = torch.log_softmax(head(hidden).float(), dim=-1)
-        lp[inner] = tok.gather(-1, flat[inner].unsqueeze(-1)).squeeze(-1).double()
+    first = torch.zeros(len(flat), dtype=torch.bool)
+    first[torch.cumsum(lens + 1, 0) - (lens + 1)] = True  # each tail's first token (scored by first_lp)
+    tok = torch.log_softmax(head(out.last_hidden_state[0]).float(), dim=-1)
+    lp[~first] = tok.gather(-1, flat[~first].unsqueeze(-1)).squeeze(-1).double()
     return lp
 
 

@@ -235,7 +235,7 @@ def _md_latency(r: dict[str, Any]) -> list[str]:
         f"after {lat['load_avg_after']}; machine {lat['machine']}.",
         "",
     ]
-    return out
+    return out + [f"- {n}" for n in lat.get("notes", [])] + ([""] if lat.get("notes") else [])
 
 
 def _md_http(r: dict[str, Any]) -> list[str]:

@@ -5,11 +5,10 @@ slope measured between S (10^6 interactions) and M (10^7), cost = cost(M) * (n /
 
 * ``benchmarks/results/scale.json`` (final runs): load + validate + split (time, peak memory) and ALS
   seconds per iteration at S and M; full-ranking evaluation seconds at S; the HNSW index at M.
-* LightGCN with shared propagation: one epoch at M took about 290 CPU seconds of one core
-  (``benchmarks/results/graph_linear.md``, notes: estimated from /proc samples; its wall times at S and M
-  were measured at different loads, so their slope is not a measurement). It is grown with ALS's measured
-  slope (both do work linear in the interactions per pass). ``graph_linear.json`` gives the share of the
-  epoch spent in the whole-graph propagation (per-batch vs shared epochs at S): Ray Train workers each
+* LightGCN with shared propagation: the CPU seconds of one epoch at M on one thread
+  (``graph_linear.json``, ``M/lightgcn/new-t1``), grown with ALS's measured slope (both do work linear in
+  the interactions per pass), and the share of the epoch spent in the sparse graph products
+  (:data:`PROPAGATION_SHARE`, a cProfile at S): Ray Train workers each
   run that propagation in full, so only the rest is divided among them.
 
 Assumptions (the size of the data grows as in the scale benchmark's synthetic catalogues): users =
@@ -40,8 +39,11 @@ ALS_ITERATIONS = 15
 NETWORK_BYTES_S = 10e9 / 8
 #: Workers assumed per step and size (Ray tasks / Ray Train workers of one CPU each).
 WORKERS = {"lightgcn": {1e8: 4, 1e9: 4}, "eval": {1e8: 32, 1e9: 128}}
-#: CPU seconds of one LightGCN epoch (shared propagation) at M: graph_linear.md, notes (not in its JSON).
-LIGHTGCN_M_EPOCH_CPU_S = 290.0
+#: Share of a shared-propagation LightGCN epoch spent in the sparse graph products: cProfile of one S
+#: epoch on one thread, load ~1 (2026-12-02 19:29 UTC): scipy's csr_matvecs 6.78 s of 11.80 s. (It was
+#: derived from the S per-batch and shared rows before; those two rows were timed at loads 25 and 5,
+#: which gave a share above 100%.)
+PROPAGATION_SHARE = 0.57
 
 
 def measured() -> dict[str, Any]:
@@ -57,22 +59,12 @@ def measured() -> dict[str, Any]:
         "als_iter_s": (s_als["mean_epoch_seconds"], m_als["mean_epoch_seconds"]),
         "als_mb": (s_als["peak_rss_mb"], m_als["peak_rss_mb"]),
         "lightgcn_steps": graph["M/lightgcn/new-t1"]["steps_per_epoch"],
-        "propagation_share": propagation_share(graph["S/lightgcn/old"], graph["S/lightgcn/new-t1"]),
+        "propagation_share": PROPAGATION_SHARE,
+        "lightgcn_m_epoch_cpu_s": graph["M/lightgcn/new-t1"]["epoch_cpu_seconds"],
         "eval_s_per_user_item": s_als["eval_s"] / (s_als["eval_users"] * s_load["items"]),
         "index_bytes_per_item": engine["index"]["index_bytes"] / engine["index"]["items"],
         "hnsw_build_s": (engine["index"]["build_seconds"], engine["index"]["items"]),
     }
-
-
-def propagation_share(per_batch: dict[str, Any], shared: dict[str, Any]) -> float:
-    """Share of a shared-propagation epoch spent propagating the graph. Per-batch: each of its steps is
-    one propagation and one mini-batch (p + b); shared: each step one propagation and k mini-batches
-    (p + k b), k = per-batch steps / shared steps."""
-    per_step_old = per_batch["epoch_seconds"] / per_batch["steps_per_epoch"]
-    per_step_new = shared["epoch_seconds"] / shared["steps_per_epoch"]
-    k = per_batch["steps_per_epoch"] / shared["steps_per_epoch"]
-    b = (per_step_new - per_step_old) / (k - 1)
-    return (per_step_old - b) / per_step_new
 
 
 def slope(pair: tuple[float, float]) -> float:
@@ -128,7 +120,7 @@ def rows(m: dict[str, Any]) -> list[list[str]]:
         params = (n / 10 + n / 50) * DIM * FLOAT
         comm = m["lightgcn_steps"] * 2 * params * (w - 1) / w / NETWORK_BYTES_S  # ring all-reduce per epoch
         mem_mb = data_mb + 4 * params / 2**20  # data, parameters, gradients, Adam's two moments
-        one = LIGHTGCN_M_EPOCH_CPU_S * (n / SIZES["M"]) ** work_slope(m["als_iter_s"])
+        one = m["lightgcn_m_epoch_cpu_s"] * (n / SIZES["M"]) ** work_slope(m["als_iter_s"])
         lg.append((w, mem_mb, one * (share + (1 - share) / w) + comm, comm))
     out.append(
         [

@@ -267,10 +267,18 @@ def target_rows(runs: dict[str, Any]) -> list[str]:
         v, la, src = value(rec, key), _target_load(rec), f"scale.json `{step_name}`"
         if v is None and step_name in ("fit:lightgcn", "fit:graphmm"):
             v, la, src = graph_epoch(step_name)
-        met = "-" if v is None else ("yes" if v < limit else "**no**")
-        la, src = (la, src) if v is not None else ("", "")
-        rows.append(f"| {what} | < {limit:g} | {fmt(v)} | {met} | {la} | {src} |")
+        rows.append(_target_row(what, limit, v, la, src))
+        if rec is not None and step_name in ("fit:lightgcn", "fit:graphmm"):
+            # scale.py trains on one thread (the model default); the epoch alone, on both cores:
+            g, gla, gsrc = graph_epoch(step_name)
+            rows.append(_target_row(what.replace("(s)", "(s, fastest of 1-2 threads)"), limit, g, gla, gsrc))
     return rows
+
+
+def _target_row(what: str, limit: float, v: float | None, la: str, src: str) -> str:
+    met = "-" if v is None else ("yes" if v < limit else "**no**")
+    la, src = (la, src) if v is not None else ("", "")
+    return f"| {what} | < {limit:g} | {fmt(v)} | {met} | {la} | {src} |"
 
 
 def render(json_path: Path | None = None, out_dir: Path | None = None) -> None:

@@ -331,16 +331,22 @@ def write_paths(run_dir: Path, out: Path, sv: dict[str, Any]) -> Path:
     return out
 
 
-def tree_rss_mb(pid: int) -> float:
+def process_tree(pid: int) -> list[Any]:
+    """``pid`` and its live descendants as psutil processes (empty once it has exited)."""
     import psutil
 
     try:
         p = psutil.Process(pid)
-        procs = [p, *p.children(recursive=True)]
+        return [p, *p.children(recursive=True)]
     except psutil.NoSuchProcess:
-        return 0.0
+        return []
+
+
+def tree_rss_mb(pid: int) -> float:
+    import psutil
+
     total = 0
-    for q in procs:
+    for q in process_tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):
             total += q.memory_info().rss
     return total / 2**20
@@ -350,13 +356,8 @@ def tree_cpu_s(pid: int) -> float:
     """CPU seconds (user + system) used so far by ``pid`` and its live descendants (the server's workers)."""
     import psutil
 
-    try:
-        p = psutil.Process(pid)
-        procs = [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
     total = 0.0
-    for q in procs:
+    for q in process_tree(pid):
         with contextlib.suppress(psutil.NoSuchProcess):
             t = q.cpu_times()
             total += t.user + t.system

@@ -37,6 +37,11 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+# modalrec before torch: its import turns on torch's huge-page allocation (src/modalrec/__init__.py), which
+# only takes effect before torch's first allocation, as in the `modalrec` CLI
+import modalrec  # noqa: F401
+
+# isort: split
 import numpy as np
 import torch
 

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from modalrec.core.errors import DataError
 from modalrec.models.training import BPRSampler
@@ -170,24 +169,6 @@ class WarmSampler(BPRSampler):
 
     def draw(self, size: int) -> np.ndarray:
         return self.allowed[self.rng.integers(0, len(self.allowed), size=size)]
-
-    def epoch(self, batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        order = self.rng.permutation(len(self.users))
-        u, p = self.users[order], self.pos[order]
-        n = self.draw(len(u))
-        for _ in range(20):
-            bad = self._is_pos(u, n)
-            if not bad.any():
-                break
-            n[bad] = self.draw(int(bad.sum()))
-        return [
-            (
-                torch.from_numpy(u[s : s + batch_size]),
-                torch.from_numpy(p[s : s + batch_size]),
-                torch.from_numpy(n[s : s + batch_size]),
-            )
-            for s in range(0, len(u), batch_size)
-        ]
 
 
 def degree_pruned_blocks(

@@ -135,3 +135,29 @@ def test_auto_propagation_picks_by_minibatches_per_epoch(
     explicit = _fit(clustered, "lightgcn", propagation=mode, steps_per_epoch=3)
     assert auto.meta["propagation"] == mode
     np.testing.assert_array_equal(auto.item_vectors, explicit.item_vectors)
+
+
+@pytest.mark.parametrize("scatter", [False, True])
+@pytest.mark.parametrize("used", ["both", "users", "items"])
+def test_fused_propagation_has_the_layerwise_values_and_gradients(
+    monkeypatch, scatter: bool, used: str
+) -> None:
+    # The fused node's backward is the propagation itself (the adjacency is symmetric); it must give
+    # autograd's layer-by-layer gradients, also when one output is unused and on the scatter kernel.
+    if scatter:
+        monkeypatch.setattr(lightgcn_module, "PARALLEL_MIN_NNZ", 0)
+    train = sp.random(40, 25, density=0.2, random_state=3, format="csr", dtype=np.float32)
+    train.data[:] = 1.0
+    r, r_t = lightgcn_module.normalised_blocks(train)
+    rng = np.random.default_rng(0)
+    eu0, ei0 = (torch.tensor(rng.standard_normal((n, 4)), dtype=torch.float32) for n in train.shape)
+    wu, wi = (torch.tensor(rng.standard_normal((n, 4)), dtype=torch.float32) for n in train.shape)
+    results = []
+    for fused in (False, True):
+        eu, ei = eu0.clone().requires_grad_(), ei0.clone().requires_grad_()
+        su, si = lightgcn_module.lightgcn_propagate(r, r_t, eu, ei, 3, workers=2, fused=fused)
+        loss = {"both": (su * wu).sum() + (si * wi).sum(), "users": (su * wu).sum(), "items": (si * wi).sum()}
+        loss[used].backward()
+        results.append([su.detach(), si.detach(), eu.grad, ei.grad])
+    for layerwise, fused_value in zip(*results, strict=True):
+        np.testing.assert_allclose(fused_value.numpy(), layerwise.numpy(), rtol=1e-5, atol=1e-6)

@@ -232,7 +232,15 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
         net = self.net
         ego = self.item_ego()
         workers = resolve_workers(self.hp.threads)
-        u, i = lightgcn_propagate(self._r, self._r_t, net.user.weight, ego, self.hp.n_layers, workers)
+        u, i = lightgcn_propagate(
+            self._r,
+            self._r_t,
+            net.user.weight,
+            ego,
+            self.hp.n_layers,
+            workers,
+            fused=self.shares_propagation(),
+        )
         if self._graphs:
             w = torch.softmax(net.graph_logits, 0)
             h = torch.zeros_like(i)

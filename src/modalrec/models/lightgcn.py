@@ -79,21 +79,75 @@ def csr_matmul(a: sp.csr_matrix, x: np.ndarray, workers: int = 1, min_nnz: int |
         return np.asarray(a @ x)
     x = np.ascontiguousarray(x)
     out = np.empty((a.shape[0], x.shape[1]), dtype=np.result_type(a.dtype, x.dtype))
-    cuts = np.searchsorted(a.indptr, np.linspace(0, a.nnz, workers + 1)[1:-1])
-    bounds = [0, *[int(c) for c in cuts], a.shape[0]]
+
+    bounds = _row_bounds(a, workers)
 
     def block(k: int) -> None:
         r0, r1 = bounds[k], bounds[k + 1]
-        if r1 <= r0:
-            return
-        s0, s1 = a.indptr[r0], a.indptr[r1]
-        part = sp.csr_matrix(
-            (a.data[s0:s1], a.indices[s0:s1], a.indptr[r0 : r1 + 1] - s0), shape=(r1 - r0, a.shape[1])
-        )
-        out[r0:r1] = part @ x
+        if r1 > r0:
+            out[r0:r1] = _rows(a, r0, r1) @ x
 
     list(_pool(workers).map(block, range(workers)))
     return out
+
+
+def _row_bounds(a: sp.csr_matrix, blocks: int) -> list[int]:
+    """Row cuts of ``a`` into ``blocks`` runs of (about) equal stored entries."""
+    cuts = np.searchsorted(a.indptr, np.linspace(0, a.nnz, blocks + 1)[1:-1])
+    return [0, *[int(c) for c in cuts], a.shape[0]]
+
+
+def _rows(a: sp.csr_matrix, r0: int, r1: int) -> sp.csr_matrix:
+    """Rows ``r0:r1`` of CSR ``a`` as a CSR matrix over the same arrays (no copy of the entries)."""
+    s0, s1 = a.indptr[r0], a.indptr[r1]
+    return sp.csr_matrix(
+        (a.data[s0:s1], a.indices[s0:s1], a.indptr[r0 : r1 + 1] - s0), shape=(r1 - r0, a.shape[1])
+    )
+
+
+#: Fixed number of partial sums of :func:`scatter_matmul` (not the thread count: the same bytes
+#: whatever ``workers`` is).
+SCATTER_BLOCKS = 2
+
+
+def scatter_matmul(a_t: sp.csr_matrix, x: np.ndarray, workers: int = 1) -> np.ndarray:
+    """``a_t.T @ x`` through the CSC view of ``a_t`` (scipy's column kernel): each stored entry adds
+    ``x``'s row into a row of the (smaller) output.
+
+    Why: for the users -> items product of a 1M-user graph, gathering user rows in CSR order jumps
+    around a 256 MB table, while the column kernel reads ``x`` in order and scatters into the 51 MB
+    item table: 0.41 s instead of 0.75 s per product at size M on one thread. The rows of ``a_t`` are
+    cut into :data:`SCATTER_BLOCKS` runs whose partial sums are added in a fixed order, so one or two
+    threads give the same bytes.
+
+    >>> a = sp.random(40, 300, density=0.05, random_state=0, format="csr", dtype=np.float32)
+    >>> x = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    >>> bool(np.allclose(scatter_matmul(a, x), a.T @ x, atol=1e-6))
+    True
+    """
+    x = np.ascontiguousarray(x)
+    bounds = _row_bounds(a_t, SCATTER_BLOCKS)
+
+    def part(k: int) -> np.ndarray:
+        r0, r1 = bounds[k], bounds[k + 1]
+        return np.asarray(_rows(a_t, r0, r1).T @ x[r0:r1])
+
+    blocks = range(SCATTER_BLOCKS)
+    parts = list(_pool(workers).map(part, blocks)) if workers > 1 else [part(k) for k in blocks]
+    out = parts[0]
+    for p in parts[1:]:
+        out += p
+    return out
+
+
+def product(a: sp.csr_matrix, a_t: sp.csr_matrix, x: np.ndarray, workers: int = 1) -> np.ndarray:
+    """``a @ x`` by the faster kernel: the column scatter (:func:`scatter_matmul` on ``a_t``, the
+    transpose of ``a``) when the output has at most half the rows of ``x`` and the product is large,
+    else the row-split CSR gather (:func:`csr_matmul`). Small graphs (every benchmark data set) keep
+    the CSR path and its exact bytes."""
+    if a.shape[0] * 2 <= a.shape[1] and a.nnz >= PARALLEL_MIN_NNZ:
+        return scatter_matmul(a_t, x, workers)
+    return csr_matmul(a, x, workers)
 
 
 class _SpMM(torch.autograd.Function):
@@ -109,13 +163,14 @@ class _SpMM(torch.autograd.Function):
     def forward(
         ctx: Any, a: sp.csr_matrix, a_t: sp.csr_matrix, x: torch.Tensor, workers: int
     ) -> torch.Tensor:
-        ctx.a_t = a_t
+        ctx.a, ctx.a_t = a, a_t
         ctx.workers = workers
-        return torch.from_numpy(csr_matmul(a, x.detach().numpy(), workers))
+        return torch.from_numpy(product(a, a_t, x.detach().numpy(), workers))
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[None, None, torch.Tensor, None]:
-        return None, None, torch.from_numpy(csr_matmul(ctx.a_t, grad.contiguous().numpy(), ctx.workers)), None
+        grad_x = product(ctx.a_t, ctx.a, grad.contiguous().numpy(), ctx.workers)
+        return None, None, torch.from_numpy(grad_x), None
 
 
 def spmm(a: sp.csr_matrix, a_t: sp.csr_matrix, x: torch.Tensor, workers: int = 1) -> torch.Tensor:
@@ -132,6 +187,63 @@ class _Embeddings(nn.Module):
         nn.init.xavier_uniform_(self.item.weight)
 
 
+def layer_mean(
+    r: sp.csr_matrix, r_t: sp.csr_matrix, xu: np.ndarray, xi: np.ndarray, n_layers: int, workers: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of layers 0..n_layers of ``x -> [[0, R], [R^T, 0]] x`` in numpy, sums kept in place.
+
+    >>> r = sp.csr_matrix(np.array([[0.5, 0.0], [0.5, 0.5]], dtype=np.float32))
+    >>> u, i = layer_mean(r, r.T.tocsr(), np.ones((2, 1), np.float32), np.zeros((2, 1), np.float32), 1)
+    >>> u.ravel().tolist(), i.ravel().tolist()
+    ([0.5, 0.5], [0.5, 0.25])
+    """
+    su, si = xu, xi  # layer 0: never written to (the first sum makes new arrays)
+    for layer in range(n_layers):
+        xu, xi = product(r, r_t, xi, workers), product(r_t, r, xu, workers)
+        if layer == 0:
+            su, si = np.add(su, xu, dtype=np.float32), np.add(si, xi, dtype=np.float32)
+        else:
+            su += xu
+            si += xi
+    if n_layers == 0:
+        return xu.astype(np.float32), xi.astype(np.float32)
+    su /= n_layers + 1
+    si /= n_layers + 1
+    return su, si
+
+
+class _LayerMean(torch.autograd.Function):
+    """LightGCN's whole propagation as one autograd node.
+
+    Why: the normalised adjacency [[0, R], [R^T, 0]] is symmetric, so the backward pass of the layer
+    mean is the same layer mean applied to the gradients. One node with in-place sums replaces 4 x
+    n_layers autograd nodes and their table-sized temporaries: at size M (1M users) those cost 1.6 s
+    of a 7 s shared step (benchmarks/results/epoch_profile.md).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        r: sp.csr_matrix,
+        r_t: sp.csr_matrix,
+        eu: torch.Tensor,
+        ei: torch.Tensor,
+        n_layers: int,
+        workers: int,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.graph = (r, r_t, n_layers, workers, eu.shape[1])
+        su, si = layer_mean(r, r_t, eu.detach().numpy(), ei.detach().numpy(), n_layers, workers)
+        return torch.from_numpy(su), torch.from_numpy(si)
+
+    @staticmethod
+    def backward(ctx: Any, gu: torch.Tensor | None, gi: torch.Tensor | None) -> tuple[Any, ...]:
+        r, r_t, n_layers, workers, dim = ctx.graph
+        gu_np = np.zeros((r.shape[0], dim), np.float32) if gu is None else gu.contiguous().numpy()
+        gi_np = np.zeros((r.shape[1], dim), np.float32) if gi is None else gi.contiguous().numpy()
+        du, di = layer_mean(r, r_t, gu_np, gi_np, n_layers, workers)
+        return None, None, torch.from_numpy(du), torch.from_numpy(di), None, None
+
+
 def lightgcn_propagate(
     r: sp.csr_matrix,
     r_t: sp.csr_matrix,
@@ -139,8 +251,16 @@ def lightgcn_propagate(
     ei: torch.Tensor,
     n_layers: int,
     workers: int = 1,
+    fused: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean of layer outputs 0..n_layers of LightGCN propagation on the bipartite graph."""
+    """Mean of layer outputs 0..n_layers of LightGCN propagation on the bipartite graph.
+
+    ``fused`` runs it as one autograd node (:class:`_LayerMean`: same maths, fewer temporaries; the
+    shared-propagation path uses it). Off, every layer is its own autograd step: the exact bytes of
+    the per-batch path that the committed benchmark rows were measured with.
+    """
+    if fused:
+        return _LayerMean.apply(r, r_t, eu, ei, n_layers, workers)  # type: ignore[no-any-return]
     su, si = eu, ei
     for _ in range(n_layers):
         eu, ei = spmm(r, r_t, ei, workers), spmm(r_t, r, eu, workers)
@@ -178,4 +298,5 @@ class LightGCN(EmbeddingRecommender[LightGCNParams]):
             self.net.item.weight,
             self.hp.n_layers,
             resolve_workers(self.hp.threads),
+            fused=self.shares_propagation(),
         )

@@ -8,8 +8,8 @@ and their top-50 lists are scored by modalrec's evaluator, so every number comes
 
 Rows, grids, caps and the seed come from the plan ``benchmarks/plans/baselines.toml`` (committed before
 the run; the results record its commit and mark rows added by a later amendment). Ours and the peers get
-the same epoch cap, validation interval, patience and (no) time budget; each peer gets the plan's small
-validation grid, the chosen point is tested once.
+the same epoch cap, validation interval, patience and (no) time budget; each row with a grid (ours and
+the peers alike) walks the plan's small validation grid, the chosen point is tested once.
 
     python benchmarks/baselines.py                        # all planned data sets and rows
     python benchmarks/baselines.py --datasets baby --models --peers implicit cornac
@@ -44,7 +44,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate, hit_matrix, mean_metrics, per_user_metrics
 from modalrec.models import create
 from peers.common import PEERS_DIR, PeerError, peer_available, read_outputs, run_peer, write_split
-from plan import Plan, code_commit, load_plan, status_mark
+from plan import AMENDED, UNPLANNED, Plan, code_commit, load_plan, status_mark
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Where the peers' split files and per-grid-point outputs live (outside the repository). A grid point
@@ -62,17 +62,42 @@ def plan_rows(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def grid_key(row: str, grid: dict[str, list[Any]]) -> str:
+    """Plan-history key of a row's grid. Why: a row can be planned in the first commit and get its grid
+    (or a new grid) in an amendment; the first plan commit holding this very grid is where it was planned.
+
+    >>> grid_key("modalrec bprmf", {"reg": [0.1], "lr": [0.01]})
+    'modalrec bprmf grid {"lr": [0.01], "reg": [0.1]}'
+    """
+    return f"{row} grid {json.dumps(grid, sort_keys=True)}"
+
+
+def plan_grids(data: dict[str, Any]) -> dict[str, dict[str, list[Any]]]:
+    """Row key -> validation grid of every row of a baselines plan that has one (ours and the peers)."""
+    ours = {f"modalrec {m}": dict(s["grid"]) for m, s in data.get("ours", {}).items() if s.get("grid")}
+    peers = {
+        f"{p['library']} {p.get('label', p['model'])}": dict(p["grid"])
+        for p in data.get("peers", [])
+        if p.get("grid")
+    }
+    return ours | peers
+
+
+def plan_keys(data: dict[str, Any]) -> list[str]:
+    """Row keys and grid keys of a plan: ``load_plan`` finds the commit that introduced each."""
+    return plan_rows(data) + [grid_key(row, g) for row, g in plan_grids(data).items()]
+
+
 def configure(data: dict[str, Any]) -> None:
     """Set the module's row definitions from the plan (rows, grids, caps: nothing is fixed in code)."""
-    global DIM, BATCH, CAPS, OURS, OVERRIDES, ITEMKNN_GRID, PEERS, MODEL_OF
+    global DIM, BATCH, CAPS, OURS, OVERRIDES, GRIDS, PEERS, MODEL_OF
     CAPS = dict(data["caps"])
     DIM, BATCH = int(CAPS["dim"]), int(CAPS["batch_size"])
     trained = {k: CAPS[k] for k in ("dim", "batch_size", "epochs", "eval_every", "patience")}
     OURS = {}
     for name, spec in data["ours"].items():
         OURS[name] = dict(spec.get("params", {})) | (trained if name in ("bprmf", "lightgcn") else {})
-    g = data["ours"].get("itemknn", {}).get("grid", {"k": [100], "shrink": [0.0]})
-    ITEMKNN_GRID = [{"k": k, "shrink": sh} for k in g["k"] for sh in g["shrink"]]
+    GRIDS = plan_grids(data)
     OVERRIDES = data.get("overrides", {})
     # a peer row is named by its label (default: the model), so one model can appear in two variants
     PEERS = [
@@ -86,7 +111,8 @@ DIM, BATCH = 64, 2048
 CAPS: dict[str, Any] = {}
 OURS: dict[str, dict[str, Any]] = {}
 OVERRIDES: dict[str, dict[str, dict[str, Any]]] = {}
-ITEMKNN_GRID: list[dict[str, Any]] = []
+#: Row key ("modalrec bprmf", "cornac BPR") -> the plan's validation grid of that row.
+GRIDS: dict[str, dict[str, list[Any]]] = {}
 PEERS: list[tuple[str, str, dict[str, Any], dict[str, list[Any]]]] = []
 MODEL_OF: dict[tuple[str, str], str] = {}
 #: What was found when a peer row ended at or below Popularity (printed under the table only then).
@@ -123,40 +149,92 @@ def pick(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(float(metrics[k]), 4) for k in keys}
 
 
+def fit_point(ds: Dataset, name: str, params: dict[str, Any]) -> tuple[float, Any, dict[str, Any]]:
+    """Fit one of our models at one point; return its validation Recall@20 (all validation users, train
+    masked), the model, and how its training ended. Why both sources: a trained model's early stopping
+    already scored validation (the best check, whose state it keeps); a model without a training loop
+    (Popularity, ItemKNN) is scored once here, by the same evaluator."""
+    t0 = time.perf_counter()
+    model = create(name, **params).fit(ds, progress=False)
+    fit_s = time.perf_counter() - t0
+    valid = model.meta.get("best_valid_recall@20")
+    if valid is None:
+        valid = evaluate(model, ds, "valid", ks=(20,)).metrics["recall@20"]
+        model.meta["best_valid_recall@20"] = valid
+    epochs = model.meta.get("epochs_run")
+    stopped = None if epochs is None else ("max_epochs" if epochs >= params["epochs"] else "early_stopping")
+    info = {"epochs_run": epochs, "best_epoch": model.meta.get("best_epoch"), "stopped_by": stopped}
+    return float(valid), model, info | {"fit_seconds": round(fit_s, 2)}
+
+
+def grid_record(tried: list[tuple[float, dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
+    """What the results keep of a grid (ours and the peers alike): each point's validation Recall@20
+    and how its training ended, so a reader sees the whole grid, not only the chosen point."""
+    keys = ("epochs_run", "best_epoch", "stopped_by", "fit_seconds")
+    return [
+        {"point": p, "valid_recall@20": round(v, 4)} | {k: x.get(k) for k in keys if x.get(k) is not None}
+        for v, p, x in tried
+    ]
+
+
 def run_ours(ds: Dataset, name: str, threads: int, dataset_name: str) -> dict[str, Any]:
+    """One of our rows: every point of its planned grid (none: the plan's params) fitted with the plan's
+    caps, the best on validation Recall@20 (first of equals) tested once: the peers' rule."""
     params = dict(OURS[name]) | OVERRIDES.get(dataset_name, {}).get(name, {})
     if "dim" in params:
         params["threads"] = threads
+    grid = GRIDS.get(f"modalrec {name}", {})
+    tried: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
+    best: tuple[float, dict[str, Any], Any, dict[str, Any]] | None = None
     t0 = time.perf_counter()
-    if name == "itemknn":
-        grid = []
-        for point in ITEMKNN_GRID:
-            m = create(name, **point).fit(ds, progress=False)
-            grid.append((evaluate(m, ds, "valid", ks=(20,)).metrics["recall@20"], point, m))
-        best_valid, params, model = max(grid, key=lambda g: g[0])
-        model.meta["best_valid_recall@20"] = best_valid
-    else:
-        model = create(name, **params)
-        model.fit(ds, progress=False)
-    fit_s = time.perf_counter() - t0
+    for point in grid_points(params, grid):
+        valid, model, info = fit_point(ds, name, point)
+        chosen = {k: point[k] for k in grid}
+        tried.append((valid, chosen, info))
+        if grid:
+            print(f"    {chosen}: valid R@20 {valid:.4f}, epochs {info.get('epochs_run')}", flush=True)
+        if best is None or valid > best[0]:  # only the best model is kept in memory
+            best = (valid, point, model, info)
+    assert best is not None
+    valid, params, model, info = best
     res = evaluate(model, ds, "test", ks=KS)
     meta = model.meta
-    return {
+    row = {
         "library": "modalrec",
         "model": name,
         "params": params,
         "test": pick(res.metrics),
         "n_users": res.n_users,
-        "fit_seconds": round(fit_s, 2),
+        "fit_seconds": info["fit_seconds"],
         "eval_seconds": round(res.seconds, 3),
         "epochs_run": meta.get("epochs_run"),
         "best_epoch": meta.get("best_epoch"),
-        "valid_recall@20": meta.get("best_valid_recall@20"),
+        "stopped_by": info.get("stopped_by"),
+        "valid_recall@20": valid,
         "mean_epoch_seconds": meta.get("mean_epoch_seconds"),
         "median_epoch_seconds": float(np.median(meta["epoch_seconds"]))
         if meta.get("epoch_seconds")
         else None,
     }
+    if grid:
+        chosen = {k: params[k] for k in grid}
+        wall = round(time.perf_counter() - t0, 2)
+        row |= {"chosen": chosen, "grid": grid_record(tried), "grid_seconds": wall}
+    return row
+
+
+def grid_points(base: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every point of ``grid`` (the product of its value lists, first key outermost) on top of ``base``.
+    Why one function: our rows and the peers' walk their grids in the same order, and the first of
+    equally good points is kept for both.
+
+    >>> grid_points({"reg": 1e-4}, {"lr": [0.01, 0.1]})
+    [{'reg': 0.0001, 'lr': 0.01}, {'reg': 0.0001, 'lr': 0.1}]
+    """
+    points = [dict(base)]
+    for key, values in grid.items():
+        points = [{**p, key: v} for p in points for v in values]
+    return points
 
 
 def peer_points(hp: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
@@ -167,11 +245,8 @@ def peer_points(hp: dict[str, Any], grid: dict[str, list[Any]]) -> list[dict[str
     >>> peer_points({}, {"alpha": [1.0]})
     [{'param': {'alpha': 1.0}}]
     """
-    points = [dict(hp)]
-    for key, values in grid.items():
-        points = [{**p, key: v} for p in points for v in values]
     out = []
-    for p in points:
+    for p in grid_points(hp, grid):
         direct = {k: v for k, v in p.items() if k in ("lr", "reg", "param")}
         extra = {k: v for k, v in p.items() if k not in direct}
         if extra:
@@ -265,15 +340,7 @@ def run_peer_model(
         "model": model,
         "params": r["hyperparameters"] if isinstance(r.get("hyperparameters"), dict) else point,
         "chosen": point,
-        "grid": [
-            {
-                "point": p,
-                "valid_recall@20": round(v, 4),
-                "epochs_run": x.get("epochs_run"),
-                "stopped_by": x.get("stopped_by"),
-            }
-            for v, p, x in tried
-        ],
+        "grid": grid_record(tried),
         "test": pick(metrics),
         "n_users": len(r["test_users"]),
         "fit_seconds": round(float(r.get("total_seconds") or 0.0), 2),
@@ -362,15 +429,17 @@ def dataset_markdown(name: str, d: dict[str, Any]) -> list[str]:
         if r.get("grid"):
             pts = "; ".join(f"{g['point']} {g['valid_recall@20']}" for g in r["grid"])
             notes.append(
-                f"- {r['library']} {r['model']}: chose {r['chosen']} on validation; grid (valid R@20): {pts}"
+                f"- {r['library']} {r['model']}{grid_mark(r)}: chose {r['chosen']} on validation; "
+                f"grid (valid R@20): {pts}"
             )
     if notes:
         lines += [
             "",
-            "Peer grids (each point trained with the caps above, validation Recall@20):",
+            "Grids (each point trained with the caps above, validation Recall@20; the plan commit each ran under):",
             "",
             *notes,
         ]
+    lines += replaced_notes(d["rows"])
     have = {row_key(r) for r in d["rows"]}
     missing = [k for k in planned_row_keys() if k not in have]
     if missing:
@@ -403,6 +472,46 @@ def dataset_markdown(name: str, d: dict[str, Any]) -> list[str]:
         )
     lines.append("")
     return lines
+
+
+def grid_mark(row: dict[str, Any]) -> str:
+    """How a row's grid relates to its plan, for the grid notes: the plan commit the row ran under, and
+    whether the grid came in an amendment (a row planned in the first commit can get its grid later)."""
+    ran = f"plan {str(row.get('plan_commit') or '?')[:8]}"
+    st = row.get("grid_plan_status") or {}
+    if st.get("plan_status") == AMENDED:
+        return f" ({ran}; grid added by plan amendment {str(st.get('planned_in', ''))[:8]})"
+    if st.get("plan_status") == UNPLANNED:
+        return f" ({ran}; grid not in the plan)"
+    return f" ({ran})"
+
+
+def replaced(previous: dict[str, Any] | None, key: str) -> dict[str, Any]:
+    """What a re-run row keeps of the row it replaces (``{}`` if none). Why: a row first run before its
+    plan, or under an older grid, must not vanish from the record when the planned run replaces it."""
+    old = next((r for r in (previous or {}).get("rows", []) if row_key(r) == key and "test" in r), None)
+    if old is None:
+        return {}
+    keep = ("params", "chosen", "valid_recall@20", "plan_commit", "code_commit", "epochs_run", "best_epoch")
+    summary = {k: old[k] for k in keep if old.get(k) is not None}
+    summary |= {f"test_{m}": old["test"][m] for m in ("recall@20", "ndcg@20")}
+    return {"replaces": summary | {"mark": status_mark(old).strip() or "planned"}}
+
+
+def replaced_notes(rows: list[dict[str, Any]]) -> list[str]:
+    """Markdown lines naming the earlier result each re-run row replaced."""
+    out = []
+    for r in rows:
+        old = r.get("replaces")
+        if not old:
+            continue
+        v = old.get("valid_recall@20")
+        out.append(
+            f"- {row_key(r)} replaces an earlier row {old['mark']} (params {old.get('chosen', old.get('params'))}, "
+            f"valid R@20 {'-' if v is None else f'{v:.4f}'}): test R@20 {old['test_recall@20']:.4f}, "
+            f"NDCG@20 {old['test_ndcg@20']:.4f}."
+        )
+    return ["", "Rows re-run in this file (the result each replaced):", "", *out] if out else []
 
 
 def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> Iterator[dict[str, Any]]:
@@ -461,17 +570,31 @@ def run_dataset(
     stamp = plan.record() | {"code_commit": code_commit(), "load_average_at_start": load_start}
     for m in args.models:
         print(f"[{name}] modalrec {m} ...", flush=True)
-        d["rows"].append(run_ours(ds, m, args.threads, name) | stamp | plan.row_status(f"modalrec {m}"))
+        key = f"modalrec {m}"
+        r = run_ours(ds, m, args.threads, name) | stamp | plan.row_status(key) | grid_status(plan, key)
+        d["rows"].append(r | replaced(previous, key) | {"load_average_at_end": list(os.getloadavg())})
         print("   ", d["rows"][-1]["test"], flush=True)
     for r in run_peers(ds, name, args, int(plan.data.get("seed", 2024))):
+        key = row_key(r)
         d["rows"].append(
-            r | stamp | plan.row_status(row_key(r)) | {"load_average_at_end": list(os.getloadavg())}
+            r
+            | stamp
+            | plan.row_status(key)
+            | grid_status(plan, key)
+            | replaced(previous, key)
+            | {"load_average_at_end": list(os.getloadavg())}
         )
         checkpoint(args.out, name, d, command)
     d["fresh_rows"] = [row_key(r) for r in d["rows"]]
     merge_rows(d, previous, command)
     summarise_dataset(d, ds, name)
     return d
+
+
+def grid_status(plan: Plan, key: str) -> dict[str, Any]:
+    """``{"grid_plan_status": ...}``: where the plan introduced this row's grid (``{}`` for no grid)."""
+    grid = GRIDS.get(key)
+    return {"grid_plan_status": plan.row_status(grid_key(key, grid))} if grid else {}
 
 
 def checkpoint(out: Path, name: str, d: dict[str, Any], command: str) -> None:
@@ -552,7 +675,7 @@ def main(argv: list[str] | None = None) -> None:
             args.out / "baselines.md", markdown(json.loads((args.out / "baselines.json").read_text()))
         )
         return
-    plan = load_plan(PLAN_NAME, rows_of=plan_rows, allow_uncommitted=args.allow_uncommitted_plan)
+    plan = load_plan(PLAN_NAME, rows_of=plan_keys, allow_uncommitted=args.allow_uncommitted_plan)
     configure(plan.data)
     args.models = list(OURS) if args.models is None else args.models
     args.threads = args.threads or int(plan.data.get("threads", 1))

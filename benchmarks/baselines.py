@@ -511,7 +511,7 @@ def replaced_notes(rows: list[dict[str, Any]]) -> list[str]:
             f"valid R@20 {'-' if v is None else f'{v:.4f}'}): test R@20 {old['test_recall@20']:.4f}, "
             f"NDCG@20 {old['test_ndcg@20']:.4f}."
         )
-    return ["", "Rows re-run in this file (the result each replaced):", "", *out] if out else []
+    return ["", "Rows re-run under the plan (the earlier result each replaced):", "", *out] if out else []
 
 
 def run_peers(ds: Dataset, name: str, args: argparse.Namespace, seed: int) -> Iterator[dict[str, Any]]:

@@ -17,6 +17,7 @@ import sys
 import time
 import tomllib
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from llm_tune import base_model, git_commit, machine
 from modalrec.core.io import atomic_write_json, atomic_write_text
+from plan import deadline
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "benchmarks" / "plans" / "llm_explain.toml"
@@ -51,10 +53,10 @@ def explain_users(plan: dict[str, Any], n_users: int | None) -> dict[str, Any]:
     )
     users = users[:n_users] if n_users else users
     top, _ = model.recommend(users, 1, exclude=ds.seen("test"))
-    hh, mm = (int(x) for x in plan["protocol"]["deadline_utc"].split(":"))
+    stop_at = deadline(plan["protocol"]["deadline_utc"])
     rows, t0, secs = [], time.perf_counter(), []
     for r, u in enumerate(users):
-        if time.gmtime().tm_hour * 60 + time.gmtime().tm_min >= hh * 60 + mm:
+        if datetime.now(UTC) >= stop_at:
             log(f"deadline reached after {r} users")
             break
         item = int(top[r, 0])

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from plan import deadline
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -402,11 +405,11 @@ def section_test(args: Any) -> None:
     users = np.random.default_rng(1).choice(eligible, size=int(pl["test"]["users"]), replace=False)
     seen, truth = ds.seen("test"), ds.target("test")
     top, vals = model.recommend(users, 20, exclude=seen)
-    hh, mm = (int(x) for x in pl["test"]["deadline_utc"].split(":"))
+    stop_at = deadline(pl["test"]["deadline_utc"])
     secs: list[float] = []
     llm_rows: list[Any] = []
     for i, u in enumerate(users):
-        if time.gmtime().tm_hour * 60 + time.gmtime().tm_min >= hh * 60 + mm:
+        if datetime.now(UTC) >= stop_at:
             log(f"deadline reached after {i} users")
             break
         t0 = time.perf_counter()

@@ -5,7 +5,8 @@ is. So every benchmark section reads its rows, grids and seeds from a plan file,
 commit of that file, and a row that entered the plan in a later commit (an amendment) or that is not in
 the plan at all is marked as such in the results, never silently mixed with planned rows.
 
-Used by ``baselines.py`` and ``multimodal.py`` (the older sections keep their own, equivalent code).
+Used by ``baselines.py`` and ``multimodal.py`` (the older sections keep their own, equivalent code);
+:func:`deadline` by the LLM sections (``llm_tune.py``, ``llm_explain.py``).
 
     from plan import load_plan
     plan = load_plan("baselines", rows_of=lambda d: [r["label"] for r in d["rows"]])
@@ -21,6 +22,7 @@ import subprocess
 import tomllib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -143,3 +145,26 @@ def status_mark(row: dict[str, Any]) -> str:
     if st == AMENDED:
         return f" (added by plan amendment {str(row.get('planned_in', ''))[:8]})"
     return " (not in the plan)"
+
+
+def deadline(spec: str, start: datetime | None = None) -> datetime:
+    """The UTC moment a plan's ``deadline_utc`` means, for a section starting at ``start`` (default now).
+
+    Why: plans give a deadline as a time of day ("01:15"); compared as a time of day, a section started
+    at 23:00 for a 01:15 deadline stops at once, and a re-run on a later day at 02:00 never stops. So
+    "HH:MM" is the first such moment at or after the start (past midnight if need be), and a full
+    ISO date-time ("2026-12-03T01:15") is taken as given.
+
+    >>> s = datetime(2026, 12, 2, 23, 0, tzinfo=UTC)
+    >>> deadline("01:15", s).isoformat(), deadline("23:30", s).isoformat()
+    ('2026-12-03T01:15:00+00:00', '2026-12-02T23:30:00+00:00')
+    >>> deadline("2026-12-04T08:00", s).isoformat()
+    '2026-12-04T08:00:00+00:00'
+    """
+    start = start or datetime.now(UTC)
+    if "T" in spec:
+        moment = datetime.fromisoformat(spec)
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    hh, mm = (int(x) for x in spec.split(":"))
+    moment = start.replace(hour=hh, minute=mm, second=0, microsecond=0)
+    return moment if moment >= start else moment + timedelta(days=1)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import plan
@@ -63,3 +66,23 @@ def test_missing_or_broken_plan_names_the_file(repo: Path) -> None:
     (plans / "bad.toml").write_text("rows = [")
     with pytest.raises(SystemExit, match=r"bad\.toml: not valid TOML"):
         plan.load_plan("bad", plans_dir=plans)
+
+
+def test_plan_doctests_run() -> None:
+    import doctest
+
+    assert doctest.testmod(plan).failed == 0
+
+
+@given(
+    start=st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2030, 1, 1)),
+    hh=st.integers(0, 23),
+    mm=st.integers(0, 59),
+)
+def test_time_of_day_deadline_is_the_next_such_moment(start: datetime, hh: int, mm: int) -> None:
+    # For every start, "HH:MM" means the first moment with that time of day at or after the start:
+    # never in the past (a section would stop at once), never more than a day ahead (it would not stop).
+    start = start.replace(tzinfo=UTC)
+    moment = plan.deadline(f"{hh:02d}:{mm:02d}", start)
+    assert (moment.hour, moment.minute, moment.second) == (hh, mm, 0)
+    assert timedelta(0) <= moment - start < timedelta(days=1)

@@ -495,22 +495,27 @@ def replaced(previous: dict[str, Any] | None, key: str) -> dict[str, Any]:
     keep = ("params", "chosen", "valid_recall@20", "plan_commit", "code_commit", "epochs_run", "best_epoch")
     summary = {k: old[k] for k in keep if old.get(k) is not None}
     summary |= {f"test_{m}": old["test"][m] for m in ("recall@20", "ndcg@20")}
-    return {"replaces": summary | {"mark": status_mark(old).strip() or "planned"}}
+    summary["mark"] = status_mark(old).strip() or f"(plan {str(old.get('plan_commit'))[:8]})"
+    if old.get("replaces"):  # the whole chain: a pre-plan row stays on record through later re-runs
+        summary["replaces"] = old["replaces"]
+    return {"replaces": summary}
 
 
 def replaced_notes(rows: list[dict[str, Any]]) -> list[str]:
     """Markdown lines naming the earlier result each re-run row replaced."""
     out = []
     for r in rows:
-        old = r.get("replaces")
-        if not old:
-            continue
-        v = old.get("valid_recall@20")
-        out.append(
-            f"- {row_key(r)} replaces an earlier row {old['mark']} (params {old.get('chosen', old.get('params'))}, "
-            f"valid R@20 {'-' if v is None else f'{v:.4f}'}): test R@20 {old['test_recall@20']:.4f}, "
-            f"NDCG@20 {old['test_ndcg@20']:.4f}."
-        )
+        parts, old = [], r.get("replaces")
+        while old:
+            v = old.get("valid_recall@20")
+            parts.append(
+                f"a row {old['mark']} (params {old.get('chosen', old.get('params'))}, valid R@20 "
+                f"{'-' if v is None else f'{v:.4f}'}): test R@20 {old['test_recall@20']:.4f}, "
+                f"NDCG@20 {old['test_ndcg@20']:.4f}"
+            )
+            old = old.get("replaces")
+        if parts:
+            out.append(f"- {row_key(r)} replaces " + "; which replaced ".join(parts) + ".")
     return ["", "Rows re-run under the plan (the earlier result each replaced):", "", *out] if out else []
 
 

@@ -307,6 +307,79 @@ def mean_label(n: int) -> str:
     return "one seed" if n < 2 else f"mean ± std over {n} seeds"
 
 
+def _pair(t: dict[str, Any] | None) -> str:
+    """``R@20 | NDCG@20`` cells of a metrics dict ("-" when the row has no such column)."""
+    return "- | -" if not t else f"{t['recall@20']:.4f} | {t['ndcg@20']:.4f}"
+
+
+def content_rows_md(R: dict[str, Any]) -> list[str]:
+    """The side-by-side table of every content-capable row (plan amendment), cold and warm columns.
+
+    Why one table: issue 18 asks that each content row be read against the random and content-ItemKNN
+    references on the same split; the ratios are computed here from the same stored numbers.
+    """
+    if "amendment" not in R:
+        return []
+    rnd = R["random"]["recall@20"]
+    knn = R["itemknn_content"]["test"]["recall@20"]
+    agg = R["summary"]["aggregate"]
+    n = len(R["coldstart"])
+    L = [
+        "## Every content-capable row, cold and warm (rows added by plan amendment "
+        f"{R['amendment']['plan_commit'][:7]}, after the coldstart rows' test numbers were committed)",
+        "",
+        "Cold columns rank the 168 cold items only, warm columns the warm items only (test; train + valid masked). "
+        "New rows: the four MiniLM modalities of the coldstart model, one seed (2024); each grid point fitted once, "
+        "the cold column reports the point best on validation R@20 over the cold items, the warm column the point "
+        "best over the warm items (all validation users). Imported rows: committed results of "
+        "benchmarks/llm_features.py on exactly this split (same CSR matrices and cold items, checked), MiniLM of "
+        "the joined text only, not re-run.",
+        "",
+        "| row | seeds | cold R@20 | cold NDCG@20 | warm R@20 | warm NDCG@20 | cold / random | cold / content ItemKNN "
+        "| selected on validation: cold; warm | provenance |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| expected random ranking | - | {rnd:.4f} | - | - | - | 1.00x | {rnd / knn:.2f}x | - | analytic |",
+        f"| ItemKNN on the same raw content | deterministic | {_pair(R['itemknn_content']['test'])} | - | - | "
+        f"{knn / rnd:.2f}x | 1.00x | k {R['itemknn_content']['selected_k']} | plan {R['plan_commit'][:7]} |",
+        f"| coldstart (mean of {n} seeds) | {', '.join(str(r['seed']) for r in R['coldstart'])} | "
+        f"{agg['test_cold']['recall@20']['mean']:.4f} | {agg['test_cold']['ndcg@20']['mean']:.4f} | "
+        f"{agg['test_warm']['recall@20']['mean']:.4f} | {agg['test_warm']['ndcg@20']['mean']:.4f} | "
+        f"{ratio(agg['test_cold']['recall@20']['mean'], rnd)} | {ratio(agg['test_cold']['recall@20']['mean'], knn)} "
+        f"| tower steps, blend weight (table above) | plan {R['plan_commit'][:7]} |",
+    ]
+    for r in R.get("imported_rows", []):
+        L.append(
+            f"| {r['label']} (imported) | {r['seeds']} | {_pair(r['test_cold'])} | {_pair(r['test_warm'])} | "
+            f"{ratio(r['test_cold']['recall@20'], rnd)} | {ratio(r['test_cold']['recall@20'], knn)} | "
+            f"{r['selected_cold']}; {r['selected_warm']} | {r['source']} |"
+        )
+    for name, r in R.get("content_rows", {}).items():
+        if "not_run" in r:
+            L.append(f"| {name} (added) | - | not run: {r['not_run']} | | | | | | | |")
+            continue
+        c = r["test_cold"]["recall@20"]
+        L.append(
+            f"| {name} (added) | 2024 | {_pair(r['test_cold'])} | {_pair(r['test_warm'])} | {ratio(c, rnd)} | "
+            f"{ratio(c, knn)} | {r['selected_cold']} (epoch {r['best_epoch_cold']}); {r['selected_warm']} "
+            f"(epoch {r['best_epoch_warm']}) | plan {R['amendment']['plan_commit'][:7]}, code "
+            f"{r['code_commit'][:7]}, {r['ran']}, {r['seconds']} s, load {r['load_average_at_start'][0]:.1f}"
+            f"-{r['load_average_at_end'][0]:.1f} |"
+        )
+    L += ["", "Grids (validation R@20 over cold items / over warm items, fit seconds):", ""]
+    for name, r in R.get("content_rows", {}).items():
+        pts = "; ".join(
+            f"{t['params']}: {t['valid_cold_recall@20']:.4f} / {t['valid_warm_recall@20']:.4f}, {t['fit_seconds']} s"
+            for t in r.get("grid", [])
+        )
+        L.append(f"- {name}: {pts or 'not run'}")
+    return [*L, ""]
+
+
+def ratio(x: float, ref: float) -> str:
+    """``x / ref`` as ``1.23x`` (the ratio columns of the content table)."""
+    return f"{x / max(ref, 1e-12):.2f}x"
+
+
 def markdown(R: dict[str, Any]) -> str:
     S = R["summary"]
     V = S["verdict"]
@@ -402,6 +475,7 @@ def markdown(R: dict[str, Any]) -> str:
         "coldstart over all items (full ranking, cold and warm together), R@20: "
         f"{mean_std(a['recall@20'], len(R['coldstart']))}.",
         "",
+        *content_rows_md(R),
         "## Verdict",
         "",
         f"- cold R@20 {V['cold_recall@20']:.4f} (target >= {R['plan']['targets']['cold_recall20']}): "
@@ -501,6 +575,147 @@ def add_seeds(args: argparse.Namespace) -> None:
         log(f"seed {seed} merged; verdict", R["summary"]["verdict"])
 
 
+def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """Every combination of a plan grid (``{name: values}``), in the plan's order.
+
+    >>> grid_points({"a": [1, 2], "b": [0.5]})
+    [{'a': 1, 'b': 0.5}, {'a': 2, 'b': 0.5}]
+    """
+    import itertools
+
+    names = list(grid)
+    return [dict(zip(names, vals, strict=True)) for vals in itertools.product(*grid.values())]
+
+
+def fit_point(
+    spec: dict[str, Any], point: dict[str, Any], ds: Any, warm: np.ndarray, cold: np.ndarray
+) -> tuple[Any, dict[str, Any]]:
+    """Fit one grid point with the plan's modalities; validation R@20 over cold and over warm items.
+
+    Both validation columns come from the same fit, so the cold and the warm choice cost one grid walk.
+    """
+    from modalrec.evaluation.protocol import evaluate
+    from modalrec.models import create
+
+    mods = list(spec["modalities"])
+    t0 = time.perf_counter()
+    model = create(spec["model"], **spec["params"], **point, modalities=mods).fit(ds, progress=False)
+    trial: dict[str, Any] = {
+        "params": point,
+        "fit_seconds": round(time.perf_counter() - t0, 1),
+        "best_epoch": model.meta.get("best_epoch"),
+    }
+    for col, cand in (("cold", cold), ("warm", warm)):
+        res = evaluate(model, ds, "valid", ks=(20,), candidate_items=cand)
+        trial[f"valid_{col}_recall@20"] = float(res["recall@20"])
+    log(f"  {spec['label']} {point}: { ({k: v for k, v in trial.items() if k != 'params'}) }")
+    return model, trial
+
+
+def part_content_row(spec: dict[str, Any], ds: Any, warm: np.ndarray, cold: np.ndarray) -> dict[str, Any]:
+    """One content-capable row: its grid on validation, then test once per reported point.
+
+    The cold column reports the point with the best validation R@20 over the cold items, the warm
+    column the point best over the warm items (the plan amendment's rule; llm_features does the same).
+    """
+    from modalrec.evaluation.protocol import evaluate
+
+    fitted = [fit_point(spec, point, ds, warm, cold) for point in grid_points(spec["grid"])]
+    row: dict[str, Any] = {"grid": [t for _, t in fitted], "modalities": list(spec["modalities"])}
+    for col, cand in (("cold", cold), ("warm", warm)):
+        model, best = max(fitted, key=lambda mt: mt[1][f"valid_{col}_recall@20"])
+        res = evaluate(model, ds, "test", ks=KS, candidate_items=cand)
+        row[f"test_{col}"] = res.metrics
+        row[f"test_{col}_users"] = res.n_users
+        row[f"selected_{col}"] = best["params"]
+        row[f"valid_{col}_recall@20"] = best[f"valid_{col}_recall@20"]
+        row[f"best_epoch_{col}"] = best["best_epoch"]
+    log(
+        f"  {spec['label']}: cold R@20 {row['test_cold']['recall@20']:.4f}, warm {row['test_warm']['recall@20']:.4f}"
+    )
+    return row
+
+
+def imported_llm_rows(path: Path) -> list[dict[str, Any]]:
+    """The committed MiniLM rows of ``llm_features.json`` (same split, checked): shown, not re-run.
+
+    Only R@20 and NDCG@20 exist there; its content EASE rows ran under plan ca2556a (results commit
+    85d58fa), its graphmm row under plan d2e1bb8 (results commit 41bfa7a).
+    """
+    L = json.loads(path.read_text())
+    e = L["ease"]["text_minilm"]
+    g = L["graphmm"]["text_minilm"]["2024"]
+    return [
+        {
+            "label": "content EASE (pseudo-users), MiniLM joined text only",
+            "source": "benchmarks/results/llm_features.json, plan ca2556a, results commit 85d58fa",
+            "seeds": "deterministic",
+            "test_cold": e["cold"]["test"],
+            "test_warm": e["warm"]["test"],
+            "selected_cold": e["cold"]["chosen"],
+            "selected_warm": e["warm"]["chosen"],
+        },
+        {
+            "label": "graphmm softmax + content + SSL (ours), MiniLM joined text only",
+            "source": "benchmarks/results/llm_features.json, plan d2e1bb8, results commit 41bfa7a",
+            "seeds": "2024",
+            "test_cold": g["cold"],
+            "test_warm": g["warm"],
+            "selected_cold": f"ssl_weight 0.1 (fixed), best epoch {g['best_epoch']}",
+            "selected_warm": "the same fit",
+        },
+    ]
+
+
+def add_rows(args: argparse.Namespace) -> None:
+    """Run the amended plan's content rows named in ``--add-rows`` and merge them into the results.
+
+    A row whose estimate would end past ``--deadline`` (HH:MM UTC, today) is recorded as not run, so
+    a queue job started late never overruns the session. Results are rewritten after each row.
+    """
+    import modalrec.data as mdata  # noqa: F401  (registers the loaders)
+    from modalrec.workflows.config import config_from_dict
+    from modalrec.workflows.tuning import load_with_features
+
+    R = json.loads((args.out / "coldstart.json").read_text())
+    plan = tomllib.loads(PLAN.read_text())
+    specs = {r["label"]: r for r in plan["content_rows"]}
+    unknown = [n for n in args.add_rows if n not in specs]
+    if unknown:
+        raise SystemExit(f"rows {unknown} are not in the plan's {list(specs)}")
+    R["amendment"] = {
+        "plan_commit": git("log", "-1", "--format=%H", "--", str(PLAN.relative_to(ROOT))),
+        "rows": plan["content_rows"],
+        "imported": plan["imported"],
+    }
+    R["imported_rows"] = imported_llm_rows(args.out / "llm_features.json")
+    rows = R.setdefault("content_rows", {})
+    deadline = time.mktime(time.strptime(time.strftime("%Y-%m-%d ") + args.deadline, "%Y-%m-%d %H:%M"))
+    ds = None
+    for name in args.add_rows:
+        spec = {**specs[name], "modalities": plan["features"]["modalities"]}
+        if time.time() + 60 * spec["est_minutes"] > deadline:
+            rows[name] = {
+                "not_run": f"would end past the deadline {args.deadline} UTC (started {time.strftime('%H:%M')})"
+            }
+            log(f"{name}: not run ({rows[name]['not_run']})")
+        else:
+            if ds is None:
+                ds = load_with_features(config_from_dict(run_config(plan, 2024, 1.0)))
+                warm = np.setdiff1d(np.arange(ds.n_items), np.asarray(ds.cold_items, dtype=np.int64))
+                cold = np.asarray(ds.cold_items, dtype=np.int64)
+            load0, t0 = list(os.getloadavg()), time.perf_counter()
+            rows[name] = part_content_row(spec, ds, warm, cold) | {
+                "code_commit": git("rev-parse", "HEAD"),
+                "ran": f"{time.strftime('%Y-%m-%d %H:%M')} UTC",
+                "seconds": round(time.perf_counter() - t0, 1),
+                "load_average_at_start": load0,
+                "load_average_at_end": list(os.getloadavg()),
+            }
+        atomic_write_json(args.out / "coldstart.json", R)
+        atomic_write_text(args.out / "coldstart.md", markdown(R))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
@@ -527,7 +742,19 @@ def main() -> None:
         help="fit and evaluate these planned model seeds and merge them into the committed results in --out "
         "(the seed-independent rows are kept)",
     )
+    ap.add_argument(
+        "--add-rows",
+        nargs="+",
+        metavar="LABEL",
+        help="run these [[content_rows]] of the amended plan and merge them into the committed results",
+    )
+    ap.add_argument(
+        "--deadline", default="23:59", help="HH:MM UTC today: rows that would end later are not run"
+    )
     args = ap.parse_args()
+    if args.add_rows:
+        add_rows(args)
+        return
     if args.add_seeds:
         add_seeds(args)
         return

@@ -712,6 +712,10 @@ def add_rows(args: argparse.Namespace) -> None:
                 "load_average_at_start": load0,
                 "load_average_at_end": list(os.getloadavg()),
             }
+        ran = [n for n, r in rows.items() if "not_run" not in r]
+        R["environment"]["command"] = R["environment"]["command"].split("; then --add-rows")[0] + (
+            "; then --add-rows " + " ".join(f"'{n}'" for n in ran) if ran else ""
+        )
         atomic_write_json(args.out / "coldstart.json", R)
         atomic_write_text(args.out / "coldstart.md", markdown(R))
 

@@ -144,9 +144,13 @@ def test_fused_propagation_has_the_layerwise_values_and_gradients(
 ) -> None:
     # The fused node's backward is the propagation itself (the adjacency is symmetric); it must give
     # autograd's layer-by-layer gradients, also when one output is unused and on the scatter kernel.
+    scatters = []
+    kernel = lightgcn_module.scatter_matmul
+    monkeypatch.setattr(lightgcn_module, "scatter_matmul", lambda *a: scatters.append(1) or kernel(*a))
     if scatter:
         monkeypatch.setattr(lightgcn_module, "PARALLEL_MIN_NNZ", 0)
-    train = sp.random(40, 25, density=0.2, random_state=3, format="csr", dtype=np.float32)
+    # 60 users x 20 items: the users -> items product qualifies for the scatter kernel (items <= users / 2)
+    train = sp.random(60, 20, density=0.2, random_state=3, format="csr", dtype=np.float32)
     train.data[:] = 1.0
     r, r_t = lightgcn_module.normalised_blocks(train)
     rng = np.random.default_rng(0)
@@ -159,5 +163,6 @@ def test_fused_propagation_has_the_layerwise_values_and_gradients(
         loss = {"both": (su * wu).sum() + (si * wi).sum(), "users": (su * wu).sum(), "items": (si * wi).sum()}
         loss[used].backward()
         results.append([su.detach(), si.detach(), eu.grad, ei.grad])
+    assert bool(scatters) == scatter
     for layerwise, fused_value in zip(*results, strict=True):
         np.testing.assert_allclose(fused_value.numpy(), layerwise.numpy(), rtol=1e-5, atol=1e-6)

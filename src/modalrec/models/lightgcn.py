@@ -201,12 +201,12 @@ def layer_mean(
     for layer in range(n_layers):
         xu, xi = product(r, r_t, xi, workers), product(r_t, r, xu, workers)
         if layer == 0:
-            su, si = np.add(su, xu, dtype=np.float32), np.add(si, xi, dtype=np.float32)
+            su, si = np.add(su, xu), np.add(si, xi)
         else:
             su += xu
             si += xi
     if n_layers == 0:
-        return xu.astype(np.float32), xi.astype(np.float32)
+        return xu.copy(), xi.copy()
     su /= n_layers + 1
     si /= n_layers + 1
     return su, si
@@ -231,15 +231,15 @@ class _LayerMean(torch.autograd.Function):
         n_layers: int,
         workers: int,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        ctx.graph = (r, r_t, n_layers, workers, eu.shape[1])
         su, si = layer_mean(r, r_t, eu.detach().numpy(), ei.detach().numpy(), n_layers, workers)
+        ctx.graph = (r, r_t, n_layers, workers, eu.shape[1], su.dtype)
         return torch.from_numpy(su), torch.from_numpy(si)
 
     @staticmethod
     def backward(ctx: Any, gu: torch.Tensor | None, gi: torch.Tensor | None) -> tuple[Any, ...]:
-        r, r_t, n_layers, workers, dim = ctx.graph
-        gu_np = np.zeros((r.shape[0], dim), np.float32) if gu is None else gu.contiguous().numpy()
-        gi_np = np.zeros((r.shape[1], dim), np.float32) if gi is None else gi.contiguous().numpy()
+        r, r_t, n_layers, workers, dim, dtype = ctx.graph
+        gu_np = np.zeros((r.shape[0], dim), dtype) if gu is None else gu.contiguous().numpy()
+        gi_np = np.zeros((r.shape[1], dim), dtype) if gi is None else gi.contiguous().numpy()
         du, di = layer_mean(r, r_t, gu_np, gi_np, n_layers, workers)
         return None, None, torch.from_numpy(du), torch.from_numpy(di), None, None
 

@@ -43,8 +43,9 @@ from modalrec.data import load
 from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate, hit_matrix, mean_metrics, per_user_metrics
 from modalrec.models import create
+from modalrec.models.base import Recommender
 from peers.common import PEERS_DIR, PeerError, peer_available, read_outputs, run_peer, write_split
-from plan import AMENDED, UNPLANNED, Plan, code_commit, load_plan, status_mark
+from plan import AMENDED, UNPLANNED, Plan, code_commit, git, load_plan, status_mark
 
 RESULTS = Path(__file__).resolve().parent / "results"
 #: Where the peers' split files and per-grid-point outputs live (outside the repository). A grid point
@@ -167,6 +168,37 @@ def fit_point(ds: Dataset, name: str, params: dict[str, Any]) -> tuple[float, An
     return float(valid), model, info | {"fit_seconds": round(fit_s, 2)}
 
 
+def point_dir(work: Path, ds: Dataset, dataset_name: str, name: str, point: dict[str, Any]) -> Path | None:
+    """Where one of our grid points is kept (``None`` when src/ has uncommitted edits: the key must name
+    the model code). Why: like the peers' points (:func:`run_point`), a grid cut by a job's time limit
+    resumes with the same command; the key is the split, the committed src/ tree and the point."""
+    src = git("rev-parse", "HEAD:src")
+    if not src or git("status", "--porcelain", "--untracked-files=no", "--", "src"):
+        return None
+    h = hashlib.sha256()
+    for m in (ds.train, ds.valid, ds.test):
+        h.update(m.indptr.tobytes())
+        h.update(m.indices.tobytes())
+    key = json.dumps({"model": name, "point": point, "src": src, "split": h.hexdigest()}, sort_keys=True)
+    return work / "ours" / f"{dataset_name}-{name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def cached_fit(
+    ds: Dataset, name: str, params: dict[str, Any], where: Path | None
+) -> tuple[float, Any, dict[str, Any], bool]:
+    """:func:`fit_point`, or the kept result of an earlier job that finished the same point (``where``:
+    :func:`point_dir`). Returns (validation Recall@20, model, training facts, reused)."""
+    done = where / "point.json" if where is not None else None
+    if where is not None and done is not None and done.exists():
+        info = json.loads(done.read_text())
+        return float(info.pop("valid_recall@20")), Recommender.load(where / "model"), info, True
+    valid, model, info = fit_point(ds, name, params)
+    if where is not None and done is not None:
+        model.save(where / "model")
+        atomic_write_json(done, {"valid_recall@20": valid, **info})  # written last: the point is complete
+    return valid, model, info, False
+
+
 def grid_record(tried: list[tuple[float, dict[str, Any], dict[str, Any]]]) -> list[dict[str, Any]]:
     """What the results keep of a grid (ours and the peers alike): each point's validation Recall@20
     and how its training ended, so a reader sees the whole grid, not only the chosen point."""
@@ -177,7 +209,7 @@ def grid_record(tried: list[tuple[float, dict[str, Any], dict[str, Any]]]) -> li
     ]
 
 
-def run_ours(ds: Dataset, name: str, threads: int, dataset_name: str) -> dict[str, Any]:
+def run_ours(ds: Dataset, name: str, threads: int, dataset_name: str, work: Path = WORK) -> dict[str, Any]:
     """One of our rows: every point of its planned grid (none: the plan's params) fitted with the plan's
     caps, the best on validation Recall@20 (first of equals) tested once: the peers' rule."""
     params = dict(OURS[name]) | OVERRIDES.get(dataset_name, {}).get(name, {})
@@ -188,11 +220,14 @@ def run_ours(ds: Dataset, name: str, threads: int, dataset_name: str) -> dict[st
     best: tuple[float, dict[str, Any], Any, dict[str, Any]] | None = None
     t0 = time.perf_counter()
     for point in grid_points(params, grid):
-        valid, model, info = fit_point(ds, name, point)
+        valid, model, info, reused = cached_fit(
+            ds, name, point, point_dir(work, ds, dataset_name, name, point)
+        )
         chosen = {k: point[k] for k in grid}
         tried.append((valid, chosen, info))
         if grid:
-            print(f"    {chosen}: valid R@20 {valid:.4f}, epochs {info.get('epochs_run')}", flush=True)
+            note = " [reused from an earlier job]" if reused else ""
+            print(f"    {chosen}: valid R@20 {valid:.4f}, epochs {info.get('epochs_run')}{note}", flush=True)
         if best is None or valid > best[0]:  # only the best model is kept in memory
             best = (valid, point, model, info)
     assert best is not None
@@ -576,7 +611,12 @@ def run_dataset(
     for m in args.models:
         print(f"[{name}] modalrec {m} ...", flush=True)
         key = f"modalrec {m}"
-        r = run_ours(ds, m, args.threads, name) | stamp | plan.row_status(key) | grid_status(plan, key)
+        r = (
+            run_ours(ds, m, args.threads, name, args.work)
+            | stamp
+            | plan.row_status(key)
+            | grid_status(plan, key)
+        )
         d["rows"].append(r | replaced(previous, key) | {"load_average_at_end": list(os.getloadavg())})
         print("   ", d["rows"][-1]["test"], flush=True)
     for r in run_peers(ds, name, args, int(plan.data.get("seed", 2024))):

@@ -147,6 +147,8 @@ def markdown(r: dict[str, Any]) -> str:
         out += ["", f"Base model: {b.get('name')} (full test: {r.get('base_full_test')})", ""]
     else:
         out += ["", "Base model: none fitted in a finished run (the plan's base: EASE, l2 200).", ""]
+    if r.get("summary"):
+        out += ["## Where this stands", ""] + [f"- {s}" for s in r["summary"]] + [""]
     if r.get("attempts"):
         out += ["## Runs that did not finish", ""]
         out += [f"- {a}" for a in r["attempts"]] + [""]
@@ -693,6 +695,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--base", choices=["ease", "blend"], default="blend")
     ap.add_argument("--minutes", type=float, default=None, help="override the plan's max_minutes")
     ap.add_argument("--note", action="append", default=[], help="render: record a run that did not finish")
+    ap.add_argument(
+        "--summary", action="append", default=None, help="render: the reading of all sections (replaces it)"
+    )
     args = ap.parse_args(argv)
     if args.section == "render":
         r = read_results()
@@ -700,6 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         r.setdefault("plan", "benchmarks/plans/llm_tune.toml")
         r.setdefault("plan_commit", commit)
         r["attempts"] = [*r.get("attempts", []), *args.note]
+        if args.summary is not None:
+            r["summary"] = args.summary
         write_results(r)
         return 0
     {

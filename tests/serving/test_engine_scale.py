@@ -113,3 +113,18 @@ def test_similar_before_and_after_the_cosine_index(scale_runs: dict[str, Path], 
     later = eng.similar(item, 5, "fused")
     assert len(later) == 5 and 3 not in [i for i, _ in later]
     assert len(set(i for i, _ in later) & set(i for i, _ in first)) >= 3
+
+
+@pytest.mark.parametrize("exact_head", [0, 500])
+def test_a_querys_answer_does_not_depend_on_its_batch(exact_head: int) -> None:
+    # measure_recall scores the answers of its timed one-by-one searches; that is the recall of what a
+    # batch would answer only if each query's answer is independent of the others in its batch.
+    rng = np.random.default_rng(3)
+    v = (rng.standard_normal((3000, 16)) * rng.gamma(2.0, 1.0, (3000, 1))).astype(np.float32)
+    idx = VectorIndex(v, IndexConfig(hnsw_threshold=1000, exact_head=exact_head, recall_queries=50))
+    assert idx.kind == "hnsw"
+    q = (rng.standard_normal((80, 16)) * rng.gamma(2.0, 1.0, (80, 1))).astype(np.float32)
+    batch = idx.search(q, 10)[0]
+    one_by_one = np.vstack([idx.search(q[i : i + 1], 10)[0] for i in range(len(q))])
+    np.testing.assert_array_equal(one_by_one, batch)
+    assert 0.0 <= idx.report["recall_at_10"] <= 1.0 and idx.report["recall_queries"] == 50

@@ -312,6 +312,11 @@ def _pair(t: dict[str, Any] | None) -> str:
     return "- | -" if not t else f"{t['recall@20']:.4f} | {t['ndcg@20']:.4f}"
 
 
+def _epoch(e: int | None) -> str:
+    """`` (epoch N)`` of a trained row's early-stopped fit; nothing for closed-form rows."""
+    return "" if e is None else f" (epoch {e})"
+
+
 def content_rows_md(R: dict[str, Any]) -> list[str]:
     """The side-by-side table of every content-capable row (plan amendment), cold and warm columns.
 
@@ -359,9 +364,9 @@ def content_rows_md(R: dict[str, Any]) -> list[str]:
             continue
         c = r["test_cold"]["recall@20"]
         L.append(
-            f"| {name} (added) | 2024 | {_pair(r['test_cold'])} | {_pair(r['test_warm'])} | {ratio(c, rnd)} | "
-            f"{ratio(c, knn)} | {r['selected_cold']} (epoch {r['best_epoch_cold']}); {r['selected_warm']} "
-            f"(epoch {r['best_epoch_warm']}) | plan {R['amendment']['plan_commit'][:7]}, code "
+            f"| {name} (added) | {'deterministic' if r['best_epoch_cold'] is None else 2024} | {_pair(r['test_cold'])} | {_pair(r['test_warm'])} | {ratio(c, rnd)} | "
+            f"{ratio(c, knn)} | {r['selected_cold']}{_epoch(r['best_epoch_cold'])}; {r['selected_warm']}"
+            f"{_epoch(r['best_epoch_warm'])} | plan {r.get('plan_commit', R['amendment']['plan_commit'])[:7]}, code "
             f"{r['code_commit'][:7]}, {r['ran']}, {r['seconds']} s, load {r['load_average_at_start'][0]:.1f}"
             f"-{r['load_average_at_end'][0]:.1f} |"
         )
@@ -372,6 +377,13 @@ def content_rows_md(R: dict[str, Any]) -> list[str]:
             for t in r.get("grid", [])
         )
         L.append(f"- {name}: {pts or 'not run'}")
+        for p in r.get("replaces", []):
+            L.append(
+                f"  - replaces its run of {p['ran']} under plan {p['plan_commit'][:7]} (narrower grid): selected "
+                f"{p['selected_cold']} / {p['selected_warm']}, valid R@20 {p['valid_cold_recall@20']:.4f} / "
+                f"{p['valid_warm_recall@20']:.4f}, test cold {_pair(p['test_cold'])}, warm {_pair(p['test_warm'])} "
+                "(R@20 | NDCG@20)"
+            )
     return [*L, ""]
 
 
@@ -667,6 +679,22 @@ def imported_llm_rows(path: Path) -> list[dict[str, Any]]:
     ]
 
 
+def replaced(old: dict[str, Any]) -> dict[str, Any]:
+    """What a re-run row replaces (its plan, choices, validation and test R@20 / NDCG@20), kept in the results
+    so that a grid widened after a first run cannot hide the first run's numbers."""
+    keep = (
+        "plan_commit",
+        "ran",
+        "selected_cold",
+        "selected_warm",
+        "valid_cold_recall@20",
+        "valid_warm_recall@20",
+    )
+    return {k: old.get(k) for k in keep} | {
+        f"test_{c}": {m: old[f"test_{c}"][m] for m in ("recall@20", "ndcg@20")} for c in ("cold", "warm")
+    }
+
+
 def add_rows(args: argparse.Namespace) -> None:
     """Run the amended plan's content rows named in ``--add-rows`` and merge them into the results.
 
@@ -683,13 +711,15 @@ def add_rows(args: argparse.Namespace) -> None:
     unknown = [n for n in args.add_rows if n not in specs]
     if unknown:
         raise SystemExit(f"rows {unknown} are not in the plan's {list(specs)}")
+    rows = R.setdefault("content_rows", {})
+    for r in rows.values():  # rows run under an earlier amendment keep that amendment's commit
+        r.setdefault("plan_commit", R["amendment"]["plan_commit"])
     R["amendment"] = {
         "plan_commit": git("log", "-1", "--format=%H", "--", str(PLAN.relative_to(ROOT))),
         "rows": plan["content_rows"],
         "imported": plan["imported"],
     }
     R["imported_rows"] = imported_llm_rows(args.out / "llm_features.json")
-    rows = R.setdefault("content_rows", {})
     deadline = time.mktime(time.strptime(time.strftime("%Y-%m-%d ") + args.deadline, "%Y-%m-%d %H:%M"))
     ds = None
     for name in args.add_rows:
@@ -705,7 +735,10 @@ def add_rows(args: argparse.Namespace) -> None:
                 warm = np.setdiff1d(np.arange(ds.n_items), np.asarray(ds.cold_items, dtype=np.int64))
                 cold = np.asarray(ds.cold_items, dtype=np.int64)
             load0, t0 = list(os.getloadavg()), time.perf_counter()
+            old = rows.get(name, {})
             rows[name] = part_content_row(spec, ds, warm, cold) | {
+                "plan_commit": R["amendment"]["plan_commit"],
+                "replaces": [*old.get("replaces", []), replaced(old)] if "test_cold" in old else [],
                 "code_commit": git("rev-parse", "HEAD"),
                 "ran": f"{time.strftime('%Y-%m-%d %H:%M')} UTC",
                 "seconds": round(time.perf_counter() - t0, 1),

@@ -39,6 +39,7 @@ STEP = ROOT / "benchmarks" / "scale_step.py"
 LOADGEN = ROOT / "benchmarks" / "serving_loadgen.py"
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from proctree import tree_cpu_s, tree_rss_mb  # noqa: E402
 from scale_report import render  # noqa: E402
 
 # --------------------------------------------------------------------------------------------- basics
@@ -329,39 +330,6 @@ def write_paths(run_dir: Path, out: Path, sv: dict[str, Any]) -> Path:
     rng.shuffle(paths)
     out.write_text("\n".join(paths) + "\n")
     return out
-
-
-def process_tree(pid: int) -> list[Any]:
-    """``pid`` and its live descendants as psutil processes (empty once it has exited)."""
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        return [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def tree_rss_mb(pid: int) -> float:
-    import psutil
-
-    total = 0
-    for q in process_tree(pid):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            total += q.memory_info().rss
-    return total / 2**20
-
-
-def tree_cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) used so far by ``pid`` and its live descendants (the server's workers)."""
-    import psutil
-
-    total = 0.0
-    for q in process_tree(pid):
-        with contextlib.suppress(psutil.NoSuchProcess):
-            t = q.cpu_times()
-            total += t.user + t.system
-    return total
 
 
 def _health(port: int) -> dict[str, Any]:

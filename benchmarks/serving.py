@@ -55,6 +55,9 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from proctree import tree_cpu_s  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 LOADGEN = ROOT / "benchmarks" / "serving_loadgen.py"
 CLI = [sys.executable, "-c", "from modalrec.cli import main; main()"]
@@ -101,25 +104,6 @@ def cpu_jiffies() -> tuple[int, int]:
     v = [int(x) for x in f]
     idle = v[3] + v[4]
     return sum(v) - idle, sum(v)
-
-
-def proc_tree_cpu(pid: int) -> float:
-    """CPU seconds (user + system) of a process and its live children."""
-    import psutil
-
-    try:
-        p = psutil.Process(pid)
-        procs = [p, *p.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0.0
-    total = 0.0
-    for q in procs:
-        try:
-            t = q.cpu_times()
-            total += t.user + t.system
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def machine() -> dict[str, Any]:
@@ -204,7 +188,7 @@ class Server:
                 time.sleep(0.25)
 
     def cpu(self) -> float:
-        return proc_tree_cpu(self.proc.pid)
+        return tree_cpu_s(self.proc.pid)
 
     def kill(self) -> None:
         with contextlib.suppress(ProcessLookupError):

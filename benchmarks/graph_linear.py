@@ -219,6 +219,19 @@ def synth_data(root: Path, size: str, spec: dict[str, int]) -> Path:
     return out / "dataset.toml"
 
 
+def mode_params(mode: str) -> dict[str, str]:
+    """Model settings of a timing mode: ``old`` (per-batch path), ``new-tN`` (shared propagation, items
+    renumbered by popularity, the default) or ``new-tN-given`` (shared, items in the data set's order:
+    the before of the renumbering).
+
+    >>> mode_params("old"), mode_params("new-t2"), mode_params("new-t1-given")["item_order"]
+    ({'propagation': 'per_batch'}, {'propagation': 'shared'}, 'given')
+    """
+    if mode == "old":
+        return {"propagation": "per_batch"}
+    return {"propagation": "shared", **({"item_order": "given"} if mode.endswith("-given") else {})}
+
+
 def time_epoch(
     ds: Dataset, model: str, params: dict[str, Any], threads: int, max_steps: int | None
 ) -> dict[str, Any]:
@@ -271,11 +284,11 @@ def run_timing(
         load_s = time.perf_counter() - t0
         for model in models:
             for mode in modes:
-                base = {**t["params"], "propagation": "shared" if mode.startswith("new") else "per_batch"}
+                base = {**t["params"], **mode_params(mode)}
                 if mode == "old":
                     r = time_epoch(ds, model, base, t["old_threads"], t["old_steps"][size])
                 else:
-                    r = time_epoch(ds, model, base, int(mode.split("-t")[1]), None)
+                    r = time_epoch(ds, model, base, int(mode.split("-t")[1].split("-")[0]), None)
                 r.update(
                     {"size": size, "model": model, "mode": mode, "train_interactions": int(ds.train.nnz)}
                 )
@@ -401,7 +414,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", nargs="*", type=int, default=None, help="a subset of the plan's seeds")
     ap.add_argument("--sizes", nargs="*", default=["S", "M"])
     ap.add_argument("--models", nargs="*", default=None)
-    ap.add_argument("--modes", nargs="*", default=None, help="old, new-t1, new-t2")
+    ap.add_argument(
+        "--modes",
+        nargs="*",
+        default=None,
+        help="old, new-tN (N threads; items renumbered by popularity, the default), new-tN-given (items in the given order)",
+    )
     ap.add_argument("--data-root", type=Path, default=Path("/tmp/graph_linear"))
     ap.add_argument("--render", action="store_true", help="rewrite the Markdown from the JSON")
     ap.add_argument(

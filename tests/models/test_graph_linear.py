@@ -156,13 +156,39 @@ def test_fused_propagation_has_the_layerwise_values_and_gradients(
     rng = np.random.default_rng(0)
     eu0, ei0 = (torch.tensor(rng.standard_normal((n, 4)), dtype=torch.float32) for n in train.shape)
     wu, wi = (torch.tensor(rng.standard_normal((n, 4)), dtype=torch.float32) for n in train.shape)
+    # fused also on the blocks with the items renumbered by popularity (results back in the given order)
+    ordered = lightgcn_module.ItemOrderedBlocks.of(r, r_t)
+    assert not np.array_equal(ordered.order, np.arange(train.shape[1]))
     results = []
-    for fused in (False, True):
+    for fused, blocks in ((False, None), (True, None), (True, ordered)):
         eu, ei = eu0.clone().requires_grad_(), ei0.clone().requires_grad_()
-        su, si = lightgcn_module.lightgcn_propagate(r, r_t, eu, ei, 3, workers=2, fused=fused)
+        su, si = lightgcn_module.lightgcn_propagate(r, r_t, eu, ei, 3, workers=2, fused=fused, ordered=blocks)
         loss = {"both": (su * wu).sum() + (si * wi).sum(), "users": (su * wu).sum(), "items": (si * wi).sum()}
         loss[used].backward()
         results.append([su.detach(), si.detach(), eu.grad, ei.grad])
     assert bool(scatters) == scatter
-    for layerwise, fused_value in zip(*results, strict=True):
-        np.testing.assert_allclose(fused_value.numpy(), layerwise.numpy(), rtol=1e-5, atol=1e-6)
+    for layerwise, *fused_values in zip(*results, strict=True):
+        for fused_value in fused_values:
+            np.testing.assert_allclose(fused_value.numpy(), layerwise.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_item_ordered_blocks_are_the_graph_renumbered() -> None:
+    train = sp.random(30, 12, density=0.3, random_state=5, format="csr", dtype=np.float32)
+    r, r_t = lightgcn_module.normalised_blocks(train)
+    g = lightgcn_module.ItemOrderedBlocks.of(r, r_t)
+    degree = np.diff(r_t.indptr)
+    assert (np.diff(degree[g.order]) <= 0).all()  # falling popularity
+    np.testing.assert_array_equal(g.r.toarray(), r.toarray()[:, g.order])
+    np.testing.assert_array_equal(g.r_t.toarray(), g.r.toarray().T)
+    assert g.r.has_sorted_indices and g.follows(r) and not g.follows(r.copy())
+    cache = lightgcn_module.ItemOrderCache("popularity")
+    assert cache.blocks(r, r_t) is cache.blocks(r, r_t)
+    assert lightgcn_module.ItemOrderCache("given").blocks(r, r_t) is None
+
+
+@pytest.mark.parametrize("name", ["lightgcn", "graphmm"])
+def test_item_order_changes_only_rounding(clustered: Dataset, name: str) -> None:
+    given = _fit(clustered, name, propagation="shared", steps_per_epoch=3, item_order="given")
+    popular = _fit(clustered, name, propagation="shared", steps_per_epoch=3, item_order="popularity")
+    np.testing.assert_allclose(popular.item_vectors, given.item_vectors, atol=1e-4)
+    np.testing.assert_allclose(popular.user_vectors, given.user_vectors, atol=1e-4)

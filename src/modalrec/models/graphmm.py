@@ -56,7 +56,13 @@ from modalrec.models.content import (
     warm_items,
 )
 from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams, SamplerFactory, bpr_loss
-from modalrec.models.lightgcn import lightgcn_propagate, normalised_blocks, resolve_workers, spmm
+from modalrec.models.lightgcn import (
+    ItemOrderCache,
+    lightgcn_propagate,
+    normalised_blocks,
+    resolve_workers,
+    spmm,
+)
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -197,6 +203,7 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
             self._graphs.append("interactions")
         self._ii_t = {m: g.T.tocsr() for m, g in self._ii.items()}
         self._r, self._r_t = normalised_blocks(dataset.train)
+        self._item_order = ItemOrderCache(self.hp.item_order)
         self._neighbours = _neighbour_table([self._ii[m] for m in self._mods], dataset.n_items)
         tr = dataset.train.tocoo()
         self._train_keys = np.sort(tr.row.astype(np.int64) * dataset.n_items + tr.col.astype(np.int64))
@@ -232,6 +239,7 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
         net = self.net
         ego = self.item_ego()
         workers = resolve_workers(self.hp.threads)
+        fused = self.shares_propagation()
         u, i = lightgcn_propagate(
             self._r,
             self._r_t,
@@ -239,7 +247,8 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
             ego,
             self.hp.n_layers,
             workers,
-            fused=self.shares_propagation(),
+            fused=fused,
+            ordered=self._item_order.blocks(self._r, self._r_t) if fused else None,
         )
         if self._graphs:
             w = torch.softmax(net.graph_logits, 0)

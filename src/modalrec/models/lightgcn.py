@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -150,6 +151,79 @@ def product(a: sp.csr_matrix, a_t: sp.csr_matrix, x: np.ndarray, workers: int = 
     return csr_matmul(a, x, workers)
 
 
+@dataclass(frozen=True, eq=False)
+class ItemOrderedBlocks:
+    """The normalised blocks with the items renumbered by falling degree, for the fused propagation.
+
+    Why: past ~10^5 items the item table outgrows the CPU cache (200k items x 64 floats = 51 MB
+    against a 32 MB L3 here), and every sparse product reads or writes its rows in the order the
+    edges name them. Numbered by falling popularity, the rows most edges touch sit together and stay
+    cached: 0.53 -> 0.41 s per product at size M on one thread, 0.30 -> 0.22 s on two (measured back
+    to back; users reordered as well bought nothing more). The layer mean commutes with renumbering,
+    so the result is the given order's up to float rounding of the sums (see :class:`_LayerMean`).
+
+    >>> r = sp.csr_matrix(np.array([[1, 0, 2], [0, 0, 3]], dtype=np.float32))
+    >>> g = ItemOrderedBlocks.of(r, r.T.tocsr())
+    >>> g.order.tolist(), g.r.toarray().tolist()
+    ([2, 0, 1], [[2.0, 1.0, 0.0], [3.0, 0.0, 0.0]])
+    """
+
+    #: the given-order user x items block these were made from (:meth:`follows` checks identity)
+    source: sp.csr_matrix
+    r: sp.csr_matrix
+    r_t: sp.csr_matrix
+    #: ``order[k]`` is the given index of the item at position k
+    order: np.ndarray
+
+    @classmethod
+    def of(cls, r: sp.csr_matrix, r_t: sp.csr_matrix) -> ItemOrderedBlocks:
+        order = np.argsort(-np.diff(r_t.indptr), kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        r_o = sp.csr_matrix(
+            (r.data.copy(), rank[r.indices].astype(r.indices.dtype), r.indptr.copy()), shape=r.shape
+        )
+        r_o.sort_indices()
+        r_t_o = r_t[order].tocsr()
+        r_t_o.sort_indices()
+        return cls(r, r_o, r_t_o, order)
+
+    def follows(self, r: sp.csr_matrix) -> bool:
+        """True while these are the renumbered copy of ``r`` (graphmm re-prunes its graph per epoch)."""
+        return self.source is r
+
+
+class ItemOrderCache:
+    """The renumbered blocks of a model's current graph, rebuilt only when the graph object changes
+    (graphmm re-prunes its graph every epoch; LightGCN's never changes). ``mode="given"`` keeps the
+    data set's item order (no copy)."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self._blocks: ItemOrderedBlocks | None = None
+
+    def blocks(self, r: sp.csr_matrix, r_t: sp.csr_matrix) -> ItemOrderedBlocks | None:
+        if self.mode == "given":
+            return None
+        if self._blocks is None or not self._blocks.follows(r):
+            self._blocks = ItemOrderedBlocks.of(r, r_t)
+        return self._blocks
+
+
+def _to_positions(x: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """Rows of an item table moved to their renumbered positions (a copy; as given without an order)."""
+    return x if order is None else np.take(x, order, axis=0)
+
+
+def _to_given(x: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+    """The inverse of :func:`_to_positions`."""
+    if order is None:
+        return x
+    out = np.empty_like(x)
+    out[order] = x
+    return out
+
+
 class _SpMM(torch.autograd.Function):
     """y = A @ x with A a constant scipy CSR matrix; grad_x = A^T @ grad_y (precomputed CSR).
 
@@ -230,18 +304,20 @@ class _LayerMean(torch.autograd.Function):
         ei: torch.Tensor,
         n_layers: int,
         workers: int,
+        order: np.ndarray | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        su, si = layer_mean(r, r_t, eu.detach().numpy(), ei.detach().numpy(), n_layers, workers)
-        ctx.graph = (r, r_t, n_layers, workers, eu.shape[1], su.dtype)
-        return torch.from_numpy(su), torch.from_numpy(si)
+        xi = _to_positions(ei.detach().numpy(), order)
+        su, si = layer_mean(r, r_t, eu.detach().numpy(), xi, n_layers, workers)
+        ctx.graph = (r, r_t, n_layers, workers, eu.shape[1], su.dtype, order)
+        return torch.from_numpy(su), torch.from_numpy(_to_given(si, order))
 
     @staticmethod
     def backward(ctx: Any, gu: torch.Tensor | None, gi: torch.Tensor | None) -> tuple[Any, ...]:
-        r, r_t, n_layers, workers, dim, dtype = ctx.graph
+        r, r_t, n_layers, workers, dim, dtype, order = ctx.graph
         gu_np = np.zeros((r.shape[0], dim), dtype) if gu is None else gu.contiguous().numpy()
         gi_np = np.zeros((r.shape[1], dim), dtype) if gi is None else gi.contiguous().numpy()
-        du, di = layer_mean(r, r_t, gu_np, gi_np, n_layers, workers)
-        return None, None, torch.from_numpy(du), torch.from_numpy(di), None, None
+        du, di = layer_mean(r, r_t, gu_np, _to_positions(gi_np, order), n_layers, workers)
+        return None, None, torch.from_numpy(du), torch.from_numpy(_to_given(di, order)), None, None, None
 
 
 def lightgcn_propagate(
@@ -252,15 +328,20 @@ def lightgcn_propagate(
     n_layers: int,
     workers: int = 1,
     fused: bool = False,
+    ordered: ItemOrderedBlocks | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean of layer outputs 0..n_layers of LightGCN propagation on the bipartite graph.
 
     ``fused`` runs it as one autograd node (:class:`_LayerMean`: same maths, fewer temporaries; the
-    shared-propagation path uses it). Off, every layer is its own autograd step: the exact bytes of
-    the per-batch path that the committed benchmark rows were measured with.
+    shared-propagation path uses it), on ``ordered`` (``r`` and ``r_t`` with the items renumbered,
+    :class:`ItemOrderedBlocks`) when given. Off, every layer is its own autograd step: the exact bytes
+    of the per-batch path that the committed benchmark rows were measured with.
     """
     if fused:
-        return _LayerMean.apply(r, r_t, eu, ei, n_layers, workers)  # type: ignore[no-any-return]
+        if ordered is not None:
+            r, r_t = ordered.r, ordered.r_t
+        order = None if ordered is None else ordered.order
+        return _LayerMean.apply(r, r_t, eu, ei, n_layers, workers, order)  # type: ignore[no-any-return]
     su, si = eu, ei
     for _ in range(n_layers):
         eu, ei = spmm(r, r_t, ei, workers), spmm(r_t, r, eu, workers)
@@ -288,9 +369,11 @@ class LightGCN(EmbeddingRecommender[LightGCNParams]):
 
     def build(self, dataset: Dataset) -> nn.Module:
         self._r, self._r_t = normalised_blocks(dataset.train)
+        self._item_order = ItemOrderCache(self.hp.item_order)
         return _Embeddings(dataset.n_users, dataset.n_items, self.hp.dim)
 
     def propagate(self) -> tuple[torch.Tensor, torch.Tensor]:
+        fused = self.shares_propagation()
         return lightgcn_propagate(
             self._r,
             self._r_t,
@@ -298,5 +381,6 @@ class LightGCN(EmbeddingRecommender[LightGCNParams]):
             self.net.item.weight,
             self.hp.n_layers,
             resolve_workers(self.hp.threads),
-            fused=self.shares_propagation(),
+            fused=fused,
+            ordered=self._item_order.blocks(self._r, self._r_t) if fused else None,
         )

@@ -216,15 +216,27 @@ def _md_latency(r: dict[str, Any]) -> list[str]:
         ]
     for e in r.get("latency_earlier", []):
         out += [
-            f"Earlier re-measurement (code {e['code_commit'][:10]}, load {e['load_avg_before']} -> {e['load_avg_after']}): "
-            f"packed p50 {_f(e['p50'], 3)} / p95 {_f(e['p95'], 3)} s, padded p50 {_f(e['before_padded']['p50'], 3)} / "
-            f"p95 {_f(e['before_padded']['p95'], 3)} s, {e['n']} users.",
+            f"Earlier re-measurement (code {e['code_commit'][:10]}, load {e['load_avg_before']} -> {e['load_avg_after']}): {_md_pair(e)}.",
             "",
         ]
         out += [f"- {n}" for n in e.get("notes", [])] + ([""] if e.get("notes") else [])
-    if "before_padded" not in lat:
+    if not {"before_padded", "before_packed"} & set(lat):
         return out
-    b, t = lat["before_padded"], lat["tokens_mean"]
+    t = lat["tokens_mean"]
+    b = lat.get("before_packed") or lat["before_padded"]
+    before = (
+        f"before: the packed pass of commit {b['commit'][:10]}"
+        if "before_packed" in lat
+        else "before: padded batch over a repeated prompt cache"
+    )
+    now = (
+        f"now (code {lat['code_commit'][:10]}), float32"
+        if "before_packed" in lat
+        else "now: one packed pass (no padding), float32"
+    )
+    diff = lat.get("max_abs_score_diff_packed_vs_padded", lat.get("max_abs_score_diff_now_vs_packed"))
+    diff = lat.get("max_abs_score_diff_now_vs_padded", diff)
+    shared = t.get("candidate_inputs_shared_prefixes")
     out += [
         f"Re-measured (plan commit {lat['plan_commit']}, code {lat['code_commit'][:10]}): {lat['model']}, {lat['dtype']}, "
         f"{lat['threads']} threads, candidates = the top 20 of {lat['base']}, {lat['n']} users (after one warm-up user), "
@@ -232,8 +244,8 @@ def _md_latency(r: dict[str, Any]) -> list[str]:
         "",
         "| implementation | p50 s | p95 s | max s |",
         "|---|---|---|---|",
-        f"| before: padded batch over a repeated prompt cache | {_f(b['p50'], 3)} | {_f(b['p95'], 3)} | {_f(b['max'], 3)} |",
-        f"| now: one packed pass (no padding), float32 | {_f(lat['p50'], 3)} | {_f(lat['p95'], 3)} | {_f(lat['max'], 3)} |",
+        f"| {before} | {_f(b['p50'], 3)} | {_f(b['p95'], 3)} | {_f(b['max'], 3)} |",
+        f"| {now} | {_f(lat['p50'], 3)} | {_f(lat['p95'], 3)} | {_f(lat['max'], 3)} |",
     ]
     bf = lat.get("bfloat16_packed")
     if bf:
@@ -243,12 +255,26 @@ def _md_latency(r: dict[str, Any]) -> list[str]:
     out += [
         "",
         f"Tokens per user (mean): prompt {t['prompt']:.0f}, candidates {t['candidates']:.0f} (padded batch: "
-        f"{t['padded_positions']:.0f} positions). Largest |score difference| packed vs padded: "
-        f"{lat['max_abs_score_diff_packed_vs_padded']:.1e}. Load average before {lat['load_avg_before']}, "
+        f"{t['padded_positions']:.0f} positions"
+        + (f"; candidate inputs with shared prefixes run once: {shared:.0f}" if shared is not None else "")
+        + f"). Largest |score difference| now vs before: {diff:.1e}. Load average before {lat['load_avg_before']}, "
         f"after {lat['load_avg_after']}; machine {lat['machine']}.",
         "",
     ]
     return out + [f"- {n}" for n in lat.get("notes", [])] + ([""] if lat.get("notes") else [])
+
+
+def _md_pair(e: dict[str, Any]) -> str:
+    """One line for an earlier latency run: now vs its "before" (padded batch or an earlier commit)."""
+    if "before_packed" in e:
+        b, name = e["before_packed"], f"packed at {e['before_packed']['commit'][:10]}"
+        now = "now"
+    else:
+        b, name, now = e["before_padded"], "padded", "packed"
+    return (
+        f"{now} p50 {_f(e['p50'], 3)} / p95 {_f(e['p95'], 3)} s, {name} p50 {_f(b['p50'], 3)} / "
+        f"p95 {_f(b['p95'], 3)} s, {e['n']} users"
+    )
 
 
 def _md_http(r: dict[str, Any]) -> list[str]:
@@ -482,25 +508,56 @@ def _lat(secs: Any) -> dict[str, Any]:
     }
 
 
-def latency(rr: Any, model: Any, ds: Any, users: Any, *, threads: int) -> dict[str, Any]:
-    """Seconds per user to score 20 candidates, packed pass (now) and padded batch (before), interleaved.
+def scoring_at(commit: str) -> Any:
+    """``modalrec.llm.scoring`` as it was at ``commit`` (read with ``git show``), as a separate module.
+
+    Why: "before" in the latency table is the code of that commit, run in the same process on the
+    same users as the current code, so that both see the same load.
+    """
+    import importlib.util
+    import subprocess
+    import tempfile
+
+    src = subprocess.run(
+        ["git", "show", f"{commit}:src/modalrec/llm/scoring.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / f"scoring_{commit[:10]}.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def latency(
+    rr: Any, model: Any, ds: Any, users: Any, *, threads: int, before: str | None = None
+) -> dict[str, Any]:
+    """Seconds per user to score 20 candidates, the current code (now) and a "before", interleaved.
 
     Per user, after one warm-up user that is not counted: the re-ranker's own ``score`` (prompt text
     -> one prompt pass + one packed pass over the candidates; no pmi priors), then the same prompt
-    and candidate ids through the padded batch over a repeated cache (the implementation before
-    the packed pass), so both see the same load. Also the largest score difference between them.
+    and candidate ids through "before", so both see the same load: the packed scoring of git commit
+    ``before`` when given, else the padded batch over a repeated cache (the implementation before
+    the packed pass). Also the largest score difference between them.
     """
     import numpy as np
     import torch
 
-    from modalrec.llm.scoring import padded_continuation_logprobs
+    from modalrec.llm.scoring import PrefixTree, padded_continuation_logprobs
 
+    ref = scoring_at(before).continuation_logprobs if before else padded_continuation_logprobs
     torch.set_num_threads(threads)
     seen = ds.seen("test")
     top, _ = model.recommend(users, 20, exclude=seen)
     hists = [rr.history_subset(int(u), seen.indices[seen.indptr[u] : seen.indptr[u + 1]]) for u in users]
     rr.score(hists[0], top[0], priors=False)  # warm-up (first call: lazy initialisation)
-    now, before, diffs, tokens = [], [], [], []
+    ref(rr.llm, rr.llm.encode(rr.prompt_text(hists[0])), [rr.candidate_ids(c) for c in top[0]])
+    now, then, diffs, tokens = [], [], [], []
     load_before = machine()["load_avg"]
     for r in range(len(users)):
         t0 = time.perf_counter()
@@ -509,20 +566,23 @@ def latency(rr: Any, model: Any, ds: Any, users: Any, *, threads: int) -> dict[s
         t0 = time.perf_counter()
         prompt = rr.llm.encode(rr.prompt_text(hists[r]))
         cands = [rr.candidate_ids(c) for c in top[r]]
-        b = padded_continuation_logprobs(rr.llm, prompt, cands).logprob
-        before.append(time.perf_counter() - t0)
+        b = ref(rr.llm, prompt, cands).logprob
+        then.append(time.perf_counter() - t0)
         diffs.append(float(np.abs(a - b).max()))
-        tokens.append([len(prompt), sum(len(c) for c in cands), 20 * max(len(c) for c in cands)])
+        n_in = len(PrefixTree.build(cands).tokens)
+        tokens.append([len(prompt), sum(len(c) for c in cands), 20 * max(len(c) for c in cands), n_in])
     tok = np.asarray(tokens)
+    key = "before_packed" if before else "before_padded"
     return {
         "threads": threads,
         **_lat(now),
-        "before_padded": _lat(before),
-        "max_abs_score_diff_packed_vs_padded": max(diffs),
+        key: {**_lat(then), **({"commit": before} if before else {})},
+        f"max_abs_score_diff_now_vs_{key[7:]}": max(diffs),
         "tokens_mean": {
             "prompt": float(tok[:, 0].mean()),
             "candidates": float(tok[:, 1].mean()),
             "padded_positions": float(tok[:, 2].mean()),
+            "candidate_inputs_shared_prefixes": float(tok[:, 3].mean()),
         },
         "load_avg_before": load_before,
         "load_avg_after": machine()["load_avg"],
@@ -649,7 +709,7 @@ def section_latency(args: Any) -> None:
     hist_n = int(pl["tune"]["max_history"])
     rr = LLMReranker(ds, llm, max_history=hist_n, seed=0)
     users = side_users(ds, int(pl["latency"]["users"]))
-    res = latency(rr, model, ds, users, threads=threads)
+    res = latency(rr, model, ds, users, threads=threads, before=args.before)
     res.update(plan_commit=commit, code_commit=git_commit(None), base=desc["name"])
     res.update(model="tuned (merged LoRA)" if tuned else "packaged SmolLM2-135M-Instruct (untuned)")
     res.update(dtype=str(llm.dtype).replace("torch.", ""), machine=machine())
@@ -659,7 +719,7 @@ def section_latency(args: Any) -> None:
     r = read_results()
     if "latency" in r and "latency_stop24" not in r:
         r["latency_stop24"] = r["latency"]
-    elif "before_padded" in r.get("latency", {}):  # an earlier re-measurement: kept, shown in one line
+    elif {"before_padded", "before_packed"} & set(r.get("latency", {})):  # an earlier re-measurement: kept
         r.setdefault("latency_earlier", []).append(r["latency"])
     r["latency"] = res
     write_results(r)
@@ -693,6 +753,9 @@ def main(argv: list[str] | None = None) -> int:
         "--section", choices=["base", "tune", "test", "http", "latency", "side", "render"], required=True
     )
     ap.add_argument("--base", choices=["ease", "blend"], default="blend")
+    ap.add_argument(
+        "--before", default=None, help="latency: measure the packed scoring of this git commit as 'before'"
+    )
     ap.add_argument("--minutes", type=float, default=None, help="override the plan's max_minutes")
     ap.add_argument("--note", action="append", default=[], help="render: record a run that did not finish")
     ap.add_argument(

@@ -67,6 +67,49 @@ def test_packing_puts_each_candidate_after_the_prompt_alone(llm32) -> None:
     assert abs(together[0] - together[2]) < 1e-4
 
 
+def test_candidates_with_shared_leading_tokens_run_them_once(llm32, monkeypatch) -> None:
+    """Tails that begin alike share those positions (a prefix tree), and the scores stay those of one pass each."""
+    import modalrec.llm.scoring as scoring
+
+    prompt = llm32.encode(
+        "A list of movies that a user liked:\n- Heat (1995)\nAnother movie this user liked:"
+    )
+    texts = (
+        " The Game (1997)\n",
+        " The Devil's Own (1997)\n",
+        " The Devil's Advocate (1997)\n",
+        " Heat (1995)\n",
+    )
+    cands = [llm32.encode(t) for t in texts]
+    cands.append(list(cands[1]))  # a duplicate: all its inputs are shared
+    tree = scoring.PrefixTree.build(cands)
+    n_inputs = sum(len(c) - 1 for c in cands)  # without sharing
+    assert n_inputs - len(tree.tokens) >= (len(cands[1]) - 1) + 2  # the duplicate's inputs, " The" twice
+    assert len(tree.rows) == sum(len(c) - 1 for c in cands)
+    naive = naive_continuation_logprobs(llm32, prompt, cands)
+    np.testing.assert_allclose(continuation_logprobs(llm32, prompt, cands).logprob, naive, rtol=0, atol=1e-4)
+    # the vocabulary projection in several row blocks of the reused buffer: the same scores
+    monkeypatch.setattr(scoring, "HEAD_ROWS", 5)
+    np.testing.assert_allclose(continuation_logprobs(llm32, prompt, cands).logprob, naive, rtol=0, atol=1e-4)
+
+
+def test_vocab_logprobs_equal_log_softmax_of_the_head(llm32) -> None:
+    """The buffered, in-place projection gives log_softmax(head(hidden)) at the asked rows and tokens."""
+    from modalrec.llm.scoring import _decoder_and_head, vocab_logprobs
+
+    _, head = _decoder_and_head(llm32.model)
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(7, llm32.hidden_size, generator=g)
+    rows = torch.tensor([0, 3, 3, 6, 1])
+    targets = torch.tensor([5, 17, 900, 3, 12])
+    with torch.inference_mode():
+        ref = torch.log_softmax(head(hidden), dim=-1)[rows, targets]
+        got = vocab_logprobs(head, hidden, rows, targets)
+        again = vocab_logprobs(head, hidden[:2], torch.tensor([1]), torch.tensor([4]))  # the buffer, reused
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+    torch.testing.assert_close(again, torch.log_softmax(head(hidden[1:2]), dim=-1)[:, 4], rtol=0, atol=1e-5)
+
+
 def test_bfloat16_scores_order_candidates_like_float32(llm, llm32) -> None:
     """The default precision on bfloat16-capable CPUs keeps the float32 candidate order."""
     from modalrec.llm.loading import resolve_dtype

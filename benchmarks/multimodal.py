@@ -856,6 +856,7 @@ def section_markdown(name: str, d: dict[str, Any]) -> list[str]:
         )
     lines += blend_markdown(d)
     lines += staged_grid_markdown(d)
+    lines += unfinished_stages_markdown(name, d)
     if d.get("references"):
         lines += ["", "References (quoted, not run by this script):", ""]
         for ref in d["references"]:
@@ -884,6 +885,33 @@ def staged_grid_markdown(d: dict[str, Any]) -> list[str]:
             f"validation users, chosen on the tune half's Recall@20; overrides of the row's set): {pts}. "
             f"Chosen {json.dumps(run['chosen'], sort_keys=True)} ({edge}); then seeds "
             f"{[x['seed'] for x in r['runs']]} of that point (the grid seed's fit reused), test once per seed."
+        )
+    return out
+
+
+def unfinished_stages_markdown(name: str, d: dict[str, Any]) -> list[str]:
+    """Staged rows of this section still incomplete in :data:`STAGES` (cut by a time limit): the grid
+    points and seeds that did finish, so that a run that fell short is on record too."""
+    stages = json.loads(STAGES.read_text()) if STAGES.exists() else {}
+    done = {r["label"] for r in d["rows"] if r.get("runs")}
+    out = []
+    for key, st in stages.items():
+        section, label = key.split("/", 1)
+        if section != name or label in done:
+            continue
+        pts = "; ".join(
+            f"{json.dumps(g['point'], sort_keys=True)}: tune {g['tune_valid_recall@20']:.4f}, all "
+            f"{g['all_valid_recall@20_early_stopping']:.4f}, best epoch {g['best_epoch']}, {g['fit_seconds']:.0f} s"
+            for g in st.get("grid", [])
+        )
+        runs = "; ".join(
+            f"seed {s}: test R@20 {r['test']['recall@20']:.4f}, NDCG@20 {r['test']['ndcg@20']:.4f} "
+            f"(chosen {json.dumps(r['chosen'], sort_keys=True)})"
+            for s, r in st.get("runs", {}).items()
+        )
+        out.append(
+            f"\n**Incomplete** staged row '{label}' (not in the table; stopped by the time limit): grid points "
+            f"finished (seed of the grid, validation only): {pts or 'none'}. Seeds finished: {runs or 'none'}."
         )
     return out
 

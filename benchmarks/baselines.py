@@ -44,6 +44,7 @@ from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate, hit_matrix, mean_metrics, per_user_metrics
 from modalrec.models import create
 from modalrec.models.base import Recommender
+from modalrec.models.itemknn import ItemKNN
 from peers.common import PEERS_DIR, PeerError, peer_available, read_outputs, run_peer, write_split
 from plan import AMENDED, UNPLANNED, Plan, code_commit, git, load_plan, status_mark
 
@@ -164,14 +165,44 @@ def pick(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(float(metrics[k]), 4) for k in keys}
 
 
-def fit_point(ds: Dataset, name: str, params: dict[str, Any]) -> tuple[float, Any, dict[str, Any]]:
+#: A fitted point kept for the next one: (point, model, training facts).
+Fitted = tuple[dict[str, Any], Any, dict[str, Any]]
+
+
+def same_similarity(name: str, params: dict[str, Any], prev: Fitted | None) -> ItemKNN | None:
+    """ItemKNN at ``params`` built from the previous point's fitted similarity when the two points differ
+    only in ``pop_weight`` (else ``None``). Why: ``pop_weight`` changes only the scoring, the similarity
+    (k, shrink, train) is the same deterministic matrix, so recomputing it for every ``pop_weight`` of
+    the grid would only cost time on a shared machine. The grid walks ``pop_weight`` innermost."""
+    if name != "itemknn" or prev is None or not isinstance(prev[1], ItemKNN):
+        return None
+    rest = {k: v for k, v in params.items() if k != "pop_weight"}
+    if rest != {k: v for k, v in prev[0].items() if k != "pop_weight"}:
+        return None
+    model = create(name, **params)
+    assert isinstance(model, ItemKNN)
+    model.n_users, model.n_items = prev[1].n_users, prev[1].n_items
+    model.meta = {k: v for k, v in prev[1].meta.items() if k != "best_valid_recall@20"}
+    model._set(prev[1]._train, prev[1]._sim)
+    return model
+
+
+def fit_point(
+    ds: Dataset, name: str, params: dict[str, Any], prev: Fitted | None = None
+) -> tuple[float, Any, dict[str, Any]]:
     """Fit one of our models at one point; return its validation Recall@20 (all validation users, train
     masked), the model, and how its training ended. Why both sources: a trained model's early stopping
     already scored validation (the best check, whose state it keeps); a model without a training loop
-    (Popularity, ItemKNN) is scored once here, by the same evaluator."""
+    (Popularity, ItemKNN) is scored once here, by the same evaluator. ``prev``: see
+    :func:`same_similarity` (its fit time is then the similarity's, from the previous point)."""
     t0 = time.perf_counter()
-    model = create(name, **params).fit(ds, progress=False)
-    fit_s = time.perf_counter() - t0
+    model = same_similarity(name, params, prev)
+    if model is None:
+        model = create(name, **params).fit(ds, progress=False)
+        fit_s = time.perf_counter() - t0
+    else:
+        assert prev is not None
+        fit_s = float(prev[2]["fit_seconds"])
     valid = model.meta.get("best_valid_recall@20")
     if valid is None:
         valid = evaluate(model, ds, "valid", ks=(20,)).metrics["recall@20"]
@@ -198,7 +229,7 @@ def point_dir(work: Path, ds: Dataset, dataset_name: str, name: str, point: dict
 
 
 def cached_fit(
-    ds: Dataset, name: str, params: dict[str, Any], where: Path | None
+    ds: Dataset, name: str, params: dict[str, Any], where: Path | None, prev: Fitted | None = None
 ) -> tuple[float, Any, dict[str, Any], bool]:
     """:func:`fit_point`, or the kept result of an earlier job that finished the same point (``where``:
     :func:`point_dir`). Returns (validation Recall@20, model, training facts, reused)."""
@@ -206,7 +237,7 @@ def cached_fit(
     if where is not None and done is not None and done.exists():
         info = json.loads(done.read_text())
         return float(info.pop("valid_recall@20")), Recommender.load(where / "model"), info, True
-    valid, model, info = fit_point(ds, name, params)
+    valid, model, info = fit_point(ds, name, params, prev)
     if where is not None and done is not None:
         model.save(where / "model")
         atomic_write_json(done, {"valid_recall@20": valid, **info})  # written last: the point is complete
@@ -233,10 +264,12 @@ def run_ours(ds: Dataset, name: str, threads: int, dataset_name: str, work: Path
     tried: list[tuple[float, dict[str, Any], dict[str, Any]]] = []
     best: tuple[float, dict[str, Any], Any, dict[str, Any]] | None = None
     t0 = time.perf_counter()
+    last: Fitted | None = None
     for point in grid_points(params, grid):
         valid, model, info, reused = cached_fit(
-            ds, name, point, point_dir(work, ds, dataset_name, name, point)
+            ds, name, point, point_dir(work, ds, dataset_name, name, point), last
         )
+        last = (point, model, info)
         chosen = {k: point[k] for k in grid}
         tried.append((valid, chosen, info))
         if grid:

@@ -221,8 +221,8 @@ def synth_data(root: Path, size: str, spec: dict[str, int]) -> Path:
 
 def mode_params(mode: str) -> dict[str, str]:
     """Model settings of a timing mode: ``old`` (per-batch path), ``new-tN`` (shared propagation, items
-    renumbered by popularity, the default) or ``new-tN-given`` (shared, items in the data set's order:
-    the before of the renumbering).
+    renumbered for cache locality, the default ``item_order="local"``) or ``new-tN-given`` (shared, items in
+    the data set's order: the before of the renumbering).
 
     >>> mode_params("old"), mode_params("new-t2"), mode_params("new-t1-given")["item_order"]
     ({'propagation': 'per_batch'}, {'propagation': 'shared'}, 'given')
@@ -418,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
         "--modes",
         nargs="*",
         default=None,
-        help="old, new-tN (N threads; items renumbered by popularity, the default), new-tN-given (items in the given order)",
+        help="old, new-tN (N threads; items renumbered for locality, the default), new-tN-given (items in the given order)",
     )
     ap.add_argument("--data-root", type=Path, default=Path("/tmp/graph_linear"))
     ap.add_argument("--render", action="store_true", help="rewrite the Markdown from the JSON")

@@ -14,7 +14,7 @@ import torch
 
 from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate
-from modalrec.models import create
+from modalrec.models import create, graph_order
 from modalrec.models import lightgcn as lightgcn_module
 from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams
 from modalrec.models.lightgcn import csr_matmul
@@ -157,7 +157,7 @@ def test_fused_propagation_has_the_layerwise_values_and_gradients(
     eu0, ei0 = (torch.tensor(rng.standard_normal((n, 4)), dtype=torch.float32) for n in train.shape)
     wu, wi = (torch.tensor(rng.standard_normal((n, 4)), dtype=torch.float32) for n in train.shape)
     # fused also on the blocks with the items renumbered by popularity (results back in the given order)
-    ordered = lightgcn_module.ItemOrderedBlocks.of(r, r_t)
+    ordered = graph_order.ItemOrderedBlocks.of(r, r_t)
     assert not np.array_equal(ordered.order, np.arange(train.shape[1]))
     results = []
     for fused, blocks in ((False, None), (True, None), (True, ordered)):
@@ -175,20 +175,32 @@ def test_fused_propagation_has_the_layerwise_values_and_gradients(
 def test_item_ordered_blocks_are_the_graph_renumbered() -> None:
     train = sp.random(30, 12, density=0.3, random_state=5, format="csr", dtype=np.float32)
     r, r_t = lightgcn_module.normalised_blocks(train)
-    g = lightgcn_module.ItemOrderedBlocks.of(r, r_t)
+    g = graph_order.ItemOrderedBlocks.of(r, r_t)
     degree = np.diff(r_t.indptr)
     assert (np.diff(degree[g.order]) <= 0).all()  # falling popularity
     np.testing.assert_array_equal(g.r.toarray(), r.toarray()[:, g.order])
     np.testing.assert_array_equal(g.r_t.toarray(), g.r.toarray().T)
     assert g.r.has_sorted_indices and g.follows(r) and not g.follows(r.copy())
-    cache = lightgcn_module.ItemOrderCache("popularity")
+    cache = graph_order.ItemOrderCache("local")
     assert cache.blocks(r, r_t) is cache.blocks(r, r_t)
-    assert lightgcn_module.ItemOrderCache("given").blocks(r, r_t) is None
+    assert graph_order.ItemOrderCache("given").blocks(r, r_t) is None
 
 
-@pytest.mark.parametrize("name", ["lightgcn", "graphmm"])
-def test_item_order_changes_only_rounding(clustered: Dataset, name: str) -> None:
-    given = _fit(clustered, name, propagation="shared", steps_per_epoch=3, item_order="given")
-    popular = _fit(clustered, name, propagation="shared", steps_per_epoch=3, item_order="popularity")
-    np.testing.assert_allclose(popular.item_vectors, given.item_vectors, atol=1e-4)
-    np.testing.assert_allclose(popular.user_vectors, given.user_vectors, atol=1e-4)
+@pytest.mark.parametrize(("name", "data"), [("lightgcn", "clustered"), ("graphmm", "featured")])
+def test_item_order_changes_only_rounding(request: pytest.FixtureRequest, name: str, data: str) -> None:
+    ds = request.getfixturevalue(data)
+    given = _fit(ds, name, propagation="shared", steps_per_epoch=3, item_order="given")
+    local = _fit(ds, name, propagation="shared", steps_per_epoch=3, item_order="local")
+    if name == "graphmm":  # its item-item graphs ran in their banded order
+        assert set(local._banded) == {"text", "image"} and not given._banded
+    np.testing.assert_allclose(local.item_vectors, given.item_vectors, atol=1e-4)
+    np.testing.assert_allclose(local.user_vectors, given.user_vectors, atol=1e-4)
+
+
+def test_banded_graph_gives_the_same_product() -> None:
+    g = sp.random(80, 80, density=0.05, random_state=2, format="csr", dtype=np.float32)
+    b = graph_order.BandedGraph.of(g, g.T.tocsr())
+    assert sorted(b.order.tolist()) == list(range(80))
+    x = np.random.default_rng(1).standard_normal((80, 3)).astype(np.float32)
+    np.testing.assert_allclose((b.g @ x[b.order])[b.inverse], g @ x, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose((b.g_t @ x[b.order])[b.inverse], g.T @ x, rtol=1e-5, atol=1e-6)

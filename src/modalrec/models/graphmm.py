@@ -56,8 +56,8 @@ from modalrec.models.content import (
     warm_items,
 )
 from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams, SamplerFactory, bpr_loss
+from modalrec.models.graph_order import BandedGraph, ItemOrderCache
 from modalrec.models.lightgcn import (
-    ItemOrderCache,
     lightgcn_propagate,
     normalised_blocks,
     resolve_workers,
@@ -204,6 +204,7 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
         self._ii_t = {m: g.T.tocsr() for m, g in self._ii.items()}
         self._r, self._r_t = normalised_blocks(dataset.train)
         self._item_order = ItemOrderCache(self.hp.item_order)
+        self._banded: dict[str, BandedGraph] = {}
         self._neighbours = _neighbour_table([self._ii[m] for m in self._mods], dataset.n_items)
         tr = dataset.train.tocoo()
         self._train_keys = np.sort(tr.row.astype(np.int64) * dataset.n_items + tr.col.astype(np.int64))
@@ -254,15 +255,29 @@ class GraphMM(EmbeddingRecommender[GraphMMParams]):
             w = torch.softmax(net.graph_logits, 0)
             h = torch.zeros_like(i)
             for k, m in enumerate(self._graphs):
-                x = ego
-                for _ in range(self.hp.ii_layers):
-                    x = spmm(self._ii[m], self._ii_t[m], x, workers)
-                h = h + w[k] * x
+                h = h + w[k] * self._item_graph(m, ego, workers, local=fused)
             i = i + h
         if self.hp.loss == "softmax":
             # Trained on cosine scores: score on cosine too (the stored vectors are unit length).
             u, i = F.normalize(u, dim=1), F.normalize(i, dim=1)
         return u, i
+
+    def _item_graph(self, m: str, x: torch.Tensor, workers: int, *, local: bool) -> torch.Tensor:
+        """``ii_layers`` products of item-item graph ``m`` with ``x``. With ``local`` (the shared path,
+        unless ``item_order="given"``) they run in the graph's reverse Cuthill-McKee order
+        (:class:`~modalrec.models.graph_order.BandedGraph`: the same sums, read from nearby rows) and
+        the result comes back in the given order."""
+        if not local or self.hp.item_order == "given":
+            for _ in range(self.hp.ii_layers):
+                x = spmm(self._ii[m], self._ii_t[m], x, workers)
+            return x
+        if m not in self._banded:
+            self._banded[m] = BandedGraph.of(self._ii[m], self._ii_t[m])
+        b = self._banded[m]
+        x = x.index_select(0, torch.from_numpy(b.order))
+        for _ in range(self.hp.ii_layers):
+            x = spmm(b.g, b.g_t, x, workers)
+        return x.index_select(0, torch.from_numpy(b.inverse))
 
     # ------------------------------------------------------------------ losses
     def propagated_loss(

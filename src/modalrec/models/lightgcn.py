@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,6 +28,7 @@ from torch import nn
 
 from modalrec.models.base import register
 from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams
+from modalrec.models.graph_order import ItemOrderCache, ItemOrderedBlocks, to_given, to_positions
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset
@@ -151,79 +151,6 @@ def product(a: sp.csr_matrix, a_t: sp.csr_matrix, x: np.ndarray, workers: int = 
     return csr_matmul(a, x, workers)
 
 
-@dataclass(frozen=True, eq=False)
-class ItemOrderedBlocks:
-    """The normalised blocks with the items renumbered by falling degree, for the fused propagation.
-
-    Why: past ~10^5 items the item table outgrows the CPU cache (200k items x 64 floats = 51 MB
-    against a 32 MB L3 here), and every sparse product reads or writes its rows in the order the
-    edges name them. Numbered by falling popularity, the rows most edges touch sit together and stay
-    cached: 0.53 -> 0.41 s per product at size M on one thread, 0.30 -> 0.22 s on two (measured back
-    to back; users reordered as well bought nothing more). The layer mean commutes with renumbering,
-    so the result is the given order's up to float rounding of the sums (see :class:`_LayerMean`).
-
-    >>> r = sp.csr_matrix(np.array([[1, 0, 2], [0, 0, 3]], dtype=np.float32))
-    >>> g = ItemOrderedBlocks.of(r, r.T.tocsr())
-    >>> g.order.tolist(), g.r.toarray().tolist()
-    ([2, 0, 1], [[2.0, 1.0, 0.0], [3.0, 0.0, 0.0]])
-    """
-
-    #: the given-order user x items block these were made from (:meth:`follows` checks identity)
-    source: sp.csr_matrix
-    r: sp.csr_matrix
-    r_t: sp.csr_matrix
-    #: ``order[k]`` is the given index of the item at position k
-    order: np.ndarray
-
-    @classmethod
-    def of(cls, r: sp.csr_matrix, r_t: sp.csr_matrix) -> ItemOrderedBlocks:
-        order = np.argsort(-np.diff(r_t.indptr), kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
-        r_o = sp.csr_matrix(
-            (r.data.copy(), rank[r.indices].astype(r.indices.dtype), r.indptr.copy()), shape=r.shape
-        )
-        r_o.sort_indices()
-        r_t_o = r_t[order].tocsr()
-        r_t_o.sort_indices()
-        return cls(r, r_o, r_t_o, order)
-
-    def follows(self, r: sp.csr_matrix) -> bool:
-        """True while these are the renumbered copy of ``r`` (graphmm re-prunes its graph per epoch)."""
-        return self.source is r
-
-
-class ItemOrderCache:
-    """The renumbered blocks of a model's current graph, rebuilt only when the graph object changes
-    (graphmm re-prunes its graph every epoch; LightGCN's never changes). ``mode="given"`` keeps the
-    data set's item order (no copy)."""
-
-    def __init__(self, mode: str) -> None:
-        self.mode = mode
-        self._blocks: ItemOrderedBlocks | None = None
-
-    def blocks(self, r: sp.csr_matrix, r_t: sp.csr_matrix) -> ItemOrderedBlocks | None:
-        if self.mode == "given":
-            return None
-        if self._blocks is None or not self._blocks.follows(r):
-            self._blocks = ItemOrderedBlocks.of(r, r_t)
-        return self._blocks
-
-
-def _to_positions(x: np.ndarray, order: np.ndarray | None) -> np.ndarray:
-    """Rows of an item table moved to their renumbered positions (a copy; as given without an order)."""
-    return x if order is None else np.take(x, order, axis=0)
-
-
-def _to_given(x: np.ndarray, order: np.ndarray | None) -> np.ndarray:
-    """The inverse of :func:`_to_positions`."""
-    if order is None:
-        return x
-    out = np.empty_like(x)
-    out[order] = x
-    return out
-
-
 class _SpMM(torch.autograd.Function):
     """y = A @ x with A a constant scipy CSR matrix; grad_x = A^T @ grad_y (precomputed CSR).
 
@@ -306,18 +233,18 @@ class _LayerMean(torch.autograd.Function):
         workers: int,
         order: np.ndarray | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        xi = _to_positions(ei.detach().numpy(), order)
+        xi = to_positions(ei.detach().numpy(), order)
         su, si = layer_mean(r, r_t, eu.detach().numpy(), xi, n_layers, workers)
         ctx.graph = (r, r_t, n_layers, workers, eu.shape[1], su.dtype, order)
-        return torch.from_numpy(su), torch.from_numpy(_to_given(si, order))
+        return torch.from_numpy(su), torch.from_numpy(to_given(si, order))
 
     @staticmethod
     def backward(ctx: Any, gu: torch.Tensor | None, gi: torch.Tensor | None) -> tuple[Any, ...]:
         r, r_t, n_layers, workers, dim, dtype, order = ctx.graph
         gu_np = np.zeros((r.shape[0], dim), dtype) if gu is None else gu.contiguous().numpy()
         gi_np = np.zeros((r.shape[1], dim), dtype) if gi is None else gi.contiguous().numpy()
-        du, di = layer_mean(r, r_t, gu_np, _to_positions(gi_np, order), n_layers, workers)
-        return None, None, torch.from_numpy(du), torch.from_numpy(_to_given(di, order)), None, None, None
+        du, di = layer_mean(r, r_t, gu_np, to_positions(gi_np, order), n_layers, workers)
+        return None, None, torch.from_numpy(du), torch.from_numpy(to_given(di, order)), None, None, None
 
 
 def lightgcn_propagate(

@@ -761,6 +761,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--summary", action="append", default=None, help="render: the reading of all sections (replaces it)"
     )
+    ap.add_argument(
+        "--latency-note",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("AGE", "TEXT"),
+        help="render: add a note to a latency run (AGE 0 = the latest, 1 = the one before, ...)",
+    )
     args = ap.parse_args(argv)
     if args.section == "render":
         r = read_results()
@@ -770,6 +778,9 @@ def main(argv: list[str] | None = None) -> int:
         r["attempts"] = [*r.get("attempts", []), *args.note]
         if args.summary is not None:
             r["summary"] = args.summary
+        runs = [*r.get("latency_earlier", []), r.get("latency", {})]
+        for age, text in args.latency_note:
+            runs[-1 - int(age)].setdefault("notes", []).append(text)
         write_results(r)
         return 0
     {

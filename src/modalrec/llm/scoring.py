@@ -16,9 +16,10 @@ attention takes no custom mask (not ``sdpa``/``eager``) use the padded batch
 (:func:`padded_continuation_logprobs`). No text is generated, so the result is deterministic.
 
 Work that changes no score (issue 19's p95 < 1 s at 2 threads; CPU per ML-100K user at 1 thread, paired
-with the code before, 10 users: -8 to -9%): candidates that begin with the same tokens (" The ...")
-run those positions once (:class:`PrefixTree`; 1-6 of ~300 positions per user); with ``sdpa`` the
-attention skips the masked-out blocks (:mod:`modalrec.llm.tree_attention`); the prompt's last
+with the code before, 6-10 users: -12%): prompt and candidates run as one pass when they fit in one
+(no cache, one set of per-layer overheads, larger matrix products); candidates that begin with the
+same tokens (" The ...") run those positions once (:class:`PrefixTree`; 1-6 of ~300 positions per
+user); with ``sdpa`` the attention skips the masked-out blocks (:mod:`modalrec.llm.tree_attention`); the prompt's last
 position joins the pass's vocabulary projection (one matrix product instead of an extra
 matrix-vector product over the 49k x 576 weights); the logits go into a reused buffer and the
 log-softmax runs in place (a fresh 60 MB tensor page-faults on every call: :func:`vocab_logprobs`).
@@ -65,10 +66,11 @@ def continuation_logprobs(
 ) -> ContinuationScores:
     """Sum of ``log p(continuation | prompt)`` for each token-id continuation.
 
-    The prompt is encoded once (its KV cache is reused); continuations are packed without padding
-    into passes of at most ``batch_size`` continuations and ``pack_tokens`` tokens (the mask of a
-    pass is ``tokens x (prompt + tokens)``): one pass for a typical 20-candidate re-ranking, whose
-    vocabulary projection also gives the first token's log-probabilities (the prompt's last row).
+    Continuations are packed without padding into passes of at most ``batch_size`` continuations
+    and ``pack_tokens`` tokens. When they fit in one (a typical 20-candidate re-ranking), prompt and
+    candidates run as **one** pass (:func:`single_pass_logprobs`); otherwise the prompt runs once and
+    its KV cache serves each packed pass (the mask of a pass is ``tokens x (prompt + tokens)``). The
+    vocabulary projection of a pass also gives the first tokens' log-probabilities (the prompt's last row).
     """
     import torch
 
@@ -81,12 +83,16 @@ def continuation_logprobs(
     if split is None or not packable(llm.model):
         return padded_continuation_logprobs(llm, prompt_ids, continuations, batch_size=batch_size)
     with torch.inference_mode():
-        cache, last = prompt_pass(split, prompt_ids)
         chunks = pack_chunks(out_n, batch_size, pack_tokens)
+        cache, last = prompt_pass(split, prompt_ids) if len(chunks) > 1 else (None, None)
         for chunk in chunks:
             tails = [continuations[i] for i in chunk]
-            own = cache if len(chunks) == 1 else _copy_cache(cache)  # a pass extends the cache it gets
-            lp = packed_token_logprobs(split, own, len(prompt_ids), None, tails, prefix_hidden=last)
+            if cache is None:  # one pass for prompt and candidates
+                lp = single_pass_logprobs(split, prompt_ids, tails)
+            else:  # several passes after the prompt's cached pass
+                lp = packed_token_logprobs(
+                    split, _copy_cache(cache), len(prompt_ids), None, tails, prefix_hidden=last
+                )
             seg = torch.repeat_interleave(torch.arange(len(tails)), torch.tensor([len(t) for t in tails]))
             sums = torch.zeros(len(tails), dtype=torch.float64).index_add_(0, seg, lp)
             out_lp[chunk] = sums.numpy()
@@ -199,6 +205,50 @@ def packed_token_logprobs(
     return lp
 
 
+def single_pass_logprobs(split: tuple[Any, Any], prompt_ids: list[int], tails: list[list[int]]) -> Any:
+    """:func:`packed_token_logprobs` with the prompt in the same pass (no cache): float64 ``[sum of tail lengths]``.
+
+    Why: the prompt alone (~96 positions) makes small matrix products that two threads share
+    less well than the ~380 positions of prompt and candidates together, and a second pass costs
+    its own per-layer overhead. The prompt's positions attend causally among themselves, each tree
+    node to the prompt and its ancestors (the same mask as prompt pass + packed pass), so the
+    values are the same.
+    """
+    import torch
+
+    decoder, head = split
+    flat = torch.tensor([x for t in tails for x in t], dtype=torch.long)
+    lens = [len(t) for t in tails]
+    tree = PrefixTree.build(tails)
+    T, P = len(tree.tokens), len(prompt_ids)
+    allowed = torch.zeros((P + T, P + T), dtype=torch.bool)
+    allowed[:P, :P] = torch.ones((P, P), dtype=torch.bool).tril()
+    allowed[P:, :P] = True
+    allowed[P:, P:] = tree.ancestors()
+    ids = torch.tensor([*prompt_ids, *tree.tokens], dtype=torch.long)
+    pos = torch.cat([torch.arange(P), P + torch.tensor(tree.depth, dtype=torch.long)])
+    kw: dict[str, Any] = {}
+    with tree_attention(decoder) as fast:
+        if fast and T:
+            kw[LAYOUT_KWARG] = TreeLayout.from_paths(tree.paths(lens), T, P, with_prompt=True)
+        mask = _float_mask(allowed, decoder.get_input_embeddings().weight.dtype)
+        out = decoder(input_ids=ids[None], attention_mask=mask, position_ids=pos[None], use_cache=False, **kw)
+    first = torch.zeros(len(flat), dtype=torch.bool)
+    first[torch.cumsum(torch.tensor(lens), 0) - torch.tensor(lens)] = True  # scored by the prompt's last row
+    rows = torch.zeros(len(flat), dtype=torch.long)
+    rows[~first] = 1 + torch.tensor(tree.rows, dtype=torch.long)
+    return vocab_logprobs(head, out.last_hidden_state[0, P - 1 :], rows, flat).double()
+
+
+def _float_mask(allowed: Any, dtype: Any) -> Any:
+    """A ``[1, 1, Q, K]`` additive mask: 0 where ``allowed``, the dtype's minimum elsewhere."""
+    import torch
+
+    return torch.zeros((1, 1, *allowed.shape), dtype=dtype).masked_fill_(
+        ~allowed[None, None], torch.finfo(dtype).min
+    )
+
+
 def tree_pass(decoder: Any, cache: Any, prefix_len: int, tree: PrefixTree, lengths: list[int]) -> Any:
     """The hidden states ``[T, d]`` of ``tree``'s nodes after the cached prefix (which the pass extends).
 
@@ -209,8 +259,7 @@ def tree_pass(decoder: Any, cache: Any, prefix_len: int, tree: PrefixTree, lengt
 
     T, P = len(tree.tokens), prefix_len
     allowed = torch.cat([torch.ones((T, P), dtype=torch.bool), tree.ancestors()], dim=1)
-    dt = decoder.get_input_embeddings().weight.dtype
-    mask = torch.zeros((1, 1, T, P + T), dtype=dt).masked_fill_(~allowed[None, None], torch.finfo(dt).min)
+    mask = _float_mask(allowed, decoder.get_input_embeddings().weight.dtype)
     ids = torch.tensor(tree.tokens, dtype=torch.long)
     pos = P + torch.tensor(tree.depth, dtype=torch.long)
     kw: dict[str, Any] = {_cache_keyword(decoder): cache}

@@ -52,10 +52,17 @@ class TreeLayout:
     owner_b: Any
     owner_i: Any
     prefix_len: int
+    with_prompt: bool = False
 
     @classmethod
-    def from_paths(cls, paths: list[list[int]], n_nodes: int, prefix_len: int) -> TreeLayout:
-        """The layout of non-empty node paths (each a root-to-node chain, parents first)."""
+    def from_paths(
+        cls, paths: list[list[int]], n_nodes: int, prefix_len: int, *, with_prompt: bool = False
+    ) -> TreeLayout:
+        """The layout of non-empty node paths (each a root-to-node chain, parents first).
+
+        ``with_prompt``: the queries are the prompt's ``P`` positions (causal among themselves) and
+        then the nodes, in one pass without a cache; else the nodes only, after a cached prompt.
+        """
         import torch
 
         L = max(len(p) for p in paths)
@@ -68,14 +75,29 @@ class TreeLayout:
             owner_i[idx] = torch.arange(len(paths[b]))
         if bool((owner_b < 0).any()):
             raise ValueError("every node must lie on some path")
-        return cls(grid, owner_b, owner_i, int(prefix_len))
+        return cls(grid, owner_b, owner_i, int(prefix_len), with_prompt)
 
     def attend(self, query: Any, key: Any, value: Any, scale: float) -> Any:
-        """Attention output ``[1, T, H, D]`` (transformers' layout) of queries ``[1, H, T, D]``.
+        """Attention output ``[1, Q, H, D]`` (transformers' layout) of queries ``[1, H, Q, D]``.
 
         ``key``/``value`` ``[1, Hk, P + T, D]`` hold the prompt then the ``T`` inputs (the cache after
-        its update); ``H`` must be a multiple of ``Hk`` (grouped-query attention).
+        its update, or the whole pass); ``H`` must be a multiple of ``Hk`` (grouped-query attention).
+        The queries are the ``T`` inputs, or with ``with_prompt`` the prompt and then the inputs.
         """
+        import torch
+
+        P = self.prefix_len
+        if not self.with_prompt:
+            return self._inputs(query, key, value, scale)
+        G = query.shape[1] // key.shape[1]
+        kp, vp = key[:, :, :P].repeat_interleave(G, 1), value[:, :, :P].repeat_interleave(G, 1)
+        flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+        head = flash(query[:, :, :P], kp, vp, 0.0, True, attn_mask=None, scale=scale)[0]
+        rest = self._inputs(query[:, :, P:], key, value, scale)
+        return torch.cat([head.transpose(1, 2).to(rest.dtype), rest], dim=1)
+
+    def _inputs(self, query: Any, key: Any, value: Any, scale: float) -> Any:
+        """:meth:`attend` for queries that are the ``T`` inputs only."""
         import torch
 
         flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu

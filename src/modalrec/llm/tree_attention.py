@@ -12,8 +12,10 @@ pass at 2 threads, measured with torch.profiler). Here the same attention is two
 
 merged exactly through the two log-sum-exps that the CPU flash-attention kernel returns:
 ``out = o1 * s + o2 * (1 - s)`` with ``s = sigmoid(lse1 - lse2)``. Same result as the masked
-``sdpa`` call to float32 rounding. An input shared by several paths is a query in each (cheap)
-and takes its output from the first.
+``sdpa`` call to float32 rounding. In the single pass of
+:func:`~modalrec.llm.scoring.single_pass_logprobs` (prompt and inputs together, no cache) the prompt's
+own queries are a third piece, causal over the prompt. An input shared by several paths is a query
+in each (cheap) and takes its output from the first.
 
 Used through transformers' attention registry under :data:`NAME`: for the duration of the packed
 pass the model's attention implementation is switched to it; calls without a

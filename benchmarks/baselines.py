@@ -128,6 +128,17 @@ DIAGNOSES = {
         "so the chunked fit is not the cause, and the planned lr/reg grid spans 10x in each. The row keeps "
         "the library's sampler; 'BPR, uniform negatives' is the same model with 90% uniform negatives."
     ),
+    "recbole BPR": (
+        "its rows so far are pre-plan runs (lr 1e-3, no weight decay, 300-epoch cap). RecBole 1.2.1's BPR "
+        "has no L2 term (its loss is BPRLoss only; checked in the 1.2.1 source), and on TikTok it stopped at "
+        "best epoch 35 of 70 with valid R@20 .0472: the early overfitting our own bprmf shows at the same "
+        "step with a near-zero L2 (lr 1e-3, reg 1e-4: valid .0456, test .0440), which its reg grid lifted to "
+        "valid .0846 (reg 0.1). Its negatives are uniform over all items with the user's training items "
+        "rejected (RecBole's sampler, 1 per positive), like ours, and its validation is full-sort with train "
+        "masked (the runner cross-checks it with our evaluator), so neither is the suspect. Plan amendment "
+        "b091a03 gives it learning_rate x weight_decay (Adam's coupled L2, its only regulariser); that run "
+        "has not happened yet (on 2026-12-03 the quality lane was held from 07:50 UTC by a 115-min multimodal job)."
+    ),
     "modalrec itemknn": (
         "TikTok, validation only (benchmarks/itemknn_popularity.py, results/itemknn_popularity.json): ItemKNN "
         "is below Popularity on validation at all 25 grid points (best .0298 at k 20, shrink 1e4, vs "

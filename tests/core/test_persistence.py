@@ -53,7 +53,7 @@ def test_save_records_the_format_version_and_round_trips(tmp_path: Path) -> None
     model.save(tmp_path / "m")
     info = json.loads((tmp_path / "m" / "model.json").read_text())
     assert info["format_version"] == 1
-    assert info["params"] == {"k": 5, "shrink": 0.0}
+    assert info["params"] == {"k": 5, "shrink": 0.0, "pop_weight": 0.0}
     again = Recommender.load(tmp_path / "m")
     np.testing.assert_array_equal(again.score([0, 1]), model.score([0, 1]))
 

@@ -328,13 +328,24 @@ def is_cached(model: str, p: dict[str, Any]) -> bool:
     return (cache_dir(model, p) / f"{Recommender.stem}.json").exists()
 
 
+def load_cached(model: str, p: dict[str, Any]) -> Any:
+    """The cached fit of ``p``, rebuilt from ``p`` itself (not from the hyperparameters the JSON lists:
+    a default added to the code since the save, or changed in the working tree, must not block it)."""
+    from modalrec.core.persistence import read_component_files
+
+    info, state = read_component_files(cache_dir(model, p), Recommender.stem, Recommender.kind)
+    m = create(model, **p)
+    m.meta = info.get("meta", {}) | {"loaded_from_cache": True}
+    m._restore_facts(info)
+    m._restore(state)
+    return m
+
+
 def fit_cached(ds: Dataset, model: str, p: dict[str, Any]) -> Any:
     """The model fitted with ``p`` (early stopping on all validation users): loaded from
     :data:`MODEL_CACHE` when a previous job saved it, else fitted here and saved."""
     if is_cached(model, p):
-        m = Recommender.load(cache_dir(model, p))
-        m.meta["loaded_from_cache"] = True
-        return m
+        return load_cached(model, p)
     m = create(model, **p)
     t_fit = time.perf_counter()
     m.fit(ds, progress=False)
@@ -461,9 +472,7 @@ def reuse_cached_members() -> Iterator[None]:
 
     def create_or_load(name: str, **params: Any) -> Any:
         if is_cached(name, params):
-            m = Recommender.load(cache_dir(name, params))
-            m.meta["loaded_from_cache"] = True
-            return _Fitted(m)
+            return _Fitted(load_cached(name, params))
         return real(name, **params)
 
     blend.create = create_or_load  # type: ignore[assignment]

@@ -771,6 +771,11 @@ def table_row(r: dict[str, Any]) -> str:
     """One Markdown table row of a section."""
     if "error" in r:
         return f"| {row_label(r)} | {r['note']} | failed: {r['error']} |" + " |" * 9
+    if "incomplete" in r:
+        return (
+            f"| {row_label(r)} | {r['note']} | incomplete: see the staged progress below the table |"
+            + " |" * 9
+        )
     if "quoted" in r:
         q = r["quoted"]
         return f"| {r['label']} | {r['note']} | - | {q['recall@20']:.4f} | - | - | {q['ndcg@20']:.4f} | - | - | - | - | - |"
@@ -1149,6 +1154,8 @@ def run_section(
             continue
         if not runs:  # a staged row stopped by --max-fits: its progress is in STAGES, resumed next call
             print(f"    {label}: incomplete (--max-fits), progress in {STAGES.name}", flush=True)
+            row["incomplete"] = f"stopped before all its fits ended; what did end is in {STAGES.name}"
+            d["rows"].append(row)
             continue
         row.update(runs=runs, agg=aggregate(runs), load_average_at_end=[round(x, 2) for x in os.getloadavg()])
         d["n_users"] = runs[0]["n_users"]

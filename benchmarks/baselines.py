@@ -129,15 +129,14 @@ DIAGNOSES = {
         "the library's sampler; 'BPR, uniform negatives' is the same model with 90% uniform negatives."
     ),
     "recbole BPR": (
-        "its rows so far are pre-plan runs (lr 1e-3, no weight decay, 300-epoch cap). RecBole 1.2.1's BPR "
-        "has no L2 term (its loss is BPRLoss only; checked in the 1.2.1 source), and on TikTok it stopped at "
-        "best epoch 35 of 70 with valid R@20 .0472: the early overfitting our own bprmf shows at the same "
-        "step with a near-zero L2 (lr 1e-3, reg 1e-4: valid .0456, test .0440), which its reg grid lifted to "
-        "valid .0846 (reg 0.1). Its negatives are uniform over all items with the user's training items "
-        "rejected (RecBole's sampler, 1 per positive), like ours, and its validation is full-sort with train "
+        "RecBole 1.2.1's BPR has no L2 term (its loss is BPRLoss only; checked in the 1.2.1 source), and its "
+        "pre-plan rows ran without weight decay (lr 1e-3, 300-epoch cap); on TikTok that row stopped at best "
+        "epoch 35 of 70 with valid R@20 .0472: the early overfitting our own bprmf shows at a near-zero L2 "
+        "(lr 1e-3, reg 1e-4: valid .0456). Its negatives are uniform over all items with the user's "
+        "training items rejected (1 per positive), like ours, and its validation is full-sort with train "
         "masked (the runner cross-checks it with our evaluator), so neither is the suspect. Plan amendment "
-        "b091a03 gives it learning_rate x weight_decay (Adam's coupled L2, its only regulariser); that run "
-        "has not happened yet (on 2026-12-03 the quality lane was held from 07:50 UTC by a 115-min multimodal job)."
+        "b091a03 gives it learning_rate x weight_decay (Adam's coupled L2, its only regulariser); on TikTok "
+        "that grid chose lr 5e-3, weight_decay 1e-5 (valid .1000; every weight_decay 0 point .043-.047)."
     ),
     "modalrec itemknn": (
         "TikTok, validation only (benchmarks/itemknn_popularity.py, results/itemknn_popularity.json): ItemKNN "
@@ -163,6 +162,12 @@ NOTES = {
         "(results/itemknn_popularity.json). ItemKNN's pop_weight (the third plan amendment) blends "
         "popularity into the neighbourhood score; the asymmetric cosine (Aiolli 2013) was tried first on "
         "validation and barely moved it (.0295 -> .0315). Validation chose pop_weight 0.75."
+    ),
+    ("tiktok", "recbole BPR"): (
+        "below Popularity in its pre-plan run (lr 1e-3, no weight decay: test R@20 .0460, valid .0472, best "
+        "epoch 35 of 70). RecBole's BPR loss has no L2 term; Adam's weight_decay is its only regulariser, "
+        "which the pre-plan run left at 0. Under plan amendment b091a03 (learning_rate x weight_decay) "
+        "every weight_decay-0 point stays at valid .043-.047 and weight_decay 1e-5 reaches .096-.100."
     ),
 }
 PUBLISHED = {

@@ -374,14 +374,18 @@ def save_stage(key: str, state: dict[str, Any]) -> None:
 
 
 def grid_edges(base: dict[str, Any], points: list[dict[str, Any]], chosen: dict[str, Any]) -> list[str]:
-    """Settings whose chosen value is the smallest or largest value the grid tried (base included).
+    """Settings the grid varied whose chosen value (the base's when the chosen point keeps it) is the
+    smallest or largest value tried (base included).
 
     >>> grid_edges({"t": 0.2}, [{}, {"t": 0.1}, {"t": 0.15}], {"t": 0.1})
     ['t = 0.1 is at the grid edge']
+    >>> grid_edges({"t": 0.2}, [{}, {"t": 0.1}], {})
+    ['t = 0.2 is at the grid edge']
     """
     out = []
-    for k, v in chosen.items():
+    for k in dict.fromkeys(k for pt in points for k in pt):
         tried: set[Any] = {pt[k] for pt in points if k in pt} | ({base[k]} if k in base else set())
+        v = chosen.get(k, base.get(k))
         if len(tried) > 1 and v in (min(tried), max(tried)):
             out.append(f"{k} = {v} is at the grid edge")
     return out
@@ -893,7 +897,9 @@ def staged_grid_markdown(d: dict[str, Any]) -> list[str]:
             f"{g['all_valid_recall@20_early_stopping']:.4f}, best epoch {g['best_epoch']}, {g['fit_seconds']:.0f} s"
             for g in run["grid"]
         )
-        edge = "; ".join(run.get("grid_edges") or []) or "not at a grid edge"
+        base = {k: v for k, v in r["params"].items() if k not in STAGE_KEYS}
+        edges = grid_edges(base, [g["point"] for g in run["grid"]], run["chosen"])
+        edge = "; ".join(edges) or "not at a grid edge"
         out.append(
             f"\nStaged grid of '{r['label']}' (each point fitted once, seed {run['grid_seed']}, early-stopped on all "
             f"validation users, chosen on the tune half's Recall@20; overrides of the row's set): {pts}. "
@@ -923,6 +929,12 @@ def unfinished_stages_markdown(name: str, d: dict[str, Any]) -> list[str]:
             f"(chosen {json.dumps(r['chosen'], sort_keys=True)})"
             for s, r in st.get("runs", {}).items()
         )
+        runs0 = next(iter(st.get("runs", {}).values()), None)
+        row = next((r for r in d["rows"] if r["label"] == label), None)
+        if runs0 is not None and row is not None:
+            base = {k: v for k, v in row["params"].items() if k not in STAGE_KEYS}
+            edges = grid_edges(base, [g["point"] for g in st["grid"]], runs0["chosen"])
+            runs += f" (chosen point: {'; '.join(edges) or 'not at a grid edge'})"
         out.append(
             f"\n**Incomplete** staged row '{label}' (not in the table; stopped by the time limit): grid points "
             f"finished (seed of the grid, validation only): {pts or 'none'}. Seeds finished: {runs or 'none'}."

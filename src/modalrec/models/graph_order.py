@@ -18,6 +18,17 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import reverse_cuthill_mckee
 
 
+def inverse_permutation(order: np.ndarray) -> np.ndarray:
+    """``inverse[order[k]] = k``: the position of each given index in ``order``.
+
+    >>> inverse_permutation(np.array([2, 0, 1])).tolist()
+    [1, 2, 0]
+    """
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(order.size)
+    return inverse
+
+
 @dataclass(frozen=True, eq=False)
 class ItemOrderedBlocks:
     """The normalised blocks with the items renumbered by falling degree, for the fused propagation.
@@ -45,8 +56,7 @@ class ItemOrderedBlocks:
     @classmethod
     def of(cls, r: sp.csr_matrix, r_t: sp.csr_matrix) -> ItemOrderedBlocks:
         order = np.argsort(-np.diff(r_t.indptr), kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(order.size)
+        rank = inverse_permutation(order)
         r_o = sp.csr_matrix(
             (r.data.copy(), rank[r.indices].astype(r.indices.dtype), r.indptr.copy()), shape=r.shape
         )
@@ -125,6 +135,5 @@ class BandedGraph:
     @classmethod
     def of(cls, g: sp.csr_matrix, g_t: sp.csr_matrix) -> BandedGraph:
         order = reverse_cuthill_mckee((g + g_t).tocsr(), symmetric_mode=True).astype(np.int64)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(order.size)
+        inverse = inverse_permutation(order)
         return cls(permuted_square(g, order), permuted_square(g_t, order), order, inverse)

@@ -57,12 +57,7 @@ from modalrec.models.content import (
 )
 from modalrec.models.embedding import EmbeddingRecommender, GraphTrainingParams, SamplerFactory, bpr_loss
 from modalrec.models.graph_order import BandedGraph, ItemOrderCache
-from modalrec.models.lightgcn import (
-    lightgcn_propagate,
-    normalised_blocks,
-    resolve_workers,
-    spmm,
-)
+from modalrec.models.lightgcn import lightgcn_propagate, normalised_blocks, resolve_workers, spmm
 
 if TYPE_CHECKING:
     from modalrec.data.dataset import Dataset

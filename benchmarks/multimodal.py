@@ -67,6 +67,10 @@ from plan import Plan, code_commit, load_plan, status_mark
 RESULTS = Path(__file__).resolve().parent / "results"
 KS = (10, 20, 50)
 PLAN_NAME = "multimodal"
+#: the plan's sections; tiktok_resplit = TikTok's interactions re-split per user 8:1:1 with seed 7
+SECTION_NAMES = ("tiktok", "tiktok_resplit", "ml100k", "coldstart", "baby")
+#: the split's tag in the model cache key ("" for the sections cached before the re-split existed)
+CACHE_TAG = {"tiktok_resplit": "tiktok random split seed 7"}
 CEASE_ROW = "content EASE (pseudo-users)"
 
 
@@ -93,7 +97,7 @@ def sections_from_plan(data: dict[str, Any]) -> dict[str, list[tuple[str, str, d
     """``{section: [(label, model, params, note), ...]}`` from the plan (sets resolved)."""
     sets = data.get("sets", {})
     out: dict[str, list[tuple[str, str, dict[str, Any], str]]] = {}
-    for section in ("tiktok", "ml100k", "coldstart", "baby"):
+    for section in SECTION_NAMES:
         rows = []
         for r in data.get(section, {}).get("rows", []):
             params = (resolve_set(sets, r["set"]) if "set" in r else {}) | dict(r.get("params", {}))
@@ -105,11 +109,7 @@ def sections_from_plan(data: dict[str, Any]) -> dict[str, list[tuple[str, str, d
 
 def plan_rows(data: dict[str, Any]) -> list[str]:
     """Row keys ``<section>/<label>`` of a multimodal plan."""
-    return [
-        f"{s}/{r['label']}"
-        for s in ("tiktok", "ml100k", "coldstart", "baby")
-        for r in data.get(s, {}).get("rows", [])
-    ]
+    return [f"{s}/{r['label']}" for s in SECTION_NAMES for r in data.get(s, {}).get("rows", [])]
 
 
 PLAN: Plan | None = None
@@ -163,6 +163,7 @@ TARGETS = {
     "coldstart": "cold-item Recall@20 above ItemKNN on the same raw content (ratios vs the expected random "
     "ranking and vs that ItemKNN reported; the former 2x-Popularity target was void: cold items all have popularity 0)",
     "baby": "graph model without content >= LightGCN",
+    "tiktok_resplit": "the fixed split's ranking of LightGCN, FREEDOM-style graphmm and our best row holds",
 }
 
 
@@ -171,6 +172,13 @@ def load_section(section: str) -> tuple[Dataset, dict[str, Any]]:
     if section == "tiktok":
         ds = load("tiktok")
         return ds, {"protocol": "TikTok fixed x_label split; image + audio features as given (128-d each)"}
+    if section == "tiktok_resplit":
+        ds = load("tiktok", split="random", seed=7)
+        return ds, {
+            "protocol": "TikTok interactions re-split per user at random 8:1:1 (seed 7); image + audio "
+            "features as given; settings as chosen on the fixed split (no re-tuning, except the "
+            "closed-form grids and blend weights, chosen on this split's tune half)"
+        }
     if section == "baby":
         ds = load("baby")
         return ds, {"protocol": "Amazon Baby fixed x_label split (random per-user 8:1:1), interactions only"}
@@ -318,9 +326,16 @@ def run_record(m: Any, ds: Dataset, seed: int, cand: np.ndarray | None, users_la
 FIT_BUDGET: dict[str, int | None] = {"left": None}  # --max-fits: new fits this process may still start
 
 
+#: the running section's split tag (:data:`CACHE_TAG`), part of every cache key
+SPLIT_TAG = {"tag": ""}
+
+
 def cache_dir(model: str, p: dict[str, Any]) -> Path:
-    """Where the model fitted with exactly ``p`` (seed included) is saved (safetensors + JSON, no pickle)."""
+    """Where the model fitted with exactly ``p`` (seed included) on this section's split is saved
+    (safetensors + JSON, no pickle). Why the split tag: the same parameters on another split of the same
+    interactions are another model; loading one for the other would leak its training data."""
     key = model + " " + json.dumps(p, sort_keys=True, default=str)
+    key += f" {SPLIT_TAG['tag']}" if SPLIT_TAG["tag"] else ""
     return MODEL_CACHE / hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
@@ -693,6 +708,39 @@ def verdict(section: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
             "lightgcn_ndcg@20": lg_n,
         }
     return {}
+
+
+def ranking_check(rows: list[dict[str, Any]], fixed: dict[str, Any]) -> dict[str, Any]:
+    """Issue 18's second check: do the rows rank on the re-split as on the fixed split?
+
+    Compared: the rows both sections ran (mean test Recall@20 and NDCG@20); ``holds`` asks it of
+    LightGCN, FREEDOM-style graphmm and the fixed split's best row (chosen there on the select half).
+
+    >>> row = lambda label, r, n: {"label": label, "agg": {"recall@20": {"mean": r}, "ndcg@20": {"mean": n}}}
+    >>> names = ["LightGCN", "graphmm BPR (FREEDOM-style)", "blend"]
+    >>> fixed = {"rows": [row(x, r, r / 2) for x, r in zip(names, (.08, .09, .11))],
+    ...          "verdict": {"issue18 best row": {"label": "blend"}}}
+    >>> ranking_check([row(x, r, r / 2) for x, r in zip(names, (.07, .10, .12))], fixed)["holds"]
+    True
+    >>> ranking_check([row(x, r, r / 2) for x, r in zip(names, (.10, .09, .12))], fixed)["holds"]
+    False
+    """
+    best = fixed.get("verdict", {}).get("issue18 best row", {}).get("label")
+    named = ["LightGCN", "graphmm BPR (FREEDOM-style)"] + ([best] if best else [])
+    here = {r["label"]: r["agg"] for r in rows if "agg" in r}
+    there = {r["label"]: r["agg"] for r in fixed.get("rows", []) if "agg" in r}
+    both = [label for label in here if label in there]
+    out: dict[str, Any] = {"best_row_on_fixed_split": best}
+    for met in ("recall@20", "ndcg@20"):
+        out[f"order by {met} (fixed split)"] = sorted(both, key=lambda x: there[x][met]["mean"])
+        out[f"order by {met} (re-split)"] = sorted(both, key=lambda x: here[x][met]["mean"])
+    keep = [x for x in named if x in both]
+    out["compared"] = keep
+    out["holds"] = len(keep) == len(named) and all(
+        sorted(keep, key=lambda x: here[x][m]["mean"]) == sorted(keep, key=lambda x: there[x][m]["mean"])
+        for m in ("recall@20", "ndcg@20")
+    )
+    return out
 
 
 GOALS_18 = {"best row": (0.1193, 0.0525), "single model": (0.1139, 0.0492)}  # MDMNS; MMHCL (validated)
@@ -1128,6 +1176,7 @@ def run_section(
 ) -> dict[str, Any]:
     """Run the section's planned rows (or only the ``only`` ones, keeping the other rows of ``previous``)."""
     ds, info = load_section(section)
+    SPLIT_TAG["tag"] = CACHE_TAG.get(section, "")
     d: dict[str, Any] = {**info, "summary": str(ds.summary()), "seeds": seeds, "rows": []}
     d["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     stamp = (PLAN.record() if PLAN else {}) | {
@@ -1186,7 +1235,7 @@ def run_section(
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--sections", nargs="+", default=["tiktok", "ml100k", "coldstart", "baby"])
+    ap.add_argument("--sections", nargs="+", default=list(SECTION_NAMES), choices=SECTION_NAMES)
     ap.add_argument("--seeds", type=int, default=None, help="use the plan's first N seeds (default: all)")
     ap.add_argument("--allow-uncommitted-plan", action="store_true", help="dry runs only; recorded as such")
     ap.add_argument("--only", nargs="*", help="run only these row labels or model names")
@@ -1234,6 +1283,8 @@ def main(argv: list[str] | None = None) -> None:
         # Other sections (and their commands) may have been written meanwhile by another process:
         # take them from disk, replace only this section.
         disk = json.loads(path.read_text()) if path.exists() else {"sections": {}, "commands": {}}
+        if section == "tiktok_resplit":
+            d["verdict"] = ranking_check(d["rows"], disk.get("sections", {}).get("tiktok", {}))
         results["sections"] = {**disk.get("sections", {}), section: d}
         cmds = dict(disk.get("commands", {}))
         previous_cmds = set(cmds.get(section, "").split("; ")) - {""} if args.only else set()

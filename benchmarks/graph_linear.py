@@ -297,6 +297,61 @@ def run_timing(
                 merge("timing", f"{size}/{model}/{mode}", r)
 
 
+def run_pairs(plan: dict[str, Any], models: list[str], root: Path) -> None:
+    """S then M epoch, alternately, ``reps`` times per model (plan ``[pairs]``): each pair's slope
+    shares the host's speed of those minutes (it moves by up to 2x on this machine)."""
+    t, pp = plan["timing"], plan["pairs"]
+    data = {size: load(str(synth_data(root, size, t["sizes"][size]))) for size in ("S", "M")}
+    params = {**t["params"], **mode_params(f"new-t{pp['threads']}")}
+    runs: list[dict[str, Any]] = []
+    for rep in range(int(pp["reps"])):
+        for model in models:
+            pair = {
+                size: time_epoch(ds, model, params, int(pp["threads"]), None) for size, ds in data.items()
+            }
+            x = np.log(data["M"].train.nnz / data["S"].train.nnz)
+            runs.append(
+                {
+                    "rep": rep,
+                    "model": model,
+                    "threads": int(pp["threads"]),
+                    "S_epoch_seconds": pair["S"]["epoch_seconds"],
+                    "M_epoch_seconds": pair["M"]["epoch_seconds"],
+                    "slope": round(
+                        float(np.log(pair["M"]["epoch_seconds"] / pair["S"]["epoch_seconds"]) / x), 3
+                    ),
+                    "log_interactions_ratio": float(x),
+                    "loadavg": [pair["S"]["loadavg_start"][0], pair["M"]["loadavg_end"][0]],
+                }
+            )
+            print(json.dumps(runs[-1]), flush=True)
+            results = read_results()
+            results["pairs"] = {"code_commit": git("rev-parse", "HEAD"), "runs": runs}
+            save(results)
+
+
+def pair_summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per model: median, min and max pair slope, and the slope of the per-size minimum epochs.
+
+    >>> r = [{"model": "a", "slope": s, "S_epoch_seconds": e, "M_epoch_seconds": 10 ** s * e,
+    ...       "log_interactions_ratio": float(np.log(10))} for s, e in ((1.0, 2.0), (1.2, 1.0))]
+    >>> pair_summary(r)["a"]["median"], pair_summary(r)["a"]["of_minima"]
+    (1.1, 1.2)
+    """
+    out = {}
+    for model in dict.fromkeys(r["model"] for r in runs):
+        rs = [r for r in runs if r["model"] == model]
+        s = [r["slope"] for r in rs]
+        lo_s, lo_m = min(r["S_epoch_seconds"] for r in rs), min(r["M_epoch_seconds"] for r in rs)
+        out[model] = {
+            "median": round(float(np.median(s)), 3),
+            "min": min(s),
+            "max": max(s),
+            "of_minima": round(float(np.log(lo_m / lo_s) / rs[0]["log_interactions_ratio"]), 3),
+        }
+    return out
+
+
 def slopes(timing: dict[str, Any]) -> dict[str, float]:
     """log-log slope of epoch seconds against training interactions, S -> M, per model and mode."""
     out = {}
@@ -388,6 +443,35 @@ def timing_md(results: dict[str, Any]) -> list[str]:
             + ", ".join(f"{k} **{v}**" for k, v in s.items())
             + ".",
         ]
+    return lines + pairs_md(results)
+
+
+def pairs_md(results: dict[str, Any]) -> list[str]:
+    """The alternated S/M epochs (``--part pairs``) and their slopes."""
+    p = results.get("pairs")
+    if not p:
+        return []
+    lines = [
+        "",
+        f"### S and M alternated (code {p['code_commit'][:7]}; plan [pairs])",
+        "",
+        "Each row: one S epoch, then one M epoch right after it (default settings, both cores), so both "
+        "see the host's speed of the same minutes.",
+        "",
+        "| rep | model | S epoch s | M epoch s | slope | load (start → end) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in p["runs"]:
+        lines.append(
+            f"| {r['rep']} | {r['model']} | {r['S_epoch_seconds']:.1f} | {r['M_epoch_seconds']:.1f} "
+            f"| {r['slope']} | {r['loadavg'][0]} → {r['loadavg'][1]} |"
+        )
+    lines.append("")
+    for model, s in pair_summary(p["runs"]).items():
+        lines.append(
+            f"- {model}: median slope **{s['median']}** (range {s['min']}-{s['max']}); slope of the "
+            f"per-size minimum epochs {s['of_minima']}."
+        )
     return lines
 
 
@@ -409,7 +493,7 @@ def markdown(results: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--part", choices=["quality", "timing"], default=None)
+    ap.add_argument("--part", choices=["quality", "timing", "pairs"], default=None)
     ap.add_argument("--only", nargs="*", default=None, help="quality rows 'dataset/label' (or control:...)")
     ap.add_argument("--seeds", nargs="*", type=int, default=None, help="a subset of the plan's seeds")
     ap.add_argument("--sizes", nargs="*", default=["S", "M"])
@@ -433,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
         t = plan["timing"]
         modes = args.modes or ["old", *[f"new-t{n}" for n in t["new_threads"]]]
         run_timing(plan, args.sizes, args.models or t["models"], modes, args.data_root)
+    elif args.part == "pairs":
+        run_pairs(plan, args.models or plan["pairs"]["models"], args.data_root)
     if args.note:
         results = read_results()
         results["notes"] = [*results.get("notes", []), *args.note]

@@ -121,6 +121,18 @@ def test_server_token_logprobs_match_one_pass_per_sequence(llm32) -> None:
         np.testing.assert_allclose(np.array(f[1:], float), np.array(ref[1:], float), atol=1e-4)
 
 
+def test_server_token_logprobs_of_many_tails_match_too(llm32) -> None:
+    """More tails than one pass takes (64): the prefix's cache serves several packed passes."""
+    from modalrec.llm.server import _full_logprobs
+
+    seqs = [llm32.encode(f"Items:\n- Toy Story\n- item {k}") for k in range(70)]
+    fast = token_logprobs(llm32, seqs)
+    for s in (seqs[0], seqs[63], seqs[69]):
+        ref = _full_logprobs(llm32, s)
+        got = fast[seqs.index(s)]
+        np.testing.assert_allclose(np.array(got[1:], float), np.array(ref[1:], float), atol=1e-4)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -214,9 +214,21 @@ def single_pass_logprobs(split: tuple[Any, Any], prompt_ids: list[int], tails: l
     node to the prompt and its ancestors (the same mask as prompt pass + packed pass), so the
     values are the same.
     """
+    hidden, rows, flat = single_pass_hidden(split[0], prompt_ids, tails)
+    P = len(prompt_ids)
+    return vocab_logprobs(split[1], hidden[P - 1 :], rows - (P - 1), flat).double()
+
+
+def single_pass_hidden(decoder: Any, prompt_ids: list[int], tails: list[list[int]]) -> tuple[Any, Any, Any]:
+    """One decoder pass over the prompt and the tails' :class:`PrefixTree` nodes.
+
+    Returns the hidden states ``[P + T, d]`` (the prompt's ``P`` positions, then the nodes), and for
+    each token of the tails (concatenated, ``flat``) the row whose output predicts it: ``P - 1`` for
+    a tail's first token, ``P + node`` for the others. ``llm-serve`` also projects the prompt's own
+    rows (it returns every prompt token's log-probability).
+    """
     import torch
 
-    decoder, head = split
     flat = torch.tensor([x for t in tails for x in t], dtype=torch.long)
     lens = [len(t) for t in tails]
     tree = PrefixTree.build(tails)
@@ -235,9 +247,9 @@ def single_pass_logprobs(split: tuple[Any, Any], prompt_ids: list[int], tails: l
         out = decoder(input_ids=ids[None], attention_mask=mask, position_ids=pos[None], use_cache=False, **kw)
     first = torch.zeros(len(flat), dtype=torch.bool)
     first[torch.cumsum(torch.tensor(lens), 0) - torch.tensor(lens)] = True  # scored by the prompt's last row
-    rows = torch.zeros(len(flat), dtype=torch.long)
-    rows[~first] = 1 + torch.tensor(tree.rows, dtype=torch.long)
-    return vocab_logprobs(head, out.last_hidden_state[0, P - 1 :], rows, flat).double()
+    rows = torch.full((len(flat),), P - 1, dtype=torch.long)
+    rows[~first] = P + torch.tensor(tree.rows, dtype=torch.long)
+    return out.last_hidden_state[0], rows, flat
 
 
 def _float_mask(allowed: Any, dtype: Any) -> Any:

@@ -15,7 +15,8 @@ Endpoints (the subset of the OpenAI API that :class:`~modalrec.llm.backend.HTTPB
 - ``POST /v1/chat/completions``: ``messages``, ``max_tokens``; greedy, the model's chat template.
 
 A list of prompts that share a token prefix (a re-ranking request: one history, 20 candidates) is
-scored with the prefix run once and the rest packed after its key/value cache in one pass, as in process.
+scored with the prefix run once, as in process: prefix and rests in one pass when the rests fit one
+(the re-ranking case), else the rests packed after the prefix's key/value cache.
 """
 
 from __future__ import annotations
@@ -46,20 +47,15 @@ def _common_prefix(seqs: list[list[int]]) -> int:
 def token_logprobs(llm: LLM, seqs: list[list[int]]) -> list[list[float | None]]:
     """``log p(token_t | tokens_<t)`` for every token of every sequence (``None`` for the first).
 
-    The shared prefix (capped so that every sequence keeps at least one own token) runs once; the
-    rest of the sequences run packed after its key/value cache, as in process
-    (:func:`~modalrec.llm.scoring.packed_token_logprobs`: no padding, one pass per 2,048 tokens).
+    The shared prefix (capped so that every sequence keeps at least one own token) runs once, as in
+    process: when the rest fits one pass (a typical 20-candidate re-ranking) prefix and rests run
+    together (:func:`~modalrec.llm.scoring.single_pass_hidden`), else the rests run packed after the
+    prefix's key/value cache (:func:`~modalrec.llm.scoring.packed_token_logprobs`: no padding, one
+    pass per 2,048 tokens).
     """
     import torch
 
-    from modalrec.llm.scoring import (
-        _copy_cache,
-        _decoder_and_head,
-        _output_cache,
-        pack_chunks,
-        packable,
-        packed_token_logprobs,
-    )
+    from modalrec.llm.scoring import _decoder_and_head, pack_chunks, packable
 
     split = _decoder_and_head(llm.model)
     if not seqs or split is None or any(not s for s in seqs) or not packable(llm.model):
@@ -67,21 +63,58 @@ def token_logprobs(llm: LLM, seqs: list[list[int]]) -> list[list[float | None]]:
     P = min(_common_prefix(seqs), min(len(s) for s in seqs) - 1)
     if P < 1:
         return [_full_logprobs(llm, s) for s in seqs]
-    decoder, head = split
     tails = [s[P:] for s in seqs]
-    values: list[list[float | None]] = [[] for _ in tails]
+    chunks = pack_chunks(np.array([len(t) for t in tails]), 64, 2048)
     with torch.inference_mode():
-        first = decoder(input_ids=torch.tensor([seqs[0][:P]]), use_cache=True)
-        lp = torch.log_softmax(head(first.last_hidden_state[0]).float(), dim=-1)
-        prefix: list[float | None] = [None]
-        prefix += lp[torch.arange(P - 1), torch.tensor(seqs[0][1:P], dtype=torch.long)].tolist()
-        cache = _output_cache(first)
-        for chunk in pack_chunks(np.array([len(t) for t in tails]), 64, 2048):
-            part = [tails[i] for i in chunk]
-            flat = packed_token_logprobs(split, _copy_cache(cache), P, lp[P - 1], part).tolist()
-            for i, t in zip(chunk.tolist(), part, strict=True):
-                values[i], flat = flat[: len(t)], flat[len(t) :]
-    return [prefix + v for v in values]
+        if len(chunks) == 1:
+            prefix, flat = _one_pass(split, seqs[0][:P], tails)
+        else:
+            prefix, flat = _cached_passes(split, seqs[0][:P], tails, chunks)
+    values: list[list[float | None]] = []
+    for t in tails:
+        values.append(prefix + flat[: len(t)])
+        flat = flat[len(t) :]
+    return values
+
+
+def _one_pass(
+    split: tuple[Any, Any], prefix_ids: list[int], tails: list[list[int]]
+) -> tuple[list[float | None], list[float | None]]:
+    """(the prefix's token log-probabilities, the tails' concatenated) from one decoder pass."""
+    import torch
+
+    from modalrec.llm.scoring import single_pass_hidden, vocab_logprobs
+
+    P = len(prefix_ids)
+    hidden, rows, flat = single_pass_hidden(split[0], prefix_ids, tails)
+    rows = torch.cat([torch.arange(P - 1), rows])
+    targets = torch.cat([torch.tensor(prefix_ids[1:], dtype=torch.long), flat])
+    lp = vocab_logprobs(split[1], hidden, rows, targets).tolist()
+    return [None, *lp[: P - 1]], lp[P - 1 :]
+
+
+def _cached_passes(
+    split: tuple[Any, Any], prefix_ids: list[int], tails: list[list[int]], chunks: list[Any]
+) -> tuple[list[float | None], list[float | None]]:
+    """As :func:`_one_pass`, for tails that need several packed passes after the prefix's cache."""
+    import torch
+
+    from modalrec.llm.scoring import _copy_cache, _output_cache, packed_token_logprobs
+
+    decoder, head = split
+    P = len(prefix_ids)
+    first = decoder(input_ids=torch.tensor([prefix_ids]), use_cache=True)
+    lp = torch.log_softmax(head(first.last_hidden_state[0]).float(), dim=-1)
+    prefix: list[float | None] = [None]
+    prefix += lp[torch.arange(P - 1), torch.tensor(prefix_ids[1:], dtype=torch.long)].tolist()
+    cache = _output_cache(first)
+    values: list[list[float]] = [[] for _ in tails]
+    for chunk in chunks:
+        part = [tails[i] for i in chunk]
+        flat = packed_token_logprobs(split, _copy_cache(cache), P, lp[P - 1], part).tolist()
+        for i, t in zip(chunk.tolist(), part, strict=True):
+            values[i], flat = flat[: len(t)], flat[len(t) :]
+    return prefix, [x for v in values for x in v]
 
 
 def _full_logprobs(llm: LLM, seq: list[int]) -> list[float | None]:

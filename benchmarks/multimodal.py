@@ -970,6 +970,7 @@ def section_markdown(name: str, d: dict[str, Any]) -> list[str]:
                 f"- {ref['model']}: Recall@20 {ref['recall@20']}, NDCG@20 {ref['ndcg@20']} ({ref['source']})"
             )
     lines += ["", f"Verdict: `{json.dumps(d.get('verdict', {}), default=str)}`", ""]
+    lines += [x for note in d.get("notes", []) for x in (note, "")]
     return lines
 
 
@@ -1290,9 +1291,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--render", action="store_true", help="only rewrite multimodal.md from the JSON")
+    ap.add_argument(
+        "--note",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("SECTION", "TEXT"),
+        help="render: add a reading",
+    )
     args = ap.parse_args(argv)
     if args.render:
         data = json.loads((args.out / "multimodal.json").read_text())
+        for section, text in args.note:
+            data["sections"][section].setdefault("notes", []).append(text)
         plan = load_plan(PLAN_NAME, rows_of=plan_rows, allow_uncommitted=True)
         data["plan"] = plan.record()
         mark_added_after_test(data, plan.data)

@@ -303,13 +303,15 @@ def run_pairs(plan: dict[str, Any], models: list[str], root: Path) -> None:
     t, pp = plan["timing"], plan["pairs"]
     data = {size: load(str(synth_data(root, size, t["sizes"][size]))) for size in ("S", "M")}
     params = {**t["params"], **mode_params(f"new-t{pp['threads']}")}
+    x = np.log(data["M"].train.nnz / data["S"].train.nnz)
+    merge("pairs", "runs", [])  # a new run replaces the last one's pairs
+    merge("pairs", "code_commit", git("rev-parse", "HEAD"))
     runs: list[dict[str, Any]] = []
     for rep in range(int(pp["reps"])):
         for model in models:
             pair = {
                 size: time_epoch(ds, model, params, int(pp["threads"]), None) for size, ds in data.items()
             }
-            x = np.log(data["M"].train.nnz / data["S"].train.nnz)
             runs.append(
                 {
                     "rep": rep,
@@ -325,9 +327,7 @@ def run_pairs(plan: dict[str, Any], models: list[str], root: Path) -> None:
                 }
             )
             print(json.dumps(runs[-1]), flush=True)
-            results = read_results()
-            results["pairs"] = {"code_commit": git("rev-parse", "HEAD"), "runs": runs}
-            save(results)
+            merge("pairs", "runs", runs)
 
 
 def pair_summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

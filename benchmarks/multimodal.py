@@ -238,11 +238,8 @@ def reshuffled(ds: Dataset, seed: int) -> Dataset:
     dealt[np.lexsort((key, users))] = part[np.lexsort((part, users))]  # per user: counts kept, order new
     shape = ds.train.shape
     mats = [
-        sp.csr_matrix(
-            (np.ones(int((dealt == k).sum()), np.float32), (users[dealt == k], items[dealt == k])),
-            shape=shape,
-        )
-        for k in range(3)
+        sp.csr_matrix((np.ones(int(m.sum()), np.float32), (users[m], items[m])), shape=shape)
+        for m in (dealt == k for k in range(3))
     ]
     name = f"{ds.split_name}, re-dealt per user at random (seed {seed}), same per-user counts"
     return dataclasses.replace(ds, train=mats[0], valid=mats[1], test=mats[2], split_name=name)

@@ -215,8 +215,7 @@ def single_pass_logprobs(split: tuple[Any, Any], prompt_ids: list[int], tails: l
     values are the same.
     """
     hidden, rows, flat = single_pass_hidden(split[0], prompt_ids, tails)
-    P = len(prompt_ids)
-    return vocab_logprobs(split[1], hidden[P - 1 :], rows - (P - 1), flat).double()
+    return vocab_logprobs(split[1], hidden, rows, flat).double()  # projects only the rows used
 
 
 def single_pass_hidden(decoder: Any, prompt_ids: list[int], tails: list[list[int]]) -> tuple[Any, Any, Any]:

@@ -108,13 +108,11 @@ def _cached_passes(
     prefix: list[float | None] = [None]
     prefix += lp[torch.arange(P - 1), torch.tensor(prefix_ids[1:], dtype=torch.long)].tolist()
     cache = _output_cache(first)
-    values: list[list[float]] = [[] for _ in tails]
-    for chunk in chunks:
+    flat: list[float | None] = []
+    for chunk in chunks:  # consecutive runs of the tails, in order (pack_chunks)
         part = [tails[i] for i in chunk]
-        flat = packed_token_logprobs(split, _copy_cache(cache), P, lp[P - 1], part).tolist()
-        for i, t in zip(chunk.tolist(), part, strict=True):
-            values[i], flat = flat[: len(t)], flat[len(t) :]
-    return prefix, [x for v in values for x in v]
+        flat += packed_token_logprobs(split, _copy_cache(cache), P, lp[P - 1], part).tolist()
+    return prefix, flat
 
 
 def _full_logprobs(llm: LLM, seq: list[int]) -> list[float | None]:

@@ -1,6 +1,7 @@
 """Alignment, fusion and cold-start benchmark (issue: cross-modal alignment, fusion, missing modalities).
 
-Reproduces every number in ``benchmarks/results/alignment.{json,md}``::
+Reproduces every number in ``benchmarks/results/alignment.{json,md}``. Seeds, rows, grids and settings come
+from the plan ``benchmarks/plans/alignment.toml``, read at run time (the committed results predate it)::
 
     python benchmarks/alignment.py                 # all three parts (~20-40 min on 2 busy cores)
     python benchmarks/alignment.py --parts align   # one part: align | fusion | coldstart
@@ -39,6 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
 from modalrec.align import (
     AdversarialAligner,
     CCAAligner,
@@ -56,10 +59,31 @@ from modalrec.align import (
 from modalrec.align.metrics import mean_reciprocal_rank, retrieval_metrics
 from modalrec.align.report import alignment_report, report_markdown
 from modalrec.core.io import atomic_write_json, atomic_write_text
+from plan import Plan, load_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path.home() / ".cache" / "modalrec"
-SEED = 2024
+SEED = 2024  # the plan's seed; only --render uses it without reading the plan (checked against it otherwise)
+PLAN_NAME = "alignment"
+PARTS = ("align", "fusion", "coldstart")
+#: the rows part A builds (keys of the plan's [align.rows]; parameters come from the plan)
+ALIGN_ROWS = (
+    "ridge_t2i",
+    "ridge_i2t",
+    "cca",
+    "cca_128",
+    "cca_raw",
+    "contrastive",
+    "contrastive_raw",
+    "contrastive_seeds",
+    "linear_ensemble",
+    "contrastive_linear_ensemble",
+    "cross_attention",
+    "mmd",
+    "adversarial",
+    "lexical",
+    "lexical_plus_learned",
+)
 
 
 def log(*a: Any) -> None:
@@ -167,11 +191,11 @@ def image_block(mv: np.ndarray, views: tuple[str, ...], part: str) -> np.ndarray
     return (sum(acc) / len(acc)).astype(np.float32)
 
 
-def tfidf_block(texts: list[str], fit_rows: np.ndarray, dim: int = 256) -> np.ndarray:
+def tfidf_block(texts: list[str], fit_rows: np.ndarray, dim: int, min_df: int, seed: int) -> np.ndarray:
     """TF-IDF/SVD text vectors; the vocabulary, IDF and SVD are fitted on training items only."""
     from modalrec.encoders.text import TfidfTextEncoder
 
-    enc = TfidfTextEncoder(dim=dim, min_df=2, seed=0).fit([texts[i] for i in fit_rows])
+    enc = TfidfTextEncoder(dim=dim, min_df=min_df, seed=seed).fit([texts[i] for i in fit_rows])
     return enc.encode(texts)
 
 
@@ -196,30 +220,35 @@ def year_block(titles: list[str]) -> np.ndarray:
 def part_align(args: argparse.Namespace) -> dict[str, Any]:
     import modalrec.data as mdata
 
-    ds = mdata.load("ml100k")
+    P, F = args.plan["align"], args.plan["features"]
+    R = {k: r.get("params", {}) for k, r in P["rows"].items()}
+    W = F["weights"]
+    ds = mdata.load(P["dataset"])
     feats, masks = ml100k_features(ds, progress=not args.quiet)
     both = np.flatnonzero(masks["text"] & masks["image"] & masks["image_mv"])
     rng = np.random.default_rng(args.seed)
     perm = rng.permutation(both)
-    n_test = round(0.2 * len(both))
+    n_test = round(P["test_fraction"] * len(both))
     test = np.sort(perm[:n_test])
     rest = perm[n_test:]
-    n_valid = round(0.15 * len(rest))
+    n_valid = round(P["valid_fraction"] * len(rest))
     valid, train = np.sort(rest[:n_valid]), np.sort(rest[n_valid:])
     log(f"items with text+poster {len(both)}: train {len(train)}, valid {len(valid)}, test {len(test)}")
 
-    texts = ds.item_texts(["title", "genres", "overview"])
-    tfidf = tfidf_block(texts, train)
+    texts = ds.item_texts(list(FIELDS))
+    tfidf = tfidf_block(texts, train, **F["tfidf"])
     years = year_block(ds.items["title"].cast(str).fill_null("").to_list())
     minilm = l2_normalize(feats["text"])
     text_views = {
         "MiniLM": feats["text"],
-        "MiniLM+TF-IDF": np.concatenate([minilm, 0.7 * l2_normalize(tfidf)], axis=1),
-        "MiniLM+TF-IDF+year": np.concatenate([minilm, 0.7 * l2_normalize(tfidf), 0.5 * years], axis=1),
+        "MiniLM+TF-IDF": np.concatenate([minilm, W["tfidf"] * l2_normalize(tfidf)], axis=1),
+        "MiniLM+TF-IDF+year": np.concatenate(
+            [minilm, W["tfidf"] * l2_normalize(tfidf), W["year"] * years], axis=1
+        ),
         "MiniLM + per-field MiniLM": np.concatenate(
             [minilm]
             + [
-                0.7 * np.where(masks[f"text_{f}"][:, None], l2_normalize(feats[f"text_{f}"]), 0.0)
+                W["per_field"] * np.where(masks[f"text_{f}"][:, None], l2_normalize(feats[f"text_{f}"]), 0.0)
                 for f in FIELDS
             ],
             axis=1,
@@ -231,6 +260,8 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
         "5-view head": image_block(mv, VIEWS, "head"),
         "5-view head+stages": image_block(mv, VIEWS, "all"),
     }
+    same("align.text_views", list(text_views), P["text_views"])
+    same("align.image_views", list(image_views), P["image_views"])
 
     # Everything an aligner sees: training + validation rows only (test rows are cut out entirely).
     seen = np.sort(np.concatenate([train, valid]))
@@ -262,7 +293,7 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
         for iv in image_views:
             v = views_of(tv, iv)
             name = f"ridge text->image ({tv}; {iv})"
-            aligners[name], view_of[name] = fit(RidgeAligner(reference="image"), v), v
+            aligners[name], view_of[name] = fit(RidgeAligner(**R["ridge_t2i"]), v), v
             feature_trials.append({"text": tv, "image": iv, **valid_scores(aligners[name], v)})
     best_feat = max(feature_trials, key=lambda t: t["valid_mrr"])
     tv, iv = best_feat["text"], best_feat["image"]
@@ -270,51 +301,16 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     rich = views_of(tv, iv)
     tag = f"({tv}; {iv})"
     for name, al in [
-        (f"ridge image->text {tag}", RidgeAligner(reference="text")),
-        (f"cca {tag}", CCAAligner(dim=64, pca_in=256)),
-        (f"cca dim 128 {tag}", CCAAligner(dim=128, pca_in=512)),
-        ("cca (MiniLM; crop)", CCAAligner(dim=64, pca_in=256)),
+        (f"ridge image->text {tag}", RidgeAligner(**R["ridge_i2t"])),
+        (f"cca {tag}", CCAAligner(**R["cca"])),
+        (f"cca dim 128 {tag}", CCAAligner(**R["cca_128"])),
+        ("cca (MiniLM; crop)", CCAAligner(**R["cca_raw"])),
     ]:
         v = views_of("MiniLM", "crop") if "(MiniLM; crop)" in name else rich
         aligners[name], view_of[name] = fit(al, v), v
 
     # 2. contrastive heads: hyperparameters chosen by validation MRR on the selected features
-    grid: list[dict[str, Any]] = [
-        {"dim": 128, "hidden": 512, "dropout": 0.2, "weight_decay": 0.1, "lr": 1e-3, "batch_size": 256},
-        {"dim": 128, "hidden": None, "weight_decay": 0.1, "lr": 2e-3, "batch_size": 256},
-        {
-            "dim": 128,
-            "hidden": 1024,
-            "dropout": 0.5,
-            "weight_decay": 0.5,
-            "lr": 5e-4,
-            "batch_size": 512,
-            "feature_dropout": 0.3,
-        },
-        {
-            "dim": 128,
-            "hidden": 1024,
-            "dropout": 0.3,
-            "weight_decay": 0.5,
-            "lr": 1e-3,
-            "batch_size": 128,
-            "hard_negatives": 0.25,
-            "noise": 0.02,
-        },
-        {
-            "dim": 256,
-            "hidden": 1024,
-            "dropout": 0.5,
-            "weight_decay": 1.0,
-            "lr": 3e-4,
-            "batch_size": 1024,
-            "feature_dropout": 0.5,
-            "noise": 0.05,
-            "max_epochs": 300,
-        },
-    ]
-    for g in grid:
-        g.setdefault("patience", 25)
+    grid = contrastive_grid(P["contrastive"])
     if args.quick:
         grid = grid[:2]
         for g in grid:
@@ -323,11 +319,7 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     log("selected contrastive params", best)
     epochs = {"max_epochs": 30} if args.quick else {}
     n_seeds = 2 if args.quick else args.ensemble_seeds
-    linear_members: list[dict[str, Any]] = [
-        {"aligner": "ridge", "reference": "image"},
-        {"aligner": "ridge", "reference": "text"},
-        {"aligner": "cca", "dim": 64, "pca_in": 256},
-    ]
+    linear_members: list[dict[str, Any]] = [dict(m) for m in P["linear_members"]["members"]]
     nonlinear: list[tuple[str, Any, dict[str, np.ndarray]]] = [
         (f"contrastive {tag}", ContrastiveAligner(**best), rich),
         ("contrastive (MiniLM; crop)", ContrastiveAligner(**best), views_of("MiniLM", "crop")),
@@ -345,23 +337,23 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
             f"contrastive {n_seeds} seeds + ridge both ways + CCA {tag}",
             EnsembleAligner(
                 members=[{"aligner": "contrastive", **best}] * n_seeds + linear_members,
-                weights=[1.0 / n_seeds] * n_seeds + [1.0 / 3] * 3,
+                weights=[1.0 / n_seeds] * n_seeds + [1.0 / len(linear_members)] * len(linear_members),
             ),
             rich,
         ),
         (
             f"cross-attention {tag}",
-            CrossAttentionAligner(dim=128, weight_decay=0.1, dropout=0.2, **epochs),
+            CrossAttentionAligner(**R["cross_attention"], **epochs),
             rich,
         ),
         (
             f"mmd {tag}",
-            MMDAligner(dim=128, hidden=512, dropout=0.2, weight_decay=0.1, mmd_weight=0.5, **epochs),
+            MMDAligner(**R["mmd"], **epochs),
             rich,
         ),
         (
             f"adversarial {tag}",
-            AdversarialAligner(dim=128, hidden=512, dropout=0.2, weight_decay=0.1, adv_weight=0.2, **epochs),
+            AdversarialAligner(**R["adversarial"], **epochs),
             rich,
         ),
     ]
@@ -374,18 +366,19 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     #    (ensemble members reading their own column blocks); learned part and weight chosen on validation
     lex_views = {"text": feats["title_chars"], "image": feats["image_ocr"]}
     lex_name = "scene text: lexical (title char n-grams <-> poster OCR n-grams)"
-    aligners[lex_name], view_of[lex_name] = fit(LexicalAligner(), lex_views), lex_views
+    aligners[lex_name], view_of[lex_name] = fit(LexicalAligner(**R["lexical"]), lex_views), lex_views
     combo = {m: np.concatenate([rich[m], lex_views[m]], axis=1) for m in ("text", "image")}
     semantic = {m: [0, rich[m].shape[1]] for m in combo}
     lexical = {"aligner": "lexical", "columns": {m: [rich[m].shape[1], combo[m].shape[1]] for m in combo}}
     learned_parts: dict[str, list[dict[str, Any]]] = {
-        "ridge image->text": [{"aligner": "ridge", "reference": "text"}],
+        "ridge image->text": [{"aligner": "ridge", **R["ridge_i2t"]}],
         "ridge both ways + CCA": linear_members,
     }
+    same("align.scene_text.learned_parts", list(learned_parts), P["scene_text"]["learned_parts"])
     scene_trials: list[dict[str, Any]] = []
     scene_fits: dict[tuple[str, float], Any] = {}
     for label, members in learned_parts.items():
-        for w in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8):
+        for w in P["scene_text"]["weights"]:
             ens = EnsembleAligner(
                 members=[{**m, "columns": semantic} for m in members] + [lexical],
                 weights=[(1 - w) / len(members)] * len(members) + [w],
@@ -452,6 +445,14 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def contrastive_grid(C: dict[str, Any]) -> list[dict[str, Any]]:
+    """The plan's contrastive grid as aligner parameters ("none" -> None: TOML has no null; default patience)."""
+    grid = [{k: None if v == "none" else v for k, v in g.items()} for g in C["grid"]]
+    for g in grid:
+        g.setdefault("patience", C["patience"])
+    return grid
+
+
 def select_contrastive(
     views: dict[str, np.ndarray], seen: np.ndarray, vloc: np.ndarray, grid: list[dict[str, Any]], seed: int
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -477,14 +478,80 @@ def select_contrastive(
     return dict(best["params"]), trials
 
 
+# ---------------------------------------------------------------------------------------- plan
+def same(what: str, script_value: Any, plan_value: Any) -> None:
+    """Refuse to run when a setting the script fixes in code differs from the plan's."""
+    if script_value != plan_value:
+        raise SystemExit(
+            f"benchmarks/plans/{PLAN_NAME}.toml: {what} is {plan_value!r} in the plan but {script_value!r} in "
+            "benchmarks/alignment.py: make the script follow the plan (or amend the plan) before the run"
+        )
+
+
+def read_plan(args: argparse.Namespace) -> Plan:
+    """Load the plan, check what the script fixes in code against it, and take seeds from it (into ``args``)."""
+    plan = load_plan(PLAN_NAME, allow_uncommitted=args.allow_uncommitted_plan)
+    d = plan.data
+    same("seed", SEED, d["seed"])
+    same("features.fields", list(FIELDS), d["features"]["fields"])
+    same("features.views", list(VIEWS), d["features"]["views"])
+    same("features.stages", list(STAGES), d["features"]["stages"])
+    same("align.rows (keys)", sorted(ALIGN_ROWS), sorted(d["align"]["rows"]))
+    same("align.ks", [1, 10], d["align"]["ks"])
+    same("align.selection_metric", "valid_mrr", d["align"]["selection_metric"])
+    same("align.users", "none", d["align"]["users"])
+    same("fusion.dataset", "demo", d["fusion"]["dataset"])
+    same("fusion.ks", [20], d["fusion"]["ks"])
+    same(
+        "fusion.fusions[0] (the learned weights compared with the truth)",
+        "weighted_sum",
+        d["fusion"]["fusions"][0],
+    )
+    same("fusion.users", "all", d["fusion"]["users"])
+    same("coldstart.ks", [10, 20, 50], d["coldstart"]["ks"])
+    same("coldstart.users", "all", d["coldstart"]["users"])
+    for opt, value in (("seed", d["seed"]), ("ensemble_seeds", d["align"]["contrastive"]["ensemble_seeds"])):
+        if getattr(args, opt) not in (None, value):
+            raise SystemExit(
+                f"--{opt.replace('_', '-')} {getattr(args, opt)}: the plan fixes {value} (amend it)"
+            )
+        setattr(args, opt, value)
+    args.plan = d
+    return plan
+
+
+def plan_line(results: dict[str, Any]) -> str:
+    """The Markdown line saying which plan (commit) the results ran under, if any."""
+    rec = results.get("plan") or {}
+    if not rec.get("plan_commit"):
+        return (
+            f"Plan: none: this result was produced before plans existed (benchmarks/plans/{PLAN_NAME}.toml now "
+            "fixes the protocol of the next run)."
+        )
+    line = f"Plan: {rec.get('plan', f'benchmarks/plans/{PLAN_NAME}.toml')} at commit {rec['plan_commit'][:8]}"
+    if rec.get("plan_uncommitted_edits"):
+        line += " (with uncommitted edits: a dry run)"
+    older = [p for p in PARTS if p in results and not (results[p].get("plan") or {}).get("plan_commit")]
+    if older:
+        line += f"; part(s) {', '.join(older)} produced before plans existed"
+    quick = [p for p in PARTS if p in results and results[p].get("quick")]
+    if quick:
+        line += f"; part(s) {', '.join(quick)} from a --quick smoke run (not the plan's grids)"
+    return line
+
+
 # ---------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--parts", default="align,fusion,coldstart")
     ap.add_argument(
-        "--ensemble-seeds", type=int, default=3, help="contrastive seeds per ensemble (align part)"
+        "--ensemble-seeds",
+        type=int,
+        default=None,
+        help="contrastive seeds per ensemble (align part); default and only accepted value: the plan's",
     )
-    ap.add_argument("--seed", type=int, default=SEED)
+    ap.add_argument("--seed", type=int, default=None, help="default and only accepted value: the plan's")
+    ap.add_argument("--allow-uncommitted-plan", action="store_true", help="dry runs only; recorded as such")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--quick", action="store_true", help="tiny grids and few epochs (smoke test)")
     ap.add_argument("--quiet", action="store_true")
@@ -495,9 +562,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     if args.render:
-        render(Path(args.out), args.seed)
+        render(Path(args.out), SEED if args.seed is None else args.seed)
         return 0
-    torch.set_num_threads(2)
+    plan = read_plan(args)
+    torch.set_num_threads(int(args.plan["torch_threads"]))
     # the quick parts first, so that the slow one (align) cannot hold back their results
     order = ["features", "fusion", "coldstart", "align"]
     parts = sorted(
@@ -537,6 +605,9 @@ def main(argv: list[str] | None = None) -> int:
         results[p]["command"] = "python benchmarks/alignment.py " + " ".join(
             argv if argv is not None else sys.argv[1:]
         )
+        results[p]["plan"] = results["plan"] = plan.record()
+        if args.quick:
+            results[p]["quick"] = True
         save(results)  # after every part, so a later part's failure keeps the earlier results
     return 0
 
@@ -602,13 +673,12 @@ def part_fusion(args: argparse.Namespace) -> dict[str, Any]:
         "test Recall@20/NDCG@20 by full ranking; early stopping on valid Recall@20",
         "runs": [],
     }
-    mixes = [{"text": 0.40, "image": 0.35, "audio": 0.25}, {"text": 0.15, "image": 0.60, "audio": 0.25}]
+    P = args.plan["fusion"]
+    mixes = [dict(m) for m in P["mixes"]]
     if args.quick:
         mixes = mixes[:1]
-    n_items, n_users = (300, 200) if args.quick else (1200, 800)
-    base = dict(
-        dim=64, epochs=15 if args.quick else 200, patience=15, batch_size=2048, lr=0.01, seed=args.seed
-    )
+    n_items, n_users = (300, 200) if args.quick else (P["n_items"], P["n_users"])
+    base = {**P["train"], "seed": args.seed} | ({"epochs": 15} if args.quick else {})
     for mix in mixes:
         tmp = Path(tempfile.mkdtemp(prefix="modalrec-demo-"))
         ds = make_demo(tmp, n_items=n_items, n_users=n_users, seed=args.seed, modality_weights=mix)
@@ -616,12 +686,9 @@ def part_fusion(args: argparse.Namespace) -> dict[str, Any]:
         encode_dataset(ds, None, None, cache_dir=CACHE, progress=not args.quiet, workers=1)
         mods = sorted(ds.features)
         run: dict[str, Any] = {"true_weights": truth, "modalities": mods, "models": {}}
-        for name, params in [
-            ("fused weighted_sum", {"fusion": "weighted_sum"}),
-            ("fused attention", {"fusion": "attention"}),
-            ("fused gated", {"fusion": "gated"}),
-            ("fused concat", {"fusion": "concat"}),
-        ] + [(f"single {m}", {"fusion": "weighted_sum", "modalities": [m]}) for m in mods]:
+        for name, params in [(f"fused {f}", {"fusion": f}) for f in P["fusions"]] + [
+            (f"single {m}", {"fusion": "weighted_sum", "modalities": [m]}) for m in mods
+        ]:
             t0 = time.perf_counter()
             model = FusionRecommender(**base, **params).fit(ds, progress=False)
             res = evaluate(model, ds, "test", ks=(20,))
@@ -670,16 +737,19 @@ def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
     from modalrec.evaluation.protocol import evaluate
     from modalrec.models import create
 
-    ds = mdata.load("ml100k", split="cold_start", seed=args.seed)
+    P, F = args.plan["coldstart"], args.plan["features"]
+    ds = mdata.load(P["dataset"], split=P["split"], seed=args.seed)
     cold = np.asarray(ds.cold_items, dtype=np.int64)
     warm_mask = np.ones(ds.n_items, bool)
     warm_mask[cold] = False
     warm_mask &= ds.item_popularity() > 0
     feats, masks = ml100k_features(ds, progress=not args.quiet)
     image, image_mask = image_block(feats["image_mv"], VIEWS, "all"), masks["image_mv"]
-    texts = ds.item_texts(["title", "genres", "overview"])
-    tfidf = tfidf_block(texts, np.flatnonzero(warm_mask))
-    text_combo = np.concatenate([l2_normalize(feats["text"]), 0.7 * l2_normalize(tfidf)], axis=1)
+    texts = ds.item_texts(list(FIELDS))
+    tfidf = tfidf_block(texts, np.flatnonzero(warm_mask), **F["tfidf"])
+    text_combo = np.concatenate(
+        [l2_normalize(feats["text"]), F["weights"]["tfidf"] * l2_normalize(tfidf)], axis=1
+    )
     log(f"cold-start split: {len(cold)} cold items, {int(warm_mask.sum())} warm items")
     ks = (10, 20, 50)
     out: dict[str, Any] = {
@@ -724,12 +794,15 @@ def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
 
         return score
 
-    for label, X in [
+    knn_rows = [
         ("itemknn raw text (MiniLM)", feats["text"]),
         ("itemknn raw text (TF-IDF)", tfidf),
         ("itemknn raw text (MiniLM+TF-IDF)", text_combo),
-    ]:
-        best = max(((valid_recall(knn_scorer(X, k)), k) for k in (20, 50, 100, None)), key=lambda t: t[0])
+    ]
+    same("coldstart.itemknn_rows", [label for label, _ in knn_rows], P["itemknn_rows"])
+    k_grid = [k or None for k in P["itemknn_k"]]  # 0 = every warm item
+    for label, X in knn_rows:
+        best = max(((valid_recall(knn_scorer(X, k)), k) for k in k_grid), key=lambda t: t[0])
         record(label, knn_scorer(X, best[1]), {"k": best[1], "valid_recall@20": best[0]})
 
     def collab(dim: int, use_image: bool) -> tuple[Any, dict[str, Any]]:
@@ -745,8 +818,8 @@ def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
         return (lambda users: Ut[torch.as_tensor(users)] @ Vt.T), {"reg": al.meta["reg"]}
 
     trials = []
-    for dim in (32, 64, 128, 256):
-        for use_image in (False, True):
+    for dim in P["collaborative"]["dims"]:
+        for use_image in P["collaborative"]["image"]:
             sc, meta = collab(dim, use_image)
             trials.append({"dim": dim, "image": use_image, "valid_recall@20": valid_recall(sc), **meta})
             log("  collaborative trial", trials[-1])
@@ -766,7 +839,7 @@ def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
         def validate(V: np.ndarray, U: np.ndarray) -> float:
             return valid_recall(vector_scorer(U, V))
 
-        al = InteractionAligner(hidden=hidden, seeds=3).fit(
+        al = InteractionAligner(hidden=hidden, seeds=P["end_to_end"]["seeds"]).fit(
             views, mk, interactions=train, validate=validate, seed=args.seed
         )
         return vector_scorer(al.user_vectors, al.transform_joint(views, mk)), {
@@ -775,8 +848,8 @@ def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
         }
 
     e2e_trials = []
-    for content in ("text", "text+image"):
-        for hidden in (0, 256):
+    for content in P["end_to_end"]["content"]:
+        for hidden in P["end_to_end"]["hidden"]:
             _, meta = e2e(content, hidden)
             e2e_trials.append({"content": content, "hidden": hidden, **meta})
             log("  end-to-end trial", e2e_trials[-1])
@@ -809,6 +882,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         "Reproduce: `python benchmarks/alignment.py` "
         "(parts: `--parts align,fusion,coldstart`). Numbers below are from the JSON next to this file.",
+        "",
+        plan_line(results),
         "",
     ]
     env = results.get("environment", {})

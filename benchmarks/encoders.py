@@ -42,6 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from plan import code_commit, load_plan
+from plan import plan_line as plan_provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -255,19 +256,10 @@ def bench_audio(work: Path, p: dict[str, Any], n_items: int) -> dict[str, Any]:
 def plan_line(res: dict[str, Any]) -> str:
     """The results' provenance line: the plan commit the run read, or that it predates plans."""
     rec = res.get("plan")
+    line = plan_provenance(rec, PLAN_NAME)
     if not rec:
-        return (
-            f"Plan: none: this result was produced before plans existed ({PLAN_PATH} now fixes the protocol "
-            "of the next run)."
-        )
+        return line
     commit = str(rec.get("plan_commit") or "")
-    line = (
-        f"Plan: {rec.get('plan', PLAN_PATH)} at commit {commit[:8]}"
-        if commit
-        else f"Plan: {PLAN_PATH}, never committed"
-    )
-    if rec.get("plan_uncommitted_edits"):
-        line += " (with uncommitted edits: a dry run, not a planned result)"
     kept = [
         f"{s} (plan {str(res[s].get('plan_commit'))[:8]})" if res[s].get("plan_commit") else f"{s} (no plan)"
         for s in SECTIONS

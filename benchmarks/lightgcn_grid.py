@@ -34,6 +34,7 @@ from modalrec.data import load
 from modalrec.evaluation import evaluate
 from modalrec.models import create
 from plan import Plan, code_commit, load_plan
+from plan import plan_line as plan_provenance
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PLAN_NAME = "lightgcn_grid"
@@ -160,15 +161,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def plan_line(out: dict[str, Any]) -> str:
     """Which plan governed the run: its commit, or 'none' for a result from before plans."""
-    if out.get("plan_commit"):
-        edits = " (with uncommitted edits: a dry run)" if out.get("plan_uncommitted_edits") else ""
-        return f"Plan: {out.get('plan', PLAN_FILE)} at commit {out['plan_commit'][:8]}{edits}"
-    if "plan" in out:
-        return f"Plan: {out['plan']}, never committed (a dry run)"
-    return (
-        f"Plan: none: this result was produced before plans existed ({PLAN_FILE} now fixes the protocol "
-        "of the next run)."
-    )
+    return plan_provenance(out, PLAN_NAME)
 
 
 def markdown(out: dict[str, Any]) -> str:

@@ -452,16 +452,10 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
 
 def plan_line(d: dict[str, Any]) -> str:
     """Which plan a section's result ran under (results from before plans existed carry none)."""
-    if "plan" not in d:
-        return (
-            f"Plan: none: this result was produced before plans existed ({PLAN_FILE} now fixes the protocol of "
-            "the next run)."
-        )
-    if not d.get("plan_commit"):
-        return f"Plan: {d['plan']}, never committed (a dry run)."
-    dirty = " (with uncommitted edits: a dry run)" if d.get("plan_uncommitted_edits") else ""
+    from plan import plan_line as plan_provenance  # benchmarks/ is on sys.path when the script runs
+
     smoke = " (--smoke: 16 items per split, a code check off plan)" if d.get("smoke") else ""
-    return f"Plan: {d['plan']} at commit {str(d['plan_commit'])[:8]}{dirty}{smoke}"
+    return plan_provenance(d, PLAN_NAME) + smoke
 
 
 def md_rerank(d: dict[str, Any]) -> list[str]:

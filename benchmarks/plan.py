@@ -135,6 +135,30 @@ def code_commit() -> str:
     return head + ("+dirty" if dirty else "")
 
 
+def plan_line(record: dict[str, Any] | None, name: str) -> str:
+    """The results' Markdown line naming the plan a result ran under (``record``: what :meth:`Plan.record`
+    stored, or a dict holding those keys; None or no ``plan`` key = a result from before plans existed).
+
+    Scripts append their own notes (smoke runs, off-plan options, sections from other runs).
+
+    >>> plan_line(None, "llm")
+    'Plan: none: this result was produced before plans existed (benchmarks/plans/llm.toml now fixes the protocol of the next run).'
+    >>> plan_line({"plan": "benchmarks/plans/llm.toml", "plan_commit": "27ce75f4ab", "plan_uncommitted_edits": False}, "llm")
+    'Plan: benchmarks/plans/llm.toml at commit 27ce75f4'
+    """
+    path = f"benchmarks/plans/{name}.toml"
+    if not record or "plan" not in record:
+        return (
+            f"Plan: none: this result was produced before plans existed ({path} now fixes the protocol "
+            "of the next run)."
+        )
+    commit = str(record.get("plan_commit") or "")
+    if not commit:
+        return f"Plan: {record['plan'] or path}, never committed (a dry run)"
+    edits = " (with uncommitted edits: a dry run)" if record.get("plan_uncommitted_edits") else ""
+    return f"Plan: {record['plan'] or path} at commit {commit[:8]}{edits}"
+
+
 def status_mark(row: dict[str, Any]) -> str:
     """A short mark for tables: '' planned, '(amendment)' added later, '(unplanned)', '(pre-plan)'."""
     st = row.get("plan_status")

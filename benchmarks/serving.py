@@ -61,6 +61,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from plan import code_commit, load_plan  # noqa: E402
+from plan import plan_line as plan_provenance  # noqa: E402
 from proctree import tree_cpu_s  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -679,19 +680,14 @@ def _load_note(sec: dict[str, Any]) -> str:
     return f"Load average when the section started: {la}." if la else ""
 
 
-NO_PLAN = (
-    f"Plan: none: this result was produced before plans existed (benchmarks/plans/{PLAN_NAME}.toml now fixes "
-    "the protocol of the next run)."
-)
-
-
 def plan_line(res: dict[str, Any]) -> str:
     """Which plan the result ran under; sections from other runs and command-line overrides, if any."""
-    top = res.get("plan") or {}
-    if not top.get("plan_commit") and not top.get("plan_uncommitted_edits"):
-        return NO_PLAN
+    top = res.get("plan")
+    line = plan_provenance(top, PLAN_NAME)
+    if not top:
+        return line
     commit = top.get("plan_commit") or ""
-    notes = ["with uncommitted edits: a dry run"] if top.get("plan_uncommitted_edits") else []
+    notes: list[str] = []
     for sec in (s for s in SECTIONS if s in res):
         rec = res[sec].get("plan")
         if not rec:
@@ -702,9 +698,6 @@ def plan_line(res: dict[str, Any]) -> str:
             notes.append(
                 f"section {sec} overrode the plan's {opt} on the command line: {o['used']} (plan {o['plan']})"
             )
-    line = f"Plan: benchmarks/plans/{PLAN_NAME}.toml " + (
-        f"at commit {commit[:7]}" if commit else "(never committed)"
-    )
     return line + ("; " + "; ".join(notes) + "." if notes else "")
 
 

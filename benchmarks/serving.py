@@ -53,6 +53,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -482,20 +483,52 @@ async def _feedback_clients(
     }
 
 
-def section_feedback(run: Path, work: Path, a: argparse.Namespace) -> dict[str, Any]:
-    from modalrec.workflows.rundir import load_run
+@dataclass
+class _KilledRun:
+    """What the clients saw up to the SIGKILL, with the CPU counters read around that window."""
 
-    P, workers = a.plan["feedback"], a.plan["server"]["workers"]  # benchmarks/ is on sys.path (top)
-    ds = load_run(run).dataset
-    items = [str(i) for i in ds.item_ids]
-    users = [str(u) for u in ds.user_ids][: P["known_users"]]
-    users += [f"fb-visitor-{n}" for n in range(P["unknown_users"])]
+    res: dict[str, Any]  # _feedback_clients' answer: sent, bodies, acked, failed, latency, wall_s
+    at_kill: dict[str, float]  # server_cpu_s, read by the client that sent the last POST
+    s0: float  # server CPU seconds when the clients started
+    b0: int  # machine busy jiffies when the clients started
+    b1: int  # machine busy jiffies once the killed server was reaped
+
+
+@dataclass
+class _Recovered:
+    """What the restarted server's SQLite file held, before and after retrying the unacknowledged POSTs."""
+
+    journal: str  # PRAGMA journal_mode of the recovered file
+    stored: list[str]  # request_ids after the restart
+    missing: list[str]  # acknowledged but not stored
+    dup: int  # request_ids stored more than once
+    never_sent: set[str]  # stored but never sent
+    unacked: list[str]  # sent without a 200 (in send order)
+    in_flight_stored: int  # of those, already stored before the kill
+    retried: dict[str, int]  # outcome of retrying each unacknowledged POST
+    after: list[str]  # request_ids after the retries
+    hist: Any  # GET /users/{first user}/history after the restart
+
+
+def _fresh_feedback_state(work: Path, text_encoder: str) -> tuple[Path, Path]:
+    """Config and SQLite path of a state directory emptied first, so every stored row is from this run."""
     fb_work = work / "feedback"
     fb_work.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(fb_work, text_encoder=P["text_encoder"])
+    cfg = write_config(fb_work, text_encoder=text_encoder)
     db = fb_work / "state" / "feedback.sqlite"
     for suffix in ("", "-wal", "-shm"):
         Path(str(db) + suffix).unlink(missing_ok=True)
+    return cfg, db
+
+
+def _posts_until_kill(
+    run: Path, cfg: Path, workers: int, items: list[str], users: list[str], posts: int, clients: int
+) -> _KilledRun:
+    """Start a server and SIGKILL its whole process group the moment the last POST is sent.
+
+    The kill happens inside the client loop (not after it) so that POSTs are still in flight: that is
+    the case durability has to survive.
+    """
     srv = Server(run, cfg, workers=workers)
     at_kill: dict[str, float] = {}
 
@@ -505,80 +538,128 @@ def section_feedback(run: Path, work: Path, a: argparse.Namespace) -> dict[str, 
 
     b0, _ = cpu_jiffies()
     s0 = srv.cpu()
-    res = asyncio.run(_feedback_clients(srv.port, items, users, a.feedback_posts, P["clients"], kill_now))
+    res = asyncio.run(_feedback_clients(srv.port, items, users, posts, clients, kill_now))
     srv.proc.wait()
     srv.log.close()
     b1, _ = cpu_jiffies()
-    acked, sent = res["acked"], res["sent"]
-    ack_wall = res["wall_s"]
-    # restart on the same state directory (recovers the WAL), then inspect the database
-    srv2 = Server(run, cfg, workers=workers)
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        stored = [r[0] for r in con.execute("SELECT request_id FROM feedback")]
-        journal = con.execute("PRAGMA journal_mode").fetchone()[0]
-        con.close()
-        stored_set = set(stored)
-        missing = [r for r in acked if r not in stored_set]
-        dup = len(stored) - len(stored_set)
-        never_sent = stored_set - set(sent)
-        unacked = [r for r in sent if r not in set(acked)]
-        in_flight_stored = len([r for r in unacked if r in stored_set])
-        # a client retries every POST it got no 200 for, with the same request_id
-        import httpx
+    return _KilledRun(res=res, at_kill=at_kill, s0=s0, b0=b0, b1=b1)
 
-        retried = {"stored_once": 0, "reported_duplicate": 0, "errors": 0}
-        bodies = res["bodies"]
-        with httpx.Client(base_url=srv2.url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as c:
-            for rid in unacked:
-                uid, iid = bodies[rid]
-                r = c.post(
-                    "/feedback", json={"user_id": uid, "item_id": iid, "event": "click", "request_id": rid}
-                )
-                if r.status_code != 200:
-                    retried["errors"] += 1
-                elif r.json()["duplicate"]:
-                    retried["reported_duplicate"] += 1
-                else:
-                    retried["stored_once"] += 1
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        after = [r[0] for r in con.execute("SELECT request_id FROM feedback")]
-        con.close()
-        example_user = users[0]
-        hist = json_get(srv2.url + f"/users/{example_user}/history?limit=500")
-    finally:
-        srv2.stop()
-    n_acked = len(acked)
+
+def _retry_unacknowledged(url: str, unacked: list[str], bodies: dict[str, tuple[str, str]]) -> dict[str, int]:
+    """Retry every POST that got no 200, with its request_id, as a client would: each must end stored once."""
+    import httpx
+
+    retried = {"stored_once": 0, "reported_duplicate": 0, "errors": 0}
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}, timeout=30) as c:
+        for rid in unacked:
+            uid, iid = bodies[rid]
+            r = c.post(
+                "/feedback", json={"user_id": uid, "item_id": iid, "event": "click", "request_id": rid}
+            )
+            if r.status_code != 200:
+                retried["errors"] += 1
+            elif r.json()["duplicate"]:
+                retried["reported_duplicate"] += 1
+            else:
+                retried["stored_once"] += 1
+    return retried
+
+
+def _inspect_restarted(srv2: Server, db: Path, res: dict[str, Any], users: list[str]) -> _Recovered:
+    """Compare the recovered SQLite rows with what the clients sent and saw acknowledged, then retry.
+
+    Read-only connections, so the check itself cannot add or repair rows.
+    """
+    acked, sent = res["acked"], res["sent"]
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    stored = [r[0] for r in con.execute("SELECT request_id FROM feedback")]
+    journal = con.execute("PRAGMA journal_mode").fetchone()[0]
+    con.close()
+    stored_set = set(stored)
+    missing = [r for r in acked if r not in stored_set]
+    dup = len(stored) - len(stored_set)
+    never_sent = stored_set - set(sent)
+    unacked = [r for r in sent if r not in set(acked)]
+    in_flight_stored = len([r for r in unacked if r in stored_set])
+    # a client retries every POST it got no 200 for, with the same request_id
+    retried = _retry_unacknowledged(srv2.url, unacked, res["bodies"])
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    after = [r[0] for r in con.execute("SELECT request_id FROM feedback")]
+    con.close()
+    example_user = users[0]
+    hist = json_get(srv2.url + f"/users/{example_user}/history?limit=500")
+    return _Recovered(
+        journal=journal,
+        stored=stored,
+        missing=missing,
+        dup=dup,
+        never_sent=never_sent,
+        unacked=unacked,
+        in_flight_stored=in_flight_stored,
+        retried=retried,
+        after=after,
+        hist=hist,
+    )
+
+
+def _feedback_result(
+    posts: int, clients: int, workers: int, k: _KilledRun, chk: _Recovered, restart_ready_s: float
+) -> dict[str, Any]:
+    """The section's JSON entry (keys in the order serving.json has always had)."""
+    res = k.res
+    n_acked = len(res["acked"])
     return {
-        "protocol": f"{a.feedback_posts} POST /feedback from {P['clients']} concurrent keep-alive clients (unique request_id each, "
+        "protocol": f"{posts} POST /feedback from {clients} concurrent keep-alive clients (unique request_id each, "
         "no retries), SIGKILL to the server process group the moment the last POST is sent, restart, inspect SQLite",
         "workers": workers,
         "sqlite": {
-            "journal_mode": journal,
+            "journal_mode": chk.journal,
             "synchronous": "FULL",
             "commit": "group commit per worker, 200 after COMMIT",
         },
-        "posts_sent": len(sent),
+        "posts_sent": len(res["sent"]),
         "acknowledged_200": n_acked,
-        "unacknowledged_at_kill": len(unacked),
-        "ack_rate_per_s": round(n_acked / ack_wall, 1),
+        "unacknowledged_at_kill": len(chk.unacked),
+        "ack_rate_per_s": round(n_acked / res["wall_s"], 1),
         "ack_latency": res["latency"],
-        "machine_busy_cpu_s": round((b1 - b0) / os.sysconf("SC_CLK_TCK"), 2),
-        "server_cpu_s_until_kill": round(at_kill["server_cpu_s"] - s0, 2),
-        "rows_after_restart": len(stored),
-        "acknowledged_missing": len(missing),
-        "duplicated_request_ids": dup,
-        "rows_never_sent": len(never_sent),
-        "unacknowledged_but_stored": in_flight_stored,
-        "retry_of_unacknowledged": retried,
-        "rows_after_retry": len(after),
-        "duplicated_after_retry": len(after) - len(set(after)),
-        "restart_ready_s": round(srv2.ready_s, 1),
-        "example_user_feedback_visible_after_restart": len(hist["feedback"]),
+        "machine_busy_cpu_s": round((k.b1 - k.b0) / os.sysconf("SC_CLK_TCK"), 2),
+        "server_cpu_s_until_kill": round(k.at_kill["server_cpu_s"] - k.s0, 2),
+        "rows_after_restart": len(chk.stored),
+        "acknowledged_missing": len(chk.missing),
+        "duplicated_request_ids": chk.dup,
+        "rows_never_sent": len(chk.never_sent),
+        "unacknowledged_but_stored": chk.in_flight_stored,
+        "retry_of_unacknowledged": chk.retried,
+        "rows_after_retry": len(chk.after),
+        "duplicated_after_retry": len(chk.after) - len(set(chk.after)),
+        "restart_ready_s": round(restart_ready_s, 1),
+        "example_user_feedback_visible_after_restart": len(chk.hist["feedback"]),
         "target": "every acknowledged row present, none duplicated",
-        "target_met": bool(not missing and dup == 0 and not never_sent and len(after) == len(set(after))),
-        "_s0": s0,
+        "target_met": bool(
+            not chk.missing and chk.dup == 0 and not chk.never_sent and len(chk.after) == len(set(chk.after))
+        ),
+        "_s0": k.s0,
     }
+
+
+def section_feedback(run: Path, work: Path, a: argparse.Namespace) -> dict[str, Any]:
+    """POSTs, SIGKILL mid-flight, restart, check SQLite, retry: every acknowledged row must survive once."""
+    from modalrec.workflows.rundir import load_run
+
+    P, workers = a.plan["feedback"], a.plan["server"]["workers"]  # benchmarks/ is on sys.path (top)
+    ds = load_run(run).dataset
+    items = [str(i) for i in ds.item_ids]
+    users = [str(u) for u in ds.user_ids][: P["known_users"]]
+    users += [f"fb-visitor-{n}" for n in range(P["unknown_users"])]
+    cfg, db = _fresh_feedback_state(work, P["text_encoder"])
+    killed = _posts_until_kill(run, cfg, workers, items, users, a.feedback_posts, P["clients"])
+    # restart on the same state directory (recovers the WAL), then inspect the database
+    srv2 = Server(run, cfg, workers=workers)
+    try:
+        chk = _inspect_restarted(srv2, db, killed.res, users)
+    finally:
+        srv2.stop()
+    return _feedback_result(a.feedback_posts, P["clients"], workers, killed, chk, srv2.ready_s)
 
 
 def section_hnsw(work: Path, a: argparse.Namespace) -> dict[str, Any]:
@@ -701,7 +782,8 @@ def plan_line(res: dict[str, Any]) -> str:
     return line + ("; " + "; ".join(notes) + "." if notes else "")
 
 
-def to_markdown(res: dict[str, Any]) -> str:
+def _md_header(res: dict[str, Any]) -> list[str]:
+    """Title, plan provenance and machine: what a reader needs before trusting any number below."""
     L = ["# Serving benchmark", "", "Produced by `benchmarks/serving.py` (loopback only, this machine)."]
     L += ["", plan_line(res)]
     m = res.get("machine", {})
@@ -711,115 +793,148 @@ def to_markdown(res: dict[str, Any]) -> str:
         f"`{res.get('run_dir')}` (benchmarks/serving_prepare.py). The machine is shared with other jobs; each "
         "HTTP section reports the CPU seconds the server, the load generator and everything else used.",
     ]
-    if "recommend" in res:
-        r = res["recommend"]
+    return L
+
+
+def _md_recommend(r: dict[str, Any], m: dict[str, Any]) -> list[str]:
+    """/recommend: the open-loop latency table, where the CPU went, and the closed-loop capacity probe."""
+    ld, c = r["load"], r["cpu"]
+    L: list[str] = [
+        "",
+        f"## /recommend ({r['workers']} workers)",
+        "",
+        f"{r['endpoint']}; open-loop offered rate {ld['offered_rate']}/s for {ld['duration_s']} s, "
+        f"{ld['connections']} keep-alive connections; latency from each request's scheduled send time. "
+        + _load_note(r),
+        "",
+        "| requests | 200 OK | errors | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | target met |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        f"| {ld['requests']} | {ld['ok_200']} | {ld['errors']} | {ld['achieved_rate']} | {ld['latency']['p50_ms']} | "
+        f"{ld['latency']['p90_ms']} | {ld['latency']['p99_ms']} | {ld['latency']['p999_ms']} | "
+        f"{ld['latency']['max_ms']} | {r['target_met']} |",
+        "",
+        f"CPU over the window ({c['wall_s']} s x {m.get('cores')} cores = {c['machine_capacity_cpu_s']} CPU s): "
+        f"server {c['server_cpu_s']} s, load generator {c['client_cpu_s']} s "
+        f"({ld['client_cpu_share_of_one_core']:.1%} of one core), everything else on the box "
+        f"{c['other_cpu_s']} s; machine busy {c['machine_busy_share']:.1%}. Load average after: {c['loadavg_after']}.",
+        f"Index: {r['index']['kind']} over {r['index']['items']} items, recall@10 vs exact {r['index'].get('recall_at_10')}.",
+    ]
+    p = r.get("wrk_capacity_probe")
+    if p:
+        L += [
+            "",
+            f"Capacity probe ({p['tool']}, {p['connections']} connections, {p['seconds']} s, one known user): "
+            f"{p.get('requests_per_s')} req/s, p50 {p.get('p50')}, p99 {p.get('p99')} (closed loop: the "
+            "client waits for each answer, so this is the saturation throughput, not a latency target). "
+            f"{'; '.join(p.get('errors', [])) or 'no errors reported'}.",
+        ]
+    return L
+
+
+def _md_search(s: dict[str, Any]) -> list[str]:
+    """/search and /similar: one table each, since they share a section (and its load note) in the JSON."""
+    L: list[str] = []
+    for key, title in (("search", "/search"), ("similar", "/similar")):
+        r = s[key]
         ld, c = r["load"], r["cpu"]
         L += [
             "",
-            f"## /recommend ({r['workers']} workers)",
+            f"## {title} ({r['workers']} workers)",
             "",
-            f"{r['endpoint']}; open-loop offered rate {ld['offered_rate']}/s for {ld['duration_s']} s, "
-            f"{ld['connections']} keep-alive connections; latency from each request's scheduled send time. "
-            + _load_note(r),
+            f"{r['endpoint']}; open loop {ld['offered_rate']}/s for {ld['duration_s']} s."
+            + " "
+            + _load_note(s),
             "",
-            "| requests | 200 OK | errors | achieved req/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | target met |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            f"| {ld['requests']} | {ld['ok_200']} | {ld['errors']} | {ld['achieved_rate']} | {ld['latency']['p50_ms']} | "
-            f"{ld['latency']['p90_ms']} | {ld['latency']['p99_ms']} | {ld['latency']['p999_ms']} | "
-            f"{ld['latency']['max_ms']} | {r['target_met']} |",
-            "",
-            f"CPU over the window ({c['wall_s']} s x {m.get('cores')} cores = {c['machine_capacity_cpu_s']} CPU s): "
-            f"server {c['server_cpu_s']} s, load generator {c['client_cpu_s']} s "
-            f"({ld['client_cpu_share_of_one_core']:.1%} of one core), everything else on the box "
-            f"{c['other_cpu_s']} s; machine busy {c['machine_busy_share']:.1%}. Load average after: {c['loadavg_after']}.",
-            f"Index: {r['index']['kind']} over {r['index']['items']} items, recall@10 vs exact {r['index'].get('recall_at_10')}.",
-        ]
-        p = r.get("wrk_capacity_probe")
-        if p:
-            L += [
-                "",
-                f"Capacity probe ({p['tool']}, {p['connections']} connections, {p['seconds']} s, one known user): "
-                f"{p.get('requests_per_s')} req/s, p50 {p.get('p50')}, p99 {p.get('p99')} (closed loop: the "
-                "client waits for each answer, so this is the saturation throughput, not a latency target). "
-                f"{'; '.join(p.get('errors', [])) or 'no errors reported'}.",
-            ]
-    if "search" in res:
-        for key, title in (("search", "/search"), ("similar", "/similar")):
-            r = res["search"][key]
-            ld, c = r["load"], r["cpu"]
-            L += [
-                "",
-                f"## {title} ({r['workers']} workers)",
-                "",
-                f"{r['endpoint']}; open loop {ld['offered_rate']}/s for {ld['duration_s']} s."
-                + " "
-                + _load_note(res["search"]),
-                "",
-                "| requests | errors | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU s | client CPU s |",
-                "|---|---|---|---|---|---|---|---|---|",
-                f"| {ld['requests']} | {ld['errors']} | {ld['achieved_rate']} | {ld['latency']['p50_ms']} | "
-                f"{ld['latency']['p90_ms']} | {ld['latency']['p99_ms']} | {ld['latency']['max_ms']} | "
-                f"{c['server_cpu_s']} | {c['client_cpu_s']} |",
-            ]
-            if key == "search":
-                L += [
-                    "",
-                    f"Target p99 < 100 ms met: {r['target_met']}. Example: `{r['example']['q']}` -> "
-                    + "; ".join(str(t) for t in r["example"]["titles"]),
-                ]
-    if "feedback" in res:
-        f = res["feedback"]
-        L += [
-            "",
-            "## Feedback durability (SIGKILL)",
-            "",
-            f["protocol"] + ". " + _load_note(f),
-            "",
-            "| POSTs sent | 200 acknowledged | unacknowledged at kill | rows after restart | acknowledged missing | duplicated | never-sent rows | ack rate /s | ack p99 ms |",
+            "| requests | errors | achieved req/s | p50 ms | p90 ms | p99 ms | max ms | server CPU s | client CPU s |",
             "|---|---|---|---|---|---|---|---|---|",
-            f"| {f['posts_sent']} | {f['acknowledged_200']} | {f['unacknowledged_at_kill']} | {f['rows_after_restart']} | "
-            f"{f['acknowledged_missing']} | {f['duplicated_request_ids']} | {f['rows_never_sent']} | {f['ack_rate_per_s']} | "
-            f"{f['ack_latency']['p99_ms']} |",
-            "",
-            f"Of the unacknowledged POSTs, {f['unacknowledged_but_stored']} had been committed before the kill. "
-            f"Retrying all of them with their request_id: {f['retry_of_unacknowledged']}; rows after retry "
-            f"{f['rows_after_retry']}, duplicated {f['duplicated_after_retry']}. Target met: {f['target_met']}.",
+            f"| {ld['requests']} | {ld['errors']} | {ld['achieved_rate']} | {ld['latency']['p50_ms']} | "
+            f"{ld['latency']['p90_ms']} | {ld['latency']['p99_ms']} | {ld['latency']['max_ms']} | "
+            f"{c['server_cpu_s']} | {c['client_cpu_s']} |",
         ]
+        if key == "search":
+            L += [
+                "",
+                f"Target p99 < 100 ms met: {r['target_met']}. Example: `{r['example']['q']}` -> "
+                + "; ".join(str(t) for t in r["example"]["titles"]),
+            ]
+    return L
+
+
+def _md_feedback(f: dict[str, Any]) -> list[str]:
+    """Feedback durability: the counts that show whether an acknowledged POST can be lost or doubled."""
+    L: list[str] = [
+        "",
+        "## Feedback durability (SIGKILL)",
+        "",
+        f["protocol"] + ". " + _load_note(f),
+        "",
+        "| POSTs sent | 200 acknowledged | unacknowledged at kill | rows after restart | acknowledged missing | duplicated | never-sent rows | ack rate /s | ack p99 ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+        f"| {f['posts_sent']} | {f['acknowledged_200']} | {f['unacknowledged_at_kill']} | {f['rows_after_restart']} | "
+        f"{f['acknowledged_missing']} | {f['duplicated_request_ids']} | {f['rows_never_sent']} | {f['ack_rate_per_s']} | "
+        f"{f['ack_latency']['p99_ms']} |",
+        "",
+        f"Of the unacknowledged POSTs, {f['unacknowledged_but_stored']} had been committed before the kill. "
+        f"Retrying all of them with their request_id: {f['retry_of_unacknowledged']}; rows after retry "
+        f"{f['rows_after_retry']}, duplicated {f['duplicated_after_retry']}. Target met: {f['target_met']}.",
+    ]
+    return L
+
+
+def _md_hnsw(h: dict[str, Any]) -> list[str]:
+    """HNSW at 1M items: the efSearch sweep, so the recall/speed trade-off and operating point are visible."""
+    L: list[str] = [
+        "",
+        "## HNSW at 1M items",
+        "",
+        f"{h['catalogue']}; {h['queries']}; {h['metric']}; {h['index']}. Build {h['build_s_2_threads']} s "
+        f"(2 threads), index {h['index_bytes'] / 2**20:.0f} MiB. Exact scan: {h['exact_ms_per_query_1_thread']} ms "
+        f"per single query (1 thread). " + _load_note(h),
+        "",
+        "| efSearch | recall@10 | HNSW ms/query | exact/HNSW time |",
+        "|---|---|---|---|",
+    ]
+    L += [
+        f"| {r['ef_search']} | {r['recall_at_10']} | {r['hnsw_ms_per_query']} | {r['exact_over_hnsw_time']} |"
+        for r in h["sweep"]
+    ]
+    L += ["", f"Lowest efSearch reaching recall@10 >= 0.95: {h['operating_point']}."]
+    return L
+
+
+def _md_compression(c: dict[str, Any]) -> list[str]:
+    """Compression: Recall@20 lost against memory saved, one row per index option."""
+    L: list[str] = [
+        "",
+        "## Compression (ML-100K LightGCN item vectors)",
+        "",
+        c["protocol"] + ". " + _load_note(c),
+        "",
+        "| dims | quantisation | Recall@20 | change | index bytes | memory saved vs float32 index |",
+        "|---|---|---|---|---|---|",
+    ]
+    L += [
+        f"| {r['pca_dim']} | {r['quantize']} | {r['recall_at_20']} | {r['recall_change']:+.4f} | {r['index_bytes']} | "
+        f"{r['memory_saved']:.1%} |"
+        for r in c["rows"]
+    ]
+    L += ["", f"Evaluated users: {c['rows'][0]['users']}; wall time {c['wall_s']} s."]
+    return L
+
+
+def to_markdown(res: dict[str, Any]) -> str:
+    """serving.md from serving.json; a part per section present, so a partial run still renders."""
+    L = _md_header(res)
+    if "recommend" in res:
+        L += _md_recommend(res["recommend"], res.get("machine", {}))
+    if "search" in res:
+        L += _md_search(res["search"])
+    if "feedback" in res:
+        L += _md_feedback(res["feedback"])
     if "hnsw" in res:
-        h = res["hnsw"]
-        L += [
-            "",
-            "## HNSW at 1M items",
-            "",
-            f"{h['catalogue']}; {h['queries']}; {h['metric']}; {h['index']}. Build {h['build_s_2_threads']} s "
-            f"(2 threads), index {h['index_bytes'] / 2**20:.0f} MiB. Exact scan: {h['exact_ms_per_query_1_thread']} ms "
-            f"per single query (1 thread). " + _load_note(h),
-            "",
-            "| efSearch | recall@10 | HNSW ms/query | exact/HNSW time |",
-            "|---|---|---|---|",
-        ]
-        L += [
-            f"| {r['ef_search']} | {r['recall_at_10']} | {r['hnsw_ms_per_query']} | {r['exact_over_hnsw_time']} |"
-            for r in h["sweep"]
-        ]
-        L += ["", f"Lowest efSearch reaching recall@10 >= 0.95: {h['operating_point']}."]
+        L += _md_hnsw(res["hnsw"])
     if "compression" in res:
-        c = res["compression"]
-        L += [
-            "",
-            "## Compression (ML-100K LightGCN item vectors)",
-            "",
-            c["protocol"] + ". " + _load_note(c),
-            "",
-            "| dims | quantisation | Recall@20 | change | index bytes | memory saved vs float32 index |",
-            "|---|---|---|---|---|---|",
-        ]
-        L += [
-            f"| {r['pca_dim']} | {r['quantize']} | {r['recall_at_20']} | {r['recall_change']:+.4f} | {r['index_bytes']} | "
-            f"{r['memory_saved']:.1%} |"
-            for r in c["rows"]
-        ]
-        L += ["", f"Evaluated users: {c['rows'][0]['users']}; wall time {c['wall_s']} s."]
+        L += _md_compression(res["compression"])
     return "\n".join(L) + "\n"
 
 

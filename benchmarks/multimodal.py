@@ -1266,6 +1266,8 @@ def run_section(
         d["rows"] = [fresh.get(label) or old[label] for label in order if label in fresh or label in old]
         d["n_users"] = d.get("n_users", previous.get("n_users"))
         d["partial_runs"] = {**previous.get("partial_runs", {}), **{label: d["loadavg"] for label in fresh}}
+        if previous.get("notes"):  # readings added with --render --note stay with the rows they read
+            d["notes"] = previous["notes"]
     d["references"] = REFERENCES.get(section, [])
     d["verdict"] = verdict(section, d["rows"])
     return d

@@ -324,23 +324,22 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
             return p
 
 
-def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
-    from modalrec.llm import describe, genres_in, label_logprobs, load_llm, name_labels, train_projector
-    from modalrec.llm.text import ItemText
-    from modalrec.workflows.llm_runs import projector_splits
-
-    tk = args.plan["tokens"]
-    ds = load_data(args.plan)
+def _poster_vectors(ds: Any, tk: dict[str, Any], progress: bool) -> np.ndarray:
+    """Attach the poster features to the data set (the projector splits need the image mask) and return them."""
     t0 = time.perf_counter()
-    x, mask = poster_features(ds, progress=not args.quiet, encoder=tk["encoder"])
+    x, mask = poster_features(ds, progress=progress, encoder=tk["encoder"])
     log(f"poster features {x.shape} ({int(mask.sum())} present) in {time.perf_counter() - t0:.0f}s")
     ds.features["image"] = x
     ds.feature_masks["image"] = mask
-    sp = projector_splits(ds, "image", seed=tk["seed"])
-    if args.smoke:  # a few items only: checks the code path, numbers mean nothing
-        sp = {k: v[:16] for k, v in sp.items()}
-    texts = ItemText(ds)
-    llm = load_llm()
+    return x
+
+
+def _train_token_projector(
+    llm: Any, x: np.ndarray, sp: dict[str, np.ndarray], texts: Any, tk: dict[str, Any], progress: bool
+) -> Any:
+    """The poster -> soft-token projector, trained with the LLM frozen; only the plan's values, so runs compare."""
+    from modalrec.llm import train_projector
+
     res = train_projector(
         llm,
         x[sp["train"]],
@@ -356,29 +355,47 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
         max_seconds=tk["train_seconds"],
         max_target_tokens=tk["target_tokens"],
         seed=tk["seed"],
-        progress=not args.quiet,
+        progress=progress,
     )
     log(f"projector trained in {res.seconds:.0f}s: train {res.train_loss} valid {res.valid_loss}")
-    held = sp["held_out"]
-    rng = np.random.default_rng(tk["seed"])
-    other = held[derangement(len(held), rng)]
-    vocab = sorted({g for gs in texts.genres for g in gs})
+    return res
+
+
+def _describe_held_out(
+    llm: Any, projector: Any, x: np.ndarray, held: np.ndarray, other: np.ndarray, max_new_tokens: int
+) -> tuple[list[str], list[str], float]:
+    """Greedy text from each held-out item's own tokens and from a random other item's (the control); seconds."""
+    from modalrec.llm import describe
+
     t0 = time.perf_counter()
-    own = describe(llm, res.projector, x[held], max_new_tokens=tk["max_new_tokens"])
-    rand = describe(llm, res.projector, x[other], max_new_tokens=tk["max_new_tokens"])
+    own = describe(llm, projector, x[held], max_new_tokens=max_new_tokens)
+    rand = describe(llm, projector, x[other], max_new_tokens=max_new_tokens)
     desc_s = time.perf_counter() - t0
+    return own, rand, desc_s
 
-    def hit(text: str, item: int) -> bool:
-        return bool(set(genres_in(text, vocab)) & set(texts.genres[item]))
 
+def _constrained_readout(
+    llm: Any,
+    projector: Any,
+    x: np.ndarray,
+    sp: dict[str, np.ndarray],
+    other: np.ndarray,
+    vocab: list[str],
+    texts: Any,
+    tk: dict[str, Any],
+) -> dict[str, Any]:
+    """One genre per item, scored rather than generated: separates what the tokens carry from the LLM's prior."""
+    from modalrec.llm import label_logprobs, name_labels
+
+    held = sp["held_out"]
     # Constrained readout: the LLM scores each genre name as the continuation of "Genres:" after
     # the soft tokens; each genre's mean score over the projector's *validation* items (their own
     # tokens) is subtracted (contextual calibration, never using held-out items), and the single
     # best genre is named. Own vs random-other tokens as above.
     t1 = time.perf_counter()
-    ref = label_logprobs(llm, res.projector, x[sp["valid"]], vocab)
-    lp_own = label_logprobs(llm, res.projector, x[held], vocab)
-    lp_rand = label_logprobs(llm, res.projector, x[other], vocab)
+    ref = label_logprobs(llm, projector, x[sp["valid"]], vocab)
+    lp_own = label_logprobs(llm, projector, x[held], vocab)
+    lp_rand = label_logprobs(llm, projector, x[other], vocab)
     constrained: dict[str, Any] = {"seconds": round(time.perf_counter() - t1, 1)}
     for name, reference in (("calibrated", ref), ("uncalibrated", None)):
         n_own = name_labels(lp_own, reference)[:, 0]
@@ -400,6 +417,25 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
             "most_named": max(set(named), key=named.count),
             "most_named_share": named.count(max(set(named), key=named.count)) / len(named),
         }
+    return constrained
+
+
+def _free_generation_share(
+    own: list[str],
+    rand: list[str],
+    sp: dict[str, np.ndarray],
+    vocab: list[str],
+    texts: Any,
+    tk: dict[str, Any],
+) -> dict[str, Any]:
+    """Share of held-out items with a true genre named, own vs random-other tokens, beside a constant answer."""
+    from modalrec.llm import genres_in
+
+    held = sp["held_out"]
+
+    def hit(text: str, item: int) -> bool:
+        return bool(set(genres_in(text, vocab)) & set(texts.genres[item]))
+
     own_hits = np.array([hit(t, int(i)) for t, i in zip(own, held, strict=True)])
     rand_hits = np.array([hit(t, int(i)) for t, i in zip(rand, held, strict=True)])
     # Context: a constant answer naming the most frequent genre of the projector's training items.
@@ -416,6 +452,29 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
     idx = boot_rng.integers(0, len(both), size=(tk["bootstrap_resamples"], len(both)))
     bm = both[idx].mean(axis=1)
     return {
+        "own_poster_tokens": float(own_hits.mean()),
+        "random_other_item_tokens": float(rand_hits.mean()),
+        "ratio": ratio,
+        "diff_ci95": [float(np.percentile(bm, 2.5)), float(np.percentile(bm, 97.5))],
+        "constant_most_frequent_genre": {"genre": top, "share": const},
+        "mean_genres_named": n_named,
+    }
+
+
+def _tokens_result(
+    args: argparse.Namespace,
+    tk: dict[str, Any],
+    sp: dict[str, np.ndarray],
+    res: Any,
+    texts: Any,
+    described: tuple[list[str], list[str], float],
+    free: dict[str, Any],
+    constrained: dict[str, Any],
+) -> dict[str, Any]:
+    """The section's JSON entry (keys in the order llm.json has always had; the machine read last)."""
+    own, rand, desc_s = described
+    held = sp["held_out"]
+    return {
         "protocol": "ML-100K items with poster + text, seeded 80/10/10 split into projector train / valid "
         "(early stopping) / held out; EfficientNet-Lite0 poster vectors; LLM frozen; training target "
         f"'Genres: ... Title: ...' cut to its first {tk['target_tokens']} tokens; greedy decoding",
@@ -431,14 +490,7 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
             "time_budget_s": tk["train_seconds"],
             "target_tokens": tk["target_tokens"],
         },
-        "held_out_share_correct_genre": {
-            "own_poster_tokens": float(own_hits.mean()),
-            "random_other_item_tokens": float(rand_hits.mean()),
-            "ratio": ratio,
-            "diff_ci95": [float(np.percentile(bm, 2.5)), float(np.percentile(bm, 97.5))],
-            "constant_most_frequent_genre": {"genre": top, "share": const},
-            "mean_genres_named": n_named,
-        },
+        "held_out_share_correct_genre": free,
         "constrained_one_genre": constrained,
         "examples": [
             {"title": texts.titles[int(i)], "genres": texts.genres[int(i)], "own": o, "random_other": r}
@@ -448,6 +500,32 @@ def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
         "smoke": bool(args.smoke),
         "machine": machine(),
     }
+
+
+def section_tokens(args: argparse.Namespace) -> dict[str, Any]:
+    """Items as soft tokens: can the frozen LLM read an item's genres from its poster through a trained projector?"""
+    from modalrec.llm import load_llm
+    from modalrec.llm.text import ItemText
+    from modalrec.workflows.llm_runs import projector_splits
+
+    tk = args.plan["tokens"]
+    ds = load_data(args.plan)
+    x = _poster_vectors(ds, tk, progress=not args.quiet)
+    sp = projector_splits(ds, "image", seed=tk["seed"])
+    if args.smoke:  # a few items only: checks the code path, numbers mean nothing
+        sp = {k: v[:16] for k, v in sp.items()}
+    texts = ItemText(ds)
+    llm = load_llm()
+    res = _train_token_projector(llm, x, sp, texts, tk, progress=not args.quiet)
+    held = sp["held_out"]
+    rng = np.random.default_rng(tk["seed"])
+    other = held[derangement(len(held), rng)]
+    vocab = sorted({g for gs in texts.genres for g in gs})
+    described = _describe_held_out(llm, res.projector, x, held, other, tk["max_new_tokens"])
+    own, rand, _ = described
+    constrained = _constrained_readout(llm, res.projector, x, sp, other, vocab, texts, tk)
+    free = _free_generation_share(own, rand, sp, vocab, texts, tk)
+    return _tokens_result(args, tk, sp, res, texts, described, free, constrained)
 
 
 def plan_line(d: dict[str, Any]) -> str:

@@ -62,7 +62,7 @@ from modalrec.evaluation import (
     per_user_metrics,
     validation_halves,
 )
-from modalrec.models import Recommender, create
+from modalrec.models import REGISTRY, Recommender, create
 from peers.common import peer_available, run_peer, write_split
 from plan import Plan, code_commit, load_plan, status_mark
 
@@ -425,15 +425,25 @@ def save_stage(key: str, state: dict[str, Any]) -> None:
     atomic_write_json(STAGES, data)
 
 
-def grid_edges(base: dict[str, Any], points: list[dict[str, Any]], chosen: dict[str, Any]) -> list[str]:
+def grid_edges(
+    base: dict[str, Any],
+    points: list[dict[str, Any]],
+    chosen: dict[str, Any],
+    defaults: dict[str, Any] | None = None,
+) -> list[str]:
     """Settings the grid varied whose chosen value (the base's when the chosen point keeps it) is the
-    smallest or largest value tried (base included).
+    smallest or largest value tried (base included). ``defaults``: the model's own values, which stand in
+    for the base's of a setting the row's set does not name (a point that sets ``n = 1024`` is compared
+    with the default it replaces, else it would never count as an edge).
 
     >>> grid_edges({"t": 0.2}, [{}, {"t": 0.1}, {"t": 0.15}], {"t": 0.1})
     ['t = 0.1 is at the grid edge']
     >>> grid_edges({"t": 0.2}, [{}, {"t": 0.1}], {})
     ['t = 0.2 is at the grid edge']
+    >>> grid_edges({}, [{}, {"n": 1024}], {"n": 1024}, {"n": 256})
+    ['n = 1024 is at the grid edge']
     """
+    base = (defaults or {}) | base
     out = []
     for k in dict.fromkeys(k for pt in points for k in pt):
         tried: set[Any] = {pt[k] for pt in points if k in pt} | ({base[k]} if k in base else set())
@@ -441,6 +451,12 @@ def grid_edges(base: dict[str, Any], points: list[dict[str, Any]], chosen: dict[
         if len(tried) > 1 and v in (min(tried), max(tried)):
             out.append(f"{k} = {v} is at the grid edge")
     return out
+
+
+def model_defaults(model: str) -> dict[str, Any]:
+    """The default value of every setting of ``model`` (its params class), for :func:`grid_edges`."""
+    params_class = REGISTRY.get_or_raise(model).params_class
+    return {name: f.default for name, f in params_class.model_fields.items()}
 
 
 def run_grid_then_seeds(
@@ -500,7 +516,7 @@ def run_grid_then_seeds(
             "grid_seed": gseed,
             "reused_grid_fit": seed == gseed,
             "grid": grid,
-            "grid_edges": grid_edges(base, points, chosen),
+            "grid_edges": grid_edges(base, points, chosen, model_defaults(model)),
         }
         state["runs"][str(seed)] = run
         save_stage(key, state)

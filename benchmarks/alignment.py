@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -218,16 +219,70 @@ def year_block(titles: list[str]) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------- part A
-def part_align(args: argparse.Namespace) -> dict[str, Any]:
-    import modalrec.data as mdata
+@dataclass
+class AlignData:
+    """Part A's feature views, item split, and every fitted aligner with the views it reads.
 
-    P, F = args.plan["align"], args.plan["features"]
-    R = {k: r.get("params", {}) for k, r in P["rows"].items()}
-    W = F["weights"]
-    ds = mdata.load(P["dataset"])
-    feats, masks = ml100k_features(ds, progress=not args.quiet)
+    Why one object: every fit, validation score and report row needs the same views and split, and
+    the rows are reported in the order the aligners were fitted; keeping them together keeps each
+    step short and makes it impossible to hand a fit the test rows.
+    """
+
+    text_views: dict[str, np.ndarray]
+    image_views: dict[str, np.ndarray]
+    train: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    seed: int
+    aligners: dict[str, Any] = field(default_factory=dict)
+    view_of: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    seen: np.ndarray = field(init=False, repr=False)
+    vloc: np.ndarray = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Everything an aligner sees: training + validation rows only (test rows are cut out entirely)."""
+        self.seen = np.sort(np.concatenate([self.train, self.valid]))
+        self.vloc = np.searchsorted(self.seen, self.valid)
+
+    def views_of(self, tv: str, iv: str) -> dict[str, np.ndarray]:
+        """The (text, image) view pair an aligner is fitted on."""
+        return {"text": self.text_views[tv], "image": self.image_views[iv]}
+
+    def valid_scores(self, al: Any, views: dict[str, np.ndarray]) -> dict[str, float]:
+        """Validation MRR and text->image Recall@10: every selection in part A reads these only."""
+        zt = al.transform("text", views["text"][self.valid])
+        zi = al.transform("image", views["image"][self.valid])
+        return {
+            "valid_mrr": round(mean_reciprocal_rank(zt, zi), 4),
+            "valid_t2i_recall@10": round(retrieval_metrics(zt, zi)["recall@10"], 4),
+        }
+
+    def fit(self, al: Any, views: dict[str, np.ndarray]) -> Any:
+        """Fit on the seen rows (early stopping on validation) and store time and validation scores."""
+        t0 = time.perf_counter()
+        al.fit({m: v[self.seen] for m, v in views.items()}, valid_items=self.vloc, seed=self.seed)
+        al.meta["fit_seconds"] = round(time.perf_counter() - t0, 1)
+        al.meta.update(self.valid_scores(al, views))
+        log(
+            f"  fitted {type(al).__name__} in {al.meta['fit_seconds']}s, valid {self.valid_scores(al, views)}"
+        )
+        return al
+
+    def add(self, name: str, al: Any, views: dict[str, np.ndarray]) -> None:
+        """Fit ``al`` and keep it as a reported row (rows come out in the order they were added)."""
+        self.aligners[name], self.view_of[name] = self.fit(al, views), views
+
+
+def align_split(
+    masks: dict[str, np.ndarray], P: dict[str, Any], seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Seeded train/valid/test items among those with a text and a poster.
+
+    Why first and seeded: the held-out test items must be fixed before any feature or aligner is
+    fitted, and be the same items in every run of the plan.
+    """
     both = np.flatnonzero(masks["text"] & masks["image"] & masks["image_mv"])
-    rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(seed)
     perm = rng.permutation(both)
     n_test = round(P["test_fraction"] * len(both))
     test = np.sort(perm[:n_test])
@@ -235,12 +290,19 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
     n_valid = round(P["valid_fraction"] * len(rest))
     valid, train = np.sort(rest[:n_valid]), np.sort(rest[n_valid:])
     log(f"items with text+poster {len(both)}: train {len(train)}, valid {len(valid)}, test {len(test)}")
+    return train, valid, test
 
+
+def align_text_views(
+    ds: Any, feats: dict[str, np.ndarray], masks: dict[str, np.ndarray], train: np.ndarray, F: dict[str, Any]
+) -> dict[str, np.ndarray]:
+    """The plan's candidate text features (TF-IDF fitted on training items only, so test text stays unseen)."""
+    W = F["weights"]
     texts = ds.item_texts(list(FIELDS))
     tfidf = tfidf_block(texts, train, **F["tfidf"])
     years = year_block(ds.items["title"].cast(str).fill_null("").to_list())
     minilm = l2_normalize(feats["text"])
-    text_views = {
+    return {
         "MiniLM": feats["text"],
         "MiniLM+TF-IDF": np.concatenate([minilm, W["tfidf"] * l2_normalize(tfidf)], axis=1),
         "MiniLM+TF-IDF+year": np.concatenate(
@@ -255,75 +317,67 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
             axis=1,
         ).astype(np.float32),
     }
+
+
+def align_image_views(feats: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The plan's candidate poster features: the default crop, and the multi-view head (+ stages)."""
     mv = feats["image_mv"]
-    image_views = {
+    return {
         "crop": feats["image"],
         "5-view head": image_block(mv, VIEWS, "head"),
         "5-view head+stages": image_block(mv, VIEWS, "all"),
     }
-    same("align.text_views", list(text_views), P["text_views"])
-    same("align.image_views", list(image_views), P["image_views"])
 
-    # Everything an aligner sees: training + validation rows only (test rows are cut out entirely).
-    seen = np.sort(np.concatenate([train, valid]))
-    vloc = np.searchsorted(seen, valid)
 
-    def views_of(tv: str, iv: str) -> dict[str, np.ndarray]:
-        return {"text": text_views[tv], "image": image_views[iv]}
+def fit_feature_selection(data: AlignData, R: dict[str, Any]) -> tuple[list[dict[str, Any]], str, str]:
+    """Step 1: ridge text->image on every text x image feature pair; the pair is chosen on validation MRR.
 
-    def valid_scores(al: Any, views: dict[str, np.ndarray]) -> dict[str, float]:
-        zt, zi = al.transform("text", views["text"][valid]), al.transform("image", views["image"][valid])
-        return {
-            "valid_mrr": round(mean_reciprocal_rank(zt, zi), 4),
-            "valid_t2i_recall@10": round(retrieval_metrics(zt, zi)["recall@10"], 4),
-        }
-
-    def fit(al: Any, views: dict[str, np.ndarray]) -> Any:
-        t0 = time.perf_counter()
-        al.fit({m: v[seen] for m, v in views.items()}, valid_items=vloc, seed=args.seed)
-        al.meta["fit_seconds"] = round(time.perf_counter() - t0, 1)
-        al.meta.update(valid_scores(al, views))
-        log(f"  fitted {type(al).__name__} in {al.meta['fit_seconds']}s, valid {valid_scores(al, views)}")
-        return al
-
-    # 1. features: linear baselines on every text x image feature combination (ridge, both directions)
-    aligners: dict[str, Any] = {}
-    view_of: dict[str, dict[str, np.ndarray]] = {}
-    feature_trials = []
-    for tv in text_views:
-        for iv in image_views:
-            v = views_of(tv, iv)
+    Why ridge: it is cheap and has no hyperparameter to tune per pair, so it ranks the features
+    themselves; every later aligner then works on the chosen pair.
+    """
+    feature_trials: list[dict[str, Any]] = []
+    for tv in data.text_views:
+        for iv in data.image_views:
+            v = data.views_of(tv, iv)
             name = f"ridge text->image ({tv}; {iv})"
-            aligners[name], view_of[name] = fit(RidgeAligner(**R["ridge_t2i"]), v), v
-            feature_trials.append({"text": tv, "image": iv, **valid_scores(aligners[name], v)})
+            data.add(name, RidgeAligner(**R["ridge_t2i"]), v)
+            feature_trials.append({"text": tv, "image": iv, **data.valid_scores(data.aligners[name], v)})
     best_feat = max(feature_trials, key=lambda t: t["valid_mrr"])
     tv, iv = best_feat["text"], best_feat["image"]
     log("features selected on validation:", tv, "|", iv)
-    rich = views_of(tv, iv)
-    tag = f"({tv}; {iv})"
+    return feature_trials, tv, iv
+
+
+def fit_linear_baselines(data: AlignData, R: dict[str, Any], rich: dict[str, np.ndarray], tag: str) -> None:
+    """Ridge image->text and CCA on the selected features, and CCA on the raw ones (the linear references)."""
     for name, al in [
         (f"ridge image->text {tag}", RidgeAligner(**R["ridge_i2t"])),
         (f"cca {tag}", CCAAligner(**R["cca"])),
         (f"cca dim 128 {tag}", CCAAligner(**R["cca_128"])),
         ("cca (MiniLM; crop)", CCAAligner(**R["cca_raw"])),
     ]:
-        v = views_of("MiniLM", "crop") if "(MiniLM; crop)" in name else rich
-        aligners[name], view_of[name] = fit(al, v), v
+        v = data.views_of("MiniLM", "crop") if "(MiniLM; crop)" in name else rich
+        data.add(name, al, v)
 
-    # 2. contrastive heads: hyperparameters chosen by validation MRR on the selected features
-    grid = contrastive_grid(P["contrastive"])
-    if args.quick:
-        grid = grid[:2]
-        for g in grid:
-            g["max_epochs"] = 30
-    best, trials = select_contrastive(rich, seen, vloc, grid, args.seed)
-    log("selected contrastive params", best)
-    epochs = {"max_epochs": 30} if args.quick else {}
-    n_seeds = 2 if args.quick else args.ensemble_seeds
-    linear_members: list[dict[str, Any]] = [dict(m) for m in P["linear_members"]["members"]]
-    nonlinear: list[tuple[str, Any, dict[str, np.ndarray]]] = [
+
+def nonlinear_rows(
+    data: AlignData,
+    R: dict[str, Any],
+    best: dict[str, Any],
+    n_seeds: int,
+    epochs: dict[str, int],
+    linear_members: list[dict[str, Any]],
+    rich: dict[str, np.ndarray],
+    tag: str,
+) -> list[tuple[str, Any, dict[str, np.ndarray]]]:
+    """The learned (non-ridge, non-CCA) aligners as (name, unfitted aligner, views), in report order.
+
+    Why built before fitting: every aligner is constructed first, then fitted one by one, exactly as
+    the committed results were produced.
+    """
+    return [
         (f"contrastive {tag}", ContrastiveAligner(**best), rich),
-        ("contrastive (MiniLM; crop)", ContrastiveAligner(**best), views_of("MiniLM", "crop")),
+        ("contrastive (MiniLM; crop)", ContrastiveAligner(**best), data.views_of("MiniLM", "crop")),
         (
             f"contrastive, {n_seeds} seeds {tag}",
             EnsembleAligner(members=[{"aligner": "contrastive", **best}] * n_seeds),
@@ -358,16 +412,53 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
             rich,
         ),
     ]
-    for name, al, v in nonlinear:
-        aligners[name], view_of[name] = fit(al, v), v
-    learned_names = list(aligners)
 
-    # 3. scene text: character n-grams of the title vs those of the text OCR reads on the poster (one
-    #    shared vocabulary, IDF fitted on training items), alone and next to learned linear aligners
-    #    (ensemble members reading their own column blocks); learned part and weight chosen on validation
-    lex_views = {"text": feats["title_chars"], "image": feats["image_ocr"]}
+
+def fit_learned(
+    data: AlignData,
+    args: argparse.Namespace,
+    R: dict[str, Any],
+    linear_members: list[dict[str, Any]],
+    rich: dict[str, np.ndarray],
+    tag: str,
+) -> list[dict[str, Any]]:
+    """Step 2: contrastive hyperparameters chosen by validation MRR on the selected features, then
+    every learned aligner fitted with them; returns the contrastive trials.
+
+    Why --quick cuts here: the grid and the epochs are what make part A slow.
+    """
+    grid = contrastive_grid(args.plan["align"]["contrastive"])
+    if args.quick:
+        grid = grid[:2]
+        for g in grid:
+            g["max_epochs"] = 30
+    best, trials = select_contrastive(rich, data.seen, data.vloc, grid, args.seed)
+    log("selected contrastive params", best)
+    epochs = {"max_epochs": 30} if args.quick else {}
+    n_seeds = 2 if args.quick else args.ensemble_seeds
+    for name, al, v in nonlinear_rows(data, R, best, n_seeds, epochs, linear_members, rich, tag):
+        data.add(name, al, v)
+    return trials
+
+
+def fit_scene_text(
+    data: AlignData,
+    P: dict[str, Any],
+    R: dict[str, Any],
+    lex_views: dict[str, np.ndarray],
+    linear_members: list[dict[str, Any]],
+    rich: dict[str, np.ndarray],
+    tag: str,
+) -> list[dict[str, Any]]:
+    """Step 3: scene text alone and next to learned linear aligners; returns the validation trials.
+
+    Character n-grams of the title vs those of the text OCR reads on the poster (one shared
+    vocabulary, IDF fitted on training items), alone and next to learned linear aligners (ensemble
+    members reading their own column blocks). Why a grid on validation: how much weight the lexical
+    match deserves next to a learned map, and which map, cannot be fixed in advance.
+    """
     lex_name = "scene text: lexical (title char n-grams <-> poster OCR n-grams)"
-    aligners[lex_name], view_of[lex_name] = fit(LexicalAligner(**R["lexical"]), lex_views), lex_views
+    data.add(lex_name, LexicalAligner(**R["lexical"]), lex_views)
     combo = {m: np.concatenate([rich[m], lex_views[m]], axis=1) for m in ("text", "image")}
     semantic = {m: [0, rich[m].shape[1]] for m in combo}
     lexical = {"aligner": "lexical", "columns": {m: [rich[m].shape[1], combo[m].shape[1]] for m in combo}}
@@ -384,62 +475,108 @@ def part_align(args: argparse.Namespace) -> dict[str, Any]:
                 members=[{**m, "columns": semantic} for m in members] + [lexical],
                 weights=[(1 - w) / len(members)] * len(members) + [w],
             )
-            scene_fits[label, w] = fit(ens, combo)
-            scene_trials.append({"learned": label, "scene_text_weight": w, **valid_scores(ens, combo)})
+            scene_fits[label, w] = data.fit(ens, combo)
+            scene_trials.append({"learned": label, "scene_text_weight": w, **data.valid_scores(ens, combo)})
     pick = max(scene_trials, key=lambda t: t["valid_mrr"])
     combo_name = (
         f"scene text (lexical) + {pick['learned']} {tag}, scene-text weight {pick['scene_text_weight']}"
     )
-    aligners[combo_name] = scene_fits[pick["learned"], pick["scene_text_weight"]]
-    view_of[combo_name] = combo
+    data.aligners[combo_name] = scene_fits[pick["learned"], pick["scene_text_weight"]]
+    data.view_of[combo_name] = combo
     log("scene text + learned, selected on validation:", combo_name)
+    return scene_trials
 
+
+def align_report_rows(data: AlignData, lex_views: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Test-item retrieval rows: the two raw ("before") references, then each aligner with its validation scores."""
     rows = []
-    before = alignment_report(views_of("MiniLM", "crop"), None, {}, test)["rows"]
+    before = alignment_report(data.views_of("MiniLM", "crop"), None, {}, data.test)["rows"]
     rows += [{**r, "aligner": "before (raw MiniLM vs EfficientNet crop)"} for r in before]
-    before = alignment_report(lex_views, None, {}, test)["rows"]
+    before = alignment_report(lex_views, None, {}, data.test)["rows"]
     rows += [{**r, "aligner": "before (raw title char n-grams vs poster OCR n-grams)"} for r in before]
-    for name, al in aligners.items():
-        rep = alignment_report(view_of[name], None, {name: al}, test)
+    for name, al in data.aligners.items():
+        rep = alignment_report(data.view_of[name], None, {name: al}, data.test)
         rows += [
             {**r, "valid_mrr": al.meta["valid_mrr"], "valid_t2i_recall@10": al.meta["valid_t2i_recall@10"]}
             for r in rep["rows"]
             if r["aligner"] == name
         ]
+    return rows
+
+
+def align_context(
+    data: AlignData, rows: list[dict[str, Any]], learned_names: list[str], features: str
+) -> dict[str, Any]:
+    """The protocol and headline picks written next to the rows (best aligners chosen on validation)."""
+    aligners = data.aligners
     best_name = max(aligners, key=lambda n: aligners[n].meta["valid_mrr"])
     best_learned = max(learned_names, key=lambda n: aligners[n].meta["valid_mrr"])
     t2i = {r["aligner"]: r for r in rows if r["query"] == "text" and r["gallery"] == "image"}
     linear = [n for n in aligners if n.startswith(("ridge", "cca", "linear"))]
     best_linear = max(linear, key=lambda n: t2i[n]["recall@10"])
     return {
+        "protocol": "ML-100K text (title | genres | overview) <-> poster; 20% of items with both held out (seed "
+        f"{data.seed}), never seen by any fit or selection; early stopping and every selection (features, "
+        "hyperparameters, best aligner) on a 15% validation split of the rest",
+        "split": f"train {len(data.train)}, valid {len(data.valid)}, test {len(data.test)} items",
+        "image features": "EfficientNet-Lite0: 'crop' = modalrec's default encoder (centre crop, pooled head); "
+        "'5-view' = mean over centre crop, flipped crop, padded, squashed, flipped squash; 'head+stages' "
+        "adds the pooled output of every stage (24..320 channels), each block L2-normalised",
+        "text features": "MiniLM-L6-v2 of 'title | genres | overview'; + TF-IDF/SVD-256 fitted on training "
+        "items; + one-hot 5-year bucket of the year in the title; or + MiniLM of each field on its own",
+        "chance Recall@10": round(10 / len(data.test), 4),
+        "selected features (valid MRR of ridge)": features,
+        "best aligner by validation MRR": best_name,
+        "its test text->image Recall@10": t2i[best_name]["recall@10"],
+        "scene text": "RapidOCR (PP-OCRv4, ONNX weights in the rapidocr_onnxruntime wheel) reads the text printed "
+        "on each poster (upscaled to a 184-px short side); it and the item's title are hashed into character "
+        "trigrams (letters and digits only), so a poster that shows its title matches the title's text",
+        "best learned aligner without scene text (by validation MRR)": best_learned,
+        "its test text->image Recall@10 (learned maps only)": t2i[best_learned]["recall@10"],
+        "best linear/CCA baseline on test (text->image R@10)": f"{best_linear}: {t2i[best_linear]['recall@10']:.4f}",
+    }
+
+
+def part_align(args: argparse.Namespace) -> dict[str, Any]:
+    """ML-100K text <-> poster retrieval: features, then linear, learned and scene-text aligners."""
+    import modalrec.data as mdata
+
+    P, F = args.plan["align"], args.plan["features"]
+    R = {k: r.get("params", {}) for k, r in P["rows"].items()}
+    ds = mdata.load(P["dataset"])
+    feats, masks = ml100k_features(ds, progress=not args.quiet)
+    train, valid, test = align_split(masks, P, args.seed)
+    data = AlignData(
+        text_views=align_text_views(ds, feats, masks, train, F),
+        image_views=align_image_views(feats),
+        train=train,
+        valid=valid,
+        test=test,
+        seed=args.seed,
+    )
+    same("align.text_views", list(data.text_views), P["text_views"])
+    same("align.image_views", list(data.image_views), P["image_views"])
+
+    feature_trials, tv, iv = fit_feature_selection(data, R)
+    rich = data.views_of(tv, iv)
+    tag = f"({tv}; {iv})"
+    fit_linear_baselines(data, R, rich, tag)
+    linear_members: list[dict[str, Any]] = [dict(m) for m in P["linear_members"]["members"]]
+    trials = fit_learned(data, args, R, linear_members, rich, tag)
+    learned_names = list(data.aligners)
+    lex_views = {"text": feats["title_chars"], "image": feats["image_ocr"]}
+    scene_trials = fit_scene_text(data, P, R, lex_views, linear_members, rich, tag)
+
+    rows = align_report_rows(data, lex_views)
+    return {
         "n_items_evaluated": len(test),
         "ks": [1, 10],
         "rows": rows,
         "aligners": {
             n: {"class": type(a).__name__, "params": a.get_params(), "meta": a.meta}
-            for n, a in aligners.items()
+            for n, a in data.aligners.items()
         },
-        "context": {
-            "protocol": "ML-100K text (title | genres | overview) <-> poster; 20% of items with both held out (seed "
-            f"{args.seed}), never seen by any fit or selection; early stopping and every selection (features, "
-            "hyperparameters, best aligner) on a 15% validation split of the rest",
-            "split": f"train {len(train)}, valid {len(valid)}, test {len(test)} items",
-            "image features": "EfficientNet-Lite0: 'crop' = modalrec's default encoder (centre crop, pooled head); "
-            "'5-view' = mean over centre crop, flipped crop, padded, squashed, flipped squash; 'head+stages' "
-            "adds the pooled output of every stage (24..320 channels), each block L2-normalised",
-            "text features": "MiniLM-L6-v2 of 'title | genres | overview'; + TF-IDF/SVD-256 fitted on training "
-            "items; + one-hot 5-year bucket of the year in the title; or + MiniLM of each field on its own",
-            "chance Recall@10": round(10 / len(test), 4),
-            "selected features (valid MRR of ridge)": f"{tv}; {iv}",
-            "best aligner by validation MRR": best_name,
-            "its test text->image Recall@10": t2i[best_name]["recall@10"],
-            "scene text": "RapidOCR (PP-OCRv4, ONNX weights in the rapidocr_onnxruntime wheel) reads the text printed "
-            "on each poster (upscaled to a 184-px short side); it and the item's title are hashed into character "
-            "trigrams (letters and digits only), so a poster that shows its title matches the title's text",
-            "best learned aligner without scene text (by validation MRR)": best_learned,
-            "its test text->image Recall@10 (learned maps only)": t2i[best_learned]["recall@10"],
-            "best linear/CCA baseline on test (text->image R@10)": f"{best_linear}: {t2i[best_linear]['recall@10']:.4f}",
-        },
+        "context": align_context(data, rows, learned_names, f"{tv}; {iv}"),
         "feature_selection": feature_trials,
         "contrastive_selection": trials,
         "scene_text_selection": scene_trials,
@@ -727,38 +864,34 @@ def vector_scorer(U: np.ndarray, V: np.ndarray) -> Any:
     return lambda users: Ut[torch.as_tensor(users)] @ Vt.T
 
 
-def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
-    """ML-100K cold start: collaborative alignment vs popularity vs ItemKNN on raw text."""
-    import modalrec.data as mdata
-    from modalrec.evaluation.protocol import evaluate
-    from modalrec.models import create
+@dataclass
+class ColdStart:
+    """Part C's split, content features and evaluation, shared by every cold-start row.
 
-    P, F = args.plan["coldstart"], args.plan["features"]
-    ds = mdata.load(P["dataset"], split=P["split"], seed=args.seed)
-    cold = np.asarray(ds.cold_items, dtype=np.int64)
-    warm_mask = np.ones(ds.n_items, bool)
-    warm_mask[cold] = False
-    warm_mask &= ds.item_popularity() > 0
-    feats, masks = ml100k_features(ds, progress=not args.quiet)
-    image, image_mask = image_block(feats["image_mv"], VIEWS, "all"), masks["image_mv"]
-    texts = ds.item_texts(list(FIELDS))
-    tfidf = tfidf_block(texts, np.flatnonzero(warm_mask), **F["tfidf"])
-    text_combo = np.concatenate(
-        [l2_normalize(feats["text"]), F["weights"]["tfidf"] * l2_normalize(tfidf)], axis=1
-    )
-    log(f"cold-start split: {len(cold)} cold items, {int(warm_mask.sum())} warm items")
-    ks = (10, 20, 50)
-    out: dict[str, Any] = {
-        "protocol": f"ML-100K cold start (DESIGN.md): {len(cold)} items (10%, seed {args.seed}) have no training "
-        "interaction; test users ranked over cold items only (full ranking among them), train+valid masked; "
-        "hyperparameters chosen on the valid split of the same cold items",
-        "models": {},
-    }
+    Why one object: every row is scored by the same evaluation (test users ranked over the cold items
+    only) and chosen on the same validation numbers; keeping split, features and ``models`` together
+    lets each family of rows be its own short step.
+    """
 
-    def record(name: str, scorer: Any, extra: dict[str, Any] | None = None) -> None:
+    ds: Any
+    cold: np.ndarray
+    warm_mask: np.ndarray
+    masks: dict[str, np.ndarray]
+    image: np.ndarray
+    text_combo: np.ndarray
+    seed: int
+    ks: tuple[int, ...] = (10, 20, 50)
+    models: dict[str, Any] = field(default_factory=dict)
+    pop: Any = None  # the popularity model: evaluate() runs it, scorers replace its scores
+    train: Any = None  # training interactions (CSR float32), set once popularity is recorded
+
+    def record(self, name: str, scorer: Any, extra: dict[str, Any] | None = None) -> None:
+        """Evaluate a scorer on the test users over the cold items and keep it as a row."""
+        from modalrec.evaluation.protocol import evaluate
+
         t0 = time.perf_counter()
-        res = evaluate(pop, ds, "test", ks=ks, candidate_items=cold, scorer=scorer)
-        out["models"][name] = {
+        res = evaluate(self.pop, self.ds, "test", ks=self.ks, candidate_items=self.cold, scorer=scorer)
+        self.models[name] = {
             "test": res.metrics,
             "test_users": res.n_users,
             "seconds": round(time.perf_counter() - t0, 2),
@@ -766,16 +899,16 @@ def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
         }
         log(f"  cold {name}: R@20 {res['recall@20']:.4f} users {res.n_users}")
 
-    def valid_recall(scorer: Any) -> float:
-        return evaluate(pop, ds, "valid", ks=(20,), candidate_items=cold, scorer=scorer)["recall@20"]
+    def valid_recall(self, scorer: Any) -> float:
+        """Validation Recall@20 over the cold items: what every cold-start selection reads."""
+        from modalrec.evaluation.protocol import evaluate
 
-    pop = create("popularity").fit(ds, progress=False)
-    record("popularity", None)
-    out["random"] = cold_random_reference(ds)
+        res = evaluate(self.pop, self.ds, "valid", ks=(20,), candidate_items=self.cold, scorer=scorer)
+        return res["recall@20"]
 
-    train = ds.train.tocsr().astype(np.float32)
-
-    def knn_scorer(X: np.ndarray, k: int | None) -> Any:
+    def knn_scorer(self, X: np.ndarray, k: int | None) -> Any:
+        """ItemKNN on content: a user's score for a cold item sums its similarity to the user's warm items."""
+        ds, cold, warm_mask = self.ds, self.cold, self.warm_mask
         Xn = l2_normalize(X)
         S = Xn[warm_mask] @ Xn[cold].T  # warm x cold similarity
         if k is not None and k < S.shape[0]:
@@ -783,96 +916,161 @@ def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
             S = np.where(thr <= S, S, 0.0)
         full = np.zeros((ds.n_items, ds.n_items), np.float32)
         full[np.ix_(np.flatnonzero(warm_mask), cold)] = S
-        Rw = train
+        Rw = self.train
 
         def score(users: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.asarray(Rw[users] @ full, dtype=np.float32))
 
         return score
 
-    knn_rows = [
-        ("itemknn raw text (MiniLM)", feats["text"]),
-        ("itemknn raw text (TF-IDF)", tfidf),
-        ("itemknn raw text (MiniLM+TF-IDF)", text_combo),
-    ]
-    same("coldstart.itemknn_rows", [label for label, _ in knn_rows], P["itemknn_rows"])
-    k_grid = [k or None for k in P["itemknn_k"]]  # 0 = every warm item
-    for label, X in knn_rows:
-        best = max(((valid_recall(knn_scorer(X, k)), k) for k in k_grid), key=lambda t: t[0])
-        record(label, knn_scorer(X, best[1]), {"k": best[1], "valid_recall@20": best[0]})
-
-    def collab(dim: int, use_image: bool) -> tuple[Any, dict[str, Any]]:
-        U, V = pure_svd(train, dim, seed=args.seed)
-        views = {"text": text_combo, "cf": V}
-        mk = {"text": masks["text"], "cf": warm_mask}
+    def collab(self, dim: int, use_image: bool) -> tuple[Any, dict[str, Any]]:
+        """Content -> PureSVD item factors (CollaborativeAligner); cold items get factors from content alone."""
+        U, V = pure_svd(self.train, dim, seed=self.seed)
+        views = {"text": self.text_combo, "cf": V}
+        mk = {"text": self.masks["text"], "cf": self.warm_mask}
         if use_image:
-            views["image"], mk["image"] = image, image_mask
-        al = CollaborativeAligner().fit(views, mk, seed=args.seed)
+            views["image"], mk["image"] = self.image, self.masks["image_mv"]
+        al = CollaborativeAligner().fit(views, mk, seed=self.seed)
         Vc = al.transform_joint({m: views[m] for m in views if m != "cf"}, mk)
         Ut = torch.from_numpy(U)
         Vt = torch.from_numpy(Vc.astype(np.float32))
         return (lambda users: Ut[torch.as_tensor(users)] @ Vt.T), {"reg": al.meta["reg"]}
 
-    trials = []
-    for dim in P["collaborative"]["dims"]:
-        for use_image in P["collaborative"]["image"]:
-            sc, meta = collab(dim, use_image)
-            trials.append({"dim": dim, "image": use_image, "valid_recall@20": valid_recall(sc), **meta})
-            log("  collaborative trial", trials[-1])
-    best = max(trials, key=lambda t: t["valid_recall@20"])
-    sc, _ = collab(best["dim"], best["image"])
-    record("collaborative alignment (content -> PureSVD)", sc, {"selected": best, "trials": trials})
-
-    # End-to-end collaborative alignment: a content tower trained with the softmax likelihood of the
-    # interactions (InteractionAligner), early-stopped on the validation users' Recall@20 over the
-    # cold items; content set and tower width chosen on the same validation numbers.
-    def e2e(content: str, hidden: int) -> tuple[Any, dict[str, Any]]:
-        views = {"text": text_combo}
-        mk = {"text": masks["text"]}
+    def e2e(self, content: str, hidden: int, seeds: Any) -> tuple[Any, dict[str, Any]]:
+        """A content tower trained on the interactions (InteractionAligner), early-stopped on validation."""
+        views = {"text": self.text_combo}
+        mk = {"text": self.masks["text"]}
         if content == "text+image":
-            views["image"], mk["image"] = image, image_mask
+            views["image"], mk["image"] = self.image, self.masks["image_mv"]
 
         def validate(V: np.ndarray, U: np.ndarray) -> float:
-            return valid_recall(vector_scorer(U, V))
+            return self.valid_recall(vector_scorer(U, V))
 
-        al = InteractionAligner(hidden=hidden, seeds=P["end_to_end"]["seeds"]).fit(
-            views, mk, interactions=train, validate=validate, seed=args.seed
+        al = InteractionAligner(hidden=hidden, seeds=seeds).fit(
+            views, mk, interactions=self.train, validate=validate, seed=self.seed
         )
         return vector_scorer(al.user_vectors, al.transform_joint(views, mk)), {
             "valid_recall@20": al.meta["valid_ensemble"],
             "best_steps": [h["best_step"] for h in al.meta["seeds"]],
         }
 
+
+def cold_inputs(
+    args: argparse.Namespace, P: dict[str, Any], F: dict[str, Any]
+) -> tuple[ColdStart, dict[str, np.ndarray], np.ndarray]:
+    """The cold split and its content features; also the raw MiniLM features and TF-IDF (for ItemKNN).
+
+    Why warm items only for TF-IDF: its vocabulary and IDF must not be fitted on the cold items'
+    text, which stands in for items the system has never seen.
+    """
+    import modalrec.data as mdata
+
+    ds = mdata.load(P["dataset"], split=P["split"], seed=args.seed)
+    cold = np.asarray(ds.cold_items, dtype=np.int64)
+    warm_mask = np.ones(ds.n_items, bool)
+    warm_mask[cold] = False
+    warm_mask &= ds.item_popularity() > 0
+    feats, masks = ml100k_features(ds, progress=not args.quiet)
+    image = image_block(feats["image_mv"], VIEWS, "all")
+    texts = ds.item_texts(list(FIELDS))
+    tfidf = tfidf_block(texts, np.flatnonzero(warm_mask), **F["tfidf"])
+    text_combo = np.concatenate(
+        [l2_normalize(feats["text"]), F["weights"]["tfidf"] * l2_normalize(tfidf)], axis=1
+    )
+    log(f"cold-start split: {len(cold)} cold items, {int(warm_mask.sum())} warm items")
+    cs = ColdStart(ds, cold, warm_mask, masks, image, text_combo, args.seed)
+    return cs, feats, tfidf
+
+
+def cold_itemknn(cs: ColdStart, P: dict[str, Any], minilm: np.ndarray, tfidf: np.ndarray) -> None:
+    """ItemKNN on raw text features (the content-only reference), k chosen per feature set on validation."""
+    knn_rows = [
+        ("itemknn raw text (MiniLM)", minilm),
+        ("itemknn raw text (TF-IDF)", tfidf),
+        ("itemknn raw text (MiniLM+TF-IDF)", cs.text_combo),
+    ]
+    same("coldstart.itemknn_rows", [label for label, _ in knn_rows], P["itemknn_rows"])
+    k_grid = [k or None for k in P["itemknn_k"]]  # 0 = every warm item
+    for label, X in knn_rows:
+        best = max(((cs.valid_recall(cs.knn_scorer(X, k)), k) for k in k_grid), key=lambda t: t[0])
+        cs.record(label, cs.knn_scorer(X, best[1]), {"k": best[1], "valid_recall@20": best[0]})
+
+
+def cold_collaborative(cs: ColdStart, P: dict[str, Any]) -> None:
+    """Collaborative alignment (content -> PureSVD): factor dim and image use chosen on validation, then refit."""
+    trials = []
+    for dim in P["collaborative"]["dims"]:
+        for use_image in P["collaborative"]["image"]:
+            sc, meta = cs.collab(dim, use_image)
+            trials.append({"dim": dim, "image": use_image, "valid_recall@20": cs.valid_recall(sc), **meta})
+            log("  collaborative trial", trials[-1])
+    best = max(trials, key=lambda t: t["valid_recall@20"])
+    sc, _ = cs.collab(best["dim"], best["image"])
+    cs.record("collaborative alignment (content -> PureSVD)", sc, {"selected": best, "trials": trials})
+
+
+def cold_end_to_end(cs: ColdStart, P: dict[str, Any]) -> None:
+    """End-to-end collaborative alignment: a content tower trained with the softmax likelihood of the
+    interactions (InteractionAligner), early-stopped on the validation users' Recall@20 over the cold
+    items; content set and tower width chosen on the same validation numbers, then refitted."""
+    E = P["end_to_end"]
     e2e_trials = []
-    for content in P["end_to_end"]["content"]:
-        for hidden in P["end_to_end"]["hidden"]:
-            _, meta = e2e(content, hidden)
+    for content in E["content"]:
+        for hidden in E["hidden"]:
+            _, meta = cs.e2e(content, hidden, E["seeds"])
             e2e_trials.append({"content": content, "hidden": hidden, **meta})
             log("  end-to-end trial", e2e_trials[-1])
     best_e2e = max(e2e_trials, key=lambda t: t["valid_recall@20"])
-    sc, _ = e2e(best_e2e["content"], best_e2e["hidden"])
-    record(E2E, sc, {"selected": best_e2e, "trials": e2e_trials})
-    m = out["models"]
+    sc, _ = cs.e2e(best_e2e["content"], best_e2e["hidden"], E["seeds"])
+    cs.record(E2E, sc, {"selected": best_e2e, "trials": e2e_trials})
+
+
+def cold_ratios(m: dict[str, Any]) -> dict[str, float]:
+    """Test Recall@20 of the end-to-end and the collaborative alignment relative to the references."""
     e = m[E2E]["test"]["recall@20"]
-    out["e2e_ratio_vs_popularity"] = e / max(m["popularity"]["test"]["recall@20"], 1e-12)
-    out["e2e_ratio_vs_itemknn_text"] = e / max(m["itemknn raw text (MiniLM)"]["test"]["recall@20"], 1e-12)
-    out["e2e_ratio_vs_itemknn_text_tfidf"] = e / max(
-        m["itemknn raw text (MiniLM+TF-IDF)"]["test"]["recall@20"], 1e-12
-    )
-    out["e2e_ratio_vs_itemknn_text_tfidf_only"] = e / max(
-        m["itemknn raw text (TF-IDF)"]["test"]["recall@20"], 1e-12
-    )
     c = m["collaborative alignment (content -> PureSVD)"]["test"]["recall@20"]
-    out["ratio_vs_popularity"] = c / max(m["popularity"]["test"]["recall@20"], 1e-12)
-    out["ratio_vs_itemknn_text"] = c / max(m["itemknn raw text (MiniLM)"]["test"]["recall@20"], 1e-12)
-    out["ratio_vs_itemknn_text_tfidf"] = c / max(
-        m["itemknn raw text (MiniLM+TF-IDF)"]["test"]["recall@20"], 1e-12
-    )
+    return {
+        "e2e_ratio_vs_popularity": e / max(m["popularity"]["test"]["recall@20"], 1e-12),
+        "e2e_ratio_vs_itemknn_text": e / max(m["itemknn raw text (MiniLM)"]["test"]["recall@20"], 1e-12),
+        "e2e_ratio_vs_itemknn_text_tfidf": e
+        / max(m["itemknn raw text (MiniLM+TF-IDF)"]["test"]["recall@20"], 1e-12),
+        "e2e_ratio_vs_itemknn_text_tfidf_only": e
+        / max(m["itemknn raw text (TF-IDF)"]["test"]["recall@20"], 1e-12),
+        "ratio_vs_popularity": c / max(m["popularity"]["test"]["recall@20"], 1e-12),
+        "ratio_vs_itemknn_text": c / max(m["itemknn raw text (MiniLM)"]["test"]["recall@20"], 1e-12),
+        "ratio_vs_itemknn_text_tfidf": c
+        / max(m["itemknn raw text (MiniLM+TF-IDF)"]["test"]["recall@20"], 1e-12),
+    }
+
+
+def part_coldstart(args: argparse.Namespace) -> dict[str, Any]:
+    """ML-100K cold start: collaborative alignment vs popularity vs ItemKNN on raw text."""
+    from modalrec.models import create
+
+    P, F = args.plan["coldstart"], args.plan["features"]
+    cs, feats, tfidf = cold_inputs(args, P, F)
+    out: dict[str, Any] = {
+        "protocol": f"ML-100K cold start (DESIGN.md): {len(cs.cold)} items (10%, seed {args.seed}) have no training "
+        "interaction; test users ranked over cold items only (full ranking among them), train+valid masked; "
+        "hyperparameters chosen on the valid split of the same cold items",
+        "models": cs.models,
+    }
+    cs.pop = create("popularity").fit(cs.ds, progress=False)
+    cs.record("popularity", None)
+    out["random"] = cold_random_reference(cs.ds)
+    cs.train = cs.ds.train.tocsr().astype(np.float32)
+    cold_itemknn(cs, P, feats["text"], tfidf)
+    cold_collaborative(cs, P)
+    cold_end_to_end(cs, P)
+    out.update(cold_ratios(cs.models))
     return out
 
 
-def markdown(results: dict[str, Any]) -> str:
-    """Human-readable tables of every part that has results."""
+def markdown_header(results: dict[str, Any]) -> list[str]:
+    """Title, how to reproduce, the plan line, environment and per-part wall time and load.
+
+    Why the load: every run shares 2 cores with other jobs, so times alone would mislead.
+    """
     L = [
         "# Alignment, fusion and cold-start benchmark",
         "",
@@ -894,131 +1092,163 @@ def markdown(results: dict[str, Any]) -> str:
                 "shared with other jobs)"
             )
     L.append("")
-    if "align" in results:
-        A = results["align"]
+    return L
+
+
+def markdown_align(A: dict[str, Any]) -> list[str]:
+    """Part A: the retrieval report, then the validation-only selections, so the picks can be checked."""
+    L = [
+        report_markdown(A, "A. ML-100K text <-> poster retrieval (held-out items)").replace("# A.", "## A."),
+        "Contrastive hyperparameter selection (validation items only):",
+        "",
+        "| params | valid MRR | valid text->image R@10 | epochs |",
+        "|---|---|---|---|",
+    ]
+    for t in A.get("contrastive_selection", []):
         L.append(
-            report_markdown(A, "A. ML-100K text <-> poster retrieval (held-out items)").replace(
-                "# A.", "## A."
-            )
+            f"| `{json.dumps(t['params'])}` | {t['valid_mrr']:.4f} | {t['valid_t2i_recall@10']:.4f} | {t['epochs']} |"
         )
+    L.append("")
+    if A.get("scene_text_selection"):
         L += [
-            "Contrastive hyperparameter selection (validation items only):",
+            "Scene text + learned aligner: learned part and scene-text weight (validation items only):",
             "",
-            "| params | valid MRR | valid text->image R@10 | epochs |",
+            "| learned part | scene-text weight | valid MRR | valid text->image R@10 |",
             "|---|---|---|---|",
         ]
-        for t in A.get("contrastive_selection", []):
+        for t in A["scene_text_selection"]:
             L.append(
-                f"| `{json.dumps(t['params'])}` | {t['valid_mrr']:.4f} | {t['valid_t2i_recall@10']:.4f} | {t['epochs']} |"
+                f"| {t['learned']} | {t['scene_text_weight']} | {t['valid_mrr']:.4f} | {t['valid_t2i_recall@10']:.4f} |"
             )
         L.append("")
-        if A.get("scene_text_selection"):
-            L += [
-                "Scene text + learned aligner: learned part and scene-text weight (validation items only):",
-                "",
-                "| learned part | scene-text weight | valid MRR | valid text->image R@10 |",
-                "|---|---|---|---|",
-            ]
-            for t in A["scene_text_selection"]:
-                L.append(
-                    f"| {t['learned']} | {t['scene_text_weight']} | {t['valid_mrr']:.4f} | {t['valid_t2i_recall@10']:.4f} |"
-                )
-            L.append("")
-    if "fusion" in results:
-        F = results["fusion"]
+    return L
+
+
+def markdown_fusion(F: dict[str, Any]) -> list[str]:
+    """Part B: per modality mix, the true weights next to each model's learned ones and test metrics."""
+    L = [
+        "## B. Demo catalogue: learned fusion weights vs the generator's truth",
+        "",
+        f"Protocol: {F['protocol']}",
+        "",
+    ]
+    for run in F["runs"]:
+        mods = run["modalities"]
+        L.append("True modality weights: " + ", ".join(f"{m} {run['true_weights'][m]:.2f}" for m in mods))
         L += [
-            "## B. Demo catalogue: learned fusion weights vs the generator's truth",
             "",
-            f"Protocol: {F['protocol']}",
-            "",
-        ]
-        for run in F["runs"]:
-            mods = run["modalities"]
-            L.append("True modality weights: " + ", ".join(f"{m} {run['true_weights'][m]:.2f}" for m in mods))
-            L += [
-                "",
-                "| model | test R@20 | test NDCG@20 | learned weights ("
-                + ", ".join(mods)
-                + ") | best epoch | test users | seconds |",
-                "|---|---|---|---|---|---|---|",
-            ]
-            for name, r in run["models"].items():
-                w = r.get("modality_weights") or {}
-                ws = ", ".join(f"{w.get(m, 0):.2f}" for m in mods) if not name.startswith("single") else "-"
-                L.append(
-                    f"| {name} | {r['test_recall@20']:.4f} | {r['test_ndcg@20']:.4f} | {ws} | {r['best_epoch']} "
-                    f"| {r['test_users']} | {r['seconds']} |"
-                )
-            L += [
-                "",
-                f"Rank correlation of learned (weighted sum) vs true weights: {run['weights_rank_agreement']:.2f}; "
-                f"fused weighted sum beats every single modality: {run['fused_beats_every_single']}",
-                "",
-            ]
-    if "coldstart" in results:
-        C = results["coldstart"]
-        L += [
-            "## C. ML-100K cold start",
-            "",
-            f"Protocol: {C['protocol']}",
-            "",
-            "| model | test R@10 | R@20 | R@50 | NDCG@20 | P@20 | users |",
+            "| model | test R@20 | test NDCG@20 | learned weights ("
+            + ", ".join(mods)
+            + ") | best epoch | test users | seconds |",
             "|---|---|---|---|---|---|---|",
         ]
-        if "random" in C:
-            t = C["random"]
+        for name, r in run["models"].items():
+            w = r.get("modality_weights") or {}
+            ws = ", ".join(f"{w.get(m, 0):.2f}" for m in mods) if not name.startswith("single") else "-"
             L.append(
-                f"| expected random ranking (analytic) | {t['recall@10']:.4f} | {t['recall@20']:.4f} | "
-                f"{t['recall@50']:.4f} | - | {t['precision@20']:.4f} | {t['n_users']} |"
+                f"| {name} | {r['test_recall@20']:.4f} | {r['test_ndcg@20']:.4f} | {ws} | {r['best_epoch']} "
+                f"| {r['test_users']} | {r['seconds']} |"
             )
-        for name, r in C["models"].items():
-            t = r["test"]
-            label = (
-                "popularity (tie order: cold items all have popularity 0; not a reference)"
-                if name == "popularity"
-                else name
-            )
-            L.append(
-                f"| {label} | {t['recall@10']:.4f} | {t['recall@20']:.4f} | {t['recall@50']:.4f} | "
-                f"{t['ndcg@20']:.4f} | {t.get('precision@20', float('nan')):.4f} | {r['test_users']} |"
-            )
-        if "random" in C:
-            add_random_ratios(C)
-        vs_random = (
-            f"/ expected random ranking: {C['ratio_vs_random']:.2f}x; " if "ratio_vs_random" in C else ""
+        L += [
+            "",
+            f"Rank correlation of learned (weighted sum) vs true weights: {run['weights_rank_agreement']:.2f}; "
+            f"fused weighted sum beats every single modality: {run['fused_beats_every_single']}",
+            "",
+        ]
+    return L
+
+
+def markdown_coldstart_table(C: dict[str, Any]) -> list[str]:
+    """Part C's table: the analytic random reference first (when known), then every model's test row.
+
+    Why popularity is relabelled: every cold item has popularity 0, so its ranking is tie order.
+    """
+    L = [
+        "## C. ML-100K cold start",
+        "",
+        f"Protocol: {C['protocol']}",
+        "",
+        "| model | test R@10 | R@20 | R@50 | NDCG@20 | P@20 | users |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    if "random" in C:
+        t = C["random"]
+        L.append(
+            f"| expected random ranking (analytic) | {t['recall@10']:.4f} | {t['recall@20']:.4f} | "
+            f"{t['recall@50']:.4f} | - | {t['precision@20']:.4f} | {t['n_users']} |"
         )
-        L += [
-            "",
-            f"Collaborative alignment (R@20) {vs_random}"
-            f"/ ItemKNN raw text (MiniLM): {C['ratio_vs_itemknn_text']:.2f}x; "
-            f"/ ItemKNN raw text (MiniLM+TF-IDF): {C['ratio_vs_itemknn_text_tfidf']:.2f}x",
-            "",
-        ]
-        if "e2e_ratio_vs_popularity" in C:
-            sel = C["models"][E2E]["selected"]
-            L += [
-                f"End-to-end collaborative alignment (selected on validation: content {sel['content']}, "
-                f"hidden {sel['hidden']}, 3 seeds concatenated; valid R@20 {sel['valid_recall@20']:.4f}) / "
-                + (
-                    f"expected random ranking: {C['e2e_ratio_vs_random']:.2f}x; "
-                    if "e2e_ratio_vs_random" in C
-                    else ""
-                )
-                + "/ ItemKNN raw text (MiniLM): "
-                f"{C['e2e_ratio_vs_itemknn_text']:.2f}x; / ItemKNN raw text (TF-IDF): "
-                f"{C.get('e2e_ratio_vs_itemknn_text_tfidf_only', float('nan')):.2f}x; "
-                "/ ItemKNN raw text (MiniLM+TF-IDF): "
-                f"{C['e2e_ratio_vs_itemknn_text_tfidf']:.2f}x. Trials (valid R@20): "
-                + "; ".join(
-                    f"{t['content']}, hidden {t['hidden']}: {t['valid_recall@20']:.4f}"
-                    for t in C["models"][E2E]["trials"]
-                ),
-                "",
-            ]
-        L += [
-            "Recall definition: hits / #relevant (modalrec default; see evaluation.protocol).",
-            "",
-        ]
+    for name, r in C["models"].items():
+        t = r["test"]
+        label = (
+            "popularity (tie order: cold items all have popularity 0; not a reference)"
+            if name == "popularity"
+            else name
+        )
+        L.append(
+            f"| {label} | {t['recall@10']:.4f} | {t['recall@20']:.4f} | {t['recall@50']:.4f} | "
+            f"{t['ndcg@20']:.4f} | {t.get('precision@20', float('nan')):.4f} | {r['test_users']} |"
+        )
+    return L
+
+
+def markdown_e2e(C: dict[str, Any]) -> list[str]:
+    """Part C's end-to-end line: its validation pick, its ratios to the references, and every trial."""
+    sel = C["models"][E2E]["selected"]
+    return [
+        f"End-to-end collaborative alignment (selected on validation: content {sel['content']}, "
+        f"hidden {sel['hidden']}, 3 seeds concatenated; valid R@20 {sel['valid_recall@20']:.4f}) / "
+        + (
+            f"expected random ranking: {C['e2e_ratio_vs_random']:.2f}x; "
+            if "e2e_ratio_vs_random" in C
+            else ""
+        )
+        + "/ ItemKNN raw text (MiniLM): "
+        f"{C['e2e_ratio_vs_itemknn_text']:.2f}x; / ItemKNN raw text (TF-IDF): "
+        f"{C.get('e2e_ratio_vs_itemknn_text_tfidf_only', float('nan')):.2f}x; "
+        "/ ItemKNN raw text (MiniLM+TF-IDF): "
+        f"{C['e2e_ratio_vs_itemknn_text_tfidf']:.2f}x. Trials (valid R@20): "
+        + "; ".join(
+            f"{t['content']}, hidden {t['hidden']}: {t['valid_recall@20']:.4f}"
+            for t in C["models"][E2E]["trials"]
+        ),
+        "",
+    ]
+
+
+def markdown_coldstart(C: dict[str, Any]) -> list[str]:
+    """Part C: the table, then the collaborative (and end-to-end) ratios to the references.
+
+    Fills the random-ranking ratios into ``C`` first (results older than the random reference lack them).
+    """
+    L = markdown_coldstart_table(C)
+    if "random" in C:
+        add_random_ratios(C)
+    vs_random = f"/ expected random ranking: {C['ratio_vs_random']:.2f}x; " if "ratio_vs_random" in C else ""
+    L += [
+        "",
+        f"Collaborative alignment (R@20) {vs_random}"
+        f"/ ItemKNN raw text (MiniLM): {C['ratio_vs_itemknn_text']:.2f}x; "
+        f"/ ItemKNN raw text (MiniLM+TF-IDF): {C['ratio_vs_itemknn_text_tfidf']:.2f}x",
+        "",
+    ]
+    if "e2e_ratio_vs_popularity" in C:
+        L += markdown_e2e(C)
+    L += [
+        "Recall definition: hits / #relevant (modalrec default; see evaluation.protocol).",
+        "",
+    ]
+    return L
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """Human-readable tables of every part that has results."""
+    L = markdown_header(results)
+    if "align" in results:
+        L += markdown_align(results["align"])
+    if "fusion" in results:
+        L += markdown_fusion(results["fusion"])
+    if "coldstart" in results:
+        L += markdown_coldstart(results["coldstart"])
     return "\n".join(L) + "\n"
 
 

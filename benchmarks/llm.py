@@ -57,6 +57,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -405,6 +406,8 @@ def _constrained_readout(
         d = h_own.astype(int) - h_rand.astype(int)
         bi = np.random.default_rng(tk["seed"]).integers(0, len(d), size=(tk["bootstrap_resamples"], len(d)))
         named = [vocab[g] for g in n_own]
+        # Counter.most_common breaks ties by first appearance (item order), not by string hash
+        top_name, top_count = Counter(named).most_common(1)[0]
         constrained[name] = {
             "own_poster_tokens": float(h_own.mean()),
             "random_other_item_tokens": float(h_rand.mean()),
@@ -414,8 +417,8 @@ def _constrained_readout(
                 float(np.percentile(d[bi].mean(1), 97.5)),
             ],
             "distinct_genres_named": len(set(named)),
-            "most_named": max(set(named), key=named.count),
-            "most_named_share": named.count(max(set(named), key=named.count)) / len(named),
+            "most_named": top_name,
+            "most_named_share": top_count / len(named),
         }
     return constrained
 

@@ -288,7 +288,8 @@ def valid_r20(
 def with_seed(model: str, p: dict[str, Any], seed: int) -> dict[str, Any]:
     """Grid point ``p`` with the training seed set where it trains (blend members included)."""
     p = dict(p)
-    if "epochs" in p:
+    # A model with a seed trains (by epochs, or by steps as coldstart's towers do): each run gets its own.
+    if "epochs" in p or (model != "blend" and "seed" in model_defaults(model)):
         p["seed"] = seed
     if model == "blend":
         p["members"] = [

@@ -285,15 +285,22 @@ def valid_r20(
     return float(res.metrics["recall@20"])
 
 
+def trains_with_seed(model: str, params: dict[str, Any]) -> bool:
+    """Whether each run of ``model`` takes its own seed: it trains (by epochs, or by steps as the
+    coldstart model's towers do). One rule for rows and blend members alike."""
+    return "epochs" in params or "seed" in model_defaults(model)
+
+
 def with_seed(model: str, p: dict[str, Any], seed: int) -> dict[str, Any]:
     """Grid point ``p`` with the training seed set where it trains (blend members included)."""
     p = dict(p)
-    # A model with a seed trains (by epochs, or by steps as coldstart's towers do): each run gets its own.
-    if "epochs" in p or (model != "blend" and "seed" in model_defaults(model)):
+    if trains_with_seed(model, p):
         p["seed"] = seed
     if model == "blend":
         p["members"] = [
-            {**mem, "params": {**mem["params"], "seed": seed} if "epochs" in mem["params"] else mem["params"]}
+            {**mem, "params": {**mem["params"], "seed": seed}}
+            if trains_with_seed(mem["model"], mem["params"])
+            else mem
             for mem in p["members"]
         ]
         p.setdefault("weight_users", "tune_half")
@@ -1215,7 +1222,7 @@ def run_row(
         print(f"[{section}] {label}: grid on seed {params['grid_seed']}, then seeds {seeds} ...", flush=True)
         return run_grid_then_seeds(ds, section, label, model, params, seeds) or []
     runs = []
-    for s in seeds if "epochs" in params or model in ("blend", "coldstart") else seeds[:1]:
+    for s in seeds if model == "blend" or trains_with_seed(model, params) else seeds[:1]:
         print(f"[{section}] {label} seed {s} ...", flush=True)
         runs.append(run_ours(ds, model, params, s, cold))
         print("   ", {k: round(v, 4) for k, v in runs[-1]["test"].items() if k.endswith("@20")}, flush=True)

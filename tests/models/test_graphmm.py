@@ -120,3 +120,22 @@ def test_interaction_graph_next_to_modality_graphs(featured: Dataset) -> None:
     m = create("graphmm", **FAST, cf_knn_k=5, content_residual=True).fit(featured, progress=False)
     w = m.meta["modality_weights"]
     assert list(w) == ["image", "text", "interactions"] and abs(sum(w.values()) - 1) < 1e-5
+
+
+def test_user_graph_links_users_with_shared_items_and_learns(clustered: Dataset) -> None:
+    """user_knn_k propagates user embeddings over a user-user co-occurrence graph: every edge joins
+    two users who share a training item, the model still learns, and it scores differently."""
+    m = create("graphmm", **FAST, modalities=[], loss="softmax", n_negatives=32, user_knn_k=5)
+    m.fit(clustered, progress=False)
+    assert m._uu is not None
+    g = m._uu[0]
+    assert g.shape == (clustered.n_users, clustered.n_users) and g.diagonal().sum() == 0
+    r, c = g.nonzero()
+    shared = np.asarray(clustered.train[r].multiply(clustered.train[c]).sum(1)).ravel()
+    assert len(r) > 0 and (shared > 0).all()
+    pop = evaluate(create("popularity").fit(clustered, progress=False), clustered, "test", ks=(10,))
+    assert evaluate(m, clustered, "test", ks=(10,))["recall@10"] > 1.5 * pop["recall@10"]
+    plain = create("graphmm", **FAST, modalities=[], loss="softmax", n_negatives=32).fit(
+        clustered, progress=False
+    )
+    assert plain._uu is None and not np.allclose(plain.score([0]), m.score([0]))

@@ -292,19 +292,32 @@ def trains_with_seed(model: str, params: dict[str, Any]) -> bool:
 
 
 def with_seed(model: str, p: dict[str, Any], seed: int) -> dict[str, Any]:
-    """Grid point ``p`` with the training seed set where it trains (blend members included)."""
+    """Grid point ``p`` with the training seed set where it trains (blend members included, nested
+    blends too). A member's ``seed_offset`` (a seed bag: one setting fitted with several seeds) moves
+    its seed to the run's seed + offset; the offset itself is not a model parameter and is dropped.
+
+    >>> bag = {"members": [{"model": "bprmf", "params": {"epochs": 5}, "seed_offset": 1000}]}
+    >>> with_seed("blend", {"members": [{"model": "blend", "params": bag}]}, 7)["members"][0]["params"]["members"]
+    [{'model': 'bprmf', 'params': {'epochs': 5, 'seed': 1007}}]
+    """
     p = dict(p)
     if trains_with_seed(model, p):
         p["seed"] = seed
     if model == "blend":
-        p["members"] = [
-            {**mem, "params": {**mem["params"], "seed": seed}}
-            if trains_with_seed(mem["model"], mem["params"])
-            else mem
-            for mem in p["members"]
-        ]
+        p["members"] = [member_with_seed(mem, seed) for mem in p["members"]]
         p.setdefault("weight_users", "tune_half")
     return p
+
+
+def member_with_seed(mem: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One blend member with its seed: the run's plus the member's ``seed_offset`` (default 0)."""
+    s = seed + int(mem.get("seed_offset", 0))
+    out = {k: v for k, v in mem.items() if k != "seed_offset"}
+    if mem["model"] == "blend":
+        out["params"] = with_seed("blend", mem["params"], s)
+    elif trains_with_seed(mem["model"], mem["params"]):
+        out["params"] = {**mem["params"], "seed": s}
+    return out
 
 
 def run_ours(ds: Dataset, model: str, params: dict[str, Any], seed: int, cold: bool) -> dict[str, Any]:
@@ -1103,11 +1116,14 @@ def backfill_blends(results: dict[str, Any]) -> None:
 
 
 def resolve_members(params: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Replace member params ``"chosen:<label>"`` by the parameters that row chose on validation."""
+    """Replace member params ``"chosen:<label>"`` by the parameters that row chose on validation
+    (inside nested blends too)."""
     members = []
     for mem in params["members"]:
         p = mem["params"]
-        if isinstance(p, str) and p.startswith("chosen:"):
+        if mem["model"] == "blend" and isinstance(p, dict):  # a nested blend (e.g. a seed bag)
+            p = resolve_members(p, rows)
+        elif isinstance(p, str) and p.startswith("chosen:"):
             label = p.split(":", 1)[1]
             row = next((r for r in rows if r["label"] == label and r.get("runs")), None)
             if row is None:

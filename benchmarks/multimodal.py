@@ -1299,16 +1299,25 @@ def run_section(
         row.update(runs=runs, agg=aggregate(runs), load_average_at_end=[round(x, 2) for x in os.getloadavg()])
         d["n_users"] = runs[0]["n_users"]
         d["rows"].append(row)
-    if only and previous:
+    d["references"] = REFERENCES.get(section, [])
+    return d
+
+
+def merged_section(
+    section: str, d: dict[str, Any], only: bool, disk: dict[str, Any] | None
+) -> dict[str, Any]:
+    """This run's rows ``d`` merged into the section as it is on disk NOW (with ``--only``): re-read at
+    write time, not at start, so two processes running different rows of one section keep each
+    other's rows. Then the verdict over the merged rows."""
+    if only and disk:
         fresh = {r["label"]: r for r in d["rows"]}
         order = list(dict.fromkeys([label for label, *_ in SECTIONS[section]] + ["Cornac VBPR"]))
-        old = {r["label"]: r for r in previous.get("rows", [])}
+        old = {r["label"]: r for r in disk.get("rows", [])}
         d["rows"] = [fresh.get(label) or old[label] for label in order if label in fresh or label in old]
-        d["n_users"] = d.get("n_users", previous.get("n_users"))
-        d["partial_runs"] = {**previous.get("partial_runs", {}), **{label: d["loadavg"] for label in fresh}}
-        if previous.get("notes"):  # readings added with --render --note stay with the rows they read
-            d["notes"] = previous["notes"]
-    d["references"] = REFERENCES.get(section, [])
+        d["n_users"] = d.get("n_users", disk.get("n_users"))
+        d["partial_runs"] = {**disk.get("partial_runs", {}), **{label: d["loadavg"] for label in fresh}}
+        if disk.get("notes"):  # readings added with --render --note stay with the rows they read
+            d["notes"] = disk["notes"]
     d["verdict"] = verdict(section, d["rows"])
     return d
 
@@ -1373,6 +1382,7 @@ def main(argv: list[str] | None = None) -> None:
         # Other sections (and their commands) may have been written meanwhile by another process:
         # take them from disk, replace only this section.
         disk = json.loads(path.read_text()) if path.exists() else {"sections": {}, "commands": {}}
+        d = merged_section(section, d, bool(args.only), disk.get("sections", {}).get(section))
         if section == "tiktok_resplit":
             d["verdict"] = ranking_check(d["rows"], disk.get("sections", {}).get("tiktok", {}))
         results["sections"] = {**disk.get("sections", {}), section: d}

@@ -452,10 +452,10 @@ def grid_edges(
     chosen: dict[str, Any],
     defaults: dict[str, Any] | None = None,
 ) -> list[str]:
-    """Settings the grid varied whose chosen value (the base's when the chosen point keeps it) is the
-    smallest or largest value tried (base included). ``defaults``: the model's own values, which stand in
-    for the base's of a setting the row's set does not name (a point that sets ``n = 1024`` is compared
-    with the default it replaces, else it would never count as an edge).
+    """Settings the grid varied whose chosen value is the smallest or largest value tried. A point's value
+    of a setting is its own, else the base's; ``defaults`` (the model's own values) stand in for the base's
+    of a setting the row's set does not name (a point that sets ``n = 1024`` next to a point that keeps
+    the default is a grid over n). A setting every point gives the same value is not a grid axis.
 
     >>> grid_edges({"t": 0.2}, [{}, {"t": 0.1}, {"t": 0.15}], {"t": 0.1})
     ['t = 0.1 is at the grid edge']
@@ -463,11 +463,13 @@ def grid_edges(
     ['t = 0.2 is at the grid edge']
     >>> grid_edges({}, [{}, {"n": 1024}], {"n": 1024}, {"n": 256})
     ['n = 1024 is at the grid edge']
+    >>> grid_edges({"d": 64}, [{"d": 128}, {"d": 128, "k": 10}, {"d": 128, "k": 40}], {"d": 128, "k": 10}, {"k": 0})
+    []
     """
     base = (defaults or {}) | base
     out = []
     for k in dict.fromkeys(k for pt in points for k in pt):
-        tried: set[Any] = {pt[k] for pt in points if k in pt} | ({base[k]} if k in base else set())
+        tried: set[Any] = {pt.get(k, base.get(k)) for pt in points} - {None}
         v = chosen.get(k, base.get(k))
         if len(tried) > 1 and v in (min(tried), max(tried)):
             out.append(f"{k} = {v} is at the grid edge")
@@ -1021,7 +1023,7 @@ def staged_grid_markdown(d: dict[str, Any]) -> list[str]:
             for g in run["grid"]
         )
         base = {k: v for k, v in r["params"].items() if k not in STAGE_KEYS}
-        edges = grid_edges(base, [g["point"] for g in run["grid"]], run["chosen"])
+        edges = grid_edges(base, [g["point"] for g in run["grid"]], run["chosen"], model_defaults(r["model"]))
         edge = "; ".join(edges) or "not at a grid edge"
         out.append(
             f"\nStaged grid of '{r['label']}' (each point fitted once, seed {run['grid_seed']}, early-stopped on all "
@@ -1056,7 +1058,9 @@ def unfinished_stages_markdown(name: str, d: dict[str, Any]) -> list[str]:
         row = next((r for r in d["rows"] if r["label"] == label), None)
         if runs0 is not None and row is not None:
             base = {k: v for k, v in row["params"].items() if k not in STAGE_KEYS}
-            edges = grid_edges(base, [g["point"] for g in st["grid"]], runs0["chosen"])
+            edges = grid_edges(
+                base, [g["point"] for g in st["grid"]], runs0["chosen"], model_defaults(row["model"])
+            )
             runs += f" (chosen point: {'; '.join(edges) or 'not at a grid edge'})"
         out.append(
             f"\n**Incomplete** staged row '{label}' (not in the table; stopped by the time limit): grid points "

@@ -11,6 +11,7 @@ from modalrec.core.errors import ConfigError
 from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate
 from modalrec.models import Recommender, create
+from modalrec.models.blend import standardise_rows
 from modalrec.models.ease import ease_weights
 from synthetic import make_clustered
 
@@ -98,3 +99,19 @@ def test_blend_picks_weights_on_validation_and_round_trips(featured: Dataset, tm
         create("blend").fit(featured, progress=False)
     with pytest.raises(ConfigError, match="weights"):
         create("blend", members=members, weights=[1.0]).fit(featured, progress=False)
+
+
+def test_a_blend_nests_as_a_seed_bag_and_round_trips(featured: Dataset, tmp_path: Path) -> None:
+    """A blend member may itself be a blend with fixed weights (a seed bag: one setting fitted with
+    several seeds, averaged), the shape the TikTok benchmark's seed-bag rows use."""
+    bag = {
+        "weights": [1.0, 1.0],
+        "members": [{"model": "bprmf", "params": {"epochs": 3, "dim": 8, "seed": s}} for s in (1, 2)],
+    }
+    members = [{"model": "blend", "params": bag}, {"model": "popularity", "params": {}}]
+    m = create("blend", members=members, weights=[1.0, 0.0]).fit(featured, progress=False)
+    a, b = (create("bprmf", epochs=3, dim=8, seed=s).fit(featured, progress=False) for s in (1, 2))
+    expected = standardise_rows(a._score(np.array([0, 3]))) + standardise_rows(b._score(np.array([0, 3])))
+    np.testing.assert_allclose(m._score(np.array([0, 3])), standardise_rows(expected), rtol=1e-4, atol=1e-5)
+    loaded = Recommender.load(m.save(tmp_path / "bag"))
+    np.testing.assert_allclose(loaded.score([0, 3]), m.score([0, 3]), rtol=1e-5, atol=1e-6)

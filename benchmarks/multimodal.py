@@ -319,13 +319,8 @@ def with_seed(model: str, p: dict[str, Any], seed: int) -> dict[str, Any]:
 
 def member_with_seed(mem: dict[str, Any], seed: int) -> dict[str, Any]:
     """One blend member with its seed: the run's plus the member's ``seed_offset`` (default 0)."""
-    s = seed + int(mem.get("seed_offset", 0))
-    out = {k: v for k, v in mem.items() if k != "seed_offset"}
-    if mem["model"] == "blend":
-        out["params"] = with_seed("blend", mem["params"], s)
-    elif trains_with_seed(mem["model"], mem["params"]):
-        out["params"] = {**mem["params"], "seed": s}
-    return out
+    rest = {k: v for k, v in mem.items() if k != "seed_offset"}
+    return rest | {"params": with_seed(mem["model"], mem["params"], seed + int(mem.get("seed_offset", 0)))}
 
 
 def run_ours(ds: Dataset, model: str, params: dict[str, Any], seed: int, cold: bool) -> dict[str, Any]:
@@ -1264,7 +1259,8 @@ def run_section(
     rerun_lightgcn: bool,
     previous: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the section's planned rows (or only the ``only`` ones, keeping the other rows of ``previous``)."""
+    """Run the section's planned rows (or only the ``only`` ones; ``previous``, the section as it was when
+    the run started, resolves blend members; :func:`merged_section` keeps its other rows)."""
     ds, info = load_section(section)
     SPLIT_TAG["tag"] = CACHE_TAG.get(section, "")
     d: dict[str, Any] = {**info, "summary": str(ds.summary()), "seeds": seeds, "rows": []}

@@ -41,6 +41,7 @@ import shlex
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from machine import host_line, host_record
 from modalrec.core.io import atomic_write_json, atomic_write_text
 from modalrec.data import load
 from modalrec.data.dataset import Dataset
@@ -389,6 +391,7 @@ FIT_BUDGET: dict[str, int | None] = {"left": None}  # --max-fits: new fits this 
 
 #: the running section's split tag (:data:`CACHE_TAG`), part of every cache key
 SPLIT_TAG = {"tag": ""}
+HOST: dict[str, Any] = {}  # host_record() of this run (set in main), its fingerprint stamped on every row
 
 
 def cache_dir(model: str, p: dict[str, Any]) -> Path:
@@ -926,7 +929,9 @@ def markdown(results: dict[str, Any]) -> str:
     lines = [
         "# Multimodal recommenders",
         "",
-        f"Machine: {results['machine']}. Commands: "
+        f"Machine: {results['machine']}"
+        + (f"; last run's host: {host_line(results['host'])}" if "host" in results else "")
+        + ". Commands: "
         + ", ".join(f"`{c}`" for c in results.get("commands", {}).values())
         + ".",
         "Full ranking over all items (cold-start: over the cold items only), train and valid items masked;",
@@ -951,6 +956,23 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hosts_markdown(rows: list[dict[str, Any]]) -> list[str]:
+    """Which hosts' float kernels the rows ran on (:func:`machine.float_fingerprint`): rows whose
+    fingerprints differ may not reproduce each other's fits bit for bit.
+
+    >>> hosts_markdown([{"host_fingerprint": "ab"}, {"host_fingerprint": "ab"}, {}])
+    ['', 'Float fingerprint of the host of each row: ab (2 rows); not recorded (1 row, run before it was kept).']
+    """
+    counts = Counter(r.get("host_fingerprint") for r in rows)
+    if not counts or set(counts) == {None}:
+        return []
+    parts = [f"{fp} ({n} row{'s' * (n > 1)})" for fp, n in counts.items() if fp]
+    if counts.get(None):
+        n = counts[None]
+        parts.append(f"not recorded ({n} row{'s' * (n > 1)}, run before it was kept)")
+    return ["", "Float fingerprint of the host of each row: " + "; ".join(parts) + "."]
+
+
 def section_markdown(name: str, d: dict[str, Any]) -> list[str]:
     """One section: protocol, table, cold-start references, weights, grids, blend members, verdict."""
     lines = [
@@ -966,6 +988,7 @@ def section_markdown(name: str, d: dict[str, Any]) -> list[str]:
     hdr = "| model | content | " + " | ".join(f"{m}@{k}" for m in ("Recall", "NDCG") for k in KS)
     lines += [hdr + " | valid R@20 | select R@20 | s/epoch | fit s |", "|" + "---|" * 12]
     lines += [table_row(r) for r in d["rows"]]
+    lines += hosts_markdown(d["rows"])
     if name == "coldstart":
         lines.append(
             "\nCold valid R@20 (all validation users, ranking cold items only): "
@@ -1267,6 +1290,7 @@ def run_section(
     d["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     stamp = (PLAN.record() if PLAN else {}) | {
         "code_commit": code_commit(),
+        "host_fingerprint": HOST.get("float_fingerprint"),
         "load_average_at_start": d["loadavg"],
     }
     added = {
@@ -1382,6 +1406,8 @@ def main(argv: list[str] | None = None) -> None:
     results["machine"] = (
         f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, torch {torch.__version__}"
     )
+    HOST.update(host_record())
+    results["host"] = HOST
     cmd = "python benchmarks/multimodal.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     for section in args.sections:
         t0 = time.perf_counter()

@@ -825,6 +825,14 @@ def ranking_check(rows: list[dict[str, Any]], fixed: dict[str, Any]) -> dict[str
     return out
 
 
+def refresh_ranking_check(sections: dict[str, Any]) -> None:
+    """Re-judge the re-split's ranking check from both sections as they now are: it compares the re-split
+    with the fixed split (its rows and its selected best row), so a re-run of either changes it."""
+    if "tiktok_resplit" in sections and "tiktok" in sections:
+        resplit = sections["tiktok_resplit"]
+        resplit["verdict"] = ranking_check(resplit["rows"], sections["tiktok"])
+
+
 GOALS_18 = {"best row": (0.1193, 0.0525), "single model": (0.1139, 0.0492)}  # MDMNS; MMHCL (validated)
 
 
@@ -1417,9 +1425,8 @@ def main(argv: list[str] | None = None) -> None:
         # take them from disk, replace only this section.
         disk = json.loads(path.read_text()) if path.exists() else {"sections": {}, "commands": {}}
         d = merged_section(section, d, bool(args.only), disk.get("sections", {}).get(section))
-        if section == "tiktok_resplit":
-            d["verdict"] = ranking_check(d["rows"], disk.get("sections", {}).get("tiktok", {}))
         results["sections"] = {**disk.get("sections", {}), section: d}
+        refresh_ranking_check(results["sections"])
         cmds = dict(disk.get("commands", {}))
         previous_cmds = set(cmds.get(section, "").split("; ")) - {""} if args.only else set()
         cmds[section] = "; ".join(sorted(previous_cmds | {cmd}))

@@ -507,9 +507,10 @@ def run_grid_then_seeds(
     for point in points:
         if any(g["point"] == point for g in state["grid"]):
             continue
-        if not take_fit():
+        p = with_seed(model, base | point, gseed)
+        if not is_cached(model, p) and not take_fit():  # a cached fit costs no budget
             return None
-        m = fit_cached(ds, model, with_seed(model, base | point, gseed))
+        m = fit_cached(ds, model, p)
         state["grid"].append(
             {
                 "point": point,

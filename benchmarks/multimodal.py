@@ -391,6 +391,8 @@ FIT_BUDGET: dict[str, int | None] = {"left": None}  # --max-fits: new fits this 
 
 #: the running section's split tag (:data:`CACHE_TAG`), part of every cache key
 SPLIT_TAG = {"tag": ""}
+#: prefix of the STAGES keys that keep stage records a re-run replaced (plan amendment 9: "superseded_2026-12-03")
+SUPERSEDED = "superseded_"
 HOST: dict[str, Any] = {}  # host_record() of this run (set in main), its fingerprint stamped on every row
 
 
@@ -970,7 +972,7 @@ def hosts_markdown(rows: list[dict[str, Any]]) -> list[str]:
     fingerprints differ may not reproduce each other's fits bit for bit.
 
     >>> hosts_markdown([{"host_fingerprint": "ab"}, {"host_fingerprint": "ab"}, {}])
-    ['', 'Float fingerprint of the host of each row: ab (2 rows); not recorded (1 row, run before it was kept).']
+    ['', 'Float fingerprint of the host of each row: ab (2 rows); not recorded (1 row).']
     """
     counts = Counter(r.get("host_fingerprint") for r in rows)
     if not counts or set(counts) == {None}:
@@ -978,7 +980,7 @@ def hosts_markdown(rows: list[dict[str, Any]]) -> list[str]:
     parts = [f"{fp} ({n} row{'s' * (n > 1)})" for fp, n in counts.items() if fp]
     if counts.get(None):
         n = counts[None]
-        parts.append(f"not recorded ({n} row{'s' * (n > 1)}, run before it was kept)")
+        parts.append(f"not recorded ({n} row{'s' * (n > 1)})")
     return ["", "Float fingerprint of the host of each row: " + "; ".join(parts) + "."]
 
 
@@ -1076,6 +1078,8 @@ def unfinished_stages_markdown(name: str, d: dict[str, Any]) -> list[str]:
     done = {r["label"] for r in d["rows"] if r.get("runs")}
     out = []
     for key, st in stages.items():
+        if key.startswith(SUPERSEDED):
+            continue
         section, label = key.split("/", 1)
         if section != name or label in done:
             continue
@@ -1397,6 +1401,7 @@ def main(argv: list[str] | None = None) -> None:
         data["plan"] = plan.record()
         mark_added_after_test(data, plan.data)
         backfill_blends(data)
+        refresh_ranking_check(data["sections"])
         atomic_write_json(args.out / "multimodal.json", data)
         atomic_write_text(args.out / "multimodal.md", markdown(data))
         return

@@ -841,7 +841,9 @@ GOALS_18 = {"best row": (0.1193, 0.0525), "single model": (0.1139, 0.0492)}  # M
 
 def issue18_goals(ours: list[dict[str, Any]]) -> dict[str, Any]:
     """Issue 18's TikTok goals, judged on the rows run under the plan (those with a select-half score):
-    the row and the single (non-blend) row with the highest select-half validation Recall@20."""
+    the row and the single (non-blend) row with the highest select-half validation Recall@20. A tie goes
+    to the first of the tied rows in plan order (the rule of the staged grids); the rows it tied with
+    are named in ``tied_with``, so a verdict that rests on a tie says so."""
     planned = [r for r in ours if "select_valid_recall@20" in r["agg"]]
     out: dict[str, Any] = {}
     for goal, rows in (
@@ -851,6 +853,8 @@ def issue18_goals(ours: list[dict[str, Any]]) -> dict[str, Any]:
         if not rows:
             continue
         r = max(rows, key=lambda x: x["agg"]["select_valid_recall@20"]["mean"])
+        top = r["agg"]["select_valid_recall@20"]["mean"]
+        tied = [x["label"] for x in rows if x is not r and x["agg"]["select_valid_recall@20"]["mean"] == top]
         rec, ndcg = r["agg"]["recall@20"]["mean"], r["agg"]["ndcg@20"]["mean"]
         out[f"issue18 {goal}"] = {
             "selected_on": "select half of the validation users, among rows run under the plan",
@@ -859,7 +863,7 @@ def issue18_goals(ours: list[dict[str, Any]]) -> dict[str, Any]:
             "ndcg@20": ndcg,
             "goal": GOALS_18[goal],
             "met": rec >= GOALS_18[goal][0] and ndcg >= GOALS_18[goal][1],
-        }
+        } | ({"tied_with": tied} if tied else {})
     return out
 
 
@@ -1401,6 +1405,8 @@ def main(argv: list[str] | None = None) -> None:
         data["plan"] = plan.record()
         mark_added_after_test(data, plan.data)
         backfill_blends(data)
+        for name, sec in data["sections"].items():  # verdicts follow the rows (and the rules) as they now are
+            sec["verdict"] = verdict(name, sec["rows"])
         refresh_ranking_check(data["sections"])
         atomic_write_json(args.out / "multimodal.json", data)
         atomic_write_text(args.out / "multimodal.md", markdown(data))

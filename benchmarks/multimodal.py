@@ -36,7 +36,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import platform
 import shlex
 import sys
 import tempfile
@@ -1423,11 +1422,11 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = (
         json.loads(path.read_text()) if path.exists() else {"sections": {}, "commands": {}}
     )
-    results["machine"] = (
-        f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}, torch {torch.__version__}"
-    )
     HOST.update(host_record())
     results["host"] = HOST
+    results["machine"] = (  # the short form of the host record, kept for the table's first line
+        f"{HOST['arch']}, {HOST['cores']} cores, python {HOST['python']}, torch {HOST['versions']['torch']}"
+    )
     cmd = "python benchmarks/multimodal.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     for section in args.sections:
         t0 = time.perf_counter()

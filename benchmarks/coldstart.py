@@ -34,6 +34,9 @@ import torch
 
 from modalrec.core.io import atomic_write_json, atomic_write_text
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import float_fingerprint, host_line, host_record  # benchmarks/machine.py
+
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = ROOT / "benchmarks" / "plans" / "coldstart.toml"
 CACHE = Path.home() / ".cache" / "modalrec"
@@ -46,6 +49,19 @@ def log(*a: Any) -> None:
 
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def environment(command: str) -> dict[str, Any]:
+    """What a re-run needs to match: versions, the host (its float fingerprint: trained numbers can
+    differ in the last digits between CPUs, see benchmarks/machine.py) and the command."""
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "host": host_record(),
+        "command": command,
+    }
 
 
 def run_config(plan: dict[str, Any], seed: int, l2: float) -> dict[str, Any]:
@@ -402,6 +418,7 @@ def markdown(R: dict[str, Any]) -> str:
         f"{R['plan_commit']}; code at {R['code_commit']}. Wall time {R['seconds']} s; load average at start "
         f"{R['load_average_at_start']}, at end {R['load_average_at_end']} (2 cores shared with other jobs).",
         "",
+        *([f"Host: {host_line(R['environment']['host'])}.", ""] if "host" in R["environment"] else []),
         f"Protocol: {R['protocol']}",
         "",
         *(
@@ -520,14 +537,10 @@ def finish(args: argparse.Namespace) -> None:
     R["summary"] = summarise(plan, R)
     R["seconds"] = None
     R["load_average_at_end"] = list(os.getloadavg())
-    R["environment"] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": "nice -n 10 python benchmarks/coldstart.py (interrupted), then --finish "
-        + " ".join(map(str, args.finish)),
-    }
+    R["environment"] = environment(
+        "nice -n 10 python benchmarks/coldstart.py (interrupted), then --finish "
+        + " ".join(map(str, args.finish))
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "coldstart.json", R)
     atomic_write_text(args.out / "coldstart.md", markdown(R))
@@ -563,6 +576,7 @@ def add_seeds(args: argparse.Namespace) -> None:
         )
         row |= {
             "code_commit": commit,
+            "host_fingerprint": float_fingerprint(),
             "load_average_at_start": load0,
             "load_average_at_end": list(os.getloadavg()),
         }
@@ -740,6 +754,7 @@ def add_rows(args: argparse.Namespace) -> None:
                 "plan_commit": R["amendment"]["plan_commit"],
                 "replaces": [*old.get("replaces", []), replaced(old)] if "test_cold" in old else [],
                 "code_commit": git("rev-parse", "HEAD"),
+                "host_fingerprint": float_fingerprint(),
                 "ran": f"{time.strftime('%Y-%m-%d %H:%M')} UTC",
                 "seconds": round(time.perf_counter() - t0, 1),
                 "load_average_at_start": load0,
@@ -837,13 +852,9 @@ def main() -> None:
     R["summary"] = summarise(plan, R)
     R["seconds"] = round(time.perf_counter() - t0, 1)
     R["load_average_at_end"] = list(os.getloadavg())
-    R["environment"] = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": "nice -n 10 python benchmarks/coldstart.py" + (" --reuse-runs" if args.reuse_runs else ""),
-    }
+    R["environment"] = environment(
+        "nice -n 10 python benchmarks/coldstart.py" + (" --reuse-runs" if args.reuse_runs else "")
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "coldstart.json", R)
     atomic_write_text(args.out / "coldstart.md", markdown(R))

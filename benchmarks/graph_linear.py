@@ -48,6 +48,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from modalrec.core.io import atomic_write_json, atomic_write_text
+from modalrec.core.threads import torch_threads
 from modalrec.data import load
 from modalrec.data.dataset import Dataset
 from modalrec.evaluation import evaluate
@@ -239,9 +240,7 @@ def time_epoch(
     from modalrec.models.content import WarmSampler
     from modalrec.models.training import BPRSampler
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         m = create(model, **{**params, "threads": threads})
         t0 = time.perf_counter()
         run = m.start_training(ds, WarmSampler if model == "graphmm" else BPRSampler)
@@ -252,8 +251,6 @@ def time_epoch(
         t0, c0 = time.perf_counter(), time.process_time()
         loss = m.train_epoch(run, 1, max_steps=max_steps)
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    finally:
-        torch.set_num_threads(previous)
     done = min(max_steps, n_steps) if max_steps else n_steps
     return {
         "threads": threads,

@@ -43,16 +43,12 @@ def cpu_model() -> tuple[str, list[str]]:
 def float_fingerprint() -> str:
     """12 hex digits hashing float32 results of the operations our trained models run, on fixed data,
     with one thread (as the benchmarks train: some kernels round differently with more threads)."""
-    import torch
     from threadpoolctl import threadpool_limits
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            return _fingerprint_one_thread()
-    finally:
-        torch.set_num_threads(previous)
+    from modalrec.core.threads import torch_threads
+
+    with torch_threads(1), threadpool_limits(1):
+        return _fingerprint_one_thread()
 
 
 def _fingerprint_one_thread() -> str:

@@ -45,6 +45,7 @@ from pydantic import Field
 from modalrec.core.errors import ConfigError, DataError
 from modalrec.core.memory import check_allocation
 from modalrec.core.params import Params
+from modalrec.core.threads import torch_threads
 from modalrec.models.base import REGISTRY, Recommender, Validator, create, register
 from modalrec.models.blend import BlendMember, standardise_rows
 from modalrec.models.content import presence, select_modalities
@@ -349,13 +350,8 @@ class ColdStart(Recommender[ColdStartParams]):
         self._state = {"warm": warm.astype(np.uint8), **fit_standardisation(feats, masks, warm, mods)}
         self.meta.update({"modalities": mods, "input_dims": {m: int(x.shape[1]) for m, x in feats.items()}})
         F = tower_features(self._state, feats, masks, mods)
-        previous = torch.get_num_threads()
-        if self.hp.threads:
-            torch.set_num_threads(self.hp.threads)
-        try:
+        with torch_threads(self.hp.threads):
             self._fit_towers(F, R, warm)
-        finally:
-            torch.set_num_threads(previous)
         self._fit_collaborative(dataset, progress)
 
     def _fit_without_content(self, dataset: Dataset, progress: bool) -> None:

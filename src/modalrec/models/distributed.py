@@ -49,6 +49,7 @@ import torch
 import torch.distributed as dist
 
 from modalrec.core.errors import ConfigError
+from modalrec.core.threads import torch_threads
 from modalrec.models.base import _default_validator
 from modalrec.models.embedding import Batch, EmbeddingRecommender, TrainingRun
 from modalrec.models.training import EarlyStopping, training_meta
@@ -317,17 +318,12 @@ def fit_data_parallel(
     model.n_users, model.n_items = dataset.n_users, dataset.n_items
     model.meta = {}
     model._validator = _default_validator(dataset) if workers.rank == 0 else None
-    previous = torch.get_num_threads()
-    if model.hp.threads:
-        torch.set_num_threads(model.hp.threads)
-    try:
+    with torch_threads(model.hp.threads):
         run = model.start_training(dataset, model.triplet_sampler())
         loop = _Loop(EarlyStopping(patience=model.hp.patience))
         if resume is not None:
             restore(model, run, loop, resume)
         _epochs(model, dataset, run, loop, workers, report)
-    finally:
-        torch.set_num_threads(previous)
         model._validator = None
     if workers.rank == 0:
         _finish(model, dataset, loop, workers)

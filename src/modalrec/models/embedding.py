@@ -42,6 +42,7 @@ from torch.nn import functional as F
 from typing_extensions import TypeVar
 
 from modalrec.core.params import Params
+from modalrec.core.threads import torch_threads
 from modalrec.models.base import Recommender
 from modalrec.models.training import BPRSampler, seed_everything, train_with_early_stopping
 
@@ -220,13 +221,8 @@ class EmbeddingRecommender(Recommender[EP]):
 
     # -- protocol ------------------------------------------------------------------------
     def _fit(self, dataset: Dataset, *, progress: bool) -> None:
-        previous = torch.get_num_threads()
-        if self.hp.threads:
-            torch.set_num_threads(self.hp.threads)
-        try:
+        with torch_threads(self.hp.threads):
             self._train(dataset, progress=progress)
-        finally:
-            torch.set_num_threads(previous)
 
     def _train(self, dataset: Dataset, *, progress: bool) -> None:
         self.train_bpr(dataset, progress=progress)

@@ -886,12 +886,18 @@ def select_best(cands: list[dict[str, Any]], full_key: str) -> tuple[dict[str, A
 
 
 def fmt(a: dict[str, Any], key: str, n_runs: int = 2) -> str:
-    """``mean ± std`` over seeds; a single run (deterministic rows, references) prints its value alone."""
+    """``mean ± std`` over seeds; a single run (deterministic rows, references) prints its value alone.
+    A spread that rounds to zero prints as ``< 0.0001``: "± 0.0000" reads as a deterministic row.
+
+    >>> fmt({"r": {"mean": 0.12331, "std": 0.00002}}, "r", 3)
+    '0.1233 ± <0.0001'
+    """
     if key not in a:
         return "-"
     if n_runs < 2:
         return f"{a[key]['mean']:.4f}"
-    return f"{a[key]['mean']:.4f} ± {a[key]['std']:.4f}"
+    std = a[key]["std"]
+    return f"{a[key]['mean']:.4f} ± " + (f"{std:.4f}" if std >= 0.00005 else "<0.0001")
 
 
 USERS_TAG = {"all": "a", "tune": "t"}

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from machine import host_line, host_record
 from plan import deadline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -142,6 +143,8 @@ def markdown(r: dict[str, Any]) -> str:
     out.append(
         "the LLM re-ranks the base model's top 20. CPU shared with other jobs; every section ran under `nice -n 10` (load averages below)."
     )
+    if r.get("host"):  # trained numbers can differ in the last digits between CPUs (benchmarks/machine.py)
+        out.append(f"Host of the tuning run: {host_line(r['host'])}.")
     b = r.get("base_model", {})
     if b:
         out += ["", f"Base model: {b.get('name')} (full test: {r.get('base_full_test')})", ""]
@@ -381,7 +384,12 @@ def section_tune(args: Any) -> None:
     llm = load_llm(threads=threads)
     torch.set_num_threads(threads)
     _, commit = plan()
-    r = {"plan": "benchmarks/plans/llm_tune.toml", "plan_commit": commit, "base_model": desc}
+    r = {
+        "plan": "benchmarks/plans/llm_tune.toml",
+        "plan_commit": commit,
+        "base_model": desc,
+        "host": host_record(),
+    }
     r["base_full_test"] = {
         "n_users": full.n_users,
         **{k: round(float(v), 5) for k, v in full.metrics.items()},

@@ -319,12 +319,14 @@ def fit_data_parallel(
     model.meta = {}
     model._validator = _default_validator(dataset) if workers.rank == 0 else None
     with torch_threads(model.hp.threads):
-        run = model.start_training(dataset, model.triplet_sampler())
-        loop = _Loop(EarlyStopping(patience=model.hp.patience))
-        if resume is not None:
-            restore(model, run, loop, resume)
-        _epochs(model, dataset, run, loop, workers, report)
-        model._validator = None
+        try:
+            run = model.start_training(dataset, model.triplet_sampler())
+            loop = _Loop(EarlyStopping(patience=model.hp.patience))
+            if resume is not None:
+                restore(model, run, loop, resume)
+            _epochs(model, dataset, run, loop, workers, report)
+        finally:
+            model._validator = None
     if workers.rank == 0:
         _finish(model, dataset, loop, workers)
     return model

@@ -567,7 +567,7 @@ def add_seeds(args: argparse.Namespace) -> None:
     ds = load_with_features(config_from_dict(run_config(plan, args.add_seeds[0], 1.0)))
     warm = np.setdiff1d(np.arange(ds.n_items), np.asarray(ds.cold_items, dtype=np.int64))
     args.scratch.mkdir(parents=True, exist_ok=True)
-    commit = git("rev-parse", "HEAD")
+    commit, fingerprint = git("rev-parse", "HEAD"), float_fingerprint()
     for seed in args.add_seeds:
         load0 = list(os.getloadavg())
         sub = {**plan, "coldstart": {**plan["coldstart"], "seeds": [seed]}}
@@ -576,7 +576,7 @@ def add_seeds(args: argparse.Namespace) -> None:
         )
         row |= {
             "code_commit": commit,
-            "host_fingerprint": float_fingerprint(),
+            "host_fingerprint": fingerprint,
             "load_average_at_start": load0,
             "load_average_at_end": list(os.getloadavg()),
         }
@@ -748,13 +748,14 @@ def add_rows(args: argparse.Namespace) -> None:
                 ds = load_with_features(config_from_dict(run_config(plan, 2024, 1.0)))
                 warm = np.setdiff1d(np.arange(ds.n_items), np.asarray(ds.cold_items, dtype=np.int64))
                 cold = np.asarray(ds.cold_items, dtype=np.int64)
+                fingerprint = float_fingerprint()  # the host does not change between rows
             load0, t0 = list(os.getloadavg()), time.perf_counter()
             old = rows.get(name, {})
             rows[name] = part_content_row(spec, ds, warm, cold) | {
                 "plan_commit": R["amendment"]["plan_commit"],
                 "replaces": [*old.get("replaces", []), replaced(old)] if "test_cold" in old else [],
                 "code_commit": git("rev-parse", "HEAD"),
-                "host_fingerprint": float_fingerprint(),
+                "host_fingerprint": fingerprint,
                 "ran": f"{time.strftime('%Y-%m-%d %H:%M')} UTC",
                 "seconds": round(time.perf_counter() - t0, 1),
                 "load_average_at_start": load0,
